@@ -1,0 +1,58 @@
+//! The shared context every handler and job gets: configuration, the pool, keys,
+//! providers, and the broker's health as the relay last saw it.
+
+use std::ops::Deref;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+
+use deadpool_postgres::Pool;
+use tokio_util::sync::CancellationToken;
+
+use crate::config::Config;
+use crate::http::auth::Keys;
+
+#[derive(Clone)]
+pub struct App(Arc<Inner>);
+
+pub struct Inner {
+    pub config: Config,
+    pub db: Pool,
+    pub keys: Keys,
+    pub broker: BrokerStatus,
+    pub shutdown: CancellationToken,
+}
+
+impl Deref for App {
+    type Target = Inner;
+    fn deref(&self) -> &Inner {
+        &self.0
+    }
+}
+
+impl App {
+    pub fn new(config: Config, db: Pool) -> App {
+        let keys = Keys::new(config.jwt_secret.expose());
+        App(Arc::new(Inner {
+            config,
+            db,
+            keys,
+            broker: BrokerStatus::default(),
+            shutdown: CancellationToken::new(),
+        }))
+    }
+}
+
+/// Whether the relay currently holds a working broker connection.
+#[derive(Default)]
+pub struct BrokerStatus {
+    connected: AtomicBool,
+}
+
+impl BrokerStatus {
+    pub fn set(&self, up: bool) {
+        self.connected.store(up, Ordering::Relaxed);
+    }
+    pub fn is_up(&self) -> bool {
+        self.connected.load(Ordering::Relaxed)
+    }
+}

@@ -1,0 +1,386 @@
+//! Every setting, its default and its validation. Read once at start-up; a
+//! malformed value stops the process with a message that names the variable.
+
+use std::fmt;
+use std::net::SocketAddr;
+use std::time::Duration;
+
+use ipnet::IpNet;
+
+use crate::domain::duration;
+
+/// The JWT key used only in sandbox mode, so `billing token` works out of the box.
+pub const DEV_JWT_SECRET: &str = "billing-sandbox-dev-key-not-for-production";
+pub const SANDBOX_SHOP_ID: &str = "sandbox-shop";
+pub const SANDBOX_SECRET_KEY: &str = "sandbox_secret";
+
+/// YooKassa's published notification sources (providers.md).
+pub const YOOKASSA_IPS: &[&str] = &[
+    "185.71.76.0/27",
+    "185.71.77.0/27",
+    "77.75.153.0/25",
+    "77.75.156.11/32",
+    "77.75.156.35/32",
+    "77.75.154.128/25",
+    "2a02:5180::/32",
+];
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Mode {
+    /// No YooKassa credentials: the built-in provider, no real money.
+    Sandbox,
+    /// A `test_` secret key: the provider's test shop.
+    Test,
+    Live,
+}
+
+impl Mode {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Mode::Sandbox => "sandbox",
+            Mode::Test => "test",
+            Mode::Live => "live",
+        }
+    }
+
+    /// Whether money moves. Recorded on every payment and event.
+    pub fn livemode(self) -> bool {
+        self == Mode::Live
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum LogFormat {
+    Text,
+    Json,
+}
+
+/// A secret that never shows up in `Debug` output or logs.
+#[derive(Clone, PartialEq, Eq)]
+pub struct Secret(String);
+
+impl Secret {
+    pub fn new(s: impl Into<String>) -> Self {
+        Secret(s.into())
+    }
+    pub fn expose(&self) -> &str {
+        &self.0
+    }
+}
+
+impl fmt::Debug for Secret {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("Secret(***)")
+    }
+}
+
+#[derive(Debug, Clone)]
+pub struct YooKassaConfig {
+    pub shop_id: String,
+    pub secret_key: Secret,
+    /// None in sandbox mode until the listener is bound: then it is our own URL.
+    pub api_url: Option<String>,
+    pub return_url: Option<String>,
+    pub allowed_ips: Vec<IpNet>,
+}
+
+#[derive(Debug, Clone)]
+pub struct CloudPaymentsConfig {
+    pub public_id: String,
+    pub api_secret: Secret,
+    pub api_url: String,
+}
+
+#[derive(Debug, Clone)]
+pub struct Config {
+    pub database_url: String,
+    pub amqp_url: String,
+    pub listen_addr: SocketAddr,
+    pub jwt_secret: Secret,
+    pub mode: Mode,
+    pub yookassa: YooKassaConfig,
+    pub cloudpayments: Option<CloudPaymentsConfig>,
+    pub trusted_proxies: Vec<IpNet>,
+    /// Raw key bytes (base64-decoded from `whsec_…`).
+    pub ops_webhook_secret: Option<Vec<u8>>,
+    pub reconcile_after: Duration,
+    pub renew_before: Duration,
+    pub dunning_schedule: Vec<Duration>,
+    pub outbox_retention: Duration,
+    pub webhook_body_retention: Duration,
+    /// Explicit RETURN_URL_ALLOWED_ORIGINS; empty means "the origin of the return URL".
+    pub return_url_allowed_origins: Vec<String>,
+    pub log_format: LogFormat,
+}
+
+#[derive(Debug, thiserror::Error)]
+#[error("{var}: {message}")]
+pub struct ConfigError {
+    pub var: &'static str,
+    pub message: String,
+}
+
+fn err(var: &'static str, message: impl Into<String>) -> ConfigError {
+    ConfigError { var, message: message.into() }
+}
+
+impl Config {
+    pub fn from_env() -> Result<Config, ConfigError> {
+        Self::from_lookup(|name| std::env::var(name).ok())
+    }
+
+    /// Builds the configuration from any variable source (tests pass a map).
+    pub fn from_lookup(get: impl Fn(&str) -> Option<String>) -> Result<Config, ConfigError> {
+        let var = |name: &str| get(name).map(|v| v.trim().to_owned()).filter(|v| !v.is_empty());
+        let dur = |name: &'static str, default: &str| -> Result<Duration, ConfigError> {
+            let text = var(name).unwrap_or_else(|| default.to_owned());
+            duration::parse(&text).map_err(|e| err(name, e))
+        };
+        let cidrs = |name: &'static str| -> Result<Vec<IpNet>, ConfigError> {
+            var(name).map(|v| parse_cidrs(&v).map_err(|e| err(name, e))).unwrap_or(Ok(Vec::new()))
+        };
+        let url = |name: &'static str| -> Result<Option<String>, ConfigError> {
+            match var(name) {
+                None => Ok(None),
+                Some(v) => {
+                    let parsed = url::Url::parse(&v).map_err(|e| err(name, format!("not a URL: {e}")))?;
+                    if !matches!(parsed.scheme(), "http" | "https") {
+                        return Err(err(name, "must be an http(s) URL"));
+                    }
+                    Ok(Some(v.trim_end_matches('/').to_owned()))
+                }
+            }
+        };
+
+        let listen_addr = var("LISTEN_ADDR")
+            .unwrap_or_else(|| "127.0.0.1:8000".into())
+            .parse()
+            .map_err(|e| err("LISTEN_ADDR", format!("not host:port: {e}")))?;
+
+        let shop_id = var("YOOKASSA_SHOP_ID");
+        let secret_key = var("YOOKASSA_SECRET_KEY");
+        let mode = match (&shop_id, &secret_key) {
+            (None, None) => Mode::Sandbox,
+            (Some(_), Some(key)) if key.starts_with("test_") => Mode::Test,
+            (Some(_), Some(_)) => Mode::Live,
+            (Some(_), None) => return Err(err("YOOKASSA_SECRET_KEY", "required with YOOKASSA_SHOP_ID")),
+            (None, Some(_)) => return Err(err("YOOKASSA_SHOP_ID", "required with YOOKASSA_SECRET_KEY")),
+        };
+        match var("BILLING_MODE").as_deref() {
+            None => {}
+            Some("live") if mode != Mode::Live => {
+                return Err(err(
+                    "BILLING_MODE",
+                    "live mode needs real (not test_) YooKassa credentials",
+                ))
+            }
+            Some("live") => {}
+            Some(other) => return Err(err("BILLING_MODE", format!("unknown mode {other:?} (only `live`)"))),
+        }
+
+        let cloudpayments = match (var("CLOUDPAYMENTS_PUBLIC_ID"), var("CLOUDPAYMENTS_API_SECRET")) {
+            (None, None) => None,
+            (Some(public_id), Some(secret)) => Some(CloudPaymentsConfig {
+                public_id,
+                api_secret: Secret::new(secret),
+                api_url: url("CLOUDPAYMENTS_API_URL")?
+                    .unwrap_or_else(|| "https://api.cloudpayments.ru".into()),
+            }),
+            (Some(_), None) => {
+                return Err(err("CLOUDPAYMENTS_API_SECRET", "required with CLOUDPAYMENTS_PUBLIC_ID"))
+            }
+            (None, Some(_)) => {
+                return Err(err("CLOUDPAYMENTS_PUBLIC_ID", "required with CLOUDPAYMENTS_API_SECRET"))
+            }
+        };
+
+        let real_provider = mode != Mode::Sandbox || cloudpayments.is_some();
+        let jwt_secret = match var("JWT_SECRET_KEY") {
+            Some(key) => Secret::new(key),
+            None if !real_provider => Secret::new(DEV_JWT_SECRET),
+            None => return Err(err("JWT_SECRET_KEY", "required when a real provider is configured")),
+        };
+        if real_provider && jwt_secret.expose() == DEV_JWT_SECRET {
+            return Err(err("JWT_SECRET_KEY", "the sandbox dev key cannot be used with a real provider"));
+        }
+
+        let mut allowed_ips = match var("YOOKASSA_WEBHOOK_ALLOWED_IPS") {
+            Some(v) => parse_cidrs(&v).map_err(|e| err("YOOKASSA_WEBHOOK_ALLOWED_IPS", e))?,
+            None => parse_cidrs(&YOOKASSA_IPS.join(",")).expect("built-in ranges parse"),
+        };
+        if mode == Mode::Sandbox {
+            // The built-in provider notifies us from this very machine.
+            allowed_ips.extend(parse_cidrs("127.0.0.0/8,::1/128").expect("loopback parses"));
+        }
+
+        let ops_webhook_secret = match var("OPS_WEBHOOK_SECRET") {
+            None => None,
+            Some(v) => Some(decode_whsec(&v).map_err(|e| err("OPS_WEBHOOK_SECRET", e))?),
+        };
+
+        let dunning_schedule = duration::parse_list(&var("DUNNING_SCHEDULE").unwrap_or_else(|| "1d,3d,5d".into()))
+            .map_err(|e| err("DUNNING_SCHEDULE", e))?;
+
+        let return_url = url("YOOKASSA_RETURN_URL")?;
+        let return_url_allowed_origins = match var("RETURN_URL_ALLOWED_ORIGINS") {
+            None => Vec::new(),
+            Some(v) => v
+                .split(',')
+                .map(|o| {
+                    url::Url::parse(o.trim())
+                        .map(|u| u.origin().ascii_serialization())
+                        .map_err(|e| err("RETURN_URL_ALLOWED_ORIGINS", format!("{o:?}: {e}")))
+                })
+                .collect::<Result<_, _>>()?,
+        };
+
+        let log_format = match var("LOG_FORMAT").as_deref() {
+            None | Some("text") => LogFormat::Text,
+            Some("json") => LogFormat::Json,
+            Some(other) => return Err(err("LOG_FORMAT", format!("{other:?}: text or json"))),
+        };
+
+        Ok(Config {
+            database_url: var("DATABASE_URL")
+                .unwrap_or_else(|| "postgres://postgres@127.0.0.1:5432/billing".into()),
+            amqp_url: var("AMQP_URL").unwrap_or_else(|| "amqp://guest:guest@127.0.0.1:5672/%2f".into()),
+            listen_addr,
+            jwt_secret,
+            mode,
+            yookassa: YooKassaConfig {
+                shop_id: shop_id.unwrap_or_else(|| SANDBOX_SHOP_ID.into()),
+                secret_key: Secret::new(secret_key.unwrap_or_else(|| SANDBOX_SECRET_KEY.into())),
+                api_url: match url("YOOKASSA_API_URL")? {
+                    Some(u) => Some(u),
+                    None if mode == Mode::Sandbox => None,
+                    None => Some("https://api.yookassa.ru/v3".into()),
+                },
+                return_url,
+                allowed_ips,
+            },
+            cloudpayments,
+            trusted_proxies: cidrs("TRUSTED_PROXIES")?,
+            ops_webhook_secret,
+            reconcile_after: dur("RECONCILE_AFTER", "2m")?,
+            renew_before: dur("RENEW_BEFORE", "1d")?,
+            dunning_schedule,
+            outbox_retention: dur("OUTBOX_RETENTION", "7d")?,
+            webhook_body_retention: dur("WEBHOOK_BODY_RETENTION", "30d")?,
+            return_url_allowed_origins,
+            log_format,
+        })
+    }
+
+    /// Fills what depends on the bound address (sandbox URLs) once the listener exists.
+    pub fn resolve_local_urls(&mut self, bound: SocketAddr) {
+        let base = format!("http://{bound}");
+        if self.yookassa.api_url.is_none() {
+            self.yookassa.api_url = Some(format!("{base}/sandbox/yookassa/v3"));
+        }
+        if self.yookassa.return_url.is_none() {
+            self.yookassa.return_url = Some(format!("{base}/sandbox/return"));
+        }
+    }
+
+    /// Origins a client-supplied `return_url` may point at (no open redirect).
+    pub fn allowed_return_origins(&self) -> Vec<String> {
+        if !self.return_url_allowed_origins.is_empty() {
+            return self.return_url_allowed_origins.clone();
+        }
+        self.yookassa
+            .return_url
+            .as_deref()
+            .and_then(|u| url::Url::parse(u).ok())
+            .map(|u| vec![u.origin().ascii_serialization()])
+            .unwrap_or_default()
+    }
+}
+
+pub fn parse_cidrs(text: &str) -> Result<Vec<IpNet>, String> {
+    text.split(',')
+        .map(str::trim)
+        .filter(|s| !s.is_empty())
+        .map(|s| {
+            s.parse::<IpNet>()
+                .or_else(|_| s.parse::<std::net::IpAddr>().map(IpNet::from))
+                .map_err(|_| format!("{s:?} is not an IP address or CIDR range"))
+        })
+        .collect()
+}
+
+/// `whsec_<base64>` → key bytes (Standard Webhooks).
+pub fn decode_whsec(text: &str) -> Result<Vec<u8>, String> {
+    use base64::Engine;
+    let b64 = text.strip_prefix("whsec_").ok_or("must start with whsec_")?;
+    let key = base64::engine::general_purpose::STANDARD
+        .decode(b64)
+        .map_err(|e| format!("not base64 after whsec_: {e}"))?;
+    if key.len() < 16 {
+        return Err("key must be at least 16 bytes".into());
+    }
+    Ok(key)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::collections::HashMap;
+
+    fn cfg(vars: &[(&str, &str)]) -> Result<Config, ConfigError> {
+        let map: HashMap<String, String> = vars.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect();
+        Config::from_lookup(|k| map.get(k).cloned())
+    }
+
+    #[test]
+    fn no_configuration_at_all_is_sandbox_mode() {
+        let c = cfg(&[]).unwrap();
+        assert_eq!(c.mode, Mode::Sandbox);
+        assert_eq!(c.jwt_secret.expose(), DEV_JWT_SECRET);
+        assert_eq!(c.reconcile_after, Duration::from_secs(120));
+        assert_eq!(c.dunning_schedule.len(), 3);
+        assert!(c.yookassa.allowed_ips.iter().any(|n| n.contains(&"127.0.0.1".parse::<std::net::IpAddr>().unwrap())));
+    }
+
+    #[test]
+    fn a_test_key_is_test_mode_and_needs_a_jwt_key() {
+        let base = [("YOOKASSA_SHOP_ID", "1"), ("YOOKASSA_SECRET_KEY", "test_abc")];
+        assert_eq!(cfg(&base).unwrap_err().var, "JWT_SECRET_KEY");
+        let c = cfg(&[base[0], base[1], ("JWT_SECRET_KEY", "k")]).unwrap();
+        assert_eq!(c.mode, Mode::Test);
+        assert!(!c.mode.livemode());
+        assert!(!c.yookassa.allowed_ips.iter().any(|n| n.contains(&"127.0.0.1".parse::<std::net::IpAddr>().unwrap())));
+    }
+
+    #[test]
+    fn live_mode_refuses_test_credentials() {
+        let e = cfg(&[
+            ("YOOKASSA_SHOP_ID", "1"),
+            ("YOOKASSA_SECRET_KEY", "test_abc"),
+            ("JWT_SECRET_KEY", "k"),
+            ("BILLING_MODE", "live"),
+        ])
+        .unwrap_err();
+        assert_eq!(e.var, "BILLING_MODE");
+    }
+
+    #[test]
+    fn malformed_values_name_their_variable() {
+        for (var, value) in [
+            ("RECONCILE_AFTER", "soon"),
+            ("DUNNING_SCHEDULE", "1d,x"),
+            ("LISTEN_ADDR", "nowhere"),
+            ("TRUSTED_PROXIES", "10.0.0.0/33"),
+            ("OPS_WEBHOOK_SECRET", "plain"),
+            ("LOG_FORMAT", "xml"),
+            ("YOOKASSA_API_URL", "ftp://x"),
+        ] {
+            assert_eq!(cfg(&[(var, value)]).unwrap_err().var, var);
+        }
+    }
+
+    #[test]
+    fn secrets_do_not_print() {
+        let c = cfg(&[]).unwrap();
+        assert!(!format!("{c:?}").contains(DEV_JWT_SECRET));
+    }
+}

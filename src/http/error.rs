@@ -1,0 +1,123 @@
+//! The one mapping from errors to HTTP answers: `{"code", "detail"}`.
+//! A 4xx says what was wrong; a 5xx logs the cause and returns an opaque body.
+
+use serde::Serialize;
+use warp::http::StatusCode;
+use warp::reply::Response;
+use warp::Reply;
+
+use crate::store::StoreError;
+
+#[derive(Debug, Clone)]
+pub struct ApiError {
+    pub status: StatusCode,
+    pub code: &'static str,
+    pub detail: String,
+}
+
+#[derive(Serialize)]
+struct ErrorBody<'a> {
+    code: &'a str,
+    detail: &'a str,
+}
+
+impl ApiError {
+    pub fn new(status: StatusCode, code: &'static str, detail: impl Into<String>) -> Self {
+        ApiError { status, code, detail: detail.into() }
+    }
+    pub fn bad_request(code: &'static str, detail: impl Into<String>) -> Self {
+        Self::new(StatusCode::BAD_REQUEST, code, detail)
+    }
+    pub fn unauthorized(detail: impl Into<String>) -> Self {
+        Self::new(StatusCode::UNAUTHORIZED, "unauthorized", detail)
+    }
+    pub fn forbidden(detail: impl Into<String>) -> Self {
+        Self::new(StatusCode::FORBIDDEN, "forbidden", detail)
+    }
+    pub fn not_found(code: &'static str, detail: impl Into<String>) -> Self {
+        Self::new(StatusCode::NOT_FOUND, code, detail)
+    }
+    pub fn conflict(code: &'static str, detail: impl Into<String>) -> Self {
+        Self::new(StatusCode::CONFLICT, code, detail)
+    }
+    pub fn unprocessable(code: &'static str, detail: impl Into<String>) -> Self {
+        Self::new(StatusCode::UNPROCESSABLE_ENTITY, code, detail)
+    }
+    pub fn too_large() -> Self {
+        Self::new(StatusCode::PAYLOAD_TOO_LARGE, "payload_too_large", "request body is over 64 KiB")
+    }
+    pub fn bad_gateway(detail: impl Into<String>) -> Self {
+        Self::new(StatusCode::BAD_GATEWAY, "provider_unavailable", detail)
+    }
+    pub fn database_unavailable() -> Self {
+        Self::new(StatusCode::SERVICE_UNAVAILABLE, "database_unavailable", "the database is unavailable, retry later")
+    }
+    pub fn internal(cause: &dyn std::fmt::Display) -> Self {
+        tracing::error!(error = %cause, "internal error");
+        Self::new(StatusCode::INTERNAL_SERVER_ERROR, "internal_error", "internal error")
+    }
+}
+
+impl From<StoreError> for ApiError {
+    fn from(e: StoreError) -> Self {
+        if e.is_unavailable() {
+            tracing::warn!(error = %e, "database unavailable");
+            ApiError::database_unavailable()
+        } else {
+            ApiError::internal(&e)
+        }
+    }
+}
+
+impl From<deadpool_postgres::PoolError> for ApiError {
+    fn from(e: deadpool_postgres::PoolError) -> Self {
+        StoreError::from(e).into()
+    }
+}
+
+impl From<tokio_postgres::Error> for ApiError {
+    fn from(e: tokio_postgres::Error) -> Self {
+        StoreError::from(e).into()
+    }
+}
+
+impl Reply for ApiError {
+    fn into_response(self) -> Response {
+        let body = ErrorBody { code: self.code, detail: &self.detail };
+        warp::reply::with_status(warp::reply::json(&body), self.status).into_response()
+    }
+}
+
+/// Rejections we raise ourselves before a handler runs (body limits).
+#[derive(Debug)]
+pub struct Rejected(pub ApiError);
+impl warp::reject::Reject for Rejected {}
+
+/// Turns every rejection into our JSON error. Handlers return responses, so what
+/// reaches here is "no route matched" or a malformed request warp caught first.
+pub async fn recover(rejection: warp::Rejection) -> Result<Response, std::convert::Infallible> {
+    let error = if let Some(Rejected(e)) = rejection.find() {
+        e.clone()
+    } else if rejection.is_not_found() {
+        ApiError::not_found("not_found", "no such route")
+    } else if rejection.find::<warp::reject::MethodNotAllowed>().is_some() {
+        ApiError::new(StatusCode::METHOD_NOT_ALLOWED, "method_not_allowed", "method not allowed on this route")
+    } else if rejection.find::<warp::reject::PayloadTooLarge>().is_some() {
+        ApiError::too_large()
+    } else if let Some(e) = rejection.find::<warp::reject::InvalidHeader>() {
+        ApiError::bad_request("invalid_header", e.to_string())
+    } else if let Some(e) = rejection.find::<warp::reject::InvalidQuery>() {
+        ApiError::bad_request("invalid_query", e.to_string())
+    } else if rejection.find::<warp::reject::UnsupportedMediaType>().is_some() {
+        ApiError::new(StatusCode::UNSUPPORTED_MEDIA_TYPE, "unsupported_media_type", "send JSON")
+    } else {
+        tracing::warn!(?rejection, "unhandled rejection");
+        ApiError::bad_request("bad_request", format!("{rejection:?}"))
+    };
+    Ok(error.into_response())
+}
+
+/// Handlers return `Result<Response, ApiError>`; this flattens it.
+pub fn respond(result: Result<Response, ApiError>) -> Response {
+    result.unwrap_or_else(|e| e.into_response())
+}

@@ -1,0 +1,171 @@
+//! The HTTP server: routes, the request log and metrics wrapper, graceful shutdown.
+
+pub mod auth;
+pub mod body;
+pub mod error;
+pub mod handlers;
+pub mod routes;
+
+use std::convert::Infallible;
+use std::net::SocketAddr;
+use std::time::Instant;
+
+use warp::filters::BoxedFilter;
+use warp::http::HeaderValue;
+use warp::path::FullPath;
+use warp::reply::Response;
+use warp::{Filter, Reply};
+
+use crate::app::App;
+use error::respond;
+use handlers::{account, catalog, health};
+
+fn with_app(app: App) -> impl Filter<Extract = (App,), Error = Infallible> + Clone {
+    warp::any().map(move || app.clone())
+}
+
+fn auth_header() -> impl Filter<Extract = (Option<String>,), Error = warp::Rejection> + Clone {
+    warp::header::optional::<String>("authorization")
+}
+
+/// The raw query string, empty when there is none.
+fn raw_query() -> impl Filter<Extract = (String,), Error = Infallible> + Clone {
+    warp::query::raw().or(warp::any().map(String::new)).unify()
+}
+
+/// The API routes (without the log wrapper).
+pub fn api(app: App) -> BoxedFilter<(Response,)> {
+    let v1 = warp::path("api").and(warp::path("v1"));
+
+    let tariffs = v1
+        .and(warp::path!("tariffs"))
+        .and(warp::get())
+        .and(with_app(app.clone()))
+        .then(|app| async move { respond(catalog::list_tariffs(app).await) });
+    let pay_systems = v1
+        .and(warp::path!("pay-systems"))
+        .and(warp::get())
+        .and(with_app(app.clone()))
+        .then(|app| async move { respond(catalog::list_pay_systems(app).await) });
+    let sub_profile = v1
+        .and(warp::path!("subscriptions" / "profile"))
+        .and(warp::get())
+        .and(with_app(app.clone()))
+        .and(auth_header())
+        .then(|app, auth| async move { respond(account::profile(app, auth).await) });
+    let cancel = v1
+        .and(warp::path!("subscriptions" / "cancel"))
+        .and(warp::post())
+        .and(with_app(app.clone()))
+        .and(auth_header())
+        .then(|app, auth| async move { respond(account::cancel(app, auth).await) });
+    let resume = v1
+        .and(warp::path!("subscriptions" / "resume"))
+        .and(warp::post())
+        .and(with_app(app.clone()))
+        .and(auth_header())
+        .then(|app, auth| async move { respond(account::resume(app, auth).await) });
+    let payments_profile = v1
+        .and(warp::path!("payments" / "profile"))
+        .and(warp::get())
+        .and(with_app(app.clone()))
+        .and(auth_header())
+        .and(raw_query())
+        .then(|app, auth, q| async move { respond(account::payments_list(app, auth, q).await) });
+    let payment = v1
+        .and(warp::path!("payments" / String))
+        .and(warp::get())
+        .and(with_app(app.clone()))
+        .and(auth_header())
+        .then(|id, app, auth| async move { respond(account::payment_get(app, id, auth).await) });
+
+    let healthz = warp::path!("healthz").and(warp::get()).then(health::healthz);
+    let readyz = warp::path!("readyz").and(warp::get()).and(with_app(app.clone())).then(health::readyz);
+    let metrics = warp::path!("metrics").and(warp::get()).then(health::metrics);
+    let openapi = warp::path!("api" / "openapi.json")
+        .and(warp::get())
+        .map(|| warp::reply::with_header(OPENAPI, "content-type", "application/json").into_response());
+
+    tariffs
+        .or(pay_systems)
+        .unify()
+        .or(sub_profile)
+        .unify()
+        .or(cancel)
+        .unify()
+        .or(resume)
+        .unify()
+        .or(payments_profile)
+        .unify()
+        .or(payment)
+        .unify()
+        .or(healthz)
+        .unify()
+        .or(readyz)
+        .unify()
+        .or(metrics)
+        .unify()
+        .or(openapi)
+        .unify()
+        .boxed()
+}
+
+pub const OPENAPI: &str = include_str!("openapi.json");
+
+/// Wraps the routes: request id (echoed or generated), request log, metrics by
+/// route template, and the one `recover` that turns rejections into JSON errors.
+pub fn service(app: App) -> BoxedFilter<(Response,)> {
+    // Refuse a declared oversize body on every route, before any handler runs;
+    // routes that read a body also cap what actually arrives (chunked uploads).
+    let size_guard = warp::header::optional::<u64>("content-length")
+        .and_then(|len: Option<u64>| async move {
+            match len {
+                Some(n) if n > body::MAX_BODY as u64 => {
+                    Err(warp::reject::custom(error::Rejected(error::ApiError::too_large())))
+                }
+                _ => Ok(()),
+            }
+        })
+        .untuple_one();
+    let routes = size_guard.and(api(app)).recover(error::recover).unify();
+    warp::any()
+        .map(Instant::now)
+        .and(warp::method())
+        .and(warp::path::full())
+        .and(warp::header::optional::<String>("x-request-id"))
+        .and(routes)
+        .map(|start: Instant, method: warp::http::Method, path: FullPath, rid: Option<String>, reply: Response| {
+            let mut response = reply.into_response();
+            let request_id = rid
+                .filter(|r| !r.is_empty() && r.len() <= 128 && r.bytes().all(|b| b.is_ascii_graphic()))
+                .unwrap_or_else(|| uuid::Uuid::new_v4().to_string());
+            if let Ok(v) = HeaderValue::from_str(&request_id) {
+                response.headers_mut().insert("x-request-id", v);
+            }
+            let route = routes::template(method.as_str(), path.as_str());
+            let status = response.status().as_u16();
+            let elapsed = start.elapsed();
+            let labels = [
+                ("method", method.as_str().to_owned()),
+                ("route", route.to_owned()),
+                ("status", status.to_string()),
+            ];
+            metrics::counter!("http_requests_total", &labels).increment(1);
+            metrics::histogram!("http_request_duration_seconds", &labels).record(elapsed.as_secs_f64());
+            tracing::info!(
+                method = %method, route, status, latency_ms = elapsed.as_secs_f64() * 1000.0,
+                request_id = %request_id, "request"
+            );
+            response
+        })
+        .boxed()
+}
+
+/// Serves on an already bound listener until `shutdown` fires; in-flight requests finish.
+pub async fn serve(listener: tokio::net::TcpListener, app: App, shutdown: impl std::future::Future<Output = ()> + Send + 'static) {
+    warp::serve(service(app)).incoming(listener).graceful(shutdown).run().await;
+}
+
+pub fn peer(addr: Option<SocketAddr>) -> Option<std::net::IpAddr> {
+    addr.map(|a| a.ip().to_canonical())
+}

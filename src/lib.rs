@@ -1,0 +1,12 @@
+//! Billing service of an online cinema. See README.md for the architecture.
+
+pub mod app;
+pub mod config;
+pub mod db;
+pub mod domain;
+pub mod events;
+pub mod http;
+pub mod server;
+pub mod service;
+pub mod store;
+pub mod telemetry;

@@ -1,0 +1,114 @@
+use std::process::ExitCode;
+
+use clap::{Parser, Subcommand};
+use uuid::Uuid;
+
+use billing::config::Config;
+use billing::server::{self, ServeOptions};
+
+/// Billing service of an online cinema.
+#[derive(Parser)]
+#[command(name = "billing", version)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// HTTP API, webhooks and background workers.
+    Serve {
+        /// Only the HTTP API and webhooks (workers run elsewhere).
+        #[arg(long, conflicts_with = "workers_only")]
+        no_workers: bool,
+        /// Only the background workers, no HTTP listener.
+        #[arg(long)]
+        workers_only: bool,
+    },
+    /// Apply migrations and exit.
+    Migrate,
+    /// Print a JWT signed with JWT_SECRET_KEY, for trying the API.
+    Token {
+        #[arg(long)]
+        user: Uuid,
+        #[arg(long)]
+        superuser: bool,
+        /// Lifetime in seconds.
+        #[arg(long, default_value_t = 3600)]
+        ttl: i64,
+    },
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    let config = match Config::from_env() {
+        Ok(c) => c,
+        Err(e) => {
+            eprintln!("configuration error: {e}");
+            return ExitCode::from(2);
+        }
+    };
+    billing::telemetry::init_logs(config.log_format);
+    let runtime = tokio::runtime::Runtime::new().expect("tokio runtime");
+    runtime.block_on(async move {
+        match cli.command {
+            Command::Serve { no_workers, workers_only } => {
+                serve(config, ServeOptions { api: !workers_only, workers: !no_workers }).await
+            }
+            Command::Migrate => {
+                let result = async {
+                    billing::db::create_if_missing(&config.database_url).await?;
+                    billing::db::migrate(&config.database_url).await
+                }
+                .await;
+                match result {
+                    Ok(n) => {
+                        println!("applied {n} migration(s)");
+                        ExitCode::SUCCESS
+                    }
+                    Err(e) => {
+                        eprintln!("migrate: {e}");
+                        ExitCode::FAILURE
+                    }
+                }
+            }
+            Command::Token { user, superuser, ttl } => {
+                let keys = billing::http::auth::Keys::new(config.jwt_secret.expose());
+                println!("{}", keys.issue(user, superuser, ttl));
+                ExitCode::SUCCESS
+            }
+        }
+    })
+}
+
+async fn serve(config: Config, opts: ServeOptions) -> ExitCode {
+    if config.mode == billing::config::Mode::Sandbox {
+        tracing::warn!("SANDBOX MODE: the built-in fake provider is used; no real money moves");
+    }
+    let running = match server::start(config, opts).await {
+        Ok(r) => r,
+        Err(e) => {
+            tracing::error!(error = %e, "start-up failed");
+            eprintln!("start-up failed: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    let shutdown = running.app.shutdown.clone();
+    tokio::spawn(async move {
+        wait_for_signal().await;
+        tracing::info!("shutting down: finishing in-flight requests");
+        shutdown.cancel();
+    });
+    running.wait().await;
+    tracing::info!("stopped");
+    ExitCode::SUCCESS
+}
+
+async fn wait_for_signal() {
+    use tokio::signal::unix::{signal, SignalKind};
+    let mut term = signal(SignalKind::terminate()).expect("SIGTERM handler");
+    tokio::select! {
+        _ = tokio::signal::ctrl_c() => {}
+        _ = term.recv() => {}
+    }
+}

@@ -1,0 +1,44 @@
+//! Cancel and resume: auto-renewal off and on. Access is unchanged either way.
+
+use chrono::{Duration as ChronoDuration, Utc};
+use uuid::Uuid;
+
+use crate::app::App;
+use crate::events::{self, EventSubject, EventType};
+use crate::http::error::ApiError;
+use crate::store::{payments, subscriptions, Subscription};
+
+/// Turns auto-renewal of the user's live subscription on or off, under its row lock.
+/// Repeating the same request changes nothing and publishes nothing.
+pub async fn set_auto_renew(app: &App, user_id: Uuid, on: bool) -> Result<Subscription, ApiError> {
+    let mut db = app.db.get().await?;
+    let tx = db.transaction().await?;
+    let sub = subscriptions::lock_live_for_user(&tx, user_id)
+        .await?
+        .ok_or_else(|| ApiError::not_found("no_active_subscription", "no active or past_due subscription"))?;
+    if sub.auto_renew == on {
+        tx.commit().await?;
+        return Ok(sub);
+    }
+    let next_charge_at = if on {
+        let usable = match sub.payment_method_id {
+            Some(id) => payments::get_method(&tx, id).await?.is_some_and(|m| m.usable),
+            None => false,
+        };
+        if !usable {
+            return Err(ApiError::conflict(
+                "no_payment_method",
+                "auto-renewal needs a saved, usable payment method: buy with renew=true first",
+            ));
+        }
+        let before = ChronoDuration::from_std(app.config.renew_before).unwrap_or(ChronoDuration::days(1));
+        Some((sub.current_period_end - before).max(Utc::now()))
+    } else {
+        None
+    };
+    let sub = subscriptions::set_auto_renew(&tx, sub.id, on, next_charge_at).await?;
+    let event = if on { EventType::SubscriptionAutoRenewEnabled } else { EventType::SubscriptionAutoRenewDisabled };
+    events::record(&tx, event, EventSubject::subscription(&sub)).await?;
+    tx.commit().await?;
+    Ok(sub)
+}

@@ -1,0 +1,57 @@
+//! Queries that return domain types. Functions take any `GenericClient`, so the
+//! caller decides whether they run inside a transaction.
+
+pub mod payments;
+pub mod subscriptions;
+pub mod tariffs;
+
+pub use deadpool_postgres::GenericClient;
+pub use payments::{Payment, PaymentKind, PaymentMethod};
+pub use subscriptions::Subscription;
+pub use tariffs::{PaySystemRow, Tariff};
+
+/// Errors from the store: the database is down (503) or a query failed (a bug: 500).
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    #[error("database unavailable: {0}")]
+    Unavailable(String),
+    #[error("database error: {0}")]
+    Query(#[from] tokio_postgres::Error),
+    #[error("corrupt row: {0}")]
+    Corrupt(String),
+}
+
+impl From<deadpool_postgres::PoolError> for StoreError {
+    fn from(e: deadpool_postgres::PoolError) -> Self {
+        StoreError::Unavailable(e.to_string())
+    }
+}
+
+impl StoreError {
+    /// A broken connection or an unreachable server, as opposed to a bad query.
+    pub fn is_unavailable(&self) -> bool {
+        match self {
+            StoreError::Unavailable(_) => true,
+            StoreError::Query(e) => e.is_closed() || e.code().is_none_or(is_connection_class),
+            StoreError::Corrupt(_) => false,
+        }
+    }
+
+    pub fn is_unique_violation(&self) -> bool {
+        matches!(self, StoreError::Query(e) if e.code() == Some(&tokio_postgres::error::SqlState::UNIQUE_VIOLATION))
+    }
+}
+
+fn is_connection_class(code: &tokio_postgres::error::SqlState) -> bool {
+    // Class 08: connection exception; 57P: operator intervention (shutdown); 53: resources.
+    let c = code.code();
+    c.starts_with("08") || c.starts_with("57P") || c.starts_with("53")
+}
+
+pub(crate) fn parse_col<T: std::str::FromStr>(row: &tokio_postgres::Row, col: &str) -> Result<T, StoreError>
+where
+    T::Err: std::fmt::Display,
+{
+    let text: String = row.try_get(col)?;
+    text.trim().parse().map_err(|e| StoreError::Corrupt(format!("{col}: {e}")))
+}

@@ -1,0 +1,101 @@
+use chrono::{DateTime, Utc};
+use tokio_postgres::Row;
+use uuid::Uuid;
+
+use super::{parse_col, GenericClient, StoreError};
+use crate::domain::{Currency, Money, PaySystem, Period, SubscriptionStatus};
+
+#[derive(Debug, Clone)]
+pub struct Subscription {
+    pub id: Uuid,
+    pub user_id: Uuid,
+    pub tariff_id: Uuid,
+    pub pay_system: PaySystem,
+    pub status: SubscriptionStatus,
+    pub price: Money,
+    pub period: Period,
+    pub current_period_start: DateTime<Utc>,
+    pub current_period_end: DateTime<Utc>,
+    pub auto_renew: bool,
+    pub payment_method_id: Option<Uuid>,
+    pub next_charge_at: Option<DateTime<Utc>>,
+    pub renewal_attempts: i32,
+    pub past_due_since: Option<DateTime<Utc>>,
+    pub livemode: bool,
+    pub created_at: DateTime<Utc>,
+    pub ended_at: Option<DateTime<Utc>>,
+}
+
+pub const COLS: &str = "id, user_id, tariff_id, pay_system, status, price_minor, currency, period_count, \
+    period_unit, current_period_start, current_period_end, auto_renew, payment_method_id, next_charge_at, \
+    renewal_attempts, past_due_since, livemode, created_at, ended_at";
+
+impl Subscription {
+    pub fn from_row(row: &Row) -> Result<Subscription, StoreError> {
+        let currency: Currency = parse_col(row, "currency")?;
+        let count: i32 = row.try_get("period_count")?;
+        Ok(Subscription {
+            id: row.try_get("id")?,
+            user_id: row.try_get("user_id")?,
+            tariff_id: row.try_get("tariff_id")?,
+            pay_system: parse_col(row, "pay_system")?,
+            status: parse_col(row, "status")?,
+            price: Money::new(row.try_get("price_minor")?, currency),
+            period: Period::new(count as u32, parse_col(row, "period_unit")?).map_err(StoreError::Corrupt)?,
+            current_period_start: row.try_get("current_period_start")?,
+            current_period_end: row.try_get("current_period_end")?,
+            auto_renew: row.try_get("auto_renew")?,
+            payment_method_id: row.try_get("payment_method_id")?,
+            next_charge_at: row.try_get("next_charge_at")?,
+            renewal_attempts: row.try_get("renewal_attempts")?,
+            past_due_since: row.try_get("past_due_since")?,
+            livemode: row.try_get("livemode")?,
+            created_at: row.try_get("created_at")?,
+            ended_at: row.try_get("ended_at")?,
+        })
+    }
+}
+
+/// The user's live subscription if any, else the most recent one.
+pub async fn current_for_user(db: &impl GenericClient, user_id: Uuid) -> Result<Option<Subscription>, StoreError> {
+    let sql = format!(
+        "SELECT {COLS} FROM subscriptions WHERE user_id = $1 \
+         ORDER BY (status IN ('active','past_due')) DESC, created_at DESC LIMIT 1"
+    );
+    db.query_opt(&sql, &[&user_id]).await?.as_ref().map(Subscription::from_row).transpose()
+}
+
+/// Locks and returns the user's live (active or past_due) subscription.
+pub async fn lock_live_for_user(
+    db: &impl GenericClient,
+    user_id: Uuid,
+) -> Result<Option<Subscription>, StoreError> {
+    let sql = format!(
+        "SELECT {COLS} FROM subscriptions WHERE user_id = $1 AND status IN ('active','past_due') FOR UPDATE"
+    );
+    db.query_opt(&sql, &[&user_id]).await?.as_ref().map(Subscription::from_row).transpose()
+}
+
+pub async fn lock(db: &impl GenericClient, id: Uuid) -> Result<Option<Subscription>, StoreError> {
+    let sql = format!("SELECT {COLS} FROM subscriptions WHERE id = $1 FOR UPDATE");
+    db.query_opt(&sql, &[&id]).await?.as_ref().map(Subscription::from_row).transpose()
+}
+
+pub async fn get(db: &impl GenericClient, id: Uuid) -> Result<Option<Subscription>, StoreError> {
+    let sql = format!("SELECT {COLS} FROM subscriptions WHERE id = $1");
+    db.query_opt(&sql, &[&id]).await?.as_ref().map(Subscription::from_row).transpose()
+}
+
+/// Turns auto-renewal on or off; the caller holds the row lock.
+pub async fn set_auto_renew(
+    db: &impl GenericClient,
+    id: Uuid,
+    on: bool,
+    next_charge_at: Option<DateTime<Utc>>,
+) -> Result<Subscription, StoreError> {
+    let sql = format!(
+        "UPDATE subscriptions SET auto_renew = $2, next_charge_at = $3, updated_at = now() \
+         WHERE id = $1 RETURNING {COLS}"
+    );
+    Subscription::from_row(&db.query_one(&sql, &[&id, &on, &next_charge_at]).await?)
+}

@@ -1,0 +1,74 @@
+use chrono::{DateTime, Utc};
+use serde::Serialize;
+use tokio_postgres::Row;
+use uuid::Uuid;
+
+use super::{parse_col, GenericClient, StoreError};
+use crate::domain::{Currency, Money, PaySystem, Period};
+
+#[derive(Debug, Clone, Serialize)]
+pub struct Tariff {
+    pub id: Uuid,
+    pub alias: String,
+    pub name: String,
+    pub description: String,
+    pub price: Money,
+    pub period: Period,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub archived_at: Option<DateTime<Utc>>,
+}
+
+const TARIFF_COLS: &str =
+    "id, alias, name, description, price_minor, currency, period_count, period_unit, archived_at";
+
+impl Tariff {
+    pub fn from_row(row: &Row) -> Result<Tariff, StoreError> {
+        let currency: Currency = parse_col(row, "currency")?;
+        let count: i32 = row.try_get("period_count")?;
+        let period = Period::new(count as u32, parse_col(row, "period_unit")?).map_err(StoreError::Corrupt)?;
+        Ok(Tariff {
+            id: row.try_get("id")?,
+            alias: row.try_get("alias")?,
+            name: row.try_get("name")?,
+            description: row.try_get("description")?,
+            price: Money::new(row.try_get("price_minor")?, currency),
+            period,
+            archived_at: row.try_get("archived_at")?,
+        })
+    }
+}
+
+/// Active tariffs, cheapest first.
+pub async fn list_active(db: &impl GenericClient) -> Result<Vec<Tariff>, StoreError> {
+    let sql = format!(
+        "SELECT {TARIFF_COLS} FROM tariffs WHERE archived_at IS NULL ORDER BY price_minor, alias"
+    );
+    db.query(&sql, &[]).await?.iter().map(Tariff::from_row).collect()
+}
+
+pub async fn get(db: &impl GenericClient, id: Uuid) -> Result<Option<Tariff>, StoreError> {
+    let sql = format!("SELECT {TARIFF_COLS} FROM tariffs WHERE id = $1");
+    db.query_opt(&sql, &[&id]).await?.as_ref().map(Tariff::from_row).transpose()
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct PaySystemRow {
+    pub alias: PaySystem,
+    pub name: String,
+    pub currencies: Vec<String>,
+}
+
+pub async fn list_pay_systems(db: &impl GenericClient) -> Result<Vec<PaySystemRow>, StoreError> {
+    let rows = db
+        .query("SELECT alias, name, currencies FROM pay_systems WHERE enabled ORDER BY position, alias", &[])
+        .await?;
+    rows.iter()
+        .map(|r| {
+            Ok(PaySystemRow {
+                alias: parse_col(r, "alias")?,
+                name: r.try_get("name")?,
+                currencies: r.try_get("currencies")?,
+            })
+        })
+        .collect()
+}

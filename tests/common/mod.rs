@@ -1,0 +1,239 @@
+//! Test support: each test gets its own database, cloned from a template migrated
+//! once per migration set, and the real server on port 0.
+#![allow(dead_code)]
+
+use std::collections::HashMap;
+use std::sync::Once;
+
+use billing::config::Config;
+use billing::server::{self, Running, ServeOptions};
+use serde_json::Value;
+use tokio_postgres::NoTls;
+use uuid::Uuid;
+
+pub const ADMIN_URL: &str = "postgres://postgres@127.0.0.1:5432/postgres";
+
+fn admin_url() -> String {
+    std::env::var("TEST_PG_ADMIN_URL").unwrap_or_else(|_| ADMIN_URL.to_owned())
+}
+
+fn db_url(name: &str) -> String {
+    let admin = admin_url();
+    let base = admin.rsplit_once('/').map(|(b, _)| b).unwrap_or(&admin);
+    format!("{base}/{name}")
+}
+
+async fn admin() -> tokio_postgres::Client {
+    let (client, conn) = tokio_postgres::connect(&admin_url(), NoTls).await.expect("PostgreSQL is running");
+    tokio::spawn(conn);
+    client
+}
+
+/// Creates (once per migration set) a migrated template database.
+async fn template() -> String {
+    let name = format!("billing_tpl_{}", billing::db::migrations_fingerprint());
+    let client = admin().await;
+    client.batch_execute("SELECT pg_advisory_lock(4242001)").await.unwrap();
+    let ready: Option<bool> = client
+        .query_opt("SELECT datistemplate FROM pg_database WHERE datname = $1", &[&name])
+        .await
+        .unwrap()
+        .map(|r| r.get(0));
+    if ready != Some(true) {
+        if ready.is_some() {
+            client.batch_execute(&format!("DROP DATABASE \"{name}\" WITH (FORCE)")).await.unwrap();
+        }
+        client.batch_execute(&format!("CREATE DATABASE \"{name}\"")).await.unwrap();
+        billing::db::migrate(&db_url(&name)).await.expect("migrations apply");
+        client.batch_execute(&format!("ALTER DATABASE \"{name}\" IS_TEMPLATE true")).await.unwrap();
+    }
+    client.batch_execute("SELECT pg_advisory_unlock(4242001)").await.unwrap();
+    name
+}
+
+/// A database owned by one test, dropped when it goes out of scope.
+pub struct TestDb {
+    pub name: String,
+    pub url: String,
+}
+
+impl TestDb {
+    pub async fn new() -> TestDb {
+        let template = template().await;
+        let name = format!("billing_test_{}", Uuid::new_v4().simple());
+        let client = admin().await;
+        let mut tries = 0;
+        loop {
+            match client.batch_execute(&format!("CREATE DATABASE \"{name}\" TEMPLATE \"{template}\"")).await {
+                Ok(()) => break,
+                // Another test cloning the template at the same moment.
+                Err(e) if tries < 20 => {
+                    tries += 1;
+                    let _ = e;
+                    tokio::time::sleep(std::time::Duration::from_millis(50 * tries)).await;
+                }
+                Err(e) => panic!("cannot create test database: {e}"),
+            }
+        }
+        TestDb { url: db_url(&name), name }
+    }
+
+    pub async fn client(&self) -> tokio_postgres::Client {
+        let (client, conn) = tokio_postgres::connect(&self.url, NoTls).await.unwrap();
+        tokio::spawn(conn);
+        client
+    }
+}
+
+impl Drop for TestDb {
+    fn drop(&mut self) {
+        let name = self.name.clone();
+        // Drop runs outside async context; a short-lived runtime does the DROP.
+        let _ = std::thread::spawn(move || {
+            let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
+            rt.block_on(async move {
+                if let Ok((client, conn)) = tokio_postgres::connect(&admin_url(), NoTls).await {
+                    tokio::spawn(conn);
+                    let _ = client.batch_execute(&format!("DROP DATABASE IF EXISTS \"{name}\" WITH (FORCE)")).await;
+                }
+            });
+        })
+        .join();
+    }
+}
+
+static LOGS: Once = Once::new();
+
+pub fn init_logs() {
+    LOGS.call_once(|| {
+        if std::env::var("TEST_LOG").is_ok() {
+            billing::telemetry::init_logs(billing::config::LogFormat::Text);
+        }
+    });
+}
+
+/// Environment for a test server: its own database, port 0, a closed broker port
+/// unless the test asks for RabbitMQ.
+pub fn base_env(db: &TestDb) -> HashMap<String, String> {
+    let mut env = HashMap::new();
+    env.insert("DATABASE_URL".into(), db.url.clone());
+    env.insert("LISTEN_ADDR".into(), "127.0.0.1:0".into());
+    env.insert("AMQP_URL".into(), "amqp://guest:guest@127.0.0.1:1/%2f".into());
+    env
+}
+
+pub struct TestApp {
+    pub server: Option<Running>,
+    pub url: String,
+    pub http: reqwest::Client,
+    pub db: TestDb,
+}
+
+impl TestApp {
+    pub async fn start() -> TestApp {
+        Self::start_with(|_| {}).await
+    }
+
+    pub async fn start_with(customize: impl FnOnce(&mut HashMap<String, String>)) -> TestApp {
+        Self::start_opts(customize, ServeOptions { api: true, workers: false }).await
+    }
+
+    pub async fn start_opts(customize: impl FnOnce(&mut HashMap<String, String>), opts: ServeOptions) -> TestApp {
+        init_logs();
+        let db = TestDb::new().await;
+        let mut env = base_env(&db);
+        customize(&mut env);
+        let config = Config::from_lookup(|k| env.get(k).cloned()).expect("test configuration is valid");
+        let server = server::start(config, opts).await.expect("server starts");
+        let url = server.url();
+        TestApp { server: Some(server), url, http: reqwest::Client::new(), db }
+    }
+
+    pub fn app(&self) -> &billing::app::App {
+        &self.server.as_ref().unwrap().app
+    }
+
+    pub fn token(&self, user: Uuid) -> String {
+        self.app().keys.issue(user, false, 600)
+    }
+
+    pub fn admin_token(&self) -> String {
+        self.app().keys.issue(Uuid::new_v4(), true, 600)
+    }
+
+    pub async fn get(&self, path: &str, token: Option<&str>) -> (u16, Value) {
+        let mut req = self.http.get(format!("{}{path}", self.url));
+        if let Some(t) = token {
+            req = req.header("authorization", t);
+        }
+        read(req.send().await.unwrap()).await
+    }
+
+    pub async fn post(&self, path: &str, token: Option<&str>, body: Value) -> (u16, Value) {
+        let mut req = self.http.post(format!("{}{path}", self.url)).json(&body);
+        if let Some(t) = token {
+            req = req.header("authorization", t);
+        }
+        read(req.send().await.unwrap()).await
+    }
+
+    pub async fn sql(&self) -> tokio_postgres::Client {
+        self.db.client().await
+    }
+
+    pub async fn stop(mut self) {
+        if let Some(s) = self.server.take() {
+            s.stop().await;
+        }
+    }
+}
+
+pub async fn read(resp: reqwest::Response) -> (u16, Value) {
+    let status = resp.status().as_u16();
+    let text = resp.text().await.unwrap();
+    let json = serde_json::from_str(&text).unwrap_or(Value::String(text));
+    (status, json)
+}
+
+pub const MONTH_TARIFF: &str = "6a1f0c52-8d0e-4c1e-9a57-0a9f1d3b2c01";
+pub const QUARTER_TARIFF: &str = "6a1f0c52-8d0e-4c1e-9a57-0a9f1d3b2c03";
+pub const YEAR_TARIFF: &str = "6a1f0c52-8d0e-4c1e-9a57-0a9f1d3b2c12";
+
+/// Inserts a live subscription directly (for tests of what reads or changes one).
+pub async fn seed_subscription(db: &tokio_postgres::Client, user: Uuid, auto_renew: bool, with_method: bool) -> Uuid {
+    let tariff = Uuid::parse_str(MONTH_TARIFF).unwrap();
+    let method: Option<Uuid> = if with_method {
+        let id = Uuid::new_v4();
+        db.execute(
+            "INSERT INTO payment_methods (id, user_id, pay_system, provider_method_id, title, livemode) \
+             VALUES ($1, $2, 'yookassa', $3, 'Bank card *4444', false)",
+            &[&id, &user, &format!("pm-{}", Uuid::new_v4())],
+        )
+        .await
+        .unwrap();
+        Some(id)
+    } else {
+        None
+    };
+    let id = Uuid::new_v4();
+    db.execute(
+        "INSERT INTO subscriptions (id, user_id, tariff_id, pay_system, status, price_minor, currency, \
+         period_count, period_unit, current_period_start, current_period_end, auto_renew, payment_method_id, \
+         next_charge_at, livemode) \
+         VALUES ($1, $2, $3, 'yookassa', 'active', 29900, 'RUB', 1, 'month', now(), now() + interval '1 month', \
+         $4, $5, CASE WHEN $4 THEN now() + interval '1 month' - interval '1 day' END, false)",
+        &[&id, &user, &tariff, &auto_renew, &method],
+    )
+    .await
+    .unwrap();
+    id
+}
+
+pub async fn outbox_types(db: &tokio_postgres::Client) -> Vec<String> {
+    db.query("SELECT event_type FROM outbox ORDER BY id", &[])
+        .await
+        .unwrap()
+        .iter()
+        .map(|r| r.get(0))
+        .collect()
+}
