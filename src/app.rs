@@ -10,6 +10,8 @@ use tokio_util::sync::CancellationToken;
 
 use crate::config::Config;
 use crate::http::auth::Keys;
+use crate::providers::sandbox::Sandbox;
+use crate::providers::Providers;
 
 #[derive(Clone)]
 pub struct App(Arc<Inner>);
@@ -20,6 +22,9 @@ pub struct Inner {
     pub keys: Keys,
     pub broker: BrokerStatus,
     pub shutdown: CancellationToken,
+    pub providers: Providers,
+    /// The built-in provider, in sandbox mode.
+    pub sandbox: Option<Arc<Sandbox>>,
 }
 
 impl Deref for App {
@@ -30,7 +35,12 @@ impl Deref for App {
 }
 
 impl App {
-    pub fn new(config: Config, db: Pool) -> App {
+    pub fn new(
+        config: Config,
+        db: Pool,
+        providers: Providers,
+        sandbox: Option<Arc<Sandbox>>,
+    ) -> App {
         let keys = Keys::new(config.jwt_secret.expose());
         App(Arc::new(Inner {
             config,
@@ -38,6 +48,8 @@ impl App {
             keys,
             broker: BrokerStatus::default(),
             shutdown: CancellationToken::new(),
+            providers,
+            sandbox,
         }))
     }
 }

@@ -121,7 +121,10 @@ pub struct ConfigError {
 }
 
 fn err(var: &'static str, message: impl Into<String>) -> ConfigError {
-    ConfigError { var, message: message.into() }
+    ConfigError {
+        var,
+        message: message.into(),
+    }
 }
 
 impl Config {
@@ -131,19 +134,26 @@ impl Config {
 
     /// Builds the configuration from any variable source (tests pass a map).
     pub fn from_lookup(get: impl Fn(&str) -> Option<String>) -> Result<Config, ConfigError> {
-        let var = |name: &str| get(name).map(|v| v.trim().to_owned()).filter(|v| !v.is_empty());
+        let var = |name: &str| {
+            get(name)
+                .map(|v| v.trim().to_owned())
+                .filter(|v| !v.is_empty())
+        };
         let dur = |name: &'static str, default: &str| -> Result<Duration, ConfigError> {
             let text = var(name).unwrap_or_else(|| default.to_owned());
             duration::parse(&text).map_err(|e| err(name, e))
         };
         let cidrs = |name: &'static str| -> Result<Vec<IpNet>, ConfigError> {
-            var(name).map(|v| parse_cidrs(&v).map_err(|e| err(name, e))).unwrap_or(Ok(Vec::new()))
+            var(name)
+                .map(|v| parse_cidrs(&v).map_err(|e| err(name, e)))
+                .unwrap_or(Ok(Vec::new()))
         };
         let url = |name: &'static str| -> Result<Option<String>, ConfigError> {
             match var(name) {
                 None => Ok(None),
                 Some(v) => {
-                    let parsed = url::Url::parse(&v).map_err(|e| err(name, format!("not a URL: {e}")))?;
+                    let parsed =
+                        url::Url::parse(&v).map_err(|e| err(name, format!("not a URL: {e}")))?;
                     if !matches!(parsed.scheme(), "http" | "https") {
                         return Err(err(name, "must be an http(s) URL"));
                     }
@@ -163,8 +173,12 @@ impl Config {
             (None, None) => Mode::Sandbox,
             (Some(_), Some(key)) if key.starts_with("test_") => Mode::Test,
             (Some(_), Some(_)) => Mode::Live,
-            (Some(_), None) => return Err(err("YOOKASSA_SECRET_KEY", "required with YOOKASSA_SHOP_ID")),
-            (None, Some(_)) => return Err(err("YOOKASSA_SHOP_ID", "required with YOOKASSA_SECRET_KEY")),
+            (Some(_), None) => {
+                return Err(err("YOOKASSA_SECRET_KEY", "required with YOOKASSA_SHOP_ID"))
+            }
+            (None, Some(_)) => {
+                return Err(err("YOOKASSA_SHOP_ID", "required with YOOKASSA_SECRET_KEY"))
+            }
         };
         match var("BILLING_MODE").as_deref() {
             None => {}
@@ -175,10 +189,18 @@ impl Config {
                 ))
             }
             Some("live") => {}
-            Some(other) => return Err(err("BILLING_MODE", format!("unknown mode {other:?} (only `live`)"))),
+            Some(other) => {
+                return Err(err(
+                    "BILLING_MODE",
+                    format!("unknown mode {other:?} (only `live`)"),
+                ))
+            }
         }
 
-        let cloudpayments = match (var("CLOUDPAYMENTS_PUBLIC_ID"), var("CLOUDPAYMENTS_API_SECRET")) {
+        let cloudpayments = match (
+            var("CLOUDPAYMENTS_PUBLIC_ID"),
+            var("CLOUDPAYMENTS_API_SECRET"),
+        ) {
             (None, None) => None,
             (Some(public_id), Some(secret)) => Some(CloudPaymentsConfig {
                 public_id,
@@ -187,10 +209,16 @@ impl Config {
                     .unwrap_or_else(|| "https://api.cloudpayments.ru".into()),
             }),
             (Some(_), None) => {
-                return Err(err("CLOUDPAYMENTS_API_SECRET", "required with CLOUDPAYMENTS_PUBLIC_ID"))
+                return Err(err(
+                    "CLOUDPAYMENTS_API_SECRET",
+                    "required with CLOUDPAYMENTS_PUBLIC_ID",
+                ))
             }
             (None, Some(_)) => {
-                return Err(err("CLOUDPAYMENTS_PUBLIC_ID", "required with CLOUDPAYMENTS_API_SECRET"))
+                return Err(err(
+                    "CLOUDPAYMENTS_PUBLIC_ID",
+                    "required with CLOUDPAYMENTS_API_SECRET",
+                ))
             }
         };
 
@@ -198,10 +226,18 @@ impl Config {
         let jwt_secret = match var("JWT_SECRET_KEY") {
             Some(key) => Secret::new(key),
             None if !real_provider => Secret::new(DEV_JWT_SECRET),
-            None => return Err(err("JWT_SECRET_KEY", "required when a real provider is configured")),
+            None => {
+                return Err(err(
+                    "JWT_SECRET_KEY",
+                    "required when a real provider is configured",
+                ))
+            }
         };
         if real_provider && jwt_secret.expose() == DEV_JWT_SECRET {
-            return Err(err("JWT_SECRET_KEY", "the sandbox dev key cannot be used with a real provider"));
+            return Err(err(
+                "JWT_SECRET_KEY",
+                "the sandbox dev key cannot be used with a real provider",
+            ));
         }
 
         let mut allowed_ips = match var("YOOKASSA_WEBHOOK_ALLOWED_IPS") {
@@ -218,8 +254,9 @@ impl Config {
             Some(v) => Some(decode_whsec(&v).map_err(|e| err("OPS_WEBHOOK_SECRET", e))?),
         };
 
-        let dunning_schedule = duration::parse_list(&var("DUNNING_SCHEDULE").unwrap_or_else(|| "1d,3d,5d".into()))
-            .map_err(|e| err("DUNNING_SCHEDULE", e))?;
+        let dunning_schedule =
+            duration::parse_list(&var("DUNNING_SCHEDULE").unwrap_or_else(|| "1d,3d,5d".into()))
+                .map_err(|e| err("DUNNING_SCHEDULE", e))?;
 
         let return_url = url("YOOKASSA_RETURN_URL")?;
         let return_url_allowed_origins = match var("RETURN_URL_ALLOWED_ORIGINS") {
@@ -243,7 +280,8 @@ impl Config {
         Ok(Config {
             database_url: var("DATABASE_URL")
                 .unwrap_or_else(|| "postgres://postgres@127.0.0.1:5432/billing".into()),
-            amqp_url: var("AMQP_URL").unwrap_or_else(|| "amqp://guest:guest@127.0.0.1:5672/%2f".into()),
+            amqp_url: var("AMQP_URL")
+                .unwrap_or_else(|| "amqp://guest:guest@127.0.0.1:5672/%2f".into()),
             listen_addr,
             jwt_secret,
             mode,
@@ -273,6 +311,10 @@ impl Config {
 
     /// Fills what depends on the bound address (sandbox URLs) once the listener exists.
     pub fn resolve_local_urls(&mut self, bound: SocketAddr) {
+        let mut bound = bound;
+        if bound.ip().is_unspecified() {
+            bound.set_ip(std::net::Ipv4Addr::LOCALHOST.into());
+        }
         let base = format!("http://{bound}");
         if self.yookassa.api_url.is_none() {
             self.yookassa.api_url = Some(format!("{base}/sandbox/yookassa/v3"));
@@ -311,7 +353,9 @@ pub fn parse_cidrs(text: &str) -> Result<Vec<IpNet>, String> {
 /// `whsec_<base64>` → key bytes (Standard Webhooks).
 pub fn decode_whsec(text: &str) -> Result<Vec<u8>, String> {
     use base64::Engine;
-    let b64 = text.strip_prefix("whsec_").ok_or("must start with whsec_")?;
+    let b64 = text
+        .strip_prefix("whsec_")
+        .ok_or("must start with whsec_")?;
     let key = base64::engine::general_purpose::STANDARD
         .decode(b64)
         .map_err(|e| format!("not base64 after whsec_: {e}"))?;
@@ -327,7 +371,10 @@ mod tests {
     use std::collections::HashMap;
 
     fn cfg(vars: &[(&str, &str)]) -> Result<Config, ConfigError> {
-        let map: HashMap<String, String> = vars.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect();
+        let map: HashMap<String, String> = vars
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect();
         Config::from_lookup(|k| map.get(k).cloned())
     }
 
@@ -338,17 +385,28 @@ mod tests {
         assert_eq!(c.jwt_secret.expose(), DEV_JWT_SECRET);
         assert_eq!(c.reconcile_after, Duration::from_secs(120));
         assert_eq!(c.dunning_schedule.len(), 3);
-        assert!(c.yookassa.allowed_ips.iter().any(|n| n.contains(&"127.0.0.1".parse::<std::net::IpAddr>().unwrap())));
+        assert!(c
+            .yookassa
+            .allowed_ips
+            .iter()
+            .any(|n| n.contains(&"127.0.0.1".parse::<std::net::IpAddr>().unwrap())));
     }
 
     #[test]
     fn a_test_key_is_test_mode_and_needs_a_jwt_key() {
-        let base = [("YOOKASSA_SHOP_ID", "1"), ("YOOKASSA_SECRET_KEY", "test_abc")];
+        let base = [
+            ("YOOKASSA_SHOP_ID", "1"),
+            ("YOOKASSA_SECRET_KEY", "test_abc"),
+        ];
         assert_eq!(cfg(&base).unwrap_err().var, "JWT_SECRET_KEY");
         let c = cfg(&[base[0], base[1], ("JWT_SECRET_KEY", "k")]).unwrap();
         assert_eq!(c.mode, Mode::Test);
         assert!(!c.mode.livemode());
-        assert!(!c.yookassa.allowed_ips.iter().any(|n| n.contains(&"127.0.0.1".parse::<std::net::IpAddr>().unwrap())));
+        assert!(!c
+            .yookassa
+            .allowed_ips
+            .iter()
+            .any(|n| n.contains(&"127.0.0.1".parse::<std::net::IpAddr>().unwrap())));
     }
 
     #[test]

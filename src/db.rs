@@ -16,7 +16,10 @@ pub enum DbSetupError {
     #[error("cannot reach PostgreSQL: {0}")]
     Connect(tokio_postgres::Error),
     #[error("cannot create database {name}: {source}")]
-    Create { name: String, source: tokio_postgres::Error },
+    Create {
+        name: String,
+        source: tokio_postgres::Error,
+    },
     #[error("migration failed: {0}")]
     Migrate(#[from] refinery::Error),
     #[error("pool: {0}")]
@@ -25,7 +28,13 @@ pub enum DbSetupError {
 
 pub fn pool(database_url: &str, max_size: usize) -> Result<Pool, DbSetupError> {
     let pg = tokio_postgres::Config::from_str(database_url).map_err(DbSetupError::Url)?;
-    let manager = Manager::from_config(pg, NoTls, ManagerConfig { recycling_method: RecyclingMethod::Fast });
+    let manager = Manager::from_config(
+        pg,
+        NoTls,
+        ManagerConfig {
+            recycling_method: RecyclingMethod::Fast,
+        },
+    );
     Pool::builder(manager)
         .max_size(max_size)
         .runtime(deadpool_postgres::Runtime::Tokio1)
@@ -39,7 +48,9 @@ pub fn pool(database_url: &str, max_size: usize) -> Result<Pool, DbSetupError> {
 /// `postgres` maintenance database to do so).
 pub async fn create_if_missing(database_url: &str) -> Result<(), DbSetupError> {
     let target = tokio_postgres::Config::from_str(database_url).map_err(DbSetupError::Url)?;
-    let Some(name) = target.get_dbname().map(str::to_owned) else { return Ok(()) };
+    let Some(name) = target.get_dbname().map(str::to_owned) else {
+        return Ok(());
+    };
     if let Ok((client, conn)) = target.connect(NoTls).await {
         drop(client);
         drop(conn);
@@ -80,7 +91,9 @@ pub async fn migrate(database_url: &str) -> Result<usize, DbSetupError> {
         .await
         .map_err(DbSetupError::Connect)?;
     let report = embedded::migrations::runner().run_async(&mut client).await;
-    let _ = client.batch_execute("SELECT pg_advisory_unlock(7461626)").await;
+    let _ = client
+        .batch_execute("SELECT pg_advisory_unlock(7461626)")
+        .await;
     drop(client);
     task.abort();
     Ok(report?.applied_migrations().len())

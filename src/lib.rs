@@ -6,6 +6,8 @@ pub mod db;
 pub mod domain;
 pub mod events;
 pub mod http;
+pub mod jobs;
+pub mod providers;
 pub mod server;
 pub mod service;
 pub mod store;

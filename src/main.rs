@@ -52,8 +52,18 @@ fn main() -> ExitCode {
     let runtime = tokio::runtime::Runtime::new().expect("tokio runtime");
     runtime.block_on(async move {
         match cli.command {
-            Command::Serve { no_workers, workers_only } => {
-                serve(config, ServeOptions { api: !workers_only, workers: !no_workers }).await
+            Command::Serve {
+                no_workers,
+                workers_only,
+            } => {
+                serve(
+                    config,
+                    ServeOptions {
+                        api: !workers_only,
+                        workers: !no_workers,
+                    },
+                )
+                .await
             }
             Command::Migrate => {
                 let result = async {
@@ -72,7 +82,11 @@ fn main() -> ExitCode {
                     }
                 }
             }
-            Command::Token { user, superuser, ttl } => {
+            Command::Token {
+                user,
+                superuser,
+                ttl,
+            } => {
                 let keys = billing::http::auth::Keys::new(config.jwt_secret.expose());
                 println!("{}", keys.issue(user, superuser, ttl));
                 ExitCode::SUCCESS

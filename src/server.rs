@@ -8,6 +8,12 @@ use tokio::task::JoinHandle;
 use crate::app::App;
 use crate::config::Config;
 use crate::db;
+use crate::jobs;
+use crate::providers::sandbox::Sandbox;
+use crate::providers::yookassa::YooKassa;
+use crate::providers::Providers;
+use std::sync::Arc;
+use std::time::Duration;
 
 #[derive(Debug, Clone, Copy)]
 pub struct ServeOptions {
@@ -17,7 +23,10 @@ pub struct ServeOptions {
 
 impl Default for ServeOptions {
     fn default() -> Self {
-        ServeOptions { api: true, workers: true }
+        ServeOptions {
+            api: true,
+            workers: true,
+        }
     }
 }
 
@@ -26,7 +35,10 @@ pub enum StartError {
     #[error(transparent)]
     Db(#[from] db::DbSetupError),
     #[error("cannot listen on {addr}: {source}")]
-    Bind { addr: SocketAddr, source: std::io::Error },
+    Bind {
+        addr: SocketAddr,
+        source: std::io::Error,
+    },
 }
 
 pub struct Running {
@@ -69,18 +81,20 @@ pub async fn start(mut config: Config, opts: ServeOptions) -> Result<Running, St
     let listener = if opts.api {
         let l = tokio::net::TcpListener::bind(config.listen_addr)
             .await
-            .map_err(|source| StartError::Bind { addr: config.listen_addr, source })?;
+            .map_err(|source| StartError::Bind {
+                addr: config.listen_addr,
+                source,
+            })?;
         Some(l)
     } else {
         None
     };
     let addr = listener.as_ref().and_then(|l| l.local_addr().ok());
-    if let Some(addr) = addr {
-        config.resolve_local_urls(addr);
-    }
+    config.resolve_local_urls(addr.unwrap_or(config.listen_addr));
 
     let pool = db::pool(&config.database_url, 32)?;
-    let app = App::new(config, pool);
+    let (providers, sandbox) = providers(&config, addr);
+    let app = App::new(config, pool, providers, sandbox);
     let mut tasks = Vec::new();
 
     if let Some(listener) = listener {
@@ -91,7 +105,45 @@ pub async fn start(mut config: Config, opts: ServeOptions) -> Result<Running, St
         }));
         tracing::info!(addr = %addr.expect("bound"), mode = app.config.mode.as_str(), "listening");
     }
-    let _ = opts.workers;
+    if opts.workers {
+        let a = app.clone();
+        tasks.push(tokio::spawn(jobs::run_loop(
+            a,
+            "inbox_retry",
+            jobs::inbox_retry::BATCH,
+            Duration::from_secs(1),
+            |app| async move { jobs::inbox_retry::run_once(&app).await },
+        )));
+    }
 
     Ok(Running { app, addr, tasks })
+}
+
+/// The configured providers; in sandbox mode the built-in fake is served by this
+/// process under `/sandbox` and the real YooKassa client talks to it over HTTP.
+fn providers(config: &Config, bound: Option<SocketAddr>) -> (Providers, Option<Arc<Sandbox>>) {
+    let yk = &config.yookassa;
+    let api_url = yk.api_url.clone().expect("resolved at start-up");
+    let sandbox = (config.mode == crate::config::Mode::Sandbox
+        && bound.is_some()
+        && api_url.contains("/sandbox/yookassa/"))
+    .then(|| {
+        let mut base = bound.expect("checked");
+        if base.ip().is_unspecified() {
+            base.set_ip(std::net::Ipv4Addr::LOCALHOST.into());
+        }
+        let sb = Sandbox::new(&yk.shop_id, yk.secret_key.expose(), true);
+        let public = api_url.split("/sandbox/").next().unwrap_or("").to_owned();
+        sb.set_public_base(&public);
+        sb.set_webhook_url(&format!("http://{base}/webhooks/yookassa"));
+        sb
+    });
+    let yookassa = Arc::new(YooKassa::new(&api_url, &yk.shop_id, yk.secret_key.clone()));
+    (
+        Providers {
+            yookassa,
+            cloudpayments: None,
+        },
+        sandbox,
+    )
 }

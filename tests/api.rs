@@ -14,19 +14,37 @@ async fn tariffs_are_listed_cheapest_first_with_money_and_period() {
     let list = body.as_array().expect("a bare JSON array");
     assert_eq!(list.len(), 3);
     assert_eq!(list[0]["alias"], "month");
-    assert_eq!(list[0]["price"], json!({"value": "299.00", "currency": "RUB"}));
+    assert_eq!(
+        list[0]["price"],
+        json!({"value": "299.00", "currency": "RUB"})
+    );
     assert_eq!(list[0]["period"], json!({"count": 1, "unit": "month"}));
     assert_eq!(list[2]["price"]["value"], "2990.00");
-    let prices: Vec<&str> = list.iter().map(|t| t["price"]["value"].as_str().unwrap()).collect();
+    let prices: Vec<&str> = list
+        .iter()
+        .map(|t| t["price"]["value"].as_str().unwrap())
+        .collect();
     assert_eq!(prices, ["299.00", "799.00", "2990.00"]);
 }
 
 #[tokio::test]
 async fn archived_tariffs_are_not_listed() {
     let app = TestApp::start().await;
-    app.sql().await.execute("UPDATE tariffs SET archived_at = now() WHERE alias = 'quarter'", &[]).await.unwrap();
+    app.sql()
+        .await
+        .execute(
+            "UPDATE tariffs SET archived_at = now() WHERE alias = 'quarter'",
+            &[],
+        )
+        .await
+        .unwrap();
     let (_, body) = app.get("/api/v1/tariffs", None).await;
-    let aliases: Vec<&str> = body.as_array().unwrap().iter().map(|t| t["alias"].as_str().unwrap()).collect();
+    let aliases: Vec<&str> = body
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|t| t["alias"].as_str().unwrap())
+        .collect();
     assert_eq!(aliases, ["month", "year"]);
 }
 
@@ -35,7 +53,10 @@ async fn pay_systems_list_only_configured_providers() {
     let app = TestApp::start().await;
     let (status, body) = app.get("/api/v1/pay-systems", None).await;
     assert_eq!(status, 200);
-    assert_eq!(body, json!([{"alias": "yookassa", "name": "YooKassa", "currencies": ["RUB"]}]));
+    assert_eq!(
+        body,
+        json!([{"alias": "yookassa", "name": "YooKassa", "currencies": ["RUB"]}])
+    );
 }
 
 #[tokio::test]
@@ -76,7 +97,12 @@ async fn bearer_and_raw_tokens_both_work() {
 #[tokio::test]
 async fn a_user_who_never_subscribed_gets_404_from_profile() {
     let app = TestApp::start().await;
-    let (status, body) = app.get("/api/v1/subscriptions/profile", Some(&app.token(Uuid::new_v4()))).await;
+    let (status, body) = app
+        .get(
+            "/api/v1/subscriptions/profile",
+            Some(&app.token(Uuid::new_v4())),
+        )
+        .await;
     assert_eq!(status, 404);
     assert_eq!(body["code"], "no_subscription");
 }
@@ -86,7 +112,9 @@ async fn profile_shows_the_subscription_with_its_method_title() {
     let app = TestApp::start().await;
     let user = Uuid::new_v4();
     let sub = seed_subscription(&app.sql().await, user, true, true).await;
-    let (status, body) = app.get("/api/v1/subscriptions/profile", Some(&app.token(user))).await;
+    let (status, body) = app
+        .get("/api/v1/subscriptions/profile", Some(&app.token(user)))
+        .await;
     assert_eq!(status, 200, "{body}");
     assert_eq!(body["id"], json!(sub));
     assert_eq!(body["status"], "active");
@@ -105,13 +133,18 @@ async fn cancel_turns_auto_renew_off_once_and_records_one_event() {
     seed_subscription(&db, user, true, true).await;
     let token = app.token(user);
     for _ in 0..2 {
-        let (status, body) = app.post("/api/v1/subscriptions/cancel", Some(&token), json!({})).await;
+        let (status, body) = app
+            .post("/api/v1/subscriptions/cancel", Some(&token), json!({}))
+            .await;
         assert_eq!(status, 200, "{body}");
         assert_eq!(body["status"], "active", "access lasts to the period end");
         assert_eq!(body["auto_renew"], false);
         assert!(body["next_charge_at"].is_null());
     }
-    assert_eq!(outbox_types(&db).await, ["subscription.auto_renew_disabled"]);
+    assert_eq!(
+        outbox_types(&db).await,
+        ["subscription.auto_renew_disabled"]
+    );
 }
 
 #[tokio::test]
@@ -121,13 +154,25 @@ async fn resume_needs_a_saved_method_and_turns_renewal_back_on() {
 
     let without = Uuid::new_v4();
     seed_subscription(&db, without, false, false).await;
-    let (status, body) = app.post("/api/v1/subscriptions/resume", Some(&app.token(without)), json!({})).await;
+    let (status, body) = app
+        .post(
+            "/api/v1/subscriptions/resume",
+            Some(&app.token(without)),
+            json!({}),
+        )
+        .await;
     assert_eq!(status, 409);
     assert_eq!(body["code"], "no_payment_method");
 
     let with = Uuid::new_v4();
     seed_subscription(&db, with, false, true).await;
-    let (status, body) = app.post("/api/v1/subscriptions/resume", Some(&app.token(with)), json!({})).await;
+    let (status, body) = app
+        .post(
+            "/api/v1/subscriptions/resume",
+            Some(&app.token(with)),
+            json!({}),
+        )
+        .await;
     assert_eq!(status, 200, "{body}");
     assert_eq!(body["auto_renew"], true);
     assert!(body["next_charge_at"].is_string());
@@ -140,8 +185,19 @@ async fn a_method_marked_unusable_cannot_resume() {
     let db = app.sql().await;
     let user = Uuid::new_v4();
     seed_subscription(&db, user, false, true).await;
-    db.execute("UPDATE payment_methods SET usable = false WHERE user_id = $1", &[&user]).await.unwrap();
-    let (status, _) = app.post("/api/v1/subscriptions/resume", Some(&app.token(user)), json!({})).await;
+    db.execute(
+        "UPDATE payment_methods SET usable = false WHERE user_id = $1",
+        &[&user],
+    )
+    .await
+    .unwrap();
+    let (status, _) = app
+        .post(
+            "/api/v1/subscriptions/resume",
+            Some(&app.token(user)),
+            json!({}),
+        )
+        .await;
     assert_eq!(status, 409);
     assert!(outbox_types(&db).await.is_empty());
 }
@@ -150,7 +206,10 @@ async fn a_method_marked_unusable_cannot_resume() {
 async fn cancel_and_resume_without_a_live_subscription_are_404() {
     let app = TestApp::start().await;
     let token = app.token(Uuid::new_v4());
-    for path in ["/api/v1/subscriptions/cancel", "/api/v1/subscriptions/resume"] {
+    for path in [
+        "/api/v1/subscriptions/cancel",
+        "/api/v1/subscriptions/resume",
+    ] {
         let (status, body) = app.post(path, Some(&token), json!({})).await;
         assert_eq!(status, 404, "{path}");
         assert_eq!(body["code"], "no_active_subscription");
@@ -182,7 +241,10 @@ async fn payments_are_paged_newest_first_with_a_total_count() {
 
     let resp = app
         .http
-        .get(format!("{}/api/v1/payments/profile?limit=5&page=3", app.url))
+        .get(format!(
+            "{}/api/v1/payments/profile?limit=5&page=3",
+            app.url
+        ))
         .header("authorization", app.token(user))
         .send()
         .await
@@ -192,14 +254,22 @@ async fn payments_are_paged_newest_first_with_a_total_count() {
     assert_eq!(status, 200);
     assert_eq!(body.as_array().unwrap().len(), 2);
 
-    let (_, first) = app.get("/api/v1/payments/profile", Some(&app.token(user))).await;
+    let (_, first) = app
+        .get("/api/v1/payments/profile", Some(&app.token(user)))
+        .await;
     let first = first.as_array().unwrap();
     assert_eq!(first.len(), 10, "default limit");
-    let times: Vec<&str> = first.iter().map(|p| p["created_at"].as_str().unwrap()).collect();
+    let times: Vec<&str> = first
+        .iter()
+        .map(|p| p["created_at"].as_str().unwrap())
+        .collect();
     let mut sorted = times.clone();
     sorted.sort_by(|a, b| b.cmp(a));
     assert_eq!(times, sorted, "newest first");
-    assert_eq!(first[0]["amount"], json!({"value": "299.00", "currency": "RUB"}));
+    assert_eq!(
+        first[0]["amount"],
+        json!({"value": "299.00", "currency": "RUB"})
+    );
 
     let resp = app
         .http
@@ -208,7 +278,11 @@ async fn payments_are_paged_newest_first_with_a_total_count() {
         .send()
         .await
         .unwrap();
-    assert_eq!(resp.headers()["x-total-count"], "12", "past the last page the count stays");
+    assert_eq!(
+        resp.headers()["x-total-count"],
+        "12",
+        "past the last page the count stays"
+    );
     assert_eq!(read(resp).await.1, json!([]));
 }
 
@@ -216,8 +290,17 @@ async fn payments_are_paged_newest_first_with_a_total_count() {
 async fn bad_pagination_is_400() {
     let app = TestApp::start().await;
     let token = app.token(Uuid::new_v4());
-    for q in ["limit=0", "limit=101", "page=0", "page=-1", "limit=x", "page=%ZZ"] {
-        let (status, body) = app.get(&format!("/api/v1/payments/profile?{q}"), Some(&token)).await;
+    for q in [
+        "limit=0",
+        "limit=101",
+        "page=0",
+        "page=-1",
+        "limit=x",
+        "page=%ZZ",
+    ] {
+        let (status, body) = app
+            .get(&format!("/api/v1/payments/profile?{q}"), Some(&token))
+            .await;
         assert_eq!(status, 400, "{q}: {body}");
         assert!(body["code"].is_string());
     }
@@ -229,16 +312,29 @@ async fn a_payment_is_visible_only_to_its_owner() {
     let db = app.sql().await;
     let owner = Uuid::new_v4();
     seed_payments(&db, owner, 1).await;
-    let id: Uuid = db.query_one("SELECT id FROM payments", &[]).await.unwrap().get(0);
+    let id: Uuid = db
+        .query_one("SELECT id FROM payments", &[])
+        .await
+        .unwrap()
+        .get(0);
 
-    let (status, body) = app.get(&format!("/api/v1/payments/{id}"), Some(&app.token(owner))).await;
+    let (status, body) = app
+        .get(&format!("/api/v1/payments/{id}"), Some(&app.token(owner)))
+        .await;
     assert_eq!(status, 200);
     assert_eq!(body["id"], json!(id));
     assert_eq!(body["status"], "succeeded");
 
-    let (status, _) = app.get(&format!("/api/v1/payments/{id}"), Some(&app.token(Uuid::new_v4()))).await;
+    let (status, _) = app
+        .get(
+            &format!("/api/v1/payments/{id}"),
+            Some(&app.token(Uuid::new_v4())),
+        )
+        .await;
     assert_eq!(status, 404);
-    let (status, body) = app.get("/api/v1/payments/not-a-uuid", Some(&app.token(owner))).await;
+    let (status, body) = app
+        .get("/api/v1/payments/not-a-uuid", Some(&app.token(owner)))
+        .await;
     assert_eq!(status, 400);
     assert_eq!(body["code"], "bad_uuid");
 }
@@ -249,7 +345,12 @@ async fn unknown_routes_are_json_404_and_wrong_methods_are_not_500() {
     let (status, body) = app.get("/api/v1/nothing-here", None).await;
     assert_eq!(status, 404);
     assert_eq!(body["code"], "not_found");
-    let resp = app.http.delete(format!("{}/api/v1/tariffs", app.url)).send().await.unwrap();
+    let resp = app
+        .http
+        .delete(format!("{}/api/v1/tariffs", app.url))
+        .send()
+        .await
+        .unwrap();
     assert!(resp.status().is_client_error(), "{}", resp.status());
 }
 
@@ -269,15 +370,25 @@ async fn a_body_over_64_kib_is_413_with_or_without_content_length() {
     assert_eq!(resp.status(), 413);
     let (_, body) = read(resp).await;
     assert_eq!(body["code"], "payload_too_large");
-
 }
 
 #[tokio::test]
 async fn request_ids_are_echoed_or_generated() {
     let app = TestApp::start().await;
-    let resp = app.http.get(format!("{}/healthz", app.url)).header("x-request-id", "abc-123").send().await.unwrap();
+    let resp = app
+        .http
+        .get(format!("{}/healthz", app.url))
+        .header("x-request-id", "abc-123")
+        .send()
+        .await
+        .unwrap();
     assert_eq!(resp.headers()["x-request-id"], "abc-123");
-    let resp = app.http.get(format!("{}/healthz", app.url)).send().await.unwrap();
+    let resp = app
+        .http
+        .get(format!("{}/healthz", app.url))
+        .send()
+        .await
+        .unwrap();
     assert_eq!(resp.headers()["x-request-id"].len(), 36);
 }
 
@@ -298,7 +409,9 @@ async fn readyz_reports_database_broker_and_backlog() {
 async fn readyz_is_503_when_the_database_is_gone() {
     let app = TestApp::start().await;
     let admin = {
-        let (c, conn) = tokio_postgres::connect(ADMIN_URL, tokio_postgres::NoTls).await.unwrap();
+        let (c, conn) = tokio_postgres::connect(ADMIN_URL, tokio_postgres::NoTls)
+            .await
+            .unwrap();
         tokio::spawn(conn);
         c
     };
@@ -319,9 +432,18 @@ async fn metrics_use_route_templates_never_raw_ids() {
     let app = TestApp::start().await;
     let token = app.token(Uuid::new_v4());
     let id = Uuid::new_v4();
-    app.get(&format!("/api/v1/payments/{id}"), Some(&token)).await;
+    app.get(&format!("/api/v1/payments/{id}"), Some(&token))
+        .await;
     app.get("/no/such/path/12345", None).await;
-    let text = app.http.get(format!("{}/metrics", app.url)).send().await.unwrap().text().await.unwrap();
+    let text = app
+        .http
+        .get(format!("{}/metrics", app.url))
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
     assert!(text.contains(r#"route="/api/v1/payments/{id}""#), "{text}");
     assert!(text.contains(r#"route="unmatched""#));
     assert!(text.contains("http_request_duration_seconds_bucket"));
@@ -344,13 +466,17 @@ async fn openapi_lists_exactly_the_routes_the_service_answers() {
         }
     }
     documented.sort();
-    let mut routes: Vec<(String, String)> =
-        billing::http::routes::ROUTES.iter().map(|(m, p)| (m.to_string(), p.to_string())).collect();
+    let mut routes: Vec<(String, String)> = billing::http::routes::ROUTES
+        .iter()
+        .map(|(m, p)| (m.to_string(), p.to_string()))
+        .collect();
     routes.sort();
     assert_eq!(documented, routes);
     // And every documented route is really served (answers something other than "no such route").
     for (method, path) in &routes {
-        let concrete = path.replace("{id}", &Uuid::new_v4().to_string()).replace("{pay_system}", "yookassa");
+        let concrete = path
+            .replace("{id}", &Uuid::new_v4().to_string())
+            .replace("{pay_system}", "yookassa");
         let resp = app
             .http
             .request(method.parse().unwrap(), format!("{}{concrete}", app.url))

@@ -4,7 +4,9 @@ use std::time::Duration;
 
 pub fn parse(text: &str) -> Result<Duration, String> {
     let text = text.trim();
-    let split = text.find(|c: char| !c.is_ascii_digit()).unwrap_or(text.len());
+    let split = text
+        .find(|c: char| !c.is_ascii_digit())
+        .unwrap_or(text.len());
     let (digits, unit) = text.split_at(split);
     let n: u64 = digits
         .parse()
@@ -20,7 +22,10 @@ pub fn parse(text: &str) -> Result<Duration, String> {
 }
 
 pub fn parse_list(text: &str) -> Result<Vec<Duration>, String> {
-    text.split(',').filter(|s| !s.trim().is_empty()).map(parse).collect()
+    text.split(',')
+        .filter(|s| !s.trim().is_empty())
+        .map(parse)
+        .collect()
 }
 
 #[cfg(test)]

@@ -94,8 +94,8 @@ impl Money {
         if !plain {
             return Err(MoneyError::NotADecimal(value.to_owned()));
         }
-        let decimal =
-            Decimal::from_str_exact(trimmed).map_err(|_| MoneyError::NotADecimal(value.to_owned()))?;
+        let decimal = Decimal::from_str_exact(trimmed)
+            .map_err(|_| MoneyError::NotADecimal(value.to_owned()))?;
         Self::from_decimal(decimal, currency).map_err(|e| match e {
             MoneyError::NotADecimal(_) => MoneyError::NotADecimal(value.to_owned()),
             MoneyError::TooPrecise(_) => MoneyError::TooPrecise(value.to_owned()),
@@ -138,7 +138,8 @@ impl Money {
     }
 
     pub fn checked_sub(self, other: Money) -> Option<Money> {
-        (self.currency == other.currency).then(|| Money::new(self.minor - other.minor, self.currency))
+        (self.currency == other.currency)
+            .then(|| Money::new(self.minor - other.minor, self.currency))
     }
 }
 
@@ -164,8 +165,11 @@ struct MoneyWire {
 
 impl Serialize for Money {
     fn serialize<S: Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
-        MoneyWire { value: self.value_string(), currency: self.currency.code().to_owned() }
-            .serialize(serializer)
+        MoneyWire {
+            value: self.value_string(),
+            currency: self.currency.code().to_owned(),
+        }
+        .serialize(serializer)
     }
 }
 
@@ -195,8 +199,13 @@ mod tests {
     #[test]
     fn rejects_what_is_not_an_exact_positive_amount() {
         let rub = Currency::Rub;
-        for bad in ["", "abc", "1.001", "-1.00", "0", "0.00", "1e3", "1_000", "NaN", ".", "1.2.3"] {
-            assert!(Money::parse(bad, rub).is_err(), "{bad:?} should be rejected");
+        for bad in [
+            "", "abc", "1.001", "-1.00", "0", "0.00", "1e3", "1_000", "NaN", ".", "1.2.3",
+        ] {
+            assert!(
+                Money::parse(bad, rub).is_err(),
+                "{bad:?} should be rejected"
+            );
         }
     }
 
@@ -211,7 +220,10 @@ mod tests {
     #[test]
     fn serializes_as_the_design_object() {
         let json = serde_json::to_value(Money::new(29_900, Currency::Rub)).unwrap();
-        assert_eq!(json, serde_json::json!({"value": "299.00", "currency": "RUB"}));
+        assert_eq!(
+            json,
+            serde_json::json!({"value": "299.00", "currency": "RUB"})
+        );
         let back: Money = serde_json::from_value(json).unwrap();
         assert_eq!(back, Money::new(29_900, Currency::Rub));
     }

@@ -32,7 +32,9 @@ impl FromStr for PeriodUnit {
             "day" => Ok(PeriodUnit::Day),
             "month" => Ok(PeriodUnit::Month),
             "year" => Ok(PeriodUnit::Year),
-            other => Err(format!("unknown period unit {other:?} (day, month or year)")),
+            other => Err(format!(
+                "unknown period unit {other:?} (day, month or year)"
+            )),
         }
     }
 }
@@ -112,8 +114,18 @@ mod tests {
 
     #[test]
     fn three_months_and_days() {
-        assert_eq!(Period::new(3, PeriodUnit::Month).unwrap().add_to(at(2026, 11, 30)), at(2027, 2, 28));
-        assert_eq!(Period::new(30, PeriodUnit::Day).unwrap().add_to(at(2026, 2, 1)), at(2026, 3, 3));
+        assert_eq!(
+            Period::new(3, PeriodUnit::Month)
+                .unwrap()
+                .add_to(at(2026, 11, 30)),
+            at(2027, 2, 28)
+        );
+        assert_eq!(
+            Period::new(30, PeriodUnit::Day)
+                .unwrap()
+                .add_to(at(2026, 2, 1)),
+            at(2026, 3, 3)
+        );
     }
 
     #[test]

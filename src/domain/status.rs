@@ -98,7 +98,10 @@ impl PaymentStatus {
 
     /// Still waiting for the provider's final word.
     pub fn is_open(self) -> bool {
-        matches!(self, PaymentStatus::Pending | PaymentStatus::WaitingForCapture)
+        matches!(
+            self,
+            PaymentStatus::Pending | PaymentStatus::WaitingForCapture
+        )
     }
 
     /// The viewer's money was taken (possibly partly given back since).
@@ -113,13 +116,19 @@ impl PaymentStatus {
 impl SubscriptionStatus {
     /// Grants access.
     pub fn is_live(self) -> bool {
-        matches!(self, SubscriptionStatus::Active | SubscriptionStatus::PastDue)
+        matches!(
+            self,
+            SubscriptionStatus::Active | SubscriptionStatus::PastDue
+        )
     }
 }
 
 /// Renewal declines after which the saved method must not be charged again.
 pub fn is_hard_decline(reason: &str) -> bool {
-    matches!(reason, "permission_revoked" | "card_expired" | "payment_method_restricted")
+    matches!(
+        reason,
+        "permission_revoked" | "card_expired" | "payment_method_restricted"
+    )
 }
 
 #[cfg(test)]

@@ -76,7 +76,10 @@ mod tests {
     #[test]
     fn serde_names_match_routing_keys() {
         for t in EventType::ALL {
-            assert_eq!(serde_json::to_value(t).unwrap(), serde_json::json!(t.as_str()));
+            assert_eq!(
+                serde_json::to_value(t).unwrap(),
+                serde_json::json!(t.as_str())
+            );
         }
     }
 }

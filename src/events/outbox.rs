@@ -17,11 +17,21 @@ pub struct EventSubject<'a> {
 
 impl<'a> EventSubject<'a> {
     pub fn subscription(sub: &'a Subscription) -> Self {
-        EventSubject { user_id: sub.user_id, subscription: Some(sub), payment: None, livemode: sub.livemode }
+        EventSubject {
+            user_id: sub.user_id,
+            subscription: Some(sub),
+            payment: None,
+            livemode: sub.livemode,
+        }
     }
 
     pub fn payment(payment: &'a Payment, sub: Option<&'a Subscription>) -> Self {
-        EventSubject { user_id: payment.user_id, subscription: sub, payment: Some(payment), livemode: payment.livemode }
+        EventSubject {
+            user_id: payment.user_id,
+            subscription: sub,
+            payment: Some(payment),
+            livemode: payment.livemode,
+        }
     }
 }
 
@@ -29,8 +39,15 @@ impl<'a> EventSubject<'a> {
 pub fn body(id: Uuid, event_type: EventType, subject: &EventSubject<'_>) -> Value {
     let mut data = Map::new();
     data.insert("user_id".into(), json!(subject.user_id));
-    data.insert("subscription_id".into(), json!(subject.subscription.map(|s| s.id)));
-    let status = match (event_type.is_payment_event(), subject.payment, subject.subscription) {
+    data.insert(
+        "subscription_id".into(),
+        json!(subject.subscription.map(|s| s.id)),
+    );
+    let status = match (
+        event_type.is_payment_event(),
+        subject.payment,
+        subject.subscription,
+    ) {
         (true, Some(p), _) => p.status.as_str(),
         (_, _, Some(s)) => s.status.as_str(),
         (_, Some(p), None) => p.status.as_str(),
@@ -54,7 +71,9 @@ pub fn body(id: Uuid, event_type: EventType, subject: &EventSubject<'_>) -> Valu
         data.insert("tariff_id".into(), json!(s.tariff_id));
         data.insert(
             "current_period_end".into(),
-            json!(s.current_period_end.to_rfc3339_opts(SecondsFormat::Secs, true)),
+            json!(s
+                .current_period_end
+                .to_rfc3339_opts(SecondsFormat::Secs, true)),
         );
         data.insert("auto_renew".into(), json!(s.auto_renew));
     }

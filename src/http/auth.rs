@@ -42,10 +42,16 @@ impl Keys {
     }
 
     pub fn authenticate(&self, header: Option<&str>) -> Result<User, ApiError> {
-        let raw = header.ok_or_else(|| ApiError::unauthorized("missing Authorization header"))?.trim();
+        let raw = header
+            .ok_or_else(|| ApiError::unauthorized("missing Authorization header"))?
+            .trim();
         let token = match raw.split_once(' ') {
             Some((scheme, rest)) if scheme.eq_ignore_ascii_case("bearer") => rest.trim(),
-            Some(_) => return Err(ApiError::unauthorized("Authorization must be a JWT or `Bearer <jwt>`")),
+            Some(_) => {
+                return Err(ApiError::unauthorized(
+                    "Authorization must be a JWT or `Bearer <jwt>`",
+                ))
+            }
             None => raw,
         };
         let data = jsonwebtoken::decode::<Claims>(token, &self.decoding, &self.validation)
@@ -70,7 +76,8 @@ impl Keys {
             "exp": exp,
             "type": "access",
         });
-        jsonwebtoken::encode(&Header::new(Algorithm::HS256), &claims, &self.encoding).expect("HS256 encoding cannot fail")
+        jsonwebtoken::encode(&Header::new(Algorithm::HS256), &claims, &self.encoding)
+            .expect("HS256 encoding cannot fail")
     }
 }
 
@@ -88,7 +95,12 @@ mod tests {
     use serde_json::json;
 
     fn token(claims: Value, key: &str, alg: Algorithm) -> String {
-        jsonwebtoken::encode(&Header::new(alg), &claims, &EncodingKey::from_secret(key.as_bytes())).unwrap()
+        jsonwebtoken::encode(
+            &Header::new(alg),
+            &claims,
+            &EncodingKey::from_secret(key.as_bytes()),
+        )
+        .unwrap()
     }
 
     fn exp() -> i64 {
@@ -101,7 +113,10 @@ mod tests {
         let id = Uuid::new_v4();
         let t = keys.issue(id, false, 60);
         assert_eq!(keys.authenticate(Some(&t)).unwrap().id, id);
-        assert_eq!(keys.authenticate(Some(&format!("Bearer {t}"))).unwrap().id, id);
+        assert_eq!(
+            keys.authenticate(Some(&format!("Bearer {t}"))).unwrap().id,
+            id
+        );
     }
 
     #[test]
@@ -116,8 +131,16 @@ mod tests {
             (json!(1), false),
             (json!(false), false),
         ] {
-            let t = token(json!({"user_id": id, "exp": exp(), "is_superuser": value}), "k", Algorithm::HS256);
-            assert_eq!(keys.authenticate(Some(&t)).unwrap().is_superuser, expected, "{value}");
+            let t = token(
+                json!({"user_id": id, "exp": exp(), "is_superuser": value}),
+                "k",
+                Algorithm::HS256,
+            );
+            assert_eq!(
+                keys.authenticate(Some(&t)).unwrap().is_superuser,
+                expected,
+                "{value}"
+            );
         }
     }
 
@@ -127,10 +150,18 @@ mod tests {
         let id = Uuid::new_v4().to_string();
         let past = chrono::Utc::now().timestamp() - 120;
         let bad = [
-            token(json!({"user_id": id, "exp": exp()}), "other", Algorithm::HS256),
+            token(
+                json!({"user_id": id, "exp": exp()}),
+                "other",
+                Algorithm::HS256,
+            ),
             token(json!({"user_id": id, "exp": past}), "k", Algorithm::HS256),
             token(json!({"user_id": id}), "k", Algorithm::HS256),
-            token(json!({"user_id": "42", "exp": exp()}), "k", Algorithm::HS256),
+            token(
+                json!({"user_id": "42", "exp": exp()}),
+                "k",
+                Algorithm::HS256,
+            ),
             token(json!({"user_id": 42, "exp": exp()}), "k", Algorithm::HS256),
             token(json!({"user_id": id, "exp": exp()}), "k", Algorithm::HS384),
             "not.a.jwt".to_owned(),
@@ -157,7 +188,11 @@ mod tests {
         use base64::Engine;
         let b64 = base64::engine::general_purpose::URL_SAFE_NO_PAD;
         let header = b64.encode(br#"{"alg":"none","typ":"JWT"}"#);
-        let claims = b64.encode(format!(r#"{{"user_id":"{}","exp":{}}}"#, Uuid::new_v4(), exp()));
+        let claims = b64.encode(format!(
+            r#"{{"user_id":"{}","exp":{}}}"#,
+            Uuid::new_v4(),
+            exp()
+        ));
         let t = format!("{header}.{claims}.");
         assert!(Keys::new("k").authenticate(Some(&t)).is_err());
     }

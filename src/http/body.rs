@@ -15,7 +15,9 @@ pub fn limited() -> impl Filter<Extract = (Bytes,), Error = warp::Rejection> + C
     warp::header::optional::<u64>("content-length")
         .and_then(|len: Option<u64>| async move {
             match len {
-                Some(n) if n > MAX_BODY as u64 => Err(warp::reject::custom(Rejected(ApiError::too_large()))),
+                Some(n) if n > MAX_BODY as u64 => {
+                    Err(warp::reject::custom(Rejected(ApiError::too_large())))
+                }
                 _ => Ok(()),
             }
         })
@@ -33,7 +35,10 @@ where
     let mut buf = BytesMut::new();
     while let Some(chunk) = stream.next().await {
         let mut chunk = chunk.map_err(|e| {
-            warp::reject::custom(Rejected(ApiError::bad_request("bad_body", format!("cannot read body: {e}"))))
+            warp::reject::custom(Rejected(ApiError::bad_request(
+                "bad_body",
+                format!("cannot read body: {e}"),
+            )))
         })?;
         if buf.len() + chunk.remaining() > MAX_BODY {
             return Err(warp::reject::custom(Rejected(ApiError::too_large())));
@@ -50,7 +55,11 @@ where
 
 pub fn json<T: DeserializeOwned>(bytes: &[u8]) -> Result<T, ApiError> {
     if bytes.is_empty() {
-        return Err(ApiError::bad_request("bad_json", "request body is empty; send a JSON object"));
+        return Err(ApiError::bad_request(
+            "bad_json",
+            "request body is empty; send a JSON object",
+        ));
     }
-    serde_json::from_slice(bytes).map_err(|e| ApiError::bad_request("bad_json", format!("invalid JSON body: {e}")))
+    serde_json::from_slice(bytes)
+        .map_err(|e| ApiError::bad_request("bad_json", format!("invalid JSON body: {e}")))
 }

@@ -23,7 +23,11 @@ struct ErrorBody<'a> {
 
 impl ApiError {
     pub fn new(status: StatusCode, code: &'static str, detail: impl Into<String>) -> Self {
-        ApiError { status, code, detail: detail.into() }
+        ApiError {
+            status,
+            code,
+            detail: detail.into(),
+        }
     }
     pub fn bad_request(code: &'static str, detail: impl Into<String>) -> Self {
         Self::new(StatusCode::BAD_REQUEST, code, detail)
@@ -44,17 +48,29 @@ impl ApiError {
         Self::new(StatusCode::UNPROCESSABLE_ENTITY, code, detail)
     }
     pub fn too_large() -> Self {
-        Self::new(StatusCode::PAYLOAD_TOO_LARGE, "payload_too_large", "request body is over 64 KiB")
+        Self::new(
+            StatusCode::PAYLOAD_TOO_LARGE,
+            "payload_too_large",
+            "request body is over 64 KiB",
+        )
     }
     pub fn bad_gateway(detail: impl Into<String>) -> Self {
         Self::new(StatusCode::BAD_GATEWAY, "provider_unavailable", detail)
     }
     pub fn database_unavailable() -> Self {
-        Self::new(StatusCode::SERVICE_UNAVAILABLE, "database_unavailable", "the database is unavailable, retry later")
+        Self::new(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "database_unavailable",
+            "the database is unavailable, retry later",
+        )
     }
     pub fn internal(cause: &dyn std::fmt::Display) -> Self {
         tracing::error!(error = %cause, "internal error");
-        Self::new(StatusCode::INTERNAL_SERVER_ERROR, "internal_error", "internal error")
+        Self::new(
+            StatusCode::INTERNAL_SERVER_ERROR,
+            "internal_error",
+            "internal error",
+        )
     }
 }
 
@@ -83,7 +99,10 @@ impl From<tokio_postgres::Error> for ApiError {
 
 impl Reply for ApiError {
     fn into_response(self) -> Response {
-        let body = ErrorBody { code: self.code, detail: &self.detail };
+        let body = ErrorBody {
+            code: self.code,
+            detail: &self.detail,
+        };
         warp::reply::with_status(warp::reply::json(&body), self.status).into_response()
     }
 }
@@ -101,15 +120,26 @@ pub async fn recover(rejection: warp::Rejection) -> Result<Response, std::conver
     } else if rejection.is_not_found() {
         ApiError::not_found("not_found", "no such route")
     } else if rejection.find::<warp::reject::MethodNotAllowed>().is_some() {
-        ApiError::new(StatusCode::METHOD_NOT_ALLOWED, "method_not_allowed", "method not allowed on this route")
+        ApiError::new(
+            StatusCode::METHOD_NOT_ALLOWED,
+            "method_not_allowed",
+            "method not allowed on this route",
+        )
     } else if rejection.find::<warp::reject::PayloadTooLarge>().is_some() {
         ApiError::too_large()
     } else if let Some(e) = rejection.find::<warp::reject::InvalidHeader>() {
         ApiError::bad_request("invalid_header", e.to_string())
     } else if let Some(e) = rejection.find::<warp::reject::InvalidQuery>() {
         ApiError::bad_request("invalid_query", e.to_string())
-    } else if rejection.find::<warp::reject::UnsupportedMediaType>().is_some() {
-        ApiError::new(StatusCode::UNSUPPORTED_MEDIA_TYPE, "unsupported_media_type", "send JSON")
+    } else if rejection
+        .find::<warp::reject::UnsupportedMediaType>()
+        .is_some()
+    {
+        ApiError::new(
+            StatusCode::UNSUPPORTED_MEDIA_TYPE,
+            "unsupported_media_type",
+            "send JSON",
+        )
     } else {
         tracing::warn!(?rejection, "unhandled rejection");
         ApiError::bad_request("bad_request", format!("{rejection:?}"))

@@ -5,6 +5,7 @@ pub mod body;
 pub mod error;
 pub mod handlers;
 pub mod routes;
+pub mod webhook_auth;
 
 use std::convert::Infallible;
 use std::net::SocketAddr;
@@ -18,7 +19,7 @@ use warp::{Filter, Reply};
 
 use crate::app::App;
 use error::respond;
-use handlers::{account, catalog, health};
+use handlers::{account, catalog, health, payments};
 
 fn with_app(app: App) -> impl Filter<Extract = (App,), Error = Infallible> + Clone {
     warp::any().map(move || app.clone())
@@ -79,14 +80,47 @@ pub fn api(app: App) -> BoxedFilter<(Response,)> {
         .and(auth_header())
         .then(|id, app, auth| async move { respond(account::payment_get(app, id, auth).await) });
 
-    let healthz = warp::path!("healthz").and(warp::get()).then(health::healthz);
-    let readyz = warp::path!("readyz").and(warp::get()).and(with_app(app.clone())).then(health::readyz);
-    let metrics = warp::path!("metrics").and(warp::get()).then(health::metrics);
+    let buy = v1
+        .and(warp::path!("subscriptions" / String / "buy"))
+        .and(warp::post())
+        .and(with_app(app.clone()))
+        .and(auth_header())
+        .and(warp::header::optional::<String>("idempotency-key"))
+        .and(body::limited())
+        .then(|ps, app, auth, key, raw| async move {
+            respond(payments::buy(app, ps, auth, key, raw).await)
+        });
+    let webhook_yookassa = warp::path!("webhooks" / "yookassa")
+        .and(warp::post())
+        .and(with_app(app.clone()))
+        .and(warp::addr::remote())
+        .and(warp::header::headers_cloned())
+        .and(body::limited())
+        .then(|app, peer, headers, raw| async move {
+            respond(payments::yookassa(app, peer, headers, raw).await)
+        });
+
+    let healthz = warp::path!("healthz")
+        .and(warp::get())
+        .then(health::healthz);
+    let readyz = warp::path!("readyz")
+        .and(warp::get())
+        .and(with_app(app.clone()))
+        .then(health::readyz);
+    let metrics = warp::path!("metrics")
+        .and(warp::get())
+        .then(health::metrics);
     let openapi = warp::path!("api" / "openapi.json")
         .and(warp::get())
-        .map(|| warp::reply::with_header(OPENAPI, "content-type", "application/json").into_response());
+        .map(|| {
+            warp::reply::with_header(OPENAPI, "content-type", "application/json").into_response()
+        });
 
-    tariffs
+    let routes = tariffs
+        .or(buy)
+        .unify()
+        .or(webhook_yookassa)
+        .unify()
         .or(pay_systems)
         .unify()
         .or(sub_profile)
@@ -106,8 +140,11 @@ pub fn api(app: App) -> BoxedFilter<(Response,)> {
         .or(metrics)
         .unify()
         .or(openapi)
-        .unify()
-        .boxed()
+        .unify();
+    match app.sandbox.clone() {
+        Some(sandbox) => routes.or(sandbox.routes()).unify().boxed(),
+        None => routes.boxed(),
+    }
 }
 
 pub const OPENAPI: &str = include_str!("openapi.json");
@@ -120,9 +157,9 @@ pub fn service(app: App) -> BoxedFilter<(Response,)> {
     let size_guard = warp::header::optional::<u64>("content-length")
         .and_then(|len: Option<u64>| async move {
             match len {
-                Some(n) if n > body::MAX_BODY as u64 => {
-                    Err(warp::reject::custom(error::Rejected(error::ApiError::too_large())))
-                }
+                Some(n) if n > body::MAX_BODY as u64 => Err(warp::reject::custom(error::Rejected(
+                    error::ApiError::too_large(),
+                ))),
                 _ => Ok(()),
             }
         })
@@ -134,36 +171,53 @@ pub fn service(app: App) -> BoxedFilter<(Response,)> {
         .and(warp::path::full())
         .and(warp::header::optional::<String>("x-request-id"))
         .and(routes)
-        .map(|start: Instant, method: warp::http::Method, path: FullPath, rid: Option<String>, reply: Response| {
-            let mut response = reply.into_response();
-            let request_id = rid
-                .filter(|r| !r.is_empty() && r.len() <= 128 && r.bytes().all(|b| b.is_ascii_graphic()))
-                .unwrap_or_else(|| uuid::Uuid::new_v4().to_string());
-            if let Ok(v) = HeaderValue::from_str(&request_id) {
-                response.headers_mut().insert("x-request-id", v);
-            }
-            let route = routes::template(method.as_str(), path.as_str());
-            let status = response.status().as_u16();
-            let elapsed = start.elapsed();
-            let labels = [
-                ("method", method.as_str().to_owned()),
-                ("route", route.to_owned()),
-                ("status", status.to_string()),
-            ];
-            metrics::counter!("http_requests_total", &labels).increment(1);
-            metrics::histogram!("http_request_duration_seconds", &labels).record(elapsed.as_secs_f64());
-            tracing::info!(
-                method = %method, route, status, latency_ms = elapsed.as_secs_f64() * 1000.0,
-                request_id = %request_id, "request"
-            );
-            response
-        })
+        .map(
+            |start: Instant,
+             method: warp::http::Method,
+             path: FullPath,
+             rid: Option<String>,
+             reply: Response| {
+                let mut response = reply.into_response();
+                let request_id = rid
+                    .filter(|r| {
+                        !r.is_empty() && r.len() <= 128 && r.bytes().all(|b| b.is_ascii_graphic())
+                    })
+                    .unwrap_or_else(|| uuid::Uuid::new_v4().to_string());
+                if let Ok(v) = HeaderValue::from_str(&request_id) {
+                    response.headers_mut().insert("x-request-id", v);
+                }
+                let route = routes::template(method.as_str(), path.as_str());
+                let status = response.status().as_u16();
+                let elapsed = start.elapsed();
+                let labels = [
+                    ("method", method.as_str().to_owned()),
+                    ("route", route.to_owned()),
+                    ("status", status.to_string()),
+                ];
+                metrics::counter!("http_requests_total", &labels).increment(1);
+                metrics::histogram!("http_request_duration_seconds", &labels)
+                    .record(elapsed.as_secs_f64());
+                tracing::info!(
+                    method = %method, route, status, latency_ms = elapsed.as_secs_f64() * 1000.0,
+                    request_id = %request_id, "request"
+                );
+                response
+            },
+        )
         .boxed()
 }
 
 /// Serves on an already bound listener until `shutdown` fires; in-flight requests finish.
-pub async fn serve(listener: tokio::net::TcpListener, app: App, shutdown: impl std::future::Future<Output = ()> + Send + 'static) {
-    warp::serve(service(app)).incoming(listener).graceful(shutdown).run().await;
+pub async fn serve(
+    listener: tokio::net::TcpListener,
+    app: App,
+    shutdown: impl std::future::Future<Output = ()> + Send + 'static,
+) {
+    warp::serve(service(app))
+        .incoming(listener)
+        .graceful(shutdown)
+        .run()
+        .await;
 }
 
 pub fn peer(addr: Option<SocketAddr>) -> Option<std::net::IpAddr> {

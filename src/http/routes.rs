@@ -41,7 +41,10 @@ pub fn template(method: &str, path: &str) -> &'static str {
         .find(|t| {
             let parts: Vec<&str> = t.split('/').collect();
             parts.len() == segments.len()
-                && parts.iter().zip(&segments).all(|(p, s)| p.starts_with('{') || p == s)
+                && parts
+                    .iter()
+                    .zip(&segments)
+                    .all(|(p, s)| p.starts_with('{') || p == s)
         })
         .unwrap_or("unmatched")
 }
@@ -52,9 +55,21 @@ mod tests {
 
     #[test]
     fn ids_collapse_into_templates() {
-        assert_eq!(template("GET", "/api/v1/payments/0d3c4a90-3f44-4a63-9d6b-6a4a7b1c2d3e"), "/api/v1/payments/{id}");
-        assert_eq!(template("GET", "/api/v1/payments/profile"), "/api/v1/payments/profile");
-        assert_eq!(template("POST", "/api/v1/subscriptions/yookassa/buy"), "/api/v1/subscriptions/{pay_system}/buy");
+        assert_eq!(
+            template(
+                "GET",
+                "/api/v1/payments/0d3c4a90-3f44-4a63-9d6b-6a4a7b1c2d3e"
+            ),
+            "/api/v1/payments/{id}"
+        );
+        assert_eq!(
+            template("GET", "/api/v1/payments/profile"),
+            "/api/v1/payments/profile"
+        );
+        assert_eq!(
+            template("POST", "/api/v1/subscriptions/yookassa/buy"),
+            "/api/v1/subscriptions/{pay_system}/buy"
+        );
         assert_eq!(template("GET", "/etc/passwd"), "unmatched");
         assert_eq!(template("DELETE", "/api/v1/tariffs"), "unmatched");
     }

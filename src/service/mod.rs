@@ -1,4 +1,8 @@
 //! Use cases that combine the store, providers and events. Each one locks what it
 //! decides on and commits its change with its events.
 
+pub mod purchase;
+pub mod refunds;
+pub mod settle;
 pub mod subscriptions;
+pub mod webhooks;

@@ -15,14 +15,21 @@ pub async fn set_auto_renew(app: &App, user_id: Uuid, on: bool) -> Result<Subscr
     let tx = db.transaction().await?;
     let sub = subscriptions::lock_live_for_user(&tx, user_id)
         .await?
-        .ok_or_else(|| ApiError::not_found("no_active_subscription", "no active or past_due subscription"))?;
+        .ok_or_else(|| {
+            ApiError::not_found(
+                "no_active_subscription",
+                "no active or past_due subscription",
+            )
+        })?;
     if sub.auto_renew == on {
         tx.commit().await?;
         return Ok(sub);
     }
     let next_charge_at = if on {
         let usable = match sub.payment_method_id {
-            Some(id) => payments::get_method(&tx, id).await?.is_some_and(|m| m.usable),
+            Some(id) => payments::get_method(&tx, id)
+                .await?
+                .is_some_and(|m| m.usable),
             None => false,
         };
         if !usable {
@@ -31,13 +38,18 @@ pub async fn set_auto_renew(app: &App, user_id: Uuid, on: bool) -> Result<Subscr
                 "auto-renewal needs a saved, usable payment method: buy with renew=true first",
             ));
         }
-        let before = ChronoDuration::from_std(app.config.renew_before).unwrap_or(ChronoDuration::days(1));
+        let before =
+            ChronoDuration::from_std(app.config.renew_before).unwrap_or(ChronoDuration::days(1));
         Some((sub.current_period_end - before).max(Utc::now()))
     } else {
         None
     };
     let sub = subscriptions::set_auto_renew(&tx, sub.id, on, next_charge_at).await?;
-    let event = if on { EventType::SubscriptionAutoRenewEnabled } else { EventType::SubscriptionAutoRenewDisabled };
+    let event = if on {
+        EventType::SubscriptionAutoRenewEnabled
+    } else {
+        EventType::SubscriptionAutoRenewDisabled
+    };
     events::record(&tx, event, EventSubject::subscription(&sub)).await?;
     tx.commit().await?;
     Ok(sub)

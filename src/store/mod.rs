@@ -48,10 +48,15 @@ fn is_connection_class(code: &tokio_postgres::error::SqlState) -> bool {
     c.starts_with("08") || c.starts_with("57P") || c.starts_with("53")
 }
 
-pub(crate) fn parse_col<T: std::str::FromStr>(row: &tokio_postgres::Row, col: &str) -> Result<T, StoreError>
+pub(crate) fn parse_col<T: std::str::FromStr>(
+    row: &tokio_postgres::Row,
+    col: &str,
+) -> Result<T, StoreError>
 where
     T::Err: std::fmt::Display,
 {
     let text: String = row.try_get(col)?;
-    text.trim().parse().map_err(|e| StoreError::Corrupt(format!("{col}: {e}")))
+    text.trim()
+        .parse()
+        .map_err(|e| StoreError::Corrupt(format!("{col}: {e}")))
 }

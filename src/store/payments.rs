@@ -104,17 +104,33 @@ impl Payment {
 
 pub async fn get(db: &impl GenericClient, id: Uuid) -> Result<Option<Payment>, StoreError> {
     let sql = format!("SELECT {COLS} FROM payments WHERE id = $1");
-    db.query_opt(&sql, &[&id]).await?.as_ref().map(Payment::from_row).transpose()
+    db.query_opt(&sql, &[&id])
+        .await?
+        .as_ref()
+        .map(Payment::from_row)
+        .transpose()
 }
 
-pub async fn get_for_user(db: &impl GenericClient, id: Uuid, user_id: Uuid) -> Result<Option<Payment>, StoreError> {
+pub async fn get_for_user(
+    db: &impl GenericClient,
+    id: Uuid,
+    user_id: Uuid,
+) -> Result<Option<Payment>, StoreError> {
     let sql = format!("SELECT {COLS} FROM payments WHERE id = $1 AND user_id = $2");
-    db.query_opt(&sql, &[&id, &user_id]).await?.as_ref().map(Payment::from_row).transpose()
+    db.query_opt(&sql, &[&id, &user_id])
+        .await?
+        .as_ref()
+        .map(Payment::from_row)
+        .transpose()
 }
 
 pub async fn lock(db: &impl GenericClient, id: Uuid) -> Result<Option<Payment>, StoreError> {
     let sql = format!("SELECT {COLS} FROM payments WHERE id = $1 FOR UPDATE");
-    db.query_opt(&sql, &[&id]).await?.as_ref().map(Payment::from_row).transpose()
+    db.query_opt(&sql, &[&id])
+        .await?
+        .as_ref()
+        .map(Payment::from_row)
+        .transpose()
 }
 
 /// The user's payments, newest first, and the total count.
@@ -133,11 +149,17 @@ pub async fn list_for_user(
         Some(r) => r.try_get("total")?,
         // Past the last page the window is empty: count separately.
         None => db
-            .query_one("SELECT count(*) FROM payments WHERE user_id = $1", &[&user_id])
+            .query_one(
+                "SELECT count(*) FROM payments WHERE user_id = $1",
+                &[&user_id],
+            )
             .await?
             .try_get(0)?,
     };
-    let payments = rows.iter().map(Payment::from_row).collect::<Result<_, _>>()?;
+    let payments = rows
+        .iter()
+        .map(Payment::from_row)
+        .collect::<Result<_, _>>()?;
     Ok((payments, total))
 }
 
@@ -169,7 +191,10 @@ impl PaymentMethod {
     }
 }
 
-pub async fn get_method(db: &impl GenericClient, id: Uuid) -> Result<Option<PaymentMethod>, StoreError> {
+pub async fn get_method(
+    db: &impl GenericClient,
+    id: Uuid,
+) -> Result<Option<PaymentMethod>, StoreError> {
     db.query_opt("SELECT * FROM payment_methods WHERE id = $1", &[&id])
         .await?
         .as_ref()

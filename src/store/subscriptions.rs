@@ -41,7 +41,8 @@ impl Subscription {
             pay_system: parse_col(row, "pay_system")?,
             status: parse_col(row, "status")?,
             price: Money::new(row.try_get("price_minor")?, currency),
-            period: Period::new(count as u32, parse_col(row, "period_unit")?).map_err(StoreError::Corrupt)?,
+            period: Period::new(count as u32, parse_col(row, "period_unit")?)
+                .map_err(StoreError::Corrupt)?,
             current_period_start: row.try_get("current_period_start")?,
             current_period_end: row.try_get("current_period_end")?,
             auto_renew: row.try_get("auto_renew")?,
@@ -57,12 +58,19 @@ impl Subscription {
 }
 
 /// The user's live subscription if any, else the most recent one.
-pub async fn current_for_user(db: &impl GenericClient, user_id: Uuid) -> Result<Option<Subscription>, StoreError> {
+pub async fn current_for_user(
+    db: &impl GenericClient,
+    user_id: Uuid,
+) -> Result<Option<Subscription>, StoreError> {
     let sql = format!(
         "SELECT {COLS} FROM subscriptions WHERE user_id = $1 \
          ORDER BY (status IN ('active','past_due')) DESC, created_at DESC LIMIT 1"
     );
-    db.query_opt(&sql, &[&user_id]).await?.as_ref().map(Subscription::from_row).transpose()
+    db.query_opt(&sql, &[&user_id])
+        .await?
+        .as_ref()
+        .map(Subscription::from_row)
+        .transpose()
 }
 
 /// Locks and returns the user's live (active or past_due) subscription.
@@ -73,17 +81,29 @@ pub async fn lock_live_for_user(
     let sql = format!(
         "SELECT {COLS} FROM subscriptions WHERE user_id = $1 AND status IN ('active','past_due') FOR UPDATE"
     );
-    db.query_opt(&sql, &[&user_id]).await?.as_ref().map(Subscription::from_row).transpose()
+    db.query_opt(&sql, &[&user_id])
+        .await?
+        .as_ref()
+        .map(Subscription::from_row)
+        .transpose()
 }
 
 pub async fn lock(db: &impl GenericClient, id: Uuid) -> Result<Option<Subscription>, StoreError> {
     let sql = format!("SELECT {COLS} FROM subscriptions WHERE id = $1 FOR UPDATE");
-    db.query_opt(&sql, &[&id]).await?.as_ref().map(Subscription::from_row).transpose()
+    db.query_opt(&sql, &[&id])
+        .await?
+        .as_ref()
+        .map(Subscription::from_row)
+        .transpose()
 }
 
 pub async fn get(db: &impl GenericClient, id: Uuid) -> Result<Option<Subscription>, StoreError> {
     let sql = format!("SELECT {COLS} FROM subscriptions WHERE id = $1");
-    db.query_opt(&sql, &[&id]).await?.as_ref().map(Subscription::from_row).transpose()
+    db.query_opt(&sql, &[&id])
+        .await?
+        .as_ref()
+        .map(Subscription::from_row)
+        .transpose()
 }
 
 /// Turns auto-renewal on or off; the caller holds the row lock.

@@ -25,7 +25,8 @@ impl Tariff {
     pub fn from_row(row: &Row) -> Result<Tariff, StoreError> {
         let currency: Currency = parse_col(row, "currency")?;
         let count: i32 = row.try_get("period_count")?;
-        let period = Period::new(count as u32, parse_col(row, "period_unit")?).map_err(StoreError::Corrupt)?;
+        let period = Period::new(count as u32, parse_col(row, "period_unit")?)
+            .map_err(StoreError::Corrupt)?;
         Ok(Tariff {
             id: row.try_get("id")?,
             alias: row.try_get("alias")?,
@@ -43,12 +44,20 @@ pub async fn list_active(db: &impl GenericClient) -> Result<Vec<Tariff>, StoreEr
     let sql = format!(
         "SELECT {TARIFF_COLS} FROM tariffs WHERE archived_at IS NULL ORDER BY price_minor, alias"
     );
-    db.query(&sql, &[]).await?.iter().map(Tariff::from_row).collect()
+    db.query(&sql, &[])
+        .await?
+        .iter()
+        .map(Tariff::from_row)
+        .collect()
 }
 
 pub async fn get(db: &impl GenericClient, id: Uuid) -> Result<Option<Tariff>, StoreError> {
     let sql = format!("SELECT {TARIFF_COLS} FROM tariffs WHERE id = $1");
-    db.query_opt(&sql, &[&id]).await?.as_ref().map(Tariff::from_row).transpose()
+    db.query_opt(&sql, &[&id])
+        .await?
+        .as_ref()
+        .map(Tariff::from_row)
+        .transpose()
 }
 
 #[derive(Debug, Clone, Serialize)]

@@ -24,7 +24,9 @@ fn db_url(name: &str) -> String {
 }
 
 async fn admin() -> tokio_postgres::Client {
-    let (client, conn) = tokio_postgres::connect(&admin_url(), NoTls).await.expect("PostgreSQL is running");
+    let (client, conn) = tokio_postgres::connect(&admin_url(), NoTls)
+        .await
+        .expect("PostgreSQL is running");
     tokio::spawn(conn);
     client
 }
@@ -33,21 +35,41 @@ async fn admin() -> tokio_postgres::Client {
 async fn template() -> String {
     let name = format!("billing_tpl_{}", billing::db::migrations_fingerprint());
     let client = admin().await;
-    client.batch_execute("SELECT pg_advisory_lock(4242001)").await.unwrap();
+    client
+        .batch_execute("SELECT pg_advisory_lock(4242001)")
+        .await
+        .unwrap();
     let ready: Option<bool> = client
-        .query_opt("SELECT datistemplate FROM pg_database WHERE datname = $1", &[&name])
+        .query_opt(
+            "SELECT datistemplate FROM pg_database WHERE datname = $1",
+            &[&name],
+        )
         .await
         .unwrap()
         .map(|r| r.get(0));
     if ready != Some(true) {
         if ready.is_some() {
-            client.batch_execute(&format!("DROP DATABASE \"{name}\" WITH (FORCE)")).await.unwrap();
+            client
+                .batch_execute(&format!("DROP DATABASE \"{name}\" WITH (FORCE)"))
+                .await
+                .unwrap();
         }
-        client.batch_execute(&format!("CREATE DATABASE \"{name}\"")).await.unwrap();
-        billing::db::migrate(&db_url(&name)).await.expect("migrations apply");
-        client.batch_execute(&format!("ALTER DATABASE \"{name}\" IS_TEMPLATE true")).await.unwrap();
+        client
+            .batch_execute(&format!("CREATE DATABASE \"{name}\""))
+            .await
+            .unwrap();
+        billing::db::migrate(&db_url(&name))
+            .await
+            .expect("migrations apply");
+        client
+            .batch_execute(&format!("ALTER DATABASE \"{name}\" IS_TEMPLATE true"))
+            .await
+            .unwrap();
     }
-    client.batch_execute("SELECT pg_advisory_unlock(4242001)").await.unwrap();
+    client
+        .batch_execute("SELECT pg_advisory_unlock(4242001)")
+        .await
+        .unwrap();
     name
 }
 
@@ -64,7 +86,12 @@ impl TestDb {
         let client = admin().await;
         let mut tries = 0;
         loop {
-            match client.batch_execute(&format!("CREATE DATABASE \"{name}\" TEMPLATE \"{template}\"")).await {
+            match client
+                .batch_execute(&format!(
+                    "CREATE DATABASE \"{name}\" TEMPLATE \"{template}\""
+                ))
+                .await
+            {
                 Ok(()) => break,
                 // Another test cloning the template at the same moment.
                 Err(e) if tries < 20 => {
@@ -75,7 +102,10 @@ impl TestDb {
                 Err(e) => panic!("cannot create test database: {e}"),
             }
         }
-        TestDb { url: db_url(&name), name }
+        TestDb {
+            url: db_url(&name),
+            name,
+        }
     }
 
     pub async fn client(&self) -> tokio_postgres::Client {
@@ -90,11 +120,16 @@ impl Drop for TestDb {
         let name = self.name.clone();
         // Drop runs outside async context; a short-lived runtime does the DROP.
         let _ = std::thread::spawn(move || {
-            let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
+            let rt = tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+                .unwrap();
             rt.block_on(async move {
                 if let Ok((client, conn)) = tokio_postgres::connect(&admin_url(), NoTls).await {
                     tokio::spawn(conn);
-                    let _ = client.batch_execute(&format!("DROP DATABASE IF EXISTS \"{name}\" WITH (FORCE)")).await;
+                    let _ = client
+                        .batch_execute(&format!("DROP DATABASE IF EXISTS \"{name}\" WITH (FORCE)"))
+                        .await;
                 }
             });
         })
@@ -118,7 +153,10 @@ pub fn base_env(db: &TestDb) -> HashMap<String, String> {
     let mut env = HashMap::new();
     env.insert("DATABASE_URL".into(), db.url.clone());
     env.insert("LISTEN_ADDR".into(), "127.0.0.1:0".into());
-    env.insert("AMQP_URL".into(), "amqp://guest:guest@127.0.0.1:1/%2f".into());
+    env.insert(
+        "AMQP_URL".into(),
+        "amqp://guest:guest@127.0.0.1:1/%2f".into(),
+    );
     env
 }
 
@@ -135,18 +173,34 @@ impl TestApp {
     }
 
     pub async fn start_with(customize: impl FnOnce(&mut HashMap<String, String>)) -> TestApp {
-        Self::start_opts(customize, ServeOptions { api: true, workers: false }).await
+        Self::start_opts(
+            customize,
+            ServeOptions {
+                api: true,
+                workers: false,
+            },
+        )
+        .await
     }
 
-    pub async fn start_opts(customize: impl FnOnce(&mut HashMap<String, String>), opts: ServeOptions) -> TestApp {
+    pub async fn start_opts(
+        customize: impl FnOnce(&mut HashMap<String, String>),
+        opts: ServeOptions,
+    ) -> TestApp {
         init_logs();
         let db = TestDb::new().await;
         let mut env = base_env(&db);
         customize(&mut env);
-        let config = Config::from_lookup(|k| env.get(k).cloned()).expect("test configuration is valid");
+        let config =
+            Config::from_lookup(|k| env.get(k).cloned()).expect("test configuration is valid");
         let server = server::start(config, opts).await.expect("server starts");
         let url = server.url();
-        TestApp { server: Some(server), url, http: reqwest::Client::new(), db }
+        TestApp {
+            server: Some(server),
+            url,
+            http: reqwest::Client::new(),
+            db,
+        }
     }
 
     pub fn app(&self) -> &billing::app::App {
@@ -200,7 +254,12 @@ pub const QUARTER_TARIFF: &str = "6a1f0c52-8d0e-4c1e-9a57-0a9f1d3b2c03";
 pub const YEAR_TARIFF: &str = "6a1f0c52-8d0e-4c1e-9a57-0a9f1d3b2c12";
 
 /// Inserts a live subscription directly (for tests of what reads or changes one).
-pub async fn seed_subscription(db: &tokio_postgres::Client, user: Uuid, auto_renew: bool, with_method: bool) -> Uuid {
+pub async fn seed_subscription(
+    db: &tokio_postgres::Client,
+    user: Uuid,
+    auto_renew: bool,
+    with_method: bool,
+) -> Uuid {
     let tariff = Uuid::parse_str(MONTH_TARIFF).unwrap();
     let method: Option<Uuid> = if with_method {
         let id = Uuid::new_v4();
@@ -236,4 +295,86 @@ pub async fn outbox_types(db: &tokio_postgres::Client) -> Vec<String> {
         .iter()
         .map(|r| r.get(0))
         .collect()
+}
+
+pub const OPS_SECRET: &str = "whsec_MDEyMzQ1Njc4OWFiY2RlZjAxMjM0NTY3ODlhYmNkZWY=";
+pub const RETURN_URL: &str = "https://cinema.example/return";
+
+/// A server in test mode whose YooKassa is a standalone fake over real HTTP.
+pub async fn with_fake_yookassa(
+    customize: impl FnOnce(&mut HashMap<String, String>),
+) -> (
+    TestApp,
+    std::sync::Arc<billing::providers::sandbox::Sandbox>,
+) {
+    let fake = billing::providers::sandbox::Sandbox::new("test-shop", "test_secret", true);
+    let addr = fake.spawn("127.0.0.1:0".parse().unwrap()).await.unwrap();
+    let app = TestApp::start_with(|env| {
+        env.insert("YOOKASSA_SHOP_ID".into(), "test-shop".into());
+        env.insert("YOOKASSA_SECRET_KEY".into(), "test_secret".into());
+        env.insert("JWT_SECRET_KEY".into(), "test-jwt-key".into());
+        env.insert(
+            "YOOKASSA_API_URL".into(),
+            format!("http://{addr}/sandbox/yookassa/v3"),
+        );
+        env.insert("YOOKASSA_RETURN_URL".into(), RETURN_URL.into());
+        env.insert("YOOKASSA_WEBHOOK_ALLOWED_IPS".into(), "127.0.0.1/32".into());
+        env.insert("OPS_WEBHOOK_SECRET".into(), OPS_SECRET.into());
+        customize(env);
+    })
+    .await;
+    fake.set_webhook_url(&format!("{}/webhooks/yookassa", app.url));
+    (app, fake)
+}
+
+impl TestApp {
+    /// Buys a tariff; answers (status, body).
+    pub async fn buy(
+        &self,
+        user: Uuid,
+        tariff: &str,
+        renew: bool,
+        key: Option<&str>,
+    ) -> (u16, Value) {
+        let mut req = self
+            .http
+            .post(format!("{}/api/v1/subscriptions/yookassa/buy", self.url))
+            .header("authorization", self.token(user))
+            .json(&serde_json::json!({"tariff_id": tariff, "renew": renew}));
+        if let Some(k) = key {
+            req = req.header("idempotency-key", k);
+        }
+        read(req.send().await.unwrap()).await
+    }
+
+    /// The provider id of one of our payments.
+    pub async fn provider_id(&self, payment_id: &str) -> String {
+        let id = Uuid::parse_str(payment_id).unwrap();
+        self.sql()
+            .await
+            .query_one(
+                "SELECT provider_payment_id FROM payments WHERE id = $1",
+                &[&id],
+            )
+            .await
+            .unwrap()
+            .get(0)
+    }
+
+    /// Posts a YooKassa-shaped notification from loopback.
+    pub async fn notify(&self, event: &str, object: &Value) -> u16 {
+        let body = serde_json::json!({"type": "notification", "event": event, "object": object});
+        self.http
+            .post(format!("{}/webhooks/yookassa", self.url))
+            .json(&body)
+            .send()
+            .await
+            .unwrap()
+            .status()
+            .as_u16()
+    }
+
+    pub async fn count(&self, sql: &str) -> i64 {
+        self.sql().await.query_one(sql, &[]).await.unwrap().get(0)
+    }
 }

@@ -13,7 +13,10 @@ use crate::http::error::ApiError;
 use crate::service::subscriptions as subs;
 use crate::store::{payments, subscriptions, tariffs, GenericClient, Subscription};
 
-pub async fn subscription_view(db: &impl GenericClient, sub: &Subscription) -> Result<SubscriptionView, ApiError> {
+pub async fn subscription_view(
+    db: &impl GenericClient,
+    sub: &Subscription,
+) -> Result<SubscriptionView, ApiError> {
     let tariff = tariffs::get(db, sub.tariff_id)
         .await?
         .ok_or_else(|| ApiError::internal(&"subscription without its tariff"))?;
@@ -29,7 +32,9 @@ pub async fn profile(app: App, auth: Option<String>) -> Result<Response, ApiErro
     let db = app.db.get().await?;
     let sub = subscriptions::current_for_user(&db, user.id)
         .await?
-        .ok_or_else(|| ApiError::not_found("no_subscription", "this user has never had a subscription"))?;
+        .ok_or_else(|| {
+            ApiError::not_found("no_subscription", "this user has never had a subscription")
+        })?;
     Ok(ok(&subscription_view(&db, &sub).await?))
 }
 
@@ -47,7 +52,11 @@ pub async fn resume(app: App, auth: Option<String>) -> Result<Response, ApiError
     Ok(ok(&subscription_view(&db, &sub).await?))
 }
 
-pub async fn payments_list(app: App, auth: Option<String>, query: String) -> Result<Response, ApiError> {
+pub async fn payments_list(
+    app: App,
+    auth: Option<String>,
+    query: String,
+) -> Result<Response, ApiError> {
     let user = app.keys.authenticate(auth.as_deref())?;
     let (limit, page) = pagination(&query)?;
     let db = app.db.get().await?;
@@ -67,7 +76,8 @@ pub async fn payment_get(app: App, id: String, auth: Option<String>) -> Result<R
 }
 
 pub fn parse_uuid(text: &str, what: &str) -> Result<Uuid, ApiError> {
-    Uuid::parse_str(text).map_err(|_| ApiError::bad_request("bad_uuid", format!("{what} {text:?} is not a UUID")))
+    Uuid::parse_str(text)
+        .map_err(|_| ApiError::bad_request("bad_uuid", format!("{what} {text:?} is not a UUID")))
 }
 
 /// `limit` 1..=100 (default 10), `page` 1-based (default 1); anything else is 400.
@@ -81,7 +91,12 @@ pub fn pagination(query: &str) -> Result<(i64, i64), ApiError> {
                 .parse::<i64>()
                 .ok()
                 .filter(|n| (1..=max).contains(n))
-                .ok_or_else(|| ApiError::bad_request("bad_pagination", format!("{name} must be an integer in 1..={max}"))),
+                .ok_or_else(|| {
+                    ApiError::bad_request(
+                        "bad_pagination",
+                        format!("{name} must be an integer in 1..={max}"),
+                    )
+                }),
         }
     };
     Ok((number("limit", 10, 100)?, number("page", 1, 1_000_000)?))
@@ -95,7 +110,14 @@ mod tests {
     fn pagination_defaults_and_bounds() {
         assert_eq!(pagination("").unwrap(), (10, 1));
         assert_eq!(pagination("limit=100&page=3").unwrap(), (100, 3));
-        for bad in ["limit=0", "limit=101", "page=0", "page=-1", "limit=ten", "page=1.5"] {
+        for bad in [
+            "limit=0",
+            "limit=101",
+            "page=0",
+            "page=-1",
+            "limit=ten",
+            "page=1.5",
+        ] {
             assert!(pagination(bad).is_err(), "{bad}");
         }
     }

@@ -30,7 +30,10 @@ pub async fn readyz(app: App) -> Response {
             .ok()?;
         Some((row.get::<_, i64>("backlog"), row.get::<_, f64>("oldest")))
     };
-    let result = tokio::time::timeout(Duration::from_secs(2), probe).await.ok().flatten();
+    let result = tokio::time::timeout(Duration::from_secs(2), probe)
+        .await
+        .ok()
+        .flatten();
     let broker = if app.broker.is_up() { "up" } else { "down" };
     let mode = app.config.mode.as_str();
     match result {

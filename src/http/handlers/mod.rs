@@ -1,6 +1,7 @@
 pub mod account;
 pub mod catalog;
 pub mod health;
+pub mod payments;
 pub mod views;
 
 use serde::Serialize;

@@ -42,7 +42,11 @@ impl SubscriptionView {
         SubscriptionView {
             id: sub.id,
             status: sub.status.as_str(),
-            tariff: TariffRef { id: tariff.id, alias: tariff.alias.clone(), name: tariff.name.clone() },
+            tariff: TariffRef {
+                id: tariff.id,
+                alias: tariff.alias.clone(),
+                name: tariff.name.clone(),
+            },
             price: sub.price,
             period: sub.period,
             current_period_start: rfc3339(sub.current_period_start),
@@ -86,7 +90,10 @@ impl From<&Payment> for PaymentView {
             id: p.id,
             status: p.status.as_str(),
             amount: p.amount,
-            refunded_amount: MoneyOut { value: format_minor(p.refunded_minor), currency: p.amount.currency().code() },
+            refunded_amount: MoneyOut {
+                value: format_minor(p.refunded_minor),
+                currency: p.amount.currency().code(),
+            },
             pay_system: p.pay_system.as_str(),
             kind: p.kind.as_str(),
             tariff_id: p.tariff_id,

@@ -1,0 +1,582 @@
+//! The sandbox provider: a YooKassa-compatible fake (same paths, same JSON) and a
+//! checkout page with Pay and Decline buttons. Built into the binary and mounted
+//! under `/sandbox` in sandbox mode, so `billing serve` completes a purchase with
+//! no configuration; tests and the benchmark run it standalone on its own port,
+//! with knobs for faults. Its state lives in memory: no real money, no persistence.
+
+mod page;
+
+use std::collections::HashMap;
+use std::net::SocketAddr;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use chrono::{SecondsFormat, Utc};
+use serde_json::{json, Value};
+use sha2::{Digest, Sha256};
+use uuid::Uuid;
+use warp::filters::BoxedFilter;
+use warp::http::StatusCode;
+use warp::reply::Response;
+use warp::{Filter, Reply};
+
+/// How a settled payment ends.
+#[derive(Debug, Clone)]
+pub enum Outcome {
+    Succeed,
+    WaitForCapture,
+    Decline(String),
+}
+
+#[derive(Default)]
+struct State {
+    payments: HashMap<String, Value>,
+    order: Vec<String>,
+    keys: HashMap<String, ([u8; 32], StatusCode, Value)>,
+    refunds: HashMap<String, Value>,
+    declined_methods: HashMap<String, String>,
+    creates: u64,
+    charges: u64,
+    gets: u64,
+    creates_by_key: HashMap<String, u64>,
+    // Faults.
+    fail_creates: u32,
+    lose_create_answers: u32,
+    get_delay: Option<Duration>,
+    down: bool,
+}
+
+pub struct Sandbox {
+    state: Mutex<State>,
+    shop_id: String,
+    secret: String,
+    test: bool,
+    /// Base URL of the checkout pages (`http://host:port`); set once bound.
+    public_base: Mutex<String>,
+    /// Where notifications go (our `/webhooks/yookassa`).
+    webhook_url: Mutex<Option<String>>,
+    http: reqwest::Client,
+}
+
+impl Sandbox {
+    pub fn new(shop_id: &str, secret: &str, test: bool) -> Arc<Sandbox> {
+        Arc::new(Sandbox {
+            state: Mutex::new(State::default()),
+            shop_id: shop_id.to_owned(),
+            secret: secret.to_owned(),
+            test,
+            public_base: Mutex::new(String::new()),
+            webhook_url: Mutex::new(None),
+            http: reqwest::Client::builder()
+                .timeout(Duration::from_secs(10))
+                .build()
+                .expect("client"),
+        })
+    }
+
+    pub fn set_public_base(&self, base: &str) {
+        *self.public_base.lock().unwrap() = base.trim_end_matches('/').to_owned();
+    }
+
+    pub fn set_webhook_url(&self, url: &str) {
+        *self.webhook_url.lock().unwrap() = Some(url.to_owned());
+    }
+
+    fn st(&self) -> std::sync::MutexGuard<'_, State> {
+        self.state.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    // ----- knobs and counters for tests and the benchmark -----
+
+    /// Create calls that created something (a repeated key is not counted twice).
+    pub fn creates(&self) -> u64 {
+        self.st().creates
+    }
+    /// Charges of a saved method (renewals).
+    pub fn charges(&self) -> u64 {
+        self.st().charges
+    }
+    pub fn gets(&self) -> u64 {
+        self.st().gets
+    }
+    /// How many POST /payments arrived with this key (repeats included).
+    pub fn requests_with_key(&self, key: &str) -> u64 {
+        self.st().creates_by_key.get(key).copied().unwrap_or(0)
+    }
+    /// The next `n` creates answer 500 without creating anything.
+    pub fn fail_creates(&self, n: u32) {
+        self.st().fail_creates = n;
+    }
+    /// The next `n` creates create the payment but answer 500 (outcome unknown to the caller).
+    pub fn lose_create_answers(&self, n: u32) {
+        self.st().lose_create_answers = n;
+    }
+    /// Every GET waits this long first (a degraded provider).
+    pub fn set_get_delay(&self, delay: Option<Duration>) {
+        self.st().get_delay = delay;
+    }
+    /// Every call answers 503.
+    pub fn set_down(&self, down: bool) {
+        self.st().down = down;
+    }
+    /// Charges of this saved method are declined with `reason`.
+    pub fn decline_method(&self, method_id: &str, reason: &str) {
+        self.st()
+            .declined_methods
+            .insert(method_id.to_owned(), reason.to_owned());
+    }
+    pub fn payment(&self, id: &str) -> Option<Value> {
+        self.st().payments.get(id).cloned()
+    }
+    pub fn payments(&self) -> Vec<Value> {
+        let st = self.st();
+        st.order
+            .iter()
+            .filter_map(|id| st.payments.get(id).cloned())
+            .collect()
+    }
+    /// Overwrites a field of a payment (e.g. a tampered amount).
+    pub fn patch(&self, id: &str, field: &str, value: Value) {
+        if let Some(p) = self.st().payments.get_mut(id) {
+            p[field] = value;
+        }
+    }
+
+    /// Moves a payment to its final (or capture) state without notifying anyone.
+    pub fn settle(&self, id: &str, outcome: Outcome) -> Option<Value> {
+        let mut st = self.st();
+        let p = st.payments.get_mut(id)?;
+        apply_outcome(p, &outcome);
+        Some(p.clone())
+    }
+
+    /// Sends a notification about the payment's current state to the webhook, as
+    /// YooKassa would. Answers the webhook's HTTP status.
+    pub async fn notify(&self, id: &str) -> Result<u16, String> {
+        let payment = self.payment(id).ok_or("no such payment")?;
+        let event = format!(
+            "payment.{}",
+            payment["status"].as_str().unwrap_or("pending")
+        );
+        self.notify_raw(&event, payment).await
+    }
+
+    pub async fn notify_raw(&self, event: &str, object: Value) -> Result<u16, String> {
+        let url = self
+            .webhook_url
+            .lock()
+            .unwrap()
+            .clone()
+            .ok_or("no webhook URL")?;
+        let body = json!({"type": "notification", "event": event, "object": object});
+        let resp = self
+            .http
+            .post(url)
+            .json(&body)
+            .send()
+            .await
+            .map_err(|e| e.to_string())?;
+        Ok(resp.status().as_u16())
+    }
+
+    // ----- the API -----
+
+    fn authorized(&self, header: Option<&str>) -> bool {
+        use base64::Engine;
+        let expected = format!(
+            "Basic {}",
+            base64::engine::general_purpose::STANDARD
+                .encode(format!("{}:{}", self.shop_id, self.secret))
+        );
+        header.is_some_and(|h| {
+            subtle::ConstantTimeEq::ct_eq(h.as_bytes(), expected.as_bytes()).into()
+        })
+    }
+
+    fn create(&self, key: Option<String>, body: &[u8]) -> (StatusCode, Value) {
+        let Some(key) = key.filter(|k| !k.is_empty() && k.len() <= 64) else {
+            return error(
+                StatusCode::BAD_REQUEST,
+                "invalid_request",
+                "Idempotence-Key header is required",
+            );
+        };
+        let hash: [u8; 32] = Sha256::digest(body).into();
+        let mut st = self.st();
+        *st.creates_by_key.entry(key.clone()).or_default() += 1;
+        if let Some((h, status, resp)) = st.keys.get(&key) {
+            if *h != hash {
+                return error(
+                    StatusCode::BAD_REQUEST,
+                    "invalid_request",
+                    "Idempotence key duplicated",
+                );
+            }
+            return (*status, resp.clone());
+        }
+        if st.fail_creates > 0 {
+            st.fail_creates -= 1;
+            return error(
+                StatusCode::INTERNAL_SERVER_ERROR,
+                "internal_server_error",
+                "sandbox: injected failure",
+            );
+        }
+        let Ok(req) = serde_json::from_slice::<Value>(body) else {
+            return error(
+                StatusCode::BAD_REQUEST,
+                "invalid_request",
+                "body is not JSON",
+            );
+        };
+        if req["amount"]["value"].as_str().is_none() || req["amount"]["currency"].as_str().is_none()
+        {
+            return error(
+                StatusCode::BAD_REQUEST,
+                "invalid_request",
+                "amount is required",
+            );
+        }
+        let id = format!(
+            "{}-000f-5000-9000-{}",
+            &Uuid::new_v4().simple().to_string()[..8],
+            &Uuid::new_v4().simple().to_string()[..12]
+        );
+        let now = Utc::now().to_rfc3339_opts(SecondsFormat::Millis, true);
+        let mut payment = json!({
+            "id": id,
+            "status": "pending",
+            "paid": false,
+            "amount": req["amount"],
+            "description": req["description"],
+            "recipient": {"account_id": self.shop_id, "gateway_id": "100001"},
+            "created_at": now,
+            "test": self.test,
+            "refundable": false,
+            "refunded_amount": {"value": "0.00", "currency": req["amount"]["currency"]},
+            "metadata": req["metadata"],
+        });
+        if let Some(method_id) = req["payment_method_id"].as_str() {
+            // A charge with no viewer present (renewal): settled at once.
+            st.charges += 1;
+            payment["payment_method"] = card(method_id, true);
+            let outcome = match st.declined_methods.get(method_id) {
+                Some(reason) => Outcome::Decline(reason.clone()),
+                None => Outcome::Succeed,
+            };
+            apply_outcome(&mut payment, &outcome);
+        } else {
+            let base = self.public_base.lock().unwrap().clone();
+            payment["confirmation"] = json!({
+                "type": "redirect",
+                "return_url": req["confirmation"]["return_url"],
+                "confirmation_url": format!("{base}/sandbox/checkout/{id}"),
+            });
+            payment["save_payment_method"] =
+                json!(req["save_payment_method"].as_bool().unwrap_or(false));
+        }
+        st.creates += 1;
+        st.order.push(id.clone());
+        st.payments.insert(id, payment.clone());
+        st.keys.insert(key, (hash, StatusCode::OK, payment.clone()));
+        if st.lose_create_answers > 0 {
+            st.lose_create_answers -= 1;
+            return error(
+                StatusCode::INTERNAL_SERVER_ERROR,
+                "internal_server_error",
+                "sandbox: answer lost",
+            );
+        }
+        (StatusCode::OK, public(&payment))
+    }
+
+    fn list(&self, query: &HashMap<String, String>) -> Value {
+        let st = self.st();
+        let since = query.get("created_at.gte").cloned().unwrap_or_default();
+        let limit: usize = query
+            .get("limit")
+            .and_then(|l| l.parse().ok())
+            .unwrap_or(10)
+            .clamp(1, 100);
+        let start: usize = query
+            .get("cursor")
+            .and_then(|c| c.parse().ok())
+            .unwrap_or(0);
+        let matching: Vec<&String> = st
+            .order
+            .iter()
+            .filter(|id| st.payments[*id]["created_at"].as_str().unwrap_or("") >= since.as_str())
+            .collect();
+        let items: Vec<Value> = matching
+            .iter()
+            .skip(start)
+            .take(limit)
+            .map(|id| public(&st.payments[*id]))
+            .collect();
+        let next = (start + limit < matching.len()).then(|| (start + limit).to_string());
+        json!({"type": "list", "items": items, "next_cursor": next})
+    }
+
+    fn refund(&self, key: Option<String>, body: &[u8]) -> (StatusCode, Value) {
+        let Some(key) = key.filter(|k| !k.is_empty()) else {
+            return error(
+                StatusCode::BAD_REQUEST,
+                "invalid_request",
+                "Idempotence-Key header is required",
+            );
+        };
+        let hash: [u8; 32] = Sha256::digest(body).into();
+        let mut st = self.st();
+        let refund_key = format!("refund:{key}");
+        if let Some((h, status, resp)) = st.keys.get(&refund_key) {
+            return if *h == hash {
+                (*status, resp.clone())
+            } else {
+                error(
+                    StatusCode::BAD_REQUEST,
+                    "invalid_request",
+                    "Idempotence key duplicated",
+                )
+            };
+        }
+        let Ok(req) = serde_json::from_slice::<Value>(body) else {
+            return error(
+                StatusCode::BAD_REQUEST,
+                "invalid_request",
+                "body is not JSON",
+            );
+        };
+        let payment_id = req["payment_id"].as_str().unwrap_or_default().to_owned();
+        let Some(payment) = st.payments.get_mut(&payment_id) else {
+            return error(
+                StatusCode::BAD_REQUEST,
+                "invalid_request",
+                "payment not found",
+            );
+        };
+        if payment["status"] != "succeeded" {
+            return error(
+                StatusCode::BAD_REQUEST,
+                "invalid_request",
+                "payment is not succeeded",
+            );
+        }
+        let to_minor = |v: &Value| {
+            crate::providers::yookassa::wire::money(v)
+                .map(|m| m.minor())
+                .unwrap_or(0)
+        };
+        let amount = to_minor(&req["amount"]);
+        let total = to_minor(&payment["amount"]);
+        let refunded = to_minor(&payment["refunded_amount"]);
+        if amount <= 0 || refunded + amount > total {
+            return error(
+                StatusCode::BAD_REQUEST,
+                "invalid_request",
+                "refund amount exceeds the payment",
+            );
+        }
+        let currency = payment["amount"]["currency"].clone();
+        payment["refunded_amount"] = json!({"value": crate::domain::money::format_minor(refunded + amount), "currency": currency});
+        let id = format!(
+            "{}-0015-5000-a000-{}",
+            &Uuid::new_v4().simple().to_string()[..8],
+            &Uuid::new_v4().simple().to_string()[..12]
+        );
+        let refund = json!({
+            "id": id, "payment_id": payment_id, "status": "succeeded",
+            "created_at": Utc::now().to_rfc3339_opts(SecondsFormat::Millis, true),
+            "amount": req["amount"], "description": req["description"],
+        });
+        st.refunds.insert(id, refund.clone());
+        st.keys
+            .insert(refund_key, (hash, StatusCode::OK, refund.clone()));
+        (StatusCode::OK, refund)
+    }
+
+    /// The API and checkout routes, under `/sandbox`.
+    pub fn routes(self: &Arc<Self>) -> BoxedFilter<(Response,)> {
+        let me = self.clone();
+        let with = move || {
+            let me = me.clone();
+            warp::any().map(move || me.clone())
+        };
+        let api = warp::path!("sandbox" / "yookassa" / "v3" / ..);
+        let gate = with()
+            .and(warp::header::optional::<String>("authorization"))
+            .and_then(|sb: Arc<Sandbox>, auth: Option<String>| async move {
+                if sb.st().down {
+                    return Err(warp::reject::custom(Gate(error(
+                        StatusCode::SERVICE_UNAVAILABLE,
+                        "internal_server_error",
+                        "sandbox is down",
+                    ))));
+                }
+                if !sb.authorized(auth.as_deref()) {
+                    return Err(warp::reject::custom(Gate(error(
+                        StatusCode::UNAUTHORIZED,
+                        "invalid_credentials",
+                        "bad shop id or secret key",
+                    ))));
+                }
+                Ok(sb)
+            });
+
+        let create = api
+            .and(warp::path!("payments"))
+            .and(warp::post())
+            .and(gate.clone())
+            .and(warp::header::optional::<String>("idempotence-key"))
+            .and(warp::body::bytes())
+            .map(|sb: Arc<Sandbox>, key, body: bytes::Bytes| reply(sb.create(key, &body)));
+        let list = api
+            .and(warp::path!("payments"))
+            .and(warp::get())
+            .and(gate.clone())
+            .and(warp::query::<HashMap<String, String>>())
+            .map(|sb: Arc<Sandbox>, q: HashMap<String, String>| {
+                reply((StatusCode::OK, sb.list(&q)))
+            });
+        let get = api
+            .and(warp::path!("payments" / String))
+            .and(warp::get())
+            .and(gate.clone())
+            .then(|id: String, sb: Arc<Sandbox>| async move {
+                let delay = {
+                    let mut st = sb.st();
+                    st.gets += 1;
+                    st.get_delay
+                };
+                if let Some(d) = delay {
+                    tokio::time::sleep(d).await;
+                }
+                match sb.payment(&id) {
+                    Some(p) => reply((StatusCode::OK, public(&p))),
+                    None => reply(error(
+                        StatusCode::NOT_FOUND,
+                        "not_found",
+                        "payment not found",
+                    )),
+                }
+            });
+        let create_refund = api
+            .and(warp::path!("refunds"))
+            .and(warp::post())
+            .and(gate.clone())
+            .and(warp::header::optional::<String>("idempotence-key"))
+            .and(warp::body::bytes())
+            .map(|sb: Arc<Sandbox>, key, body: bytes::Bytes| reply(sb.refund(key, &body)));
+        let get_refund = api
+            .and(warp::path!("refunds" / String))
+            .and(warp::get())
+            .and(gate)
+            .map(
+                |id: String, sb: Arc<Sandbox>| match sb.st().refunds.get(&id) {
+                    Some(r) => reply((StatusCode::OK, r.clone())),
+                    None => reply(error(
+                        StatusCode::NOT_FOUND,
+                        "not_found",
+                        "refund not found",
+                    )),
+                },
+            );
+
+        let pages = page::routes(self.clone());
+        create
+            .or(list)
+            .unify()
+            .or(get)
+            .unify()
+            .or(create_refund)
+            .unify()
+            .or(get_refund)
+            .unify()
+            .or(pages)
+            .unify()
+            .recover(|r: warp::Rejection| async move {
+                match r.find::<Gate>() {
+                    Some(Gate((status, body))) => Ok(reply((*status, body.clone()))),
+                    None => Err(r),
+                }
+            })
+            .unify()
+            .boxed()
+    }
+
+    /// Runs the sandbox alone on `addr` (tests, benchmark). Answers the bound address.
+    pub async fn spawn(self: &Arc<Self>, addr: SocketAddr) -> std::io::Result<SocketAddr> {
+        let listener = tokio::net::TcpListener::bind(addr).await?;
+        let bound = listener.local_addr()?;
+        self.set_public_base(&format!("http://{bound}"));
+        let routes = self.routes();
+        tokio::spawn(warp::serve(routes).incoming(listener).run());
+        Ok(bound)
+    }
+}
+
+#[derive(Debug)]
+struct Gate((StatusCode, Value));
+impl warp::reject::Reject for Gate {}
+
+fn reply((status, body): (StatusCode, Value)) -> Response {
+    warp::reply::with_status(warp::reply::json(&body), status).into_response()
+}
+
+fn error(status: StatusCode, code: &str, description: &str) -> (StatusCode, Value) {
+    (
+        status,
+        json!({"type": "error", "id": Uuid::new_v4(), "code": code, "description": description}),
+    )
+}
+
+/// What the API shows (internal helper fields removed).
+fn public(p: &Value) -> Value {
+    let mut p = p.clone();
+    if let Some(o) = p.as_object_mut() {
+        o.remove("save_payment_method");
+    }
+    p
+}
+
+fn card(method_id: &str, saved: bool) -> Value {
+    json!({
+        "type": "bank_card", "id": method_id, "saved": saved, "title": "Bank card *4444",
+        "card": {"first6": "555555", "last4": "4444", "expiry_month": "12", "expiry_year": "2030",
+                 "card_type": "MasterCard", "issuer_country": "RU"}
+    })
+}
+
+fn apply_outcome(p: &mut Value, outcome: &Outcome) {
+    let now = Utc::now().to_rfc3339_opts(SecondsFormat::Millis, true);
+    if p["payment_method"].is_null() {
+        let saved = p["save_payment_method"].as_bool().unwrap_or(false);
+        p["payment_method"] = card(&format!("pm-{}", Uuid::new_v4()), saved);
+    }
+    match outcome {
+        Outcome::Succeed => {
+            p["status"] = json!("succeeded");
+            p["paid"] = json!(true);
+            p["captured_at"] = json!(now);
+            p["refundable"] = json!(true);
+            p["income_amount"] = p["amount"].clone();
+        }
+        Outcome::WaitForCapture => {
+            p["status"] = json!("waiting_for_capture");
+            p["paid"] = json!(true);
+            p["expires_at"] = json!((Utc::now() + chrono::Duration::days(7))
+                .to_rfc3339_opts(SecondsFormat::Millis, true));
+        }
+        Outcome::Decline(reason) => {
+            p["status"] = json!("canceled");
+            p["paid"] = json!(false);
+            let party = if reason == "expired_on_confirmation" {
+                "yoo_money"
+            } else {
+                "payment_network"
+            };
+            p["cancellation_details"] = json!({"party": party, "reason": reason});
+            // A declined card is not saved.
+            p["payment_method"]["saved"] = json!(false);
+        }
+    }
+}

@@ -1,0 +1,366 @@
+//! The webhook inbox: every authenticated notification is stored first, then
+//! processed against the provider's truth. Rows that could not be processed yet
+//! (provider or database briefly away) are retried by `jobs::inbox_retry`.
+
+use std::time::Duration;
+
+use uuid::Uuid;
+
+use crate::app::App;
+use crate::domain::{PaySystem, RefundStatus};
+use crate::providers::ProviderError;
+use crate::service::settle::{self, Applied};
+use crate::store::{GenericClient, StoreError};
+
+/// The provider's answer must come within this budget (a degraded provider must
+/// not hang the webhook).
+pub const REREAD_BUDGET: Duration = Duration::from_secs(5);
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum InboxStatus {
+    Received,
+    Processed,
+    Failed,
+    Ignored,
+}
+
+impl InboxStatus {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            InboxStatus::Received => "received",
+            InboxStatus::Processed => "processed",
+            InboxStatus::Failed => "failed",
+            InboxStatus::Ignored => "ignored",
+        }
+    }
+    fn parse(s: &str) -> InboxStatus {
+        match s {
+            "processed" => InboxStatus::Processed,
+            "failed" => InboxStatus::Failed,
+            "ignored" => InboxStatus::Ignored,
+            _ => InboxStatus::Received,
+        }
+    }
+}
+
+pub struct Incoming<'a> {
+    pub provider: PaySystem,
+    pub event: &'a str,
+    pub object_id: &'a str,
+    pub ops_webhook_id: Option<&'a str>,
+    pub body: &'a [u8],
+    pub content_type: Option<&'a str>,
+    pub source_ip: Option<std::net::IpAddr>,
+}
+
+/// Stores (or re-counts) a notification. A repeat of a processed row keeps it
+/// processed; anything else is processed again.
+pub async fn store(app: &App, n: &Incoming<'_>) -> Result<(Uuid, InboxStatus), StoreError> {
+    use sha2::{Digest, Sha256};
+    let db = app.db.get().await?;
+    let hash = Sha256::digest(n.body).to_vec();
+    let ip = n.source_ip.map(|ip| ip.to_string());
+    let row = match n.ops_webhook_id {
+        None => {
+            db.query_one(
+                "INSERT INTO webhook_inbox (id, provider, event, object_id, status, body, body_sha256, content_type, \
+                 source_ip, next_attempt_at) VALUES ($1, $2, $3, $4, 'received', $5, $6, $7, $8::text::inet, now() + interval '30 seconds') \
+                 ON CONFLICT (provider, event, object_id) WHERE ops_webhook_id IS NULL DO UPDATE SET \
+                 deliveries = webhook_inbox.deliveries + 1, last_received_at = now(), \
+                 body = CASE WHEN webhook_inbox.status = 'processed' THEN webhook_inbox.body ELSE EXCLUDED.body END, \
+                 body_sha256 = CASE WHEN webhook_inbox.status = 'processed' THEN webhook_inbox.body_sha256 ELSE EXCLUDED.body_sha256 END, \
+                 source_ip = EXCLUDED.source_ip \
+                 RETURNING id, status",
+                &[&Uuid::new_v4(), &n.provider.as_str(), &n.event, &n.object_id, &n.body, &hash, &n.content_type, &ip],
+            )
+            .await?
+        }
+        Some(ops_id) => {
+            db.query_one(
+                "INSERT INTO webhook_inbox (id, provider, event, object_id, ops_webhook_id, status, body, body_sha256, \
+                 content_type, source_ip, next_attempt_at) \
+                 VALUES ($1, $2, $3, $4, $5, 'received', $6, $7, $8, $9::text::inet, now() + interval '30 seconds') \
+                 RETURNING id, status",
+                &[&Uuid::new_v4(), &n.provider.as_str(), &n.event, &n.object_id, &ops_id, &n.body, &hash, &n.content_type, &ip],
+            )
+            .await?
+        }
+    };
+    Ok((row.get(0), InboxStatus::parse(row.get::<_, &str>(1))))
+}
+
+pub async fn ops_id_used(db: &impl GenericClient, ops_id: &str) -> Result<bool, StoreError> {
+    Ok(db
+        .query_opt(
+            "SELECT 1 FROM webhook_inbox WHERE ops_webhook_id = $1",
+            &[&ops_id],
+        )
+        .await?
+        .is_some())
+}
+
+#[derive(Debug)]
+pub enum Processed {
+    /// Applied (or confirmed) the provider's state; repeats answer at once.
+    Done(String),
+    /// Nothing of ours, or the provider's state does not (yet) match the event.
+    Ignored(String),
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum ProcessError {
+    /// Retry later: provider or database briefly unavailable, or our row not visible yet.
+    #[error("transient: {0}")]
+    Transient(String),
+    /// Will not get better by retrying.
+    #[error("{0}")]
+    Permanent(String),
+}
+
+impl From<StoreError> for ProcessError {
+    fn from(e: StoreError) -> Self {
+        if e.is_unavailable() {
+            ProcessError::Transient(e.to_string())
+        } else {
+            ProcessError::Permanent(e.to_string())
+        }
+    }
+}
+
+impl From<tokio_postgres::Error> for ProcessError {
+    fn from(e: tokio_postgres::Error) -> Self {
+        StoreError::from(e).into()
+    }
+}
+
+impl From<deadpool_postgres::PoolError> for ProcessError {
+    fn from(e: deadpool_postgres::PoolError) -> Self {
+        StoreError::from(e).into()
+    }
+}
+
+fn provider_error(e: ProviderError) -> ProcessError {
+    match e {
+        ProviderError::Unavailable(m) => ProcessError::Transient(m),
+        other => ProcessError::Permanent(other.to_string()),
+    }
+}
+
+/// Processes one inbox row and records the outcome on it.
+pub async fn process_and_record(app: &App, inbox_id: Uuid) -> Result<InboxStatus, StoreError> {
+    let result = match tokio::time::timeout(
+        REREAD_BUDGET + Duration::from_secs(1),
+        process(app, inbox_id),
+    )
+    .await
+    {
+        Ok(r) => r,
+        Err(_) => Err(ProcessError::Transient("processing budget exceeded".into())),
+    };
+    finish(app, inbox_id, result).await
+}
+
+async fn process(app: &App, inbox_id: Uuid) -> Result<Processed, ProcessError> {
+    let (provider, event, object_id) = {
+        let db = app.db.get().await?;
+        let row = db
+            .query_one(
+                "SELECT provider, event, object_id FROM webhook_inbox WHERE id = $1",
+                &[&inbox_id],
+            )
+            .await?;
+        (
+            row.get::<_, String>(0),
+            row.get::<_, String>(1),
+            row.get::<_, String>(2),
+        )
+    };
+    let system: PaySystem = provider.parse().map_err(ProcessError::Permanent)?;
+    match (system, event.as_str()) {
+        (
+            PaySystem::YooKassa,
+            "payment.waiting_for_capture" | "payment.succeeded" | "payment.canceled",
+        ) => {
+            reconcile_payment(
+                app,
+                system,
+                &object_id,
+                Some(event.trim_start_matches("payment.")),
+            )
+            .await
+        }
+        (PaySystem::YooKassa, "refund.succeeded") => {
+            refund_notification(app, system, &object_id).await
+        }
+        (_, other) => Ok(Processed::Ignored(format!("event {other} is not handled"))),
+    }
+}
+
+/// Re-reads a payment from the provider and moves ours to its state. `expected` is the
+/// status the notification claims; when the provider disagrees, the row is left
+/// re-processable so a forged or early notification never blocks the genuine one.
+pub async fn reconcile_payment(
+    app: &App,
+    system: PaySystem,
+    provider_payment_id: &str,
+    expected: Option<&str>,
+) -> Result<Processed, ProcessError> {
+    let provider = app
+        .providers
+        .get(system)
+        .ok_or_else(|| ProcessError::Permanent(format!("{system} is not configured")))?;
+    let pp = match tokio::time::timeout(REREAD_BUDGET, provider.get_payment(provider_payment_id))
+        .await
+    {
+        Err(_) => return Err(ProcessError::Transient("provider re-read timed out".into())),
+        Ok(Err(ProviderError::NotFound)) => {
+            return Ok(Processed::Ignored("unknown at the provider".into()))
+        }
+        Ok(r) => r.map_err(provider_error)?,
+    };
+    let payment_id = {
+        let db = app.db.get().await?;
+        let by_provider = db
+            .query_opt(
+                "SELECT id FROM payments WHERE pay_system = $1 AND provider_payment_id = $2",
+                &[&system.as_str(), &pp.id],
+            )
+            .await?;
+        match (by_provider, pp.our_id) {
+            (Some(r), _) => r.get::<_, Uuid>(0),
+            (None, Some(our)) => match db
+                .query_opt(
+                    "SELECT id FROM payments WHERE id = $1 AND pay_system = $2",
+                    &[&our, &system.as_str()],
+                )
+                .await?
+            {
+                Some(r) => r.get(0),
+                // Carries our id but is not visible yet: retry, never ignore.
+                None => {
+                    return Err(ProcessError::Transient(format!(
+                        "payment {our} not found yet"
+                    )))
+                }
+            },
+            (None, None) => {
+                metrics::counter!("webhooks_unknown_payment_total", "provider" => system.as_str())
+                    .increment(1);
+                return Ok(Processed::Ignored("unknown payment".into()));
+            }
+        }
+    };
+    let applied = settle::apply(app, payment_id, &pp).await?;
+    let matches = expected.is_none_or(|e| e == pp.status.as_str());
+    Ok(match applied {
+        Applied::NeedsReview(why) => Processed::Ignored(format!("needs review: {why}")),
+        Applied::Moved(s) if matches => Processed::Done(format!("payment {payment_id} → {s}")),
+        Applied::Unchanged if matches => {
+            Processed::Done(format!("payment {payment_id} already {}", pp.status))
+        }
+        other => Processed::Ignored(format!("provider says {} ({other:?})", pp.status)),
+    })
+}
+
+async fn refund_notification(
+    app: &App,
+    system: PaySystem,
+    refund_id: &str,
+) -> Result<Processed, ProcessError> {
+    let provider = app
+        .providers
+        .get(system)
+        .ok_or_else(|| ProcessError::Permanent(format!("{system} is not configured")))?;
+    let pr = match tokio::time::timeout(REREAD_BUDGET, provider.get_refund(refund_id)).await {
+        Err(_) => return Err(ProcessError::Transient("provider re-read timed out".into())),
+        Ok(Err(ProviderError::NotFound)) => {
+            return Ok(Processed::Ignored("refund unknown at the provider".into()))
+        }
+        Ok(r) => r.map_err(provider_error)?,
+    };
+    let ours = {
+        let db = app.db.get().await?;
+        let known = db
+            .query_opt(
+                "SELECT id FROM refunds WHERE pay_system = $1 AND provider_refund_id = $2",
+                &[&system.as_str(), &pr.id],
+            )
+            .await?;
+        match known {
+            Some(r) => r.get::<_, Uuid>(0),
+            None => {
+                // Made in the provider's dashboard (or our answer was lost): record it.
+                let payment = db
+                    .query_opt(
+                        "SELECT id, currency FROM payments WHERE pay_system = $1 AND provider_payment_id = $2",
+                        &[&system.as_str(), &pr.payment_id],
+                    )
+                    .await?;
+                let Some(payment) = payment else {
+                    return Ok(Processed::Ignored("refund of an unknown payment".into()));
+                };
+                let id = Uuid::new_v4();
+                db.execute(
+                    "INSERT INTO refunds (id, payment_id, pay_system, amount_minor, currency, status, reason, \
+                     initiated_by, provider_idempotence_key, provider_refund_id) \
+                     VALUES ($1, $2, $3, $4, $5, 'pending', 'made at the provider', 'provider', $6, $7) \
+                     ON CONFLICT DO NOTHING",
+                    &[&id, &payment.get::<_, Uuid>(0), &system.as_str(), &pr.amount.minor(),
+                      &pr.amount.currency().code(), &format!("external:{}", pr.id), &pr.id],
+                )
+                .await?;
+                id
+            }
+        }
+    };
+    if pr.status == RefundStatus::Pending {
+        return Ok(Processed::Ignored(
+            "refund still pending at the provider".into(),
+        ));
+    }
+    crate::service::refunds::record_result(app, ours, &pr.id, pr.status)
+        .await
+        .map_err(|e| ProcessError::Transient(e.to_string()))?;
+    Ok(Processed::Done(format!("refund {ours} → {}", pr.status)))
+}
+
+/// Records the outcome: processed/ignored, or another attempt later (5 s doubling
+/// to 5 min), or failed (and alerted) after 24 hours.
+pub async fn finish(
+    app: &App,
+    inbox_id: Uuid,
+    result: Result<Processed, ProcessError>,
+) -> Result<InboxStatus, StoreError> {
+    let db = app.db.get().await?;
+    let (status, outcome, error): (InboxStatus, Option<String>, Option<String>) = match result {
+        Ok(Processed::Done(o)) => (InboxStatus::Processed, Some(o), None),
+        Ok(Processed::Ignored(o)) => (InboxStatus::Ignored, Some(o), None),
+        Err(ProcessError::Transient(e)) => (InboxStatus::Received, None, Some(e)),
+        Err(ProcessError::Permanent(e)) => (InboxStatus::Failed, None, Some(e)),
+    };
+    let row = db
+        .query_one(
+            "UPDATE webhook_inbox SET attempts = attempts + 1, outcome = COALESCE($3, outcome), last_error = $4, \
+             status = CASE WHEN $2 = 'received' AND received_at < now() - interval '24 hours' THEN 'failed' ELSE $2 END, \
+             processed_at = CASE WHEN $2 IN ('processed', 'ignored') THEN now() ELSE processed_at END, \
+             next_attempt_at = CASE WHEN $2 = 'received' \
+                 THEN now() + LEAST(interval '5 seconds' * power(2, LEAST(attempts, 10)), interval '5 minutes') END \
+             WHERE id = $1 RETURNING status, provider",
+            &[&inbox_id, &status.as_str(), &outcome, &error],
+        )
+        .await?;
+    let final_status = InboxStatus::parse(row.get::<_, &str>(0));
+    let provider: String = row.get(1);
+    metrics::counter!("webhooks_processed_total", "provider" => provider, "status" => final_status.as_str()).increment(1);
+    if final_status == InboxStatus::Failed {
+        settle::alert(
+            "webhook_failed",
+            &format!(
+                "webhook could not be processed: {}",
+                error.unwrap_or_default()
+            ),
+            inbox_id,
+        );
+    }
+    Ok(final_status)
+}
