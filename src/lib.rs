@@ -8,6 +8,7 @@ pub mod events;
 pub mod http;
 pub mod jobs;
 pub mod providers;
+pub mod replay;
 pub mod server;
 pub mod service;
 pub mod store;

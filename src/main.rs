@@ -27,6 +27,19 @@ enum Command {
     },
     /// Apply migrations and exit.
     Migrate,
+    /// Send fixture notifications to a running service, signed, and print each answer.
+    Replay {
+        /// Fixture files (fixtures/yookassa/*.json).
+        #[arg(required = true)]
+        files: Vec<std::path::PathBuf>,
+        /// The service's base URL.
+        #[arg(long, default_value = "http://127.0.0.1:8000")]
+        url: String,
+        /// Put this payment into the fixture: our payment id (resolved to the provider's
+        /// id through DATABASE_URL) or a provider payment id.
+        #[arg(long)]
+        payment: Option<String>,
+    },
     /// Print a JWT signed with JWT_SECRET_KEY, for trying the API.
     Token {
         #[arg(long)]
@@ -82,6 +95,18 @@ fn main() -> ExitCode {
                     }
                 }
             }
+            Command::Replay {
+                files,
+                url,
+                payment,
+            } => match billing::replay::run(&config, &files, &url, payment.as_deref()).await {
+                Ok(true) => ExitCode::SUCCESS,
+                Ok(false) => ExitCode::FAILURE,
+                Err(e) => {
+                    eprintln!("replay: {e}");
+                    ExitCode::from(2)
+                }
+            },
             Command::Token {
                 user,
                 superuser,

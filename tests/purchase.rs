@@ -753,3 +753,41 @@ async fn a_declined_sandbox_card_cancels_the_payment() {
         .await;
     assert_eq!(status, 404);
 }
+
+#[tokio::test]
+async fn billing_replay_signs_fixtures_and_the_service_accepts_them_once() {
+    let (app, fake) = with_fake_yookassa(|_| {}).await;
+    let user = Uuid::new_v4();
+    let (payment_id, pid) = bought(&app, user, false).await;
+    fake.settle(&pid, Outcome::Succeed);
+    let mut env: std::collections::HashMap<String, String> = base_env(&app.db);
+    env.insert("OPS_WEBHOOK_SECRET".into(), OPS_SECRET.into());
+    let config = billing::config::Config::from_lookup(|k| env.get(k).cloned()).unwrap();
+    let files = vec![std::path::PathBuf::from(
+        "fixtures/yookassa/payment.succeeded.json",
+    )];
+    let ok = billing::replay::run(&config, &files, &app.url, Some(&payment_id))
+        .await
+        .unwrap();
+    assert!(ok);
+    assert_eq!(
+        app.count("SELECT count(*) FROM subscriptions WHERE status = 'active'")
+            .await,
+        1
+    );
+    // A second replay has a fresh webhook-id and is processed again, changing nothing.
+    assert!(
+        billing::replay::run(&config, &files, &app.url, Some(&payment_id))
+            .await
+            .unwrap()
+    );
+    assert_eq!(
+        outbox_types(&app.sql().await).await,
+        ["payment.succeeded", "subscription.activated"]
+    );
+    assert_eq!(
+        app.count("SELECT count(*) FROM webhook_inbox WHERE ops_webhook_id IS NOT NULL")
+            .await,
+        2
+    );
+}

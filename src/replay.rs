@@ -1,0 +1,109 @@
+//! `billing replay FILE… --url URL [--payment ID]`: sends fixture notifications to a
+//! running service, signed the way ops replays are (Standard Webhooks with
+//! OPS_WEBHOOK_SECRET, a fresh `webhook-id` each), and prints each answer.
+//!
+//! The service still re-reads the payment from the provider: a replay re-delivers a
+//! notification, it cannot make a payment succeed that the provider has not settled.
+
+use std::path::PathBuf;
+
+use serde_json::Value;
+use uuid::Uuid;
+
+use crate::config::Config;
+use crate::http::webhook_auth::sign_ops;
+
+/// Answers whether every notification was accepted (2xx).
+pub async fn run(
+    config: &Config,
+    files: &[PathBuf],
+    url: &str,
+    payment: Option<&str>,
+) -> Result<bool, String> {
+    let key = config
+        .ops_webhook_secret
+        .as_deref()
+        .ok_or("OPS_WEBHOOK_SECRET is not set: ops replays cannot be signed")?;
+    let provider_id = match payment {
+        Some(p) => Some(resolve_payment(config, p).await),
+        None => None,
+    };
+    let http = reqwest::Client::new();
+    let mut all_ok = true;
+    for file in files {
+        let text = std::fs::read_to_string(file).map_err(|e| format!("{}: {e}", file.display()))?;
+        let mut body: Value = serde_json::from_str(&text)
+            .map_err(|e| format!("{}: not JSON: {e}", file.display()))?;
+        if body["type"] != "notification" || !body["object"].is_object() {
+            return Err(format!("{}: not a YooKassa notification", file.display()));
+        }
+        if let Some((provider_id, our_id)) = &provider_id {
+            if body["event"]
+                .as_str()
+                .is_some_and(|e| e.starts_with("payment."))
+            {
+                body["object"]["id"] = Value::String(provider_id.clone());
+                if let Some(our) = our_id {
+                    body["object"]["metadata"]["payment_id"] = Value::String(our.to_string());
+                }
+            } else if body["event"]
+                .as_str()
+                .is_some_and(|e| e.starts_with("refund."))
+            {
+                body["object"]["payment_id"] = Value::String(provider_id.clone());
+            }
+        }
+        let raw = serde_json::to_vec(&body).expect("serializable");
+        let id = format!("replay_{}", Uuid::new_v4().simple());
+        let ts = chrono::Utc::now().timestamp();
+        let resp = http
+            .post(format!("{}/webhooks/yookassa", url.trim_end_matches('/')))
+            .header("content-type", "application/json")
+            .header("webhook-id", &id)
+            .header("webhook-timestamp", ts.to_string())
+            .header("webhook-signature", sign_ops(key, &id, ts, &raw))
+            .body(raw)
+            .send()
+            .await;
+        match resp {
+            Ok(r) => {
+                let status = r.status();
+                let text = r.text().await.unwrap_or_default();
+                println!("{} → {} {}", file.display(), status.as_u16(), text);
+                all_ok &= status.is_success();
+            }
+            Err(e) => {
+                println!("{} → error: {e}", file.display());
+                all_ok = false;
+            }
+        }
+    }
+    Ok(all_ok)
+}
+
+/// Our payment id → (provider id, our id) through the database; anything else is
+/// taken as a provider id.
+async fn resolve_payment(config: &Config, given: &str) -> (String, Option<Uuid>) {
+    let Ok(our) = Uuid::parse_str(given) else {
+        return (given.to_owned(), None);
+    };
+    let found = async {
+        let (client, conn) = tokio_postgres::connect(&config.database_url, tokio_postgres::NoTls)
+            .await
+            .ok()?;
+        tokio::spawn(conn);
+        let row = client
+            .query_opt(
+                "SELECT provider_payment_id FROM payments WHERE id = $1",
+                &[&our],
+            )
+            .await
+            .ok()??;
+        row.get::<_, Option<String>>(0)
+    }
+    .await;
+    match found {
+        Some(provider) => (provider, Some(our)),
+        None => (given.to_owned(), None),
+    }
+}
