@@ -2,6 +2,7 @@
 //! with the change it describes. Publishing is the relay's job (`relay`).
 
 pub mod outbox;
+pub mod relay;
 
 use serde::Serialize;
 
