@@ -3,6 +3,7 @@
 
 pub mod outbox;
 pub mod relay;
+pub mod retention;
 
 use serde::Serialize;
 
