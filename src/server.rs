@@ -91,7 +91,10 @@ pub async fn start(mut config: Config, opts: ServeOptions) -> Result<Running, St
         }));
         tracing::info!(addr = %addr.expect("bound"), mode = app.config.mode.as_str(), "listening");
     }
-    let _ = opts.workers;
+    if opts.workers {
+        tasks.push(tokio::spawn(crate::events::relay::run(app.clone())));
+        tasks.push(tokio::spawn(crate::events::retention::run(app.clone())));
+    }
 
     Ok(Running { app, addr, tasks })
 }
