@@ -2,6 +2,8 @@
 //! with the change it describes. Publishing is the relay's job (`relay`).
 
 pub mod outbox;
+pub mod relay;
+pub mod retention;
 
 use serde::Serialize;
 

@@ -2,6 +2,8 @@
 //! once per migration set, and the real server on port 0.
 #![allow(dead_code)]
 
+pub mod broker;
+
 use std::collections::HashMap;
 use std::sync::Once;
 
@@ -201,6 +203,33 @@ impl TestApp {
             http: reqwest::Client::new(),
             db,
         }
+    }
+
+    /// Another server against this test's database (a second replica).
+    pub async fn start_replica(
+        &self,
+        customize: impl FnOnce(&mut HashMap<String, String>),
+        opts: ServeOptions,
+    ) -> Running {
+        let mut env = base_env(&self.db);
+        customize(&mut env);
+        let config =
+            Config::from_lookup(|k| env.get(k).cloned()).expect("test configuration is valid");
+        server::start(config, opts).await.expect("replica starts")
+    }
+
+    /// Stops the server and starts a new one against the same database.
+    pub async fn restart(
+        &mut self,
+        customize: impl FnOnce(&mut HashMap<String, String>),
+        opts: ServeOptions,
+    ) {
+        if let Some(s) = self.server.take() {
+            s.stop().await;
+        }
+        let server = self.start_replica(customize, opts).await;
+        self.url = server.url();
+        self.server = Some(server);
     }
 
     pub fn app(&self) -> &billing::app::App {
