@@ -115,9 +115,13 @@ pub async fn start(mut config: Config, opts: ServeOptions) -> Result<Running, St
             |app| async move { jobs::inbox_retry::run_once(&app).await },
         )));
         let a = app.clone();
-        tasks.push(tokio::spawn(jobs::run_loop(a, "refund_resubmit", 20, Duration::from_secs(30), |app| async move {
-            crate::service::refunds::resubmit_pending(&app).await
-        })));
+        tasks.push(tokio::spawn(jobs::run_loop(
+            a,
+            "refund_resubmit",
+            20,
+            Duration::from_secs(30),
+            |app| async move { crate::service::refunds::resubmit_pending(&app).await },
+        )));
         tasks.push(tokio::spawn(crate::events::relay::run(app.clone())));
         tasks.push(tokio::spawn(crate::events::retention::run(app.clone())));
     }

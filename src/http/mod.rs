@@ -19,7 +19,7 @@ use warp::{Filter, Reply};
 
 use crate::app::App;
 use error::respond;
-use handlers::{account, catalog, health, payments};
+use handlers::{account, admin, catalog, health, payments};
 
 fn with_app(app: App) -> impl Filter<Extract = (App,), Error = Infallible> + Clone {
     warp::any().map(move || app.clone())
@@ -100,6 +100,73 @@ pub fn api(app: App) -> BoxedFilter<(Response,)> {
             respond(payments::yookassa(app, peer, headers, raw).await)
         });
 
+    let admin_root = v1.and(warp::path("admin"));
+    let admin_tariffs = admin_root
+        .and(warp::path!("tariffs"))
+        .and(warp::get())
+        .and(with_app(app.clone()))
+        .and(auth_header())
+        .then(|app, auth| async move { respond(admin::tariffs_list(app, auth).await) });
+    let admin_tariff_create = admin_root
+        .and(warp::path!("tariffs"))
+        .and(warp::post())
+        .and(with_app(app.clone()))
+        .and(auth_header())
+        .and(body::limited())
+        .then(|app, auth, raw| async move { respond(admin::tariff_create(app, auth, raw).await) });
+    let admin_tariff_patch = admin_root
+        .and(warp::path!("tariffs" / String))
+        .and(warp::patch())
+        .and(with_app(app.clone()))
+        .and(auth_header())
+        .and(body::limited())
+        .then(|id, app, auth, raw| async move {
+            respond(admin::tariff_patch(app, id, auth, raw).await)
+        });
+    let admin_refund = admin_root
+        .and(warp::path!("payments" / String / "refund"))
+        .and(warp::post())
+        .and(with_app(app.clone()))
+        .and(auth_header())
+        .and(warp::header::optional::<String>("idempotency-key"))
+        .and(body::limited())
+        .then(|id, app, auth, key, raw| async move {
+            respond(admin::refund(app, id, auth, key, raw).await)
+        });
+    let admin_user = admin_root
+        .and(warp::path!("users" / String))
+        .and(warp::get())
+        .and(with_app(app.clone()))
+        .and(auth_header())
+        .then(|id, app, auth| async move { respond(admin::user(app, id, auth).await) });
+    let admin_webhooks = admin_root
+        .and(warp::path!("webhooks"))
+        .and(warp::get())
+        .and(with_app(app.clone()))
+        .and(auth_header())
+        .and(raw_query())
+        .then(|app, auth, q| async move { respond(admin::webhooks_list(app, auth, q).await) });
+    let admin_replay = admin_root
+        .and(warp::path!("webhooks" / String / "replay"))
+        .and(warp::post())
+        .and(with_app(app.clone()))
+        .and(auth_header())
+        .then(|id, app, auth| async move { respond(admin::webhook_replay(app, id, auth).await) });
+    let admin = admin_tariffs
+        .or(admin_tariff_create)
+        .unify()
+        .or(admin_tariff_patch)
+        .unify()
+        .or(admin_refund)
+        .unify()
+        .or(admin_user)
+        .unify()
+        .or(admin_webhooks)
+        .unify()
+        .or(admin_replay)
+        .unify()
+        .boxed();
+
     let healthz = warp::path!("healthz")
         .and(warp::get())
         .then(health::healthz);
@@ -120,6 +187,8 @@ pub fn api(app: App) -> BoxedFilter<(Response,)> {
         .or(buy)
         .unify()
         .or(webhook_yookassa)
+        .unify()
+        .or(admin)
         .unify()
         .or(pay_systems)
         .unify()

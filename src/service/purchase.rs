@@ -4,7 +4,6 @@
 
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
-use sha2::{Digest, Sha256};
 use uuid::Uuid;
 use warp::http::StatusCode;
 
@@ -12,6 +11,8 @@ use crate::app::App;
 use crate::domain::{Money, PaySystem, PaymentStatus};
 use crate::http::error::ApiError;
 use crate::providers::{CreatePayment, ProviderError};
+pub use crate::service::idempotency::IdempotencyKey;
+use crate::service::idempotency::{self, Claim, Scope};
 use crate::store::{payments, subscriptions, tariffs, Payment};
 
 #[derive(Debug, Deserialize, Serialize)]
@@ -30,28 +31,6 @@ pub struct BuyResponse {
     pub confirmation_url: Option<String>,
     pub amount: Money,
 }
-
-/// `Idempotency-Key`: scoped to the user, at most 255 printable characters.
-#[derive(Debug, Clone)]
-pub struct IdempotencyKey(String);
-
-impl IdempotencyKey {
-    pub fn parse(raw: &str) -> Result<IdempotencyKey, ApiError> {
-        if raw.is_empty()
-            || raw.len() > 255
-            || !raw.bytes().all(|b| b.is_ascii_graphic() || b == b' ')
-        {
-            return Err(ApiError::bad_request(
-                "bad_idempotency_key",
-                "Idempotency-Key must be 1..=255 printable ASCII characters",
-            ));
-        }
-        Ok(IdempotencyKey(raw.to_owned()))
-    }
-}
-
-/// How long a request holds its key; a crashed request's key is resumed after this.
-const KEY_LEASE_SECS: f64 = 30.0;
 
 pub fn check_return_url(app: &App, url: Option<&str>) -> Result<Option<String>, ApiError> {
     let Some(raw) = url else { return Ok(None) };
@@ -92,14 +71,26 @@ pub async fn buy(
         ApiError::not_found("pay_system_not_found", format!("{system} is not enabled"))
     })?;
     let return_url = check_return_url(app, req.return_url.as_deref())?;
-    let hash = {
-        let mut h = Sha256::new();
-        h.update(system.as_str().as_bytes());
-        h.update(serde_json::to_vec(&req).expect("serializable"));
-        h.finalize().to_vec()
-    };
+    let hash = idempotency::request_hash(&[
+        system.as_str().as_bytes(),
+        &serde_json::to_vec(&req).expect("serializable"),
+    ]);
+    let scope = key.as_ref().map(|key| Scope {
+        user_id,
+        scope: "buy",
+        key,
+    });
 
-    let start = begin(app, user_id, system, &req, return_url, key.as_ref(), &hash).await?;
+    let start = begin(
+        app,
+        user_id,
+        system,
+        &req,
+        return_url,
+        scope.as_ref(),
+        &hash,
+    )
+    .await?;
     let payment = match start {
         Start::Replay(status, body) => return Ok((status, body)),
         Start::Create(p) => p,
@@ -150,12 +141,8 @@ pub async fn buy(
             // and the reconciler resumes it with the same key. The key is released so a
             // client retry with it resumes too.
             tracing::warn!(payment_id = %payment.id, error = %cause, "provider unavailable during create");
-            if let Some(k) = &key {
-                db.execute(
-                    "UPDATE idempotency_keys SET locked_until = NULL WHERE user_id = $1 AND scope = 'buy' AND key = $2",
-                    &[&user_id, &k.0],
-                )
-                .await?;
+            if let Some(s) = &scope {
+                idempotency::release(&db, s).await?;
             }
             return Err(ApiError::bad_gateway(
                 "the payment provider is unavailable; retry later",
@@ -175,13 +162,8 @@ pub async fn buy(
             )
         }
     };
-    if let Some(k) = &key {
-        db.execute(
-            "UPDATE idempotency_keys SET response_code = $3, response_body = $4, locked_until = NULL \
-             WHERE user_id = $1 AND scope = 'buy' AND key = $2",
-            &[&user_id, &k.0, &(answer.0.as_u16() as i32), &answer.1],
-        )
-        .await?;
+    if let Some(s) = &scope {
+        idempotency::complete(&db, s, answer.0, &answer.1).await?;
     }
     Ok(answer)
 }
@@ -193,76 +175,22 @@ async fn begin(
     system: PaySystem,
     req: &BuyRequest,
     return_url: Option<String>,
-    key: Option<&IdempotencyKey>,
+    scope: Option<&Scope<'_>>,
     hash: &[u8],
 ) -> Result<Start, ApiError> {
     let mut db = app.db.get().await?;
     let tx = db.transaction().await?;
-    if let Some(k) = key {
-        let claimed = tx
-            .execute(
-                "INSERT INTO idempotency_keys (user_id, scope, key, request_hash, locked_until) \
-                 VALUES ($1, 'buy', $2, $3, now() + make_interval(secs => $4)) \
-                 ON CONFLICT (user_id, scope, key) DO NOTHING",
-                &[&user_id, &k.0, &hash, &KEY_LEASE_SECS],
-            )
-            .await?
-            == 1;
-        if !claimed {
-            let row = tx
-                .query_one(
-                    "SELECT request_hash, response_code, response_body, locked_until > now() AS busy, resource_id, \
-                     created_at < now() - interval '24 hours' AS expired \
-                     FROM idempotency_keys WHERE user_id = $1 AND scope = 'buy' AND key = $2 FOR UPDATE",
-                    &[&user_id, &k.0],
-                )
-                .await?;
-            let expired: bool = row.get("expired");
-            if expired {
-                // Kept 24 h: an older key starts afresh.
-                tx.execute(
-                    "UPDATE idempotency_keys SET request_hash = $3, response_code = NULL, response_body = NULL, \
-                     resource_id = NULL, created_at = now(), locked_until = now() + make_interval(secs => $4) \
-                     WHERE user_id = $1 AND scope = 'buy' AND key = $2",
-                    &[&user_id, &k.0, &hash, &KEY_LEASE_SECS],
-                )
-                .await?;
-            } else {
-                if row.get::<_, Vec<u8>>("request_hash") != hash {
-                    return Err(ApiError::unprocessable(
-                        "idempotency_key_reused",
-                        "this Idempotency-Key was used with a different request",
-                    ));
-                }
-                if let (Some(code), Some(body)) = (
-                    row.get::<_, Option<i32>>("response_code"),
-                    row.get::<_, Option<Value>>("response_body"),
-                ) {
-                    return Ok(Start::Replay(
-                        StatusCode::from_u16(code as u16).unwrap_or(StatusCode::CREATED),
-                        body,
-                    ));
-                }
-                if row.get::<_, Option<bool>>("busy").unwrap_or(false) {
-                    return Err(ApiError::conflict(
-                        "request_in_progress",
-                        "a request with this Idempotency-Key is still running",
-                    ));
-                }
-                tx.execute(
-                    "UPDATE idempotency_keys SET locked_until = now() + make_interval(secs => $3) \
-                     WHERE user_id = $1 AND scope = 'buy' AND key = $2",
-                    &[&user_id, &k.0, &KEY_LEASE_SECS],
-                )
-                .await?;
-                if let Some(pid) = row.get::<_, Option<Uuid>>("resource_id") {
-                    // The earlier request recorded its payment and then stopped: resume it.
-                    let payment = payments::get(&tx, pid)
-                        .await?
-                        .ok_or_else(|| ApiError::internal(&"lost payment"))?;
-                    tx.commit().await?;
-                    return Ok(Start::Create(payment));
-                }
+    if let Some(s) = scope {
+        match idempotency::claim(&tx, s, hash).await? {
+            Claim::New => {}
+            Claim::Replay(status, body) => return Ok(Start::Replay(status, body)),
+            Claim::Resume(payment_id) => {
+                // The earlier request recorded its payment and then stopped: resume it.
+                let payment = payments::get(&tx, payment_id)
+                    .await?
+                    .ok_or_else(|| ApiError::internal(&"lost payment"))?;
+                tx.commit().await?;
+                return Ok(Start::Create(payment));
             }
         }
     }
@@ -320,12 +248,8 @@ async fn begin(
             ],
         )
         .await?;
-    if let Some(k) = key {
-        tx.execute(
-            "UPDATE idempotency_keys SET resource_id = $3 WHERE user_id = $1 AND scope = 'buy' AND key = $2",
-            &[&user_id, &k.0, &id],
-        )
-        .await?;
+    if let Some(s) = scope {
+        idempotency::attach(&tx, s, id).await?;
     }
     tx.commit().await?;
     Ok(Start::Create(Payment::from_row(&row)?))

@@ -218,3 +218,224 @@ async fn revoke_for_full_refund(
     }
     Ok(updated)
 }
+
+#[derive(Debug, serde::Deserialize, serde::Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct RefundRequest {
+    #[serde(default)]
+    pub amount: Option<Money>,
+    pub reason: String,
+}
+
+#[derive(Debug, serde::Serialize)]
+pub struct RefundView {
+    pub id: Uuid,
+    pub payment_id: Uuid,
+    pub amount: Money,
+    pub status: String,
+    pub reason: String,
+    pub initiated_by: String,
+    pub created_at: String,
+}
+
+pub async fn view(
+    db: &impl crate::store::GenericClient,
+    refund_id: Uuid,
+) -> Result<Option<RefundView>, StoreError> {
+    let rows = list(db, "r.id = $1", &refund_id).await?;
+    Ok(rows.into_iter().next())
+}
+
+/// Refunds of one payment (`r.payment_id = $1`) or of one user (`p.user_id = $1`).
+pub async fn list(
+    db: &impl crate::store::GenericClient,
+    filter: &str,
+    id: &Uuid,
+) -> Result<Vec<RefundView>, StoreError> {
+    let sql = format!(
+        "SELECT r.id, r.payment_id, r.amount_minor, r.currency, r.status, r.reason, r.initiated_by, r.created_at \
+         FROM refunds r JOIN payments p ON p.id = r.payment_id WHERE {filter} ORDER BY r.created_at DESC LIMIT 200"
+    );
+    db.query(&sql, &[id])
+        .await?
+        .iter()
+        .map(|r| {
+            let currency: crate::domain::Currency = crate::store::parse_col(r, "currency")?;
+            Ok(RefundView {
+                id: r.get("id"),
+                payment_id: r.get("payment_id"),
+                amount: Money::new(r.get("amount_minor"), currency),
+                status: r.get("status"),
+                reason: r.get("reason"),
+                initiated_by: r.get("initiated_by"),
+                created_at: crate::http::handlers::views::rfc3339(r.get("created_at")),
+            })
+        })
+        .collect()
+}
+
+/// An operator's refund: full when no amount is given, never more than what is left
+/// (the amount minus every refund not canceled, pending ones included). Recorded with
+/// its provider key before the provider is called.
+pub async fn admin_refund(
+    app: &App,
+    admin: Uuid,
+    payment_id: Uuid,
+    raw: &[u8],
+    key: Option<crate::service::idempotency::IdempotencyKey>,
+) -> Result<(warp::http::StatusCode, serde_json::Value), crate::http::error::ApiError> {
+    use crate::http::error::ApiError;
+    use crate::service::idempotency::{self, Claim, Scope};
+    use warp::http::StatusCode;
+
+    let req: RefundRequest = crate::http::body::json(raw)?;
+    let reason = req.reason.trim().to_owned();
+    if reason.is_empty() || reason.chars().count() > 500 {
+        return Err(ApiError::bad_request(
+            "bad_reason",
+            "reason must be 1..=500 characters",
+        ));
+    }
+    let hash = idempotency::request_hash(&[
+        payment_id.as_bytes(),
+        &serde_json::to_vec(&req).expect("serializable"),
+    ]);
+    let scope = key.as_ref().map(|key| Scope {
+        user_id: admin,
+        scope: "refund",
+        key,
+    });
+
+    let mut db = app.db.get().await?;
+    let tx = db.transaction().await?;
+    let mut resume = None;
+    if let Some(s) = &scope {
+        match idempotency::claim(&tx, s, &hash).await? {
+            Claim::New => {}
+            Claim::Replay(status, body) => return Ok((status, body)),
+            Claim::Resume(id) => resume = Some(id),
+        }
+    }
+    let refund_id = match resume {
+        Some(id) => id,
+        None => {
+            let payment = payments::lock(&tx, payment_id)
+                .await?
+                .ok_or_else(|| ApiError::not_found("payment_not_found", "no such payment"))?;
+            if !matches!(
+                payment.status,
+                crate::domain::PaymentStatus::Succeeded
+                    | crate::domain::PaymentStatus::PartiallyRefunded
+            ) {
+                return Err(ApiError::conflict(
+                    "payment_not_refundable",
+                    format!("a {} payment cannot be refunded", payment.status),
+                ));
+            }
+            let committed: i64 = tx
+                .query_one(
+                    "SELECT COALESCE(sum(amount_minor), 0)::bigint FROM refunds WHERE payment_id = $1 AND status <> 'canceled'",
+                    &[&payment.id],
+                )
+                .await?
+                .get(0);
+            let remaining = payment.amount.minor() - committed;
+            let amount = match req.amount {
+                Some(a) if a.currency() != payment.amount.currency() => {
+                    return Err(ApiError::bad_request(
+                        "currency_mismatch",
+                        "refund currency differs from the payment's",
+                    ))
+                }
+                Some(a) => a.minor(),
+                None => remaining,
+            };
+            if amount <= 0 || amount > remaining {
+                return Err(ApiError::conflict(
+                    "refund_exceeds_remaining",
+                    format!(
+                        "at most {} can be refunded",
+                        crate::domain::money::format_minor(remaining.max(0))
+                    ),
+                ));
+            }
+            let id = Uuid::new_v4();
+            tx.execute(
+                "INSERT INTO refunds (id, payment_id, pay_system, amount_minor, currency, status, reason, initiated_by, \
+                 provider_idempotence_key) VALUES ($1, $2, $3, $4, $5, 'pending', $6, 'admin', $7)",
+                &[&id, &payment.id, &payment.pay_system.as_str(), &amount, &payment.amount.currency().code(), &reason,
+                  &Uuid::new_v4().to_string()],
+            )
+            .await?;
+            if let Some(s) = &scope {
+                idempotency::attach(&tx, s, id).await?;
+            }
+            id
+        }
+    };
+    tx.commit().await?;
+
+    let answer = match submit(app, refund_id).await {
+        Ok(_) => {
+            let db = app.db.get().await?;
+            let view = view(&db, refund_id)
+                .await?
+                .ok_or_else(|| ApiError::internal(&"refund vanished"))?;
+            (
+                StatusCode::CREATED,
+                serde_json::to_value(view).expect("serializable"),
+            )
+        }
+        Err(RefundError::Provider(ProviderError::Unavailable(e))) => {
+            // Outcome unknown: the refund stays pending and is re-sent with the same key.
+            tracing::warn!(refund_id = %refund_id, error = %e, "refund submission deferred");
+            if let Some(s) = &scope {
+                idempotency::release(&app.db.get().await?, s).await?;
+            }
+            return Err(ApiError::bad_gateway(
+                "the provider is unavailable; the refund is queued and will be retried",
+            ));
+        }
+        Err(RefundError::Provider(e)) => {
+            app.db
+                .get()
+                .await?
+                .execute("UPDATE refunds SET status = 'canceled', updated_at = now() WHERE id = $1 AND status = 'pending'", &[&refund_id])
+                .await?;
+            let err = ApiError::bad_gateway(format!("the provider refused the refund: {e}"));
+            (
+                err.status,
+                serde_json::json!({"code": "provider_rejected", "detail": err.detail}),
+            )
+        }
+        Err(e) => return Err(ApiError::internal(&e)),
+    };
+    if let Some(s) = &scope {
+        idempotency::complete(&app.db.get().await?, s, answer.0, &answer.1).await?;
+    }
+    Ok(answer)
+}
+
+/// Re-sends refunds whose provider call never completed (same key each time).
+pub async fn resubmit_pending(app: &App) -> Result<usize, String> {
+    let ids: Vec<Uuid> = {
+        let db = app.db.get().await.map_err(|e| e.to_string())?;
+        db.query(
+            "UPDATE refunds SET updated_at = now() WHERE id IN (SELECT id FROM refunds WHERE status = 'pending' \
+             AND provider_refund_id IS NULL AND updated_at < now() - interval '1 minute' \
+             ORDER BY updated_at LIMIT 20 FOR UPDATE SKIP LOCKED) RETURNING id",
+            &[],
+        )
+        .await
+        .map_err(|e| e.to_string())?
+        .iter()
+        .map(|r| r.get(0))
+        .collect()
+    };
+    for id in &ids {
+        if let Err(e) = submit(app, *id).await {
+            tracing::warn!(refund_id = %id, error = %e, "refund still not submitted");
+        }
+    }
+    Ok(ids.len())
+}

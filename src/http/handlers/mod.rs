@@ -1,4 +1,5 @@
 pub mod account;
+pub mod admin;
 pub mod catalog;
 pub mod health;
 pub mod payments;

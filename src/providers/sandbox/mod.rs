@@ -128,6 +128,12 @@ impl Sandbox {
     pub fn payment(&self, id: &str) -> Option<Value> {
         self.st().payments.get(id).cloned()
     }
+    pub fn refund_object(&self, id: &str) -> Option<Value> {
+        self.st().refunds.get(id).cloned()
+    }
+    pub fn refunds(&self) -> usize {
+        self.st().refunds.len()
+    }
     pub fn payments(&self) -> Vec<Value> {
         let st = self.st();
         st.order

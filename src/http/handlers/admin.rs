@@ -1,0 +1,373 @@
+//! Operator routes (superuser token): tariffs, refunds, one viewer's account, the
+//! webhook inbox and its replay.
+
+use serde::Deserialize;
+use serde_json::{json, Map, Value};
+use uuid::Uuid;
+use warp::http::StatusCode;
+use warp::reply::Response;
+use warp::Reply;
+
+use super::account::{pagination, parse_uuid, subscription_view};
+use super::views::{rfc3339, PaymentView};
+use super::{json as reply, ok};
+use crate::app::App;
+use crate::domain::{Money, Period};
+use crate::http::auth::{require_superuser, User};
+use crate::http::body;
+use crate::http::error::ApiError;
+use crate::service::idempotency::IdempotencyKey;
+use crate::service::{refunds, webhooks};
+use crate::store::{payments, subscriptions, PaymentMethod, Tariff};
+
+fn admin(app: &App, auth: Option<String>) -> Result<User, ApiError> {
+    require_superuser(app.keys.authenticate(auth.as_deref())?)
+}
+
+const TARIFF_COLS: &str =
+    "id, alias, name, description, price_minor, currency, period_count, period_unit, archived_at";
+
+pub async fn tariffs_list(app: App, auth: Option<String>) -> Result<Response, ApiError> {
+    admin(&app, auth)?;
+    let db = app.db.get().await?;
+    let rows = db
+        .query(
+            &format!(
+                "SELECT {TARIFF_COLS} FROM tariffs ORDER BY archived_at NULLS FIRST, price_minor"
+            ),
+            &[],
+        )
+        .await?;
+    let list: Vec<Tariff> = rows
+        .iter()
+        .map(Tariff::from_row)
+        .collect::<Result<_, _>>()?;
+    Ok(ok(&list))
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct NewTariff {
+    alias: String,
+    name: String,
+    #[serde(default)]
+    description: String,
+    price: Money,
+    period: Period,
+}
+
+fn check_text(field: &str, value: &str, max: usize) -> Result<(), ApiError> {
+    if value.trim().is_empty() || value.chars().count() > max {
+        return Err(ApiError::bad_request(
+            "bad_field",
+            format!("{field} must be 1..={max} characters"),
+        ));
+    }
+    Ok(())
+}
+
+pub async fn tariff_create(
+    app: App,
+    auth: Option<String>,
+    raw: bytes::Bytes,
+) -> Result<Response, ApiError> {
+    admin(&app, auth)?;
+    let t: NewTariff = body::json(&raw)?;
+    check_text("name", &t.name, 200)?;
+    if t.description.chars().count() > 2000 {
+        return Err(ApiError::bad_request(
+            "bad_field",
+            "description must be at most 2000 characters",
+        ));
+    }
+    if t.alias.is_empty()
+        || t.alias.len() > 64
+        || !t
+            .alias
+            .bytes()
+            .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-' || b == b'_')
+    {
+        return Err(ApiError::bad_request(
+            "bad_field",
+            "alias must be 1..=64 of a-z, 0-9, - and _",
+        ));
+    }
+    let period = Period::new(t.period.count, t.period.unit)
+        .map_err(|e| ApiError::bad_request("bad_field", e))?;
+    let db = app.db.get().await?;
+    let row = db
+        .query_opt(
+            &format!(
+                "INSERT INTO tariffs (id, alias, name, description, price_minor, currency, period_count, period_unit) \
+                 VALUES ($1, $2, $3, $4, $5, $6, $7, $8) ON CONFLICT (alias) DO NOTHING RETURNING {TARIFF_COLS}"
+            ),
+            &[
+                &Uuid::new_v4(),
+                &t.alias,
+                &t.name.trim(),
+                &t.description,
+                &t.price.minor(),
+                &t.price.currency().code(),
+                &(period.count as i32),
+                &period.unit.as_str(),
+            ],
+        )
+        .await?
+        .ok_or_else(|| ApiError::conflict("alias_taken", format!("a tariff with alias {:?} exists", t.alias)))?;
+    Ok(reply(StatusCode::CREATED, &Tariff::from_row(&row)?))
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct TariffPatch {
+    name: Option<String>,
+    description: Option<String>,
+    archived: Option<bool>,
+}
+
+/// Name, description and archival change; price and period never do (a sold
+/// tariff keeps its price: archive it and create another).
+pub async fn tariff_patch(
+    app: App,
+    id: String,
+    auth: Option<String>,
+    raw: bytes::Bytes,
+) -> Result<Response, ApiError> {
+    admin(&app, auth)?;
+    let id = parse_uuid(&id, "tariff id")?;
+    let value: Value = body::json(&raw)?;
+    if value.get("price").is_some() || value.get("period").is_some() {
+        return Err(ApiError::conflict(
+            "tariff_immutable",
+            "a tariff's price and period never change: archive it and create another",
+        ));
+    }
+    let patch: TariffPatch = serde_json::from_value(value)
+        .map_err(|e| ApiError::bad_request("bad_json", format!("invalid body: {e}")))?;
+    if let Some(n) = &patch.name {
+        check_text("name", n, 200)?;
+    }
+    let db = app.db.get().await?;
+    let row = db
+        .query_opt(
+            &format!(
+                "UPDATE tariffs SET name = COALESCE($2, name), description = COALESCE($3, description), \
+                 archived_at = CASE WHEN $4::bool IS NULL THEN archived_at WHEN $4 THEN COALESCE(archived_at, now()) END, \
+                 updated_at = now() WHERE id = $1 RETURNING {TARIFF_COLS}"
+            ),
+            &[&id, &patch.name.as_deref().map(str::trim), &patch.description, &patch.archived],
+        )
+        .await?
+        .ok_or_else(|| ApiError::not_found("tariff_not_found", "no such tariff"))?;
+    Ok(ok(&Tariff::from_row(&row)?))
+}
+
+pub async fn refund(
+    app: App,
+    id: String,
+    auth: Option<String>,
+    key: Option<String>,
+    raw: bytes::Bytes,
+) -> Result<Response, ApiError> {
+    let user = admin(&app, auth)?;
+    let payment_id = parse_uuid(&id, "payment id")?;
+    let key = key.as_deref().map(IdempotencyKey::parse).transpose()?;
+    let (status, body) = refunds::admin_refund(&app, user.id, payment_id, &raw, key).await?;
+    Ok(reply(status, &body))
+}
+
+pub async fn user(app: App, user_id: String, auth: Option<String>) -> Result<Response, ApiError> {
+    admin(&app, auth)?;
+    let user_id = parse_uuid(&user_id, "user id")?;
+    let db = app.db.get().await?;
+    let subscription = match subscriptions::current_for_user(&db, user_id).await? {
+        Some(s) => Some(subscription_view(&db, &s).await?),
+        None => None,
+    };
+    let (payments, total) = payments::list_for_user(&db, user_id, 100, 0).await?;
+    let payments: Vec<PaymentView> = payments.iter().map(PaymentView::from).collect();
+    let refunds = refunds::list(&db, "p.user_id = $1", &user_id).await?;
+    let methods: Vec<PaymentMethod> = db
+        .query(
+            "SELECT * FROM payment_methods WHERE user_id = $1 ORDER BY created_at DESC",
+            &[&user_id],
+        )
+        .await?
+        .iter()
+        .map(PaymentMethod::from_row)
+        .collect::<Result<_, _>>()?;
+    Ok(ok(&json!({
+        "user_id": user_id,
+        "subscription": subscription,
+        "payments": payments,
+        "payments_total": total,
+        "refunds": refunds,
+        "payment_methods": methods,
+    })))
+}
+
+/// Keys whose values are personal data in provider bodies (both providers' spellings).
+fn is_personal(key: &str) -> bool {
+    let k = key.to_ascii_lowercase();
+    k.contains("email")
+        || k.contains("phone")
+        || k.contains("holder")
+        || k.contains("ipaddress")
+        || k == "ip"
+        || k == "name"
+        || k == "payer"
+        || k == "address"
+        || k == "description"
+}
+
+pub fn redact(v: &Value) -> Value {
+    match v {
+        Value::Object(map) => Value::Object(
+            map.iter()
+                .map(|(k, v)| {
+                    let v = if is_personal(k) && !v.is_null() {
+                        json!("[redacted]")
+                    } else {
+                        redact(v)
+                    };
+                    (k.clone(), v)
+                })
+                .collect::<Map<_, _>>(),
+        ),
+        Value::Array(items) => Value::Array(items.iter().map(redact).collect()),
+        other => other.clone(),
+    }
+}
+
+fn body_json(raw: Option<&[u8]>) -> Value {
+    let Some(raw) = raw else { return Value::Null };
+    serde_json::from_slice::<Value>(raw)
+        .ok()
+        .or_else(|| {
+            serde_urlencoded::from_bytes::<Vec<(String, String)>>(raw)
+                .ok()
+                .map(|pairs| {
+                    Value::Object(
+                        pairs
+                            .into_iter()
+                            .map(|(k, v)| (k, Value::String(v)))
+                            .collect(),
+                    )
+                })
+        })
+        .map(|v| redact(&v))
+        .unwrap_or(Value::Null)
+}
+
+const INBOX_COLS: &str = "id, provider, event, object_id, ops_webhook_id, status, outcome, last_error, attempts, \
+    deliveries, received_at, last_received_at, processed_at, body, body_purged_at, host(source_ip) AS source_ip";
+
+fn inbox_view(r: &tokio_postgres::Row) -> Value {
+    json!({
+        "id": r.get::<_, Uuid>("id"),
+        "provider": r.get::<_, String>("provider"),
+        "event": r.get::<_, String>("event"),
+        "object_id": r.get::<_, String>("object_id"),
+        "ops_webhook_id": r.get::<_, Option<String>>("ops_webhook_id"),
+        "status": r.get::<_, String>("status"),
+        "outcome": r.get::<_, Option<String>>("outcome"),
+        "last_error": r.get::<_, Option<String>>("last_error"),
+        "attempts": r.get::<_, i32>("attempts"),
+        "deliveries": r.get::<_, i32>("deliveries"),
+        "received_at": rfc3339(r.get("received_at")),
+        "last_received_at": rfc3339(r.get("last_received_at")),
+        "processed_at": r.get::<_, Option<chrono::DateTime<chrono::Utc>>>("processed_at").map(rfc3339),
+        "body_purged": r.get::<_, Option<chrono::DateTime<chrono::Utc>>>("body_purged_at").is_some(),
+        "source_ip": r.get::<_, Option<String>>("source_ip").map(|_| "[redacted]"),
+        "body": body_json(r.get::<_, Option<&[u8]>>("body")),
+    })
+}
+
+pub async fn webhooks_list(
+    app: App,
+    auth: Option<String>,
+    query: String,
+) -> Result<Response, ApiError> {
+    admin(&app, auth)?;
+    let params: std::collections::HashMap<String, String> = serde_urlencoded::from_str(&query)
+        .map_err(|e| ApiError::bad_request("bad_query", format!("malformed query string: {e}")))?;
+    let status = params.get("status").filter(|s| !s.is_empty());
+    if let Some(s) = status {
+        if !["received", "processed", "failed", "ignored"].contains(&s.as_str()) {
+            return Err(ApiError::bad_request(
+                "bad_status",
+                "status is received, processed, failed or ignored",
+            ));
+        }
+    }
+    let provider = params.get("provider").filter(|s| !s.is_empty());
+    if let Some(p) = provider {
+        if p.parse::<crate::domain::PaySystem>().is_err() {
+            return Err(ApiError::bad_request(
+                "bad_provider",
+                "provider is yookassa or cloudpayments",
+            ));
+        }
+    }
+    let (limit, page) = pagination(&query)?;
+    let db = app.db.get().await?;
+    let rows = db
+        .query(
+            &format!(
+                "SELECT {INBOX_COLS} FROM webhook_inbox WHERE ($1::text IS NULL OR status = $1) \
+                 AND ($2::text IS NULL OR provider = $2) ORDER BY received_at DESC, id LIMIT $3 OFFSET $4"
+            ),
+            &[&status, &provider, &limit, &((page - 1) * limit)],
+        )
+        .await?;
+    let list: Vec<Value> = rows.iter().map(inbox_view).collect();
+    Ok(ok(&list))
+}
+
+pub async fn webhook_replay(
+    app: App,
+    id: String,
+    auth: Option<String>,
+) -> Result<Response, ApiError> {
+    admin(&app, auth)?;
+    let id = parse_uuid(&id, "webhook id")?;
+    let db = app.db.get().await?;
+    if db
+        .query_opt("SELECT 1 FROM webhook_inbox WHERE id = $1", &[&id])
+        .await?
+        .is_none()
+    {
+        return Err(ApiError::not_found(
+            "webhook_not_found",
+            "no such inbox row",
+        ));
+    }
+    webhooks::process_and_record(&app, id).await?;
+    let row = db
+        .query_one(
+            &format!("SELECT {INBOX_COLS} FROM webhook_inbox WHERE id = $1"),
+            &[&id],
+        )
+        .await?;
+    Ok(
+        warp::reply::with_status(warp::reply::json(&inbox_view(&row)), StatusCode::OK)
+            .into_response(),
+    )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn personal_fields_are_redacted_at_any_depth() {
+        let v = json!({"Email": "a@b.c", "object": {"payment_method": {"card": {"last4": "4444"}},
+            "metadata": {"customer_phone": "+7900"}}, "IpAddress": "1.2.3.4", "Amount": 299});
+        let r = redact(&v);
+        assert_eq!(r["Email"], "[redacted]");
+        assert_eq!(r["IpAddress"], "[redacted]");
+        assert_eq!(r["object"]["metadata"]["customer_phone"], "[redacted]");
+        assert_eq!(r["object"]["payment_method"]["card"]["last4"], "4444");
+        assert_eq!(r["Amount"], 299);
+    }
+}

@@ -1,0 +1,444 @@
+//! Refunds and the operator's routes.
+
+mod common;
+
+use billing::providers::sandbox::{Outcome, Sandbox};
+use common::*;
+use serde_json::{json, Value};
+use std::sync::Arc;
+use uuid::Uuid;
+
+/// A user with an active subscription paid through the fake; answers (user, payment id, provider id).
+async fn paid(app: &TestApp, fake: &Arc<Sandbox>) -> (Uuid, String, String) {
+    let user = Uuid::new_v4();
+    let (status, body) = app.buy(user, MONTH_TARIFF, true, None).await;
+    assert_eq!(status, 201, "{body}");
+    let id = body["payment_id"].as_str().unwrap().to_owned();
+    let pid = app.provider_id(&id).await;
+    fake.settle(&pid, Outcome::Succeed);
+    assert_eq!(fake.notify(&pid).await.unwrap(), 200);
+    (user, id, pid)
+}
+
+/// One operator for the whole test binary: Idempotency-Keys are scoped to the user.
+fn operator(app: &TestApp) -> String {
+    static OPERATOR: std::sync::OnceLock<Uuid> = std::sync::OnceLock::new();
+    app.app()
+        .keys
+        .issue(*OPERATOR.get_or_init(Uuid::new_v4), true, 600)
+}
+
+async fn refund(app: &TestApp, payment: &str, body: Value, key: Option<&str>) -> (u16, Value) {
+    let mut req = app
+        .http
+        .post(format!(
+            "{}/api/v1/admin/payments/{payment}/refund",
+            app.url
+        ))
+        .header("authorization", operator(app))
+        .json(&body);
+    if let Some(k) = key {
+        req = req.header("idempotency-key", k);
+    }
+    read(req.send().await.unwrap()).await
+}
+
+#[tokio::test]
+async fn a_full_refund_revokes_access_and_publishes_events() {
+    let (app, fake) = with_fake_yookassa(|_| {}).await;
+    let (user, id, pid) = paid(&app, &fake).await;
+    let (status, body) = refund(&app, &id, json!({"reason": "viewer asked"}), None).await;
+    assert_eq!(status, 201, "{body}");
+    assert_eq!(
+        body["amount"],
+        json!({"value": "299.00", "currency": "RUB"})
+    );
+    assert_eq!(body["status"], "succeeded");
+    assert_eq!(
+        fake.payment(&pid).unwrap()["refunded_amount"]["value"],
+        "299.00"
+    );
+
+    let (_, payment) = app
+        .get(&format!("/api/v1/payments/{id}"), Some(&app.token(user)))
+        .await;
+    assert_eq!(payment["status"], "refunded");
+    assert_eq!(payment["refunded_amount"]["value"], "299.00");
+    let (_, sub) = app
+        .get("/api/v1/subscriptions/profile", Some(&app.token(user)))
+        .await;
+    assert_eq!(sub["status"], "canceled");
+    assert_eq!(sub["auto_renew"], false);
+    assert_eq!(
+        outbox_types(&app.sql().await).await,
+        [
+            "payment.succeeded",
+            "subscription.activated",
+            "subscription.canceled",
+            "payment.refunded"
+        ]
+    );
+}
+
+#[tokio::test]
+async fn partial_refunds_add_up_and_cannot_exceed_the_payment() {
+    let (app, fake) = with_fake_yookassa(|_| {}).await;
+    let (user, id, _) = paid(&app, &fake).await;
+    let part = |v: &str| json!({"amount": {"value": v, "currency": "RUB"}, "reason": "partial"});
+    assert_eq!(refund(&app, &id, part("100.00"), None).await.0, 201);
+    assert_eq!(refund(&app, &id, part("150.00"), None).await.0, 201);
+    let (status, body) = refund(&app, &id, part("49.01"), None).await;
+    assert_eq!(status, 409, "{body}");
+    assert_eq!(body["code"], "refund_exceeds_remaining");
+    assert_eq!(
+        fake.refunds(),
+        2,
+        "the provider was not called for the refused one"
+    );
+
+    let (_, payment) = app
+        .get(&format!("/api/v1/payments/{id}"), Some(&app.token(user)))
+        .await;
+    assert_eq!(payment["status"], "partially_refunded");
+    assert_eq!(payment["refunded_amount"]["value"], "250.00");
+    let (_, sub) = app
+        .get("/api/v1/subscriptions/profile", Some(&app.token(user)))
+        .await;
+    assert_eq!(sub["status"], "active", "partial refunds change no access");
+
+    assert_eq!(
+        refund(&app, &id, json!({"reason": "the rest"}), None)
+            .await
+            .0,
+        201
+    );
+    let (_, payment) = app
+        .get(&format!("/api/v1/payments/{id}"), Some(&app.token(user)))
+        .await;
+    assert_eq!(payment["status"], "refunded");
+    let (status, _) = refund(&app, &id, part("0.01"), None).await;
+    assert_eq!(status, 409);
+}
+
+#[tokio::test]
+async fn a_refund_with_an_idempotency_key_is_made_once() {
+    let (app, fake) = with_fake_yookassa(|_| {}).await;
+    let (_, id, _) = paid(&app, &fake).await;
+    let body = json!({"amount": {"value": "10.00", "currency": "RUB"}, "reason": "goodwill"});
+    let first = refund(&app, &id, body.clone(), Some("r-1")).await;
+    let second = refund(&app, &id, body, Some("r-1")).await;
+    assert_eq!(first, second);
+    assert_eq!(first.0, 201);
+    assert_eq!(fake.refunds(), 1);
+    assert_eq!(app.count("SELECT count(*) FROM refunds").await, 1);
+}
+
+#[tokio::test]
+async fn a_duplicate_refund_notification_changes_nothing() {
+    let (app, fake) = with_fake_yookassa(|_| {}).await;
+    let (_, id, _) = paid(&app, &fake).await;
+    let (_, body) = refund(
+        &app,
+        &id,
+        json!({"amount": {"value": "99.00", "currency": "RUB"}, "reason": "x"}),
+        None,
+    )
+    .await;
+    let refund_id = Uuid::parse_str(body["id"].as_str().unwrap()).unwrap();
+    let provider_refund: String = app
+        .sql()
+        .await
+        .query_one(
+            "SELECT provider_refund_id FROM refunds WHERE id = $1",
+            &[&refund_id],
+        )
+        .await
+        .unwrap()
+        .get(0);
+    let object = fake.refund_object(&provider_refund).unwrap();
+    for _ in 0..3 {
+        assert_eq!(
+            fake.notify_raw("refund.succeeded", object.clone())
+                .await
+                .unwrap(),
+            200
+        );
+    }
+    let types = outbox_types(&app.sql().await).await;
+    assert_eq!(
+        types.iter().filter(|t| *t == "payment.refunded").count(),
+        1,
+        "{types:?}"
+    );
+    assert_eq!(app.count("SELECT refunded_minor FROM payments").await, 9900);
+}
+
+#[tokio::test]
+async fn a_refund_made_in_the_providers_dashboard_is_recorded_and_applied() {
+    let (app, fake) = with_fake_yookassa(|_| {}).await;
+    let (user, id, pid) = paid(&app, &fake).await;
+    // The operator refunds in YooKassa's dashboard: the provider's API, not ours.
+    let resp = reqwest::Client::new()
+        .post(format!("{}/refunds", fake_api(&app).await))
+        .basic_auth("test-shop", Some("test_secret"))
+        .header("idempotence-key", "dashboard-1")
+        .json(&json!({"payment_id": pid, "amount": {"value": "299.00", "currency": "RUB"}}))
+        .send()
+        .await
+        .unwrap();
+    let object: Value = resp.json().await.unwrap();
+    assert_eq!(
+        fake.notify_raw("refund.succeeded", object).await.unwrap(),
+        200
+    );
+    assert_eq!(
+        app.count("SELECT count(*) FROM refunds WHERE initiated_by = 'provider'")
+            .await,
+        1
+    );
+    let (_, payment) = app
+        .get(&format!("/api/v1/payments/{id}"), Some(&app.token(user)))
+        .await;
+    assert_eq!(payment["status"], "refunded");
+    let (_, sub) = app
+        .get("/api/v1/subscriptions/profile", Some(&app.token(user)))
+        .await;
+    assert_eq!(sub["status"], "canceled");
+}
+
+async fn fake_api(app: &TestApp) -> String {
+    app.app().config.yookassa.api_url.clone().unwrap()
+}
+
+#[tokio::test]
+async fn refunds_of_unpaid_or_unknown_payments_are_refused() {
+    let (app, _fake) = with_fake_yookassa(|_| {}).await;
+    let (_, body) = app.buy(Uuid::new_v4(), MONTH_TARIFF, false, None).await;
+    let pending = body["payment_id"].as_str().unwrap();
+    let (status, body) = refund(&app, pending, json!({"reason": "x"}), None).await;
+    assert_eq!(
+        (status, body["code"].as_str()),
+        (409, Some("payment_not_refundable"))
+    );
+    let (status, _) = refund(
+        &app,
+        &Uuid::new_v4().to_string(),
+        json!({"reason": "x"}),
+        None,
+    )
+    .await;
+    assert_eq!(status, 404);
+    let (status, _) = refund(&app, "nope", json!({"reason": "x"}), None).await;
+    assert_eq!(status, 400);
+    let (status, _) = refund(&app, pending, json!({"reason": ""}), None).await;
+    assert_eq!(status, 400);
+    let (status, _) = refund(
+        &app,
+        pending,
+        json!({"reason": "x", "amount": {"value": "-1", "currency": "RUB"}}),
+        None,
+    )
+    .await;
+    assert_eq!(status, 400);
+    assert_eq!(app.count("SELECT count(*) FROM refunds").await, 0);
+}
+
+#[tokio::test]
+async fn admin_routes_need_a_superuser() {
+    let app = TestApp::start().await;
+    let viewer = app.token(Uuid::new_v4());
+    let id = Uuid::new_v4();
+    let routes = [
+        ("GET", "/api/v1/admin/tariffs".to_owned()),
+        ("POST", "/api/v1/admin/tariffs".to_owned()),
+        ("PATCH", format!("/api/v1/admin/tariffs/{id}")),
+        ("POST", format!("/api/v1/admin/payments/{id}/refund")),
+        ("GET", format!("/api/v1/admin/users/{id}")),
+        ("GET", "/api/v1/admin/webhooks".to_owned()),
+        ("POST", format!("/api/v1/admin/webhooks/{id}/replay")),
+    ];
+    for (method, path) in routes {
+        let send = |token: Option<&str>| {
+            let mut req = app
+                .http
+                .request(method.parse().unwrap(), format!("{}{path}", app.url))
+                .json(&json!({}));
+            if let Some(t) = token {
+                req = req.header("authorization", t.to_owned());
+            }
+            req.send()
+        };
+        assert_eq!(send(None).await.unwrap().status(), 401, "{method} {path}");
+        assert_eq!(
+            send(Some(&viewer)).await.unwrap().status(),
+            403,
+            "{method} {path}"
+        );
+    }
+}
+
+#[tokio::test]
+async fn tariff_changes_show_in_the_public_catalogue() {
+    let app = TestApp::start().await;
+    let admin = app.admin_token();
+    let (status, created) = app
+        .post(
+            "/api/v1/admin/tariffs",
+            Some(&admin),
+            json!({"alias": "week", "name": "Weekly", "price": {"value": "99.00", "currency": "RUB"},
+                   "period": {"count": 7, "unit": "day"}}),
+        )
+        .await;
+    assert_eq!(status, 201, "{created}");
+    let (_, list) = app.get("/api/v1/tariffs", None).await;
+    assert_eq!(list[0]["alias"], "week", "cheapest first");
+
+    let (status, _) = app
+        .post(
+            "/api/v1/admin/tariffs",
+            Some(&admin),
+            json!({"alias": "week", "name": "Again",
+            "price": {"value": "1.00", "currency": "RUB"}, "period": {"count": 1, "unit": "day"}}),
+        )
+        .await;
+    assert_eq!(status, 409, "aliases are unique");
+
+    let id = created["id"].as_str().unwrap();
+    let patch = |body: Value| {
+        app.http
+            .patch(format!("{}/api/v1/admin/tariffs/{id}", app.url))
+            .header("authorization", &admin)
+            .json(&body)
+            .send()
+    };
+    let (status, body) = read(
+        patch(json!({"price": {"value": "1.00", "currency": "RUB"}}))
+            .await
+            .unwrap(),
+    )
+    .await;
+    assert_eq!(
+        (status, body["code"].as_str()),
+        (409, Some("tariff_immutable"))
+    );
+    let (status, _) = read(
+        patch(json!({"name": "Week pass", "archived": true}))
+            .await
+            .unwrap(),
+    )
+    .await;
+    assert_eq!(status, 200);
+    let (_, list) = app.get("/api/v1/tariffs", None).await;
+    assert!(
+        list.as_array()
+            .unwrap()
+            .iter()
+            .all(|t| t["alias"] != "week"),
+        "archived is not sold"
+    );
+    let (status, _) = app.buy(Uuid::new_v4(), id, false, None).await;
+    assert_eq!(status, 404, "an archived tariff cannot be bought");
+
+    for bad in [
+        json!({"alias": "Bad Alias", "name": "x", "price": {"value": "1.00", "currency": "RUB"}, "period": {"count": 1, "unit": "day"}}),
+        json!({"alias": "ok", "name": "x", "price": {"value": "0", "currency": "RUB"}, "period": {"count": 1, "unit": "day"}}),
+        json!({"alias": "ok", "name": "x", "price": {"value": "1.00", "currency": "XXX"}, "period": {"count": 1, "unit": "day"}}),
+        json!({"alias": "ok", "name": "x", "price": {"value": "1.00", "currency": "RUB"}, "period": {"count": 0, "unit": "day"}}),
+        json!({"alias": "ok", "name": "x", "price": {"value": "1.00", "currency": "RUB"}, "period": {"count": 1, "unit": "week"}}),
+    ] {
+        let (status, body) = app
+            .post("/api/v1/admin/tariffs", Some(&admin), bad.clone())
+            .await;
+        assert_eq!(status, 400, "{bad}: {body}");
+    }
+}
+
+#[tokio::test]
+async fn support_sees_one_viewers_account() {
+    let (app, fake) = with_fake_yookassa(|_| {}).await;
+    let (user, id, _) = paid(&app, &fake).await;
+    refund(
+        &app,
+        &id,
+        json!({"amount": {"value": "1.00", "currency": "RUB"}, "reason": "sorry"}),
+        None,
+    )
+    .await;
+    let (status, body) = app
+        .get(
+            &format!("/api/v1/admin/users/{user}"),
+            Some(&app.admin_token()),
+        )
+        .await;
+    assert_eq!(status, 200, "{body}");
+    assert_eq!(body["subscription"]["status"], "active");
+    assert_eq!(body["payments"].as_array().unwrap().len(), 1);
+    assert_eq!(body["refunds"][0]["reason"], "sorry");
+    assert_eq!(body["payment_methods"][0]["title"], "Bank card *4444");
+    assert!(
+        body["payment_methods"][0]
+            .get("provider_method_id")
+            .is_none(),
+        "the card token is not shown"
+    );
+}
+
+#[tokio::test]
+async fn the_inbox_is_listed_redacted_and_replay_is_idempotent() {
+    let (app, fake) = with_fake_yookassa(|_| {}).await;
+    let (user, _, pid) = paid(&app, &fake).await;
+    let admin = app.admin_token();
+    let (status, list) = app
+        .get(
+            "/api/v1/admin/webhooks?status=processed&provider=yookassa",
+            Some(&admin),
+        )
+        .await;
+    assert_eq!(status, 200, "{list}");
+    let rows = list.as_array().unwrap();
+    assert_eq!(rows.len(), 1);
+    assert_eq!(rows[0]["object_id"], pid);
+    assert_eq!(rows[0]["body"]["object"]["description"], "[redacted]");
+    assert_eq!(rows[0]["body"]["object"]["amount"]["value"], "299.00");
+
+    let (status, _) = app
+        .get("/api/v1/admin/webhooks?status=lost", Some(&admin))
+        .await;
+    assert_eq!(status, 400);
+    let (_, none) = app
+        .get(
+            "/api/v1/admin/webhooks?provider=cloudpayments",
+            Some(&admin),
+        )
+        .await;
+    assert_eq!(none, json!([]));
+
+    let inbox_id = rows[0]["id"].as_str().unwrap();
+    for _ in 0..2 {
+        let (status, row) = app
+            .post(
+                &format!("/api/v1/admin/webhooks/{inbox_id}/replay"),
+                Some(&admin),
+                json!({}),
+            )
+            .await;
+        assert_eq!(status, 200, "{row}");
+        assert_eq!(row["status"], "processed");
+    }
+    assert_eq!(
+        outbox_types(&app.sql().await).await,
+        ["payment.succeeded", "subscription.activated"]
+    );
+    let (_, sub) = app
+        .get("/api/v1/subscriptions/profile", Some(&app.token(user)))
+        .await;
+    assert_eq!(sub["status"], "active");
+    let (status, _) = app
+        .post(
+            &format!("/api/v1/admin/webhooks/{}/replay", Uuid::new_v4()),
+            Some(&admin),
+            json!({}),
+        )
+        .await;
+    assert_eq!(status, 404);
+}
