@@ -74,23 +74,21 @@ pub async fn run_once(app: &App) -> Result<usize, String> {
 /// provider answered (as opposed to being unreachable).
 async fn check(app: &App, payment: &Payment) -> Result<bool, String> {
     match &payment.provider_payment_id {
-        Some(pid) => {
-            match webhooks::reconcile_payment(app, payment.pay_system, pid, None).await {
-                Ok(outcome) => {
-                    tracing::debug!(payment_id = %payment.id, ?outcome, "reconciled");
-                    Ok(true)
-                }
-                Err(ProcessError::Transient(e)) => Err(e),
-                Err(ProcessError::Permanent(e)) => {
-                    settle::alert(
-                        "reconcile_failed",
-                        &format!("cannot reconcile: {e}"),
-                        payment.id,
-                    );
-                    Ok(false)
-                }
+        Some(pid) => match webhooks::reconcile_payment(app, payment.pay_system, pid, None).await {
+            Ok(outcome) => {
+                tracing::debug!(payment_id = %payment.id, ?outcome, "reconciled");
+                Ok(true)
             }
-        }
+            Err(ProcessError::Transient(e)) => Err(e),
+            Err(ProcessError::Permanent(e)) => {
+                settle::alert(
+                    "reconcile_failed",
+                    &format!("cannot reconcile: {e}"),
+                    payment.id,
+                );
+                Ok(false)
+            }
+        },
         None => {
             let db_now: DateTime<Utc> = {
                 let db = app.db.get().await.map_err(|e| e.to_string())?;
