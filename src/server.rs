@@ -124,6 +124,27 @@ pub async fn start(mut config: Config, opts: ServeOptions) -> Result<Running, St
         )));
         tasks.push(tokio::spawn(crate::events::relay::run(app.clone())));
         tasks.push(tokio::spawn(crate::events::retention::run(app.clone())));
+        tasks.push(tokio::spawn(jobs::run_loop(
+            app.clone(),
+            "reconciler",
+            jobs::reconciler::BATCH,
+            Duration::from_secs(5),
+            |app| async move { jobs::reconciler::run_once(&app).await },
+        )));
+        tasks.push(tokio::spawn(jobs::run_loop(
+            app.clone(),
+            "renewer",
+            jobs::renewer::BATCH,
+            Duration::from_secs(10),
+            |app| async move { jobs::renewer::run_once(&app).await },
+        )));
+        tasks.push(tokio::spawn(jobs::run_loop(
+            app.clone(),
+            "expirer",
+            jobs::expirer::BATCH,
+            Duration::from_secs(30),
+            |app| async move { jobs::expirer::run_once(&app).await },
+        )));
     }
 
     Ok(Running { app, addr, tasks })

@@ -2,7 +2,11 @@
 //! (tests call it directly) and is driven by `run_loop`, which sleeps less when a
 //! batch was full and stops on the app's cancellation token.
 
+pub mod create;
+pub mod expirer;
 pub mod inbox_retry;
+pub mod reconciler;
+pub mod renewer;
 
 use std::future::Future;
 use std::time::{Duration, Instant};
