@@ -122,6 +122,13 @@ pub async fn start(mut config: Config, opts: ServeOptions) -> Result<Running, St
             Duration::from_secs(30),
             |app| async move { crate::service::refunds::resubmit_pending(&app).await },
         )));
+        tasks.push(tokio::spawn(jobs::run_loop(
+            app.clone(),
+            "housekeeping",
+            jobs::housekeeping::BATCH,
+            Duration::from_secs(600),
+            |app| async move { jobs::housekeeping::run_once(&app).await },
+        )));
         tasks.push(tokio::spawn(crate::events::relay::run(app.clone())));
         tasks.push(tokio::spawn(crate::events::retention::run(app.clone())));
         tasks.push(tokio::spawn(jobs::run_loop(

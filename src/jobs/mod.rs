@@ -4,6 +4,7 @@
 
 pub mod create;
 pub mod expirer;
+pub mod housekeeping;
 pub mod inbox_retry;
 pub mod reconciler;
 pub mod renewer;
