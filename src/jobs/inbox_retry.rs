@@ -10,20 +10,14 @@ use crate::service::webhooks;
 pub const BATCH: usize = 50;
 
 pub async fn run_once(app: &App) -> Result<usize, String> {
-    let ids: Vec<Uuid> = {
-        let db = app.db.get().await.map_err(|e| e.to_string())?;
-        db.query(
-            "UPDATE webhook_inbox SET next_attempt_at = now() + interval '60 seconds' WHERE id IN ( \
+    let ids: Vec<Uuid> = crate::jobs::claim(
+        app,
+        "UPDATE webhook_inbox SET next_attempt_at = now() + interval '60 seconds' WHERE id IN ( \
                SELECT id FROM webhook_inbox WHERE status = 'received' AND next_attempt_at <= now() \
                ORDER BY next_attempt_at LIMIT $1 FOR UPDATE SKIP LOCKED) RETURNING id",
-            &[&(BATCH as i64)],
-        )
-        .await
-        .map_err(|e| e.to_string())?
-        .iter()
-        .map(|r| r.get(0))
-        .collect()
-    };
+        &[&(BATCH as i64)],
+    )
+    .await?;
     for id in &ids {
         if let Err(e) = webhooks::process_and_record(app, *id).await {
             tracing::warn!(inbox_id = %id, error = %e, "inbox retry could not record its outcome");

@@ -12,6 +12,9 @@ pub mod renewer;
 use std::future::Future;
 use std::time::{Duration, Instant};
 
+use tokio_postgres::types::ToSql;
+use uuid::Uuid;
+
 use crate::app::App;
 
 /// Runs `step` until shutdown: immediately again after a full batch, after `idle` otherwise.
@@ -46,4 +49,18 @@ where
             _ = tokio::time::sleep(wait) => {}
         }
     }
+}
+
+/// Runs a claiming statement (`UPDATE … SET <lease> WHERE id IN (SELECT … FOR UPDATE
+/// SKIP LOCKED) RETURNING id`) in its own short transaction and answers the ids. The
+/// caller then works on each id with no lock held, so a provider call never sits
+/// inside a transaction; the lease keeps other replicas off the row meanwhile.
+pub async fn claim(
+    app: &App,
+    sql: &str,
+    params: &[&(dyn ToSql + Sync)],
+) -> Result<Vec<Uuid>, String> {
+    let db = app.db.get().await.map_err(|e| e.to_string())?;
+    let rows = db.query(sql, params).await.map_err(|e| e.to_string())?;
+    Ok(rows.iter().map(|r| r.get(0)).collect())
 }

@@ -36,22 +36,16 @@ pub fn renewal_key(subscription_id: Uuid, period_start: DateTime<Utc>, attempt: 
 }
 
 pub async fn run_once(app: &App) -> Result<usize, String> {
-    let ids: Vec<Uuid> = {
-        let db = app.db.get().await.map_err(|e| e.to_string())?;
-        db.query(
+    let ids: Vec<Uuid> = crate::jobs::claim(
+        app,
             "UPDATE subscriptions SET next_charge_at = now() + make_interval(secs => $2) WHERE id IN ( \
                SELECT s.id FROM subscriptions s JOIN payment_methods m ON m.id = s.payment_method_id \
                WHERE s.status IN ('active', 'past_due') AND s.auto_renew AND m.usable \
                  AND s.next_charge_at <= now() \
                ORDER BY s.next_charge_at LIMIT $1 FOR UPDATE OF s SKIP LOCKED) RETURNING id",
             &[&(BATCH as i64), &LEASE_SECS],
-        )
-        .await
-        .map_err(|e| e.to_string())?
-        .iter()
-        .map(|r| r.get(0))
-        .collect()
-    };
+    )
+    .await?;
     for id in &ids {
         if let Err(e) = renew_one(app, *id).await {
             // The lease runs out and the next run (or replica) resumes with the same key.

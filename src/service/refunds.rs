@@ -418,20 +418,14 @@ pub async fn admin_refund(
 
 /// Re-sends refunds whose provider call never completed (same key each time).
 pub async fn resubmit_pending(app: &App) -> Result<usize, String> {
-    let ids: Vec<Uuid> = {
-        let db = app.db.get().await.map_err(|e| e.to_string())?;
-        db.query(
+    let ids: Vec<Uuid> = crate::jobs::claim(
+        app,
             "UPDATE refunds SET updated_at = now() WHERE id IN (SELECT id FROM refunds WHERE status = 'pending' \
              AND provider_refund_id IS NULL AND updated_at < now() - interval '1 minute' \
              ORDER BY updated_at LIMIT 20 FOR UPDATE SKIP LOCKED) RETURNING id",
             &[],
-        )
-        .await
-        .map_err(|e| e.to_string())?
-        .iter()
-        .map(|r| r.get(0))
-        .collect()
-    };
+    )
+    .await?;
     for id in &ids {
         if let Err(e) = submit(app, *id).await {
             tracing::warn!(refund_id = %id, error = %e, "refund still not submitted");
