@@ -122,8 +122,9 @@ pub async fn buy(
     let db = app.db.get().await?;
     let answer = match result {
         Ok(pp) => {
+            // An empty id (a CloudPayments order) leaves the column NULL for settle to fill.
             db.execute(
-                "UPDATE payments SET provider_payment_id = COALESCE(provider_payment_id, $2), \
+                "UPDATE payments SET provider_payment_id = COALESCE(provider_payment_id, NULLIF($2, '')), \
                  confirmation_url = $3, updated_at = now() WHERE id = $1",
                 &[&payment.id, &pp.id, &pp.confirmation_url],
             )
