@@ -19,7 +19,7 @@ use warp::{Filter, Reply};
 
 use crate::app::App;
 use error::respond;
-use handlers::{account, catalog, health, payments};
+use handlers::{account, catalog, cloudpayments, health, payments};
 
 fn with_app(app: App) -> impl Filter<Extract = (App,), Error = Infallible> + Clone {
     warp::any().map(move || app.clone())
@@ -100,6 +100,16 @@ pub fn api(app: App) -> BoxedFilter<(Response,)> {
             respond(payments::yookassa(app, peer, headers, raw).await)
         });
 
+    let webhook_cloudpayments = warp::path!("webhooks" / "cloudpayments" / String)
+        .and(warp::post())
+        .and(with_app(app.clone()))
+        .and(warp::addr::remote())
+        .and(warp::header::headers_cloned())
+        .and(body::limited())
+        .then(|kind, app, peer, headers, raw| async move {
+            respond(cloudpayments::notification(app, kind, peer, headers, raw).await)
+        });
+
     let healthz = warp::path!("healthz")
         .and(warp::get())
         .then(health::healthz);
@@ -120,6 +130,8 @@ pub fn api(app: App) -> BoxedFilter<(Response,)> {
         .or(buy)
         .unify()
         .or(webhook_yookassa)
+        .unify()
+        .or(webhook_cloudpayments)
         .unify()
         .or(pay_systems)
         .unify()

@@ -1,5 +1,6 @@
 pub mod account;
 pub mod catalog;
+pub mod cloudpayments;
 pub mod health;
 pub mod payments;
 pub mod views;
