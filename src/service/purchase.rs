@@ -78,7 +78,7 @@ enum Start {
     /// A stored answer for this key: return it as it was.
     Replay(StatusCode, Value),
     /// A payment to create (new) or to resume (a crashed request with the same key).
-    Create(Payment),
+    Create(Box<Payment>),
 }
 
 pub async fn buy(
@@ -102,7 +102,7 @@ pub async fn buy(
     let start = begin(app, user_id, system, &req, return_url, key.as_ref(), &hash).await?;
     let payment = match start {
         Start::Replay(status, body) => return Ok((status, body)),
-        Start::Create(p) => p,
+        Start::Create(p) => *p,
     };
 
     let create = CreatePayment {
@@ -262,7 +262,7 @@ async fn begin(
                         .await?
                         .ok_or_else(|| ApiError::internal(&"lost payment"))?;
                     tx.commit().await?;
-                    return Ok(Start::Create(payment));
+                    return Ok(Start::Create(Box::new(payment)));
                 }
             }
         }
@@ -329,5 +329,5 @@ async fn begin(
         .await?;
     }
     tx.commit().await?;
-    Ok(Start::Create(Payment::from_row(&row)?))
+    Ok(Start::Create(Box::new(Payment::from_row(&row)?)))
 }
