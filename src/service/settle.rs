@@ -250,7 +250,8 @@ async fn flag_for_review(
             &[&payment.id, &reason],
         )
         .await?;
-        metrics::counter!("payments_needs_review_total", "provider" => payment.pay_system.as_str()).increment(1);
+        metrics::counter!("payments_needs_review_total", "provider" => payment.pay_system.as_str())
+            .increment(1);
         alert(
             "needs_review",
             &format!("payment needs review: {reason}"),

@@ -420,7 +420,10 @@ pub async fn answer_check(
     finish(
         app,
         inbox_id,
-        Ok(Processed::Done(format!("check answered code {}", code.code()))),
+        Ok(Processed::Done(format!(
+            "check answered code {}",
+            code.code()
+        ))),
     )
     .await?;
     Ok(code)
@@ -453,7 +456,7 @@ async fn cloudpayments_payment(app: &App, n: &Notification) -> Result<Processed,
     let system = PaySystem::CloudPayments;
     let transaction = n.transaction_id();
     let paid = matches!(n.kind, Kind::Pay | Kind::Confirm);
-    let payment_id = {
+    let payment = {
         let db = app.db.get().await?;
         let by_transaction = match &transaction {
             Some(t) => db
@@ -466,7 +469,9 @@ async fn cloudpayments_payment(app: &App, n: &Notification) -> Result<Processed,
             None => None,
         };
         match (by_transaction, n.our_id()) {
-            (Some(id), _) => id,
+            (Some(id), _) => payments::get(&db, id)
+                .await?
+                .ok_or_else(|| ProcessError::Transient(format!("payment {id} vanished")))?,
             (None, Some(our)) => match payments::get(&db, our).await? {
                 Some(p) if p.pay_system == system => {
                     if paid && p.status.is_paid() && p.provider_payment_id != transaction {
@@ -481,7 +486,7 @@ async fn cloudpayments_payment(app: &App, n: &Notification) -> Result<Processed,
                             p.id,
                         );
                     }
-                    p.id
+                    p
                 }
                 Some(_) => {
                     return Ok(Processed::Ignored(
@@ -502,7 +507,8 @@ async fn cloudpayments_payment(app: &App, n: &Notification) -> Result<Processed,
             }
         }
     };
-    let pp = match n.payment() {
+    let payment_id = payment.id;
+    let pp = match n.payment(payment.amount.currency()) {
         Ok(pp) => pp,
         Err(e) => {
             // Signed, names our payment, but unreadable (e.g. a currency we do not sell in).

@@ -30,9 +30,9 @@ pub async fn notification(
     headers: HeaderMap,
     raw: Bytes,
 ) -> Result<Response, ApiError> {
-    let kind: Kind = kind.parse().map_err(|e: String| {
-        ApiError::not_found("unknown_notification_kind", e)
-    })?;
+    let kind: Kind = kind
+        .parse()
+        .map_err(|e: String| ApiError::not_found("unknown_notification_kind", e))?;
     let Some(cp) = app.config.cloudpayments.as_ref() else {
         return Err(ApiError::not_found(
             "pay_system_not_found",
@@ -46,7 +46,11 @@ pub async fn notification(
     ) {
         metrics::counter!("webhooks_rejected_total", "provider" => "cloudpayments", "reason" => why.reason())
             .increment(1);
-        tracing::warn!(kind = kind.as_str(), reason = why.reason(), "CloudPayments notification rejected");
+        tracing::warn!(
+            kind = kind.as_str(),
+            reason = why.reason(),
+            "CloudPayments notification rejected"
+        );
         return Err(ApiError::unauthorized(
             "Content-HMAC is missing or does not match the body",
         ));

@@ -127,9 +127,9 @@ impl CloudPayments {
                                 model: v["Model"].clone(),
                             })
                         }
-                        s if s.is_server_error() || s == StatusCode::TOO_MANY_REQUESTS => Err(
-                            ProviderError::Unavailable(format!("{method}: HTTP {s}")),
-                        ),
+                        s if s.is_server_error() || s == StatusCode::TOO_MANY_REQUESTS => {
+                            Err(ProviderError::Unavailable(format!("{method}: HTTP {s}")))
+                        }
                         s => Err(ProviderError::Rejected {
                             code: if s == StatusCode::UNAUTHORIZED {
                                 "invalid_credentials".into()
@@ -153,7 +153,10 @@ impl CloudPayments {
     }
 
     /// A charge's answer: a transaction (completed or declined), or a refusal.
-    fn charge_result(req: &CreatePayment, answer: Answer) -> Result<ProviderPayment, ProviderError> {
+    fn charge_result(
+        req: &CreatePayment,
+        answer: Answer,
+    ) -> Result<ProviderPayment, ProviderError> {
         let Some(model) = answer
             .model_fields()
             .filter(|m| m.contains_key("TransactionId") || m.contains_key("ReasonCode"))
@@ -180,7 +183,8 @@ impl CloudPayments {
         } else {
             PaymentStatus::Canceled
         };
-        if wire::text(&fields, "TransactionId").is_none() && default_status == PaymentStatus::Canceled
+        if wire::text(&fields, "TransactionId").is_none()
+            && default_status == PaymentStatus::Canceled
         {
             // A decline without a transaction: keep the idempotence key as its id.
             fields.insert(
@@ -211,11 +215,7 @@ impl Provider for CloudPayments {
             let mut body = json!({"Token": token});
             common(&mut body);
             let answer = self
-                .call(
-                    "payments/tokens/charge",
-                    Some(&req.idempotence_key),
-                    &body,
-                )
+                .call("payments/tokens/charge", Some(&req.idempotence_key), &body)
                 .await?;
             return Self::charge_result(req, answer);
         }
@@ -348,7 +348,10 @@ mod tests {
             amount_json(Money::new(29_900, Currency::Rub)).to_string(),
             "299.0"
         );
-        assert_eq!(amount_json(Money::new(29, Currency::Rub)).to_string(), "0.29");
+        assert_eq!(
+            amount_json(Money::new(29, Currency::Rub)).to_string(),
+            "0.29"
+        );
         assert_eq!(
             amount_json(Money::new(123_456, Currency::Rub)).to_string(),
             "1234.56"

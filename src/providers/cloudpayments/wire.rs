@@ -90,7 +90,9 @@ pub fn money(fields: &Map<String, Value>) -> Result<Money, ProviderError> {
 /// `TestMode` arrives as a JSON bool, `1`/`0`, or form text (`1`, `True`).
 pub fn test_mode(fields: &Map<String, Value>) -> bool {
     matches!(
-        text(fields, "TestMode").map(|t| t.to_ascii_lowercase()).as_deref(),
+        text(fields, "TestMode")
+            .map(|t| t.to_ascii_lowercase())
+            .as_deref(),
         Some("1" | "true")
     )
 }
@@ -102,10 +104,14 @@ fn time(fields: &Map<String, Value>, name: &str) -> Option<DateTime<Utc>> {
     if let Ok(with_offset) = DateTime::parse_from_rfc3339(&t) {
         return Some(with_offset.with_timezone(&Utc));
     }
-    ["%Y-%m-%d %H:%M:%S", "%Y-%m-%dT%H:%M:%S", "%Y-%m-%dT%H:%M:%S%.f"]
-        .iter()
-        .find_map(|f| NaiveDateTime::parse_from_str(&t, f).ok())
-        .map(|n| n.and_utc())
+    [
+        "%Y-%m-%d %H:%M:%S",
+        "%Y-%m-%dT%H:%M:%S",
+        "%Y-%m-%dT%H:%M:%S%.f",
+    ]
+    .iter()
+    .find_map(|f| NaiveDateTime::parse_from_str(&t, f).ok())
+    .map(|n| n.and_utc())
 }
 
 /// A transaction `Status` → ours. `Refunded` is a payment that succeeded and was
@@ -321,8 +327,14 @@ impl Notification {
     /// only from a non-empty one, so a declined attempt's TransactionId never becomes
     /// the payment's — the viewer may pay on the same order page again, and the
     /// successful transaction is the one refunds must name.
-    pub fn payment(&self) -> Result<ProviderPayment, ProviderError> {
+    ///
+    /// `cancel` notifications carry no `Currency`: `currency` (the payment row's) is
+    /// used then, and only then.
+    pub fn payment(&self, currency: Currency) -> Result<ProviderPayment, ProviderError> {
         let mut fields = self.fields.clone();
+        if self.kind == Kind::Cancel && self.text("Currency").is_none() {
+            fields.insert("Currency".into(), Value::String(currency.code().into()));
+        }
         let (status, keep_id) = match self.kind {
             Kind::Pay => (
                 match self.text("Status") {
@@ -438,13 +450,17 @@ mod tests {
         assert_eq!(status("Authorized"), Some(PaymentStatus::WaitingForCapture));
         assert_eq!(status("Declined"), Some(PaymentStatus::Canceled));
         assert_eq!(status("Cancelled"), Some(PaymentStatus::Canceled));
-        assert_eq!(status("AwaitingAuthentication"), Some(PaymentStatus::Pending));
+        assert_eq!(
+            status("AwaitingAuthentication"),
+            Some(PaymentStatus::Pending)
+        );
         assert_eq!(status("Whatever"), None);
     }
 
     #[test]
     fn form_and_json_notifications_read_the_same() {
-        let form = b"TransactionId=77&Amount=299.00&Currency=RUB&InvoiceId=x&TestMode=1&AccountId=a";
+        let form =
+            b"TransactionId=77&Amount=299.00&Currency=RUB&InvoiceId=x&TestMode=1&AccountId=a";
         let n = Notification::parse(
             Kind::Pay,
             form,
@@ -461,7 +477,7 @@ mod tests {
             assert_eq!(n.transaction_id().as_deref(), Some("77"));
             assert_eq!(n.amount().unwrap().minor(), 29_900);
             assert!(n.test_mode());
-            let p = n.payment().unwrap();
+            let p = n.payment(Currency::Rub).unwrap();
             assert_eq!((p.id.as_str(), p.status), ("77", PaymentStatus::Succeeded));
         }
     }
@@ -474,10 +490,30 @@ mod tests {
             Some("application/json"),
         )
         .unwrap();
-        let p = n.payment().unwrap();
+        let p = n.payment(Currency::Rub).unwrap();
         assert_eq!(p.status, PaymentStatus::Canceled);
         assert_eq!(p.id, "");
         assert_eq!(p.cancellation.unwrap().reason, "card_expired");
+    }
+
+    #[test]
+    fn a_cancel_without_currency_takes_the_payments() {
+        let n = Notification::parse(
+            Kind::Cancel,
+            br#"{"TransactionId":79,"Amount":299.00,"InvoiceId":"x"}"#,
+            None,
+        )
+        .unwrap();
+        let p = n.payment(Currency::Rub).unwrap();
+        assert_eq!(p.status, PaymentStatus::Canceled);
+        assert_eq!(p.amount.minor(), 29_900);
+        assert_eq!(p.cancellation.unwrap().reason, "canceled_by_merchant");
+        let pay = Notification::parse(Kind::Pay, br#"{"TransactionId":80,"Amount":299.00}"#, None)
+            .unwrap();
+        assert!(
+            pay.payment(Currency::Rub).is_err(),
+            "pay must name its currency"
+        );
     }
 
     #[test]

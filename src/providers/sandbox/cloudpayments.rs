@@ -203,7 +203,11 @@ impl CloudPaymentsSandbox {
     }
 
     /// Signs and sends a notification; answers (HTTP status, `code` of the answer).
-    pub async fn notify(&self, kind: &str, fields: &Map<String, Value>) -> Result<(u16, i64), String> {
+    pub async fn notify(
+        &self,
+        kind: &str,
+        fields: &Map<String, Value>,
+    ) -> Result<(u16, i64), String> {
         let base = self
             .webhook_base
             .lock()
@@ -224,7 +228,9 @@ impl CloudPaymentsSandbox {
                 })
                 .collect();
             (
-                serde_urlencoded::to_string(pairs).expect("form").into_bytes(),
+                serde_urlencoded::to_string(pairs)
+                    .expect("form")
+                    .into_bytes(),
                 "application/x-www-form-urlencoded",
             )
         } else {
@@ -237,7 +243,10 @@ impl CloudPaymentsSandbox {
             .http
             .post(format!("{base}/{kind}"))
             .header("content-type", content_type)
-            .header("Content-HMAC", sign_content_hmac(self.secret.as_bytes(), &body))
+            .header(
+                "Content-HMAC",
+                sign_content_hmac(self.secret.as_bytes(), &body),
+            )
             .body(body)
             .send()
             .await
@@ -313,7 +322,11 @@ impl CloudPaymentsSandbox {
     }
 
     /// A refund made in the merchant dashboard: recorded here and notified (signed).
-    pub async fn refund_in_dashboard(&self, transaction_id: i64, amount: Value) -> Result<(u16, i64), String> {
+    pub async fn refund_in_dashboard(
+        &self,
+        transaction_id: i64,
+        amount: Value,
+    ) -> Result<(u16, i64), String> {
         let (refund, payment) = {
             let mut st = self.st();
             let payment = st
@@ -334,10 +347,8 @@ impl CloudPaymentsSandbox {
             (refund, payment)
         };
         let _ = payment;
-        let body = self.notification_body(
-            &refund,
-            &[("PaymentTransactionId", json!(transaction_id))],
-        );
+        let body =
+            self.notification_body(&refund, &[("PaymentTransactionId", json!(transaction_id))]);
         self.notify("refund", &body).await
     }
 
@@ -382,7 +393,10 @@ impl CloudPaymentsSandbox {
             );
         }
         let Ok(Value::Object(req)) = serde_json::from_slice::<Value>(body) else {
-            return (StatusCode::OK, refused("body is not a JSON object", Value::Null));
+            return (
+                StatusCode::OK,
+                refused("body is not a JSON object", Value::Null),
+            );
         };
         let mutating = matches!(
             method,
@@ -472,12 +486,12 @@ impl CloudPaymentsSandbox {
     fn get(&self, req: &Map<String, Value>) -> Value {
         let id = wire::text(req, "TransactionId").unwrap_or_default();
         let st = self.st();
-        match st
-            .transactions
-            .iter()
-            .find(|t| wire::text(t.as_object().expect("object"), "TransactionId").as_deref() == Some(&id))
-        {
-            Some(t) if t["Status"] == "Declined" => refused(t["Reason"].as_str().unwrap_or(""), t.clone()),
+        match st.transactions.iter().find(|t| {
+            wire::text(t.as_object().expect("object"), "TransactionId").as_deref() == Some(&id)
+        }) {
+            Some(t) if t["Status"] == "Declined" => {
+                refused(t["Reason"].as_str().unwrap_or(""), t.clone())
+            }
             Some(t) => ok(t.clone()),
             None => refused("Not found", Value::Null),
         }
@@ -547,7 +561,10 @@ impl CloudPaymentsSandbox {
             .and(warp::body::content_length_limit(64 * 1024))
             .and(warp::body::bytes())
             .and_then(
-                move |tail: warp::path::Tail, auth: Option<String>, rid: Option<String>, body: bytes::Bytes| {
+                move |tail: warp::path::Tail,
+                      auth: Option<String>,
+                      rid: Option<String>,
+                      body: bytes::Bytes| {
                     let me = me.clone();
                     async move {
                         let method = tail.as_str().trim_end_matches('/').to_owned();
@@ -602,30 +619,47 @@ impl CloudPaymentsSandbox {
                 let me = me.clone();
                 async move {
                     match me.order(&id) {
-                        None => return page(StatusCode::NOT_FOUND, "<h1>No such order</h1>".into()),
+                        None => {
+                            return page(StatusCode::NOT_FOUND, "<h1>No such order</h1>".into())
+                        }
                         Some(o) if o["Status"] != "Created" => {
-                            return page(StatusCode::CONFLICT, "<h1>This order is already paid</h1>".into())
+                            return page(
+                                StatusCode::CONFLICT,
+                                "<h1>This order is already paid</h1>".into(),
+                            )
                         }
                         Some(_) => {}
                     }
-                    let decline = match (form.get("action").map(String::as_str), form.get("card").map(String::as_str)) {
+                    let decline = match (
+                        form.get("action").map(String::as_str),
+                        form.get("card").map(String::as_str),
+                    ) {
                         (Some("pay"), Some("0002")) => Some(5051),
                         (Some("pay"), _) => None,
                         _ => Some(5206),
                     };
                     match me.pay_order(&id, decline).await {
-                        Ok(Ok(t)) if t["Status"] == "Completed" => {
-                            page(StatusCode::OK, "<h1>Paid</h1><p>The shop has been notified.</p>".into())
-                        }
+                        Ok(Ok(t)) if t["Status"] == "Completed" => page(
+                            StatusCode::OK,
+                            "<h1>Paid</h1><p>The shop has been notified.</p>".into(),
+                        ),
                         Ok(Ok(t)) => page(
                             StatusCode::OK,
-                            format!("<h1>Declined</h1><p>{}</p>", escape(t["Reason"].as_str().unwrap_or(""))),
+                            format!(
+                                "<h1>Declined</h1><p>{}</p>",
+                                escape(t["Reason"].as_str().unwrap_or(""))
+                            ),
                         ),
                         Ok(Err(code)) => page(
                             StatusCode::OK,
-                            format!("<h1>Refused by the shop</h1><p>check answered code {code}</p>"),
+                            format!(
+                                "<h1>Refused by the shop</h1><p>check answered code {code}</p>"
+                            ),
                         ),
-                        Err(e) => page(StatusCode::BAD_GATEWAY, format!("<h1>Error</h1><p>{}</p>", escape(&e))),
+                        Err(e) => page(
+                            StatusCode::BAD_GATEWAY,
+                            format!("<h1>Error</h1><p>{}</p>", escape(&e)),
+                        ),
                     }
                 }
             });
