@@ -708,3 +708,28 @@ async fn every_fixture_is_accepted_when_signed() {
     }
     assert_eq!(app.count("SELECT count(*) FROM webhook_inbox").await, 7);
 }
+
+#[tokio::test]
+async fn a_failed_call_is_retried_with_the_same_request_id() {
+    let (app, fake) = with_fake_cloudpayments().await;
+    fake.fail_requests(1);
+    let user = Uuid::new_v4();
+    let (status, body) = buy(&app, user, false).await;
+    assert_eq!(status, 201, "{body}");
+    assert_eq!(fake.orders_created(), 1);
+    let key: String = app
+        .sql()
+        .await
+        .query_one(
+            "SELECT provider_idempotence_key FROM payments WHERE id = $1",
+            &[&Uuid::parse_str(body["payment_id"].as_str().unwrap()).unwrap()],
+        )
+        .await
+        .unwrap()
+        .get(0);
+    assert_eq!(
+        fake.requests_with_key(&key),
+        2,
+        "one 500, one retry, same key"
+    );
+}
