@@ -20,6 +20,19 @@ pub async fn run(
     url: &str,
     payment: Option<&str>,
 ) -> Result<bool, String> {
+    // CloudPayments fixtures (fixtures/cloudpayments/{kind}.json) are signed like
+    // CloudPayments signs them; everything else is a YooKassa ops replay.
+    let (cloudpayments, yookassa): (Vec<&PathBuf>, Vec<&PathBuf>) = files
+        .iter()
+        .partition(|f| f.parent().is_some_and(|d| d.ends_with("cloudpayments")));
+    let mut all_ok = true;
+    if !cloudpayments.is_empty() {
+        all_ok &= run_cloudpayments(config, &cloudpayments, url, payment).await?;
+    }
+    if yookassa.is_empty() {
+        return Ok(all_ok);
+    }
+    let files = yookassa;
     let key = config
         .ops_webhook_secret
         .as_deref()
@@ -29,7 +42,6 @@ pub async fn run(
         None => None,
     };
     let http = reqwest::Client::new();
-    let mut all_ok = true;
     for file in files {
         let text = std::fs::read_to_string(file).map_err(|e| format!("{}: {e}", file.display()))?;
         let mut body: Value = serde_json::from_str(&text)
@@ -79,6 +91,86 @@ pub async fn run(
         }
     }
     Ok(all_ok)
+}
+
+/// Sends CloudPayments fixtures to `/webhooks/cloudpayments/{kind}` (the kind is the
+/// file name) with `Content-HMAC` from CLOUDPAYMENTS_API_SECRET; `--payment` (our
+/// payment id) becomes the `InvoiceId`.
+async fn run_cloudpayments(
+    config: &Config,
+    files: &[&PathBuf],
+    url: &str,
+    payment: Option<&str>,
+) -> Result<bool, String> {
+    let secret = config
+        .cloudpayments
+        .as_ref()
+        .map(|c| c.api_secret.expose().to_owned())
+        .ok_or("CLOUDPAYMENTS_API_SECRET is not set: CloudPayments fixtures cannot be signed")?;
+    // The payment's buyer becomes the AccountId, so a replayed pay matches the row.
+    let user = match payment.and_then(|p| Uuid::parse_str(p).ok()) {
+        Some(our) => payment_user(config, our).await,
+        None => None,
+    };
+    let http = reqwest::Client::new();
+    let mut all_ok = true;
+    for file in files {
+        let kind = file
+            .file_stem()
+            .and_then(|s| s.to_str())
+            .unwrap_or_default()
+            .to_owned();
+        let text = std::fs::read_to_string(file).map_err(|e| format!("{}: {e}", file.display()))?;
+        let mut body: Value = serde_json::from_str(&text)
+            .map_err(|e| format!("{}: not JSON: {e}", file.display()))?;
+        if let (Some(p), Some(obj)) = (payment, body.as_object_mut()) {
+            if obj.contains_key("InvoiceId") {
+                obj.insert("InvoiceId".into(), Value::String(p.to_owned()));
+            }
+            if let (Some(u), true) = (user, obj.contains_key("AccountId")) {
+                obj.insert("AccountId".into(), Value::String(u.to_string()));
+            }
+        }
+        let raw = serde_json::to_vec(&body).expect("serializable");
+        let resp = http
+            .post(format!(
+                "{}/webhooks/cloudpayments/{kind}",
+                url.trim_end_matches('/')
+            ))
+            .header("content-type", "application/json")
+            .header(
+                "Content-HMAC",
+                crate::http::webhook_auth::sign_content_hmac(secret.as_bytes(), &raw),
+            )
+            .body(raw)
+            .send()
+            .await;
+        match resp {
+            Ok(r) => {
+                let status = r.status();
+                let text = r.text().await.unwrap_or_default();
+                println!("{} → {} {}", file.display(), status.as_u16(), text);
+                all_ok &= status.is_success();
+            }
+            Err(e) => {
+                println!("{} → error: {e}", file.display());
+                all_ok = false;
+            }
+        }
+    }
+    Ok(all_ok)
+}
+
+async fn payment_user(config: &Config, our: Uuid) -> Option<Uuid> {
+    let (client, conn) = tokio_postgres::connect(&config.database_url, tokio_postgres::NoTls)
+        .await
+        .ok()?;
+    tokio::spawn(conn);
+    client
+        .query_opt("SELECT user_id FROM payments WHERE id = $1", &[&our])
+        .await
+        .ok()?
+        .map(|r| r.get(0))
 }
 
 /// Our payment id → (provider id, our id) through the database; anything else is

@@ -9,6 +9,7 @@ use crate::app::App;
 use crate::config::Config;
 use crate::db;
 use crate::jobs;
+use crate::providers::cloudpayments::CloudPayments;
 use crate::providers::sandbox::Sandbox;
 use crate::providers::yookassa::YooKassa;
 use crate::providers::Providers;
@@ -177,10 +178,18 @@ fn providers(config: &Config, bound: Option<SocketAddr>) -> (Providers, Option<A
         sb
     });
     let yookassa = Arc::new(YooKassa::new(&api_url, &yk.shop_id, yk.secret_key.clone()));
+    // CloudPayments only with its credentials (CLOUDPAYMENTS_*); otherwise not offered.
+    let cloudpayments = config.cloudpayments.as_ref().map(|cp| {
+        Arc::new(CloudPayments::new(
+            &cp.api_url,
+            &cp.public_id,
+            cp.api_secret.clone(),
+        )) as Arc<dyn crate::providers::Provider>
+    });
     (
         Providers {
             yookassa,
-            cloudpayments: None,
+            cloudpayments,
         },
         sandbox,
     )

@@ -19,7 +19,7 @@ use warp::{Filter, Reply};
 
 use crate::app::App;
 use error::respond;
-use handlers::{account, admin, catalog, health, payments};
+use handlers::{account, admin, catalog, cloudpayments, health, payments};
 
 fn with_app(app: App) -> impl Filter<Extract = (App,), Error = Infallible> + Clone {
     warp::any().map(move || app.clone())
@@ -166,6 +166,15 @@ pub fn api(app: App) -> BoxedFilter<(Response,)> {
         .or(admin_replay)
         .unify()
         .boxed();
+    let webhook_cloudpayments = warp::path!("webhooks" / "cloudpayments" / String)
+        .and(warp::post())
+        .and(with_app(app.clone()))
+        .and(warp::addr::remote())
+        .and(warp::header::headers_cloned())
+        .and(body::limited())
+        .then(|kind, app, peer, headers, raw| async move {
+            respond(cloudpayments::notification(app, kind, peer, headers, raw).await)
+        });
 
     let healthz = warp::path!("healthz")
         .and(warp::get())
@@ -189,6 +198,8 @@ pub fn api(app: App) -> BoxedFilter<(Response,)> {
         .or(webhook_yookassa)
         .unify()
         .or(admin)
+        .unify()
+        .or(webhook_cloudpayments)
         .unify()
         .or(pay_systems)
         .unify()

@@ -19,6 +19,7 @@ pub const ROUTES: &[(&str, &str)] = &[
     ("GET", "/api/v1/admin/users/{user_id}"),
     ("GET", "/api/v1/admin/webhooks"),
     ("POST", "/api/v1/admin/webhooks/{id}/replay"),
+    ("POST", "/webhooks/cloudpayments/{kind}"),
     ("GET", "/healthz"),
     ("GET", "/readyz"),
     ("GET", "/metrics"),
@@ -76,6 +77,10 @@ mod tests {
         assert_eq!(
             template("POST", "/api/v1/subscriptions/yookassa/buy"),
             "/api/v1/subscriptions/{pay_system}/buy"
+        );
+        assert_eq!(
+            template("POST", "/webhooks/cloudpayments/pay"),
+            "/webhooks/cloudpayments/{kind}"
         );
         assert_eq!(template("GET", "/etc/passwd"), "unmatched");
         assert_eq!(template("DELETE", "/api/v1/tariffs"), "unmatched");

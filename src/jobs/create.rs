@@ -113,7 +113,7 @@ async fn record_provider_id(
 ) -> Result<(), String> {
     let db = app.db.get().await.map_err(|e| e.to_string())?;
     db.execute(
-        "UPDATE payments SET provider_payment_id = COALESCE(provider_payment_id, $2), \
+        "UPDATE payments SET provider_payment_id = COALESCE(provider_payment_id, NULLIF($2, '')), \
          confirmation_url = COALESCE(confirmation_url, $3), updated_at = now() WHERE id = $1",
         &[&payment_id, &provider_id, &confirmation_url],
     )

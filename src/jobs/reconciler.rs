@@ -89,6 +89,38 @@ async fn check(app: &App, payment: &Payment) -> Result<bool, String> {
                 Ok(false)
             }
         },
+        // An answered create without a payment id: a CloudPayments order whose
+        // viewer has not paid yet. Look for a transaction by our id; re-sending the
+        // create would open a second order once the provider forgets the key.
+        None if payment.confirmation_url.is_some() => {
+            let provider = app
+                .providers
+                .get(payment.pay_system)
+                .cloned()
+                .ok_or_else(|| format!("{} is not configured", payment.pay_system))?;
+            match provider.find_payment(payment.id, payment.created_at).await {
+                // A declined attempt is not final for an order: the viewer may retry on
+                // the same page, so only a success (or capture) is applied from here.
+                Ok(Some(pp))
+                    if !pp.id.is_empty() && pp.status != crate::domain::PaymentStatus::Canceled =>
+                {
+                    settle::apply(app, payment.id, &pp)
+                        .await
+                        .map_err(|e| e.to_string())?;
+                    Ok(true)
+                }
+                Ok(_) => Ok(true),
+                Err(e) if e.is_transient() => Err(e.to_string()),
+                Err(e) => {
+                    settle::alert(
+                        "reconcile_failed",
+                        &format!("cannot look the payment up: {e}"),
+                        payment.id,
+                    );
+                    Ok(false)
+                }
+            }
+        }
         None => {
             let db_now: DateTime<Utc> = {
                 let db = app.db.get().await.map_err(|e| e.to_string())?;

@@ -1,6 +1,7 @@
 //! One trait for every payment provider. The core never sees provider JSON:
 //! adapters translate to and from these types at the edge.
 
+pub mod cloudpayments;
 pub mod sandbox;
 pub mod yookassa;
 
@@ -15,6 +16,8 @@ use crate::domain::{Money, PaySystem, PaymentStatus, RefundStatus};
 /// A payment as the provider sees it now.
 #[derive(Debug, Clone, PartialEq)]
 pub struct ProviderPayment {
+    /// Empty when the provider has no payment yet (a CloudPayments order) or when the
+    /// object must not lend its id to our row (a declined CloudPayments attempt).
     pub id: String,
     /// Only `pending`, `waiting_for_capture`, `succeeded` or `canceled`.
     pub status: PaymentStatus,
@@ -23,7 +26,8 @@ pub struct ProviderPayment {
     pub our_id: Option<Uuid>,
     /// The provider's test flag.
     pub test: bool,
-    /// The shop that receives the money.
+    /// YooKassa: the shop that receives the money. CloudPayments: the payer's
+    /// `AccountId`, which must be our user id.
     pub account_id: Option<String>,
     pub captured_at: Option<DateTime<Utc>>,
     pub created_at: Option<DateTime<Utc>>,

@@ -53,13 +53,11 @@ pub fn check_return_url(app: &App, url: Option<&str>) -> Result<Option<String>, 
     Ok(Some(raw.to_owned()))
 }
 
-// One short-lived value per request: boxing the payment would buy nothing.
-#[allow(clippy::large_enum_variant)]
 enum Start {
     /// A stored answer for this key: return it as it was.
     Replay(StatusCode, Value),
     /// A payment to create (new) or to resume (a crashed request with the same key).
-    Create(Payment),
+    Create(Box<Payment>),
 }
 
 pub async fn buy(
@@ -95,7 +93,7 @@ pub async fn buy(
     .await?;
     let payment = match start {
         Start::Replay(status, body) => return Ok((status, body)),
-        Start::Create(p) => p,
+        Start::Create(p) => *p,
     };
 
     let create = CreatePayment {
@@ -115,8 +113,9 @@ pub async fn buy(
     let db = app.db.get().await?;
     let answer = match result {
         Ok(pp) => {
+            // An empty id (a CloudPayments order) leaves the column NULL for settle to fill.
             db.execute(
-                "UPDATE payments SET provider_payment_id = COALESCE(provider_payment_id, $2), \
+                "UPDATE payments SET provider_payment_id = COALESCE(provider_payment_id, NULLIF($2, '')), \
                  confirmation_url = $3, updated_at = now() WHERE id = $1",
                 &[&payment.id, &pp.id, &pp.confirmation_url],
             )
@@ -192,7 +191,7 @@ async fn begin(
                     .await?
                     .ok_or_else(|| ApiError::internal(&"lost payment"))?;
                 tx.commit().await?;
-                return Ok(Start::Create(payment));
+                return Ok(Start::Create(Box::new(payment)));
             }
         }
     }
@@ -254,5 +253,5 @@ async fn begin(
         idempotency::attach(&tx, s, id).await?;
     }
     tx.commit().await?;
-    Ok(Start::Create(Payment::from_row(&row)?))
+    Ok(Start::Create(Box::new(Payment::from_row(&row)?)))
 }

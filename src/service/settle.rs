@@ -41,10 +41,20 @@ fn review_reason(app: &App, payment: &Payment, pp: &ProviderPayment) -> Option<S
             app.config.mode.as_str()
         ));
     }
-    if payment.pay_system == PaySystem::YooKassa {
-        if let Some(account) = &pp.account_id {
-            if account != &app.config.yookassa.shop_id {
-                return Some(format!("recipient account {account} is not our shop"));
+    match payment.pay_system {
+        PaySystem::YooKassa => {
+            if let Some(account) = &pp.account_id {
+                if account != &app.config.yookassa.shop_id {
+                    return Some(format!("recipient account {account} is not our shop"));
+                }
+            }
+        }
+        // CloudPayments names the payer: the AccountId we sent, our user id.
+        PaySystem::CloudPayments => {
+            if let Some(account) = &pp.account_id {
+                if Uuid::parse_str(account).ok() != Some(payment.user_id) {
+                    return Some(format!("payer account {account:?} is not the buyer"));
+                }
             }
         }
     }
@@ -74,25 +84,14 @@ pub async fn apply(
         .ok_or_else(|| StoreError::Corrupt(format!("payment {payment_id} vanished")))?;
 
     if let Some(reason) = review_reason(app, &payment, pp) {
-        if payment.review_reason.is_none() {
-            tx.execute(
-                "UPDATE payments SET review_reason = $2, updated_at = now() WHERE id = $1",
-                &[&payment.id, &reason],
-            )
-            .await?;
-            metrics::counter!("payments_needs_review_total", "provider" => payment.pay_system.as_str()).increment(1);
-            alert(
-                "needs_review",
-                &format!("payment needs review: {reason}"),
-                payment.id,
-            );
-        }
+        flag_for_review(&tx, &payment, &reason).await?;
         tx.commit().await?;
         return Ok(Applied::NeedsReview(reason));
     }
 
-    // Adopt the provider's id if the create's answer was never recorded.
-    if payment.provider_payment_id.is_none() {
+    // Adopt the provider's id if the create's answer was never recorded (or, for
+    // CloudPayments, once the order became a transaction). An empty id lends nothing.
+    if payment.provider_payment_id.is_none() && !pp.id.is_empty() {
         tx.execute(
             "UPDATE payments SET provider_payment_id = $2, updated_at = now() WHERE id = $1",
             &[&payment.id, &pp.id],
@@ -238,6 +237,45 @@ pub async fn apply(
         }
     }
     Ok(Applied::Moved(target))
+}
+
+async fn flag_for_review(
+    tx: &Transaction<'_>,
+    payment: &Payment,
+    reason: &str,
+) -> Result<(), StoreError> {
+    if payment.review_reason.is_none() {
+        tx.execute(
+            "UPDATE payments SET review_reason = $2, updated_at = now() WHERE id = $1",
+            &[&payment.id, &reason],
+        )
+        .await?;
+        metrics::counter!("payments_needs_review_total", "provider" => payment.pay_system.as_str())
+            .increment(1);
+        alert(
+            "needs_review",
+            &format!("payment needs review: {reason}"),
+            payment.id,
+        );
+    }
+    Ok(())
+}
+
+/// Provider data about this payment that cannot even be read as a payment (e.g. a
+/// signed notification in a currency we do not sell in): flagged, nothing granted.
+pub async fn needs_review(
+    app: &App,
+    payment_id: Uuid,
+    reason: &str,
+) -> Result<Applied, StoreError> {
+    let mut db = app.db.get().await?;
+    let tx = db.transaction().await?;
+    let payment = payments::lock(&tx, payment_id)
+        .await?
+        .ok_or_else(|| StoreError::Corrupt(format!("payment {payment_id} vanished")))?;
+    flag_for_review(&tx, &payment, reason).await?;
+    tx.commit().await?;
+    Ok(Applied::NeedsReview(reason.to_owned()))
 }
 
 enum Granted {

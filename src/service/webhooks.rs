@@ -7,10 +7,11 @@ use std::time::Duration;
 use uuid::Uuid;
 
 use crate::app::App;
-use crate::domain::{PaySystem, RefundStatus};
+use crate::domain::{Money, PaySystem, RefundStatus};
+use crate::providers::cloudpayments::wire::{Kind, Notification};
 use crate::providers::ProviderError;
 use crate::service::settle::{self, Applied};
-use crate::store::{GenericClient, StoreError};
+use crate::store::{payments, GenericClient, StoreError};
 
 /// The provider's answer must come within this budget (a degraded provider must
 /// not hang the webhook).
@@ -161,11 +162,11 @@ pub async fn process_and_record(app: &App, inbox_id: Uuid) -> Result<InboxStatus
 }
 
 async fn process(app: &App, inbox_id: Uuid) -> Result<Processed, ProcessError> {
-    let (provider, event, object_id) = {
+    let (provider, event, object_id, body, content_type) = {
         let db = app.db.get().await?;
         let row = db
             .query_one(
-                "SELECT provider, event, object_id FROM webhook_inbox WHERE id = $1",
+                "SELECT provider, event, object_id, body, content_type FROM webhook_inbox WHERE id = $1",
                 &[&inbox_id],
             )
             .await?;
@@ -173,6 +174,8 @@ async fn process(app: &App, inbox_id: Uuid) -> Result<Processed, ProcessError> {
             row.get::<_, String>(0),
             row.get::<_, String>(1),
             row.get::<_, String>(2),
+            row.get::<_, Option<Vec<u8>>>(3),
+            row.get::<_, Option<String>>(4),
         )
     };
     let system: PaySystem = provider.parse().map_err(ProcessError::Permanent)?;
@@ -191,6 +194,19 @@ async fn process(app: &App, inbox_id: Uuid) -> Result<Processed, ProcessError> {
         }
         (PaySystem::YooKassa, "refund.succeeded") => {
             refund_notification(app, system, &object_id).await
+        }
+        // CloudPayments signs its notifications (Content-HMAC, checked before storing):
+        // the body is the provider's word, compared field by field with our row.
+        (PaySystem::CloudPayments, kind) => {
+            let Ok(kind) = kind.parse::<Kind>() else {
+                return Ok(Processed::Ignored(format!("event {kind} is not handled")));
+            };
+            let body = body.ok_or_else(|| {
+                ProcessError::Permanent("the notification body was purged".into())
+            })?;
+            let n = Notification::parse(kind, &body, content_type.as_deref())
+                .map_err(|e| ProcessError::Permanent(e.to_string()))?;
+            cloudpayments_notification(app, &n).await
         }
         (_, other) => Ok(Processed::Ignored(format!("event {other} is not handled"))),
     }
@@ -299,17 +315,7 @@ async fn refund_notification(
                 let Some(payment) = payment else {
                     return Ok(Processed::Ignored("refund of an unknown payment".into()));
                 };
-                let id = Uuid::new_v4();
-                db.execute(
-                    "INSERT INTO refunds (id, payment_id, pay_system, amount_minor, currency, status, reason, \
-                     initiated_by, provider_idempotence_key, provider_refund_id) \
-                     VALUES ($1, $2, $3, $4, $5, 'pending', 'made at the provider', 'provider', $6, $7) \
-                     ON CONFLICT DO NOTHING",
-                    &[&id, &payment.get::<_, Uuid>(0), &system.as_str(), &pr.amount.minor(),
-                      &pr.amount.currency().code(), &format!("external:{}", pr.id), &pr.id],
-                )
-                .await?;
-                id
+                record_provider_refund(&db, system, payment.get(0), pr.amount, &pr.id).await?
             }
         }
     };
@@ -322,6 +328,269 @@ async fn refund_notification(
         .await
         .map_err(|e| ProcessError::Transient(e.to_string()))?;
     Ok(Processed::Done(format!("refund {ours} → {}", pr.status)))
+}
+
+/// A refund made at the provider (its dashboard), or one whose answer we lost:
+/// recorded as initiated by the provider, pending until `record_result` applies it.
+async fn record_provider_refund(
+    db: &impl GenericClient,
+    system: PaySystem,
+    payment_id: Uuid,
+    amount: Money,
+    provider_refund_id: &str,
+) -> Result<Uuid, ProcessError> {
+    let inserted = db
+        .query_opt(
+            "INSERT INTO refunds (id, payment_id, pay_system, amount_minor, currency, status, reason, \
+             initiated_by, provider_idempotence_key, provider_refund_id) \
+             VALUES ($1, $2, $3, $4, $5, 'pending', 'made at the provider', 'provider', $6, $7) \
+             ON CONFLICT DO NOTHING RETURNING id",
+            &[&Uuid::new_v4(), &payment_id, &system.as_str(), &amount.minor(),
+              &amount.currency().code(), &format!("external:{provider_refund_id}"), &provider_refund_id],
+        )
+        .await?;
+    match inserted {
+        Some(r) => Ok(r.get(0)),
+        // A concurrent delivery recorded it first.
+        None => db
+            .query_opt(
+                "SELECT id FROM refunds WHERE pay_system = $1 AND provider_refund_id = $2",
+                &[&system.as_str(), &provider_refund_id],
+            )
+            .await?
+            .map(|r| r.get(0))
+            .ok_or_else(|| ProcessError::Transient("refund row not visible yet".into())),
+    }
+}
+
+/// What a CloudPayments `check` answers: 0 lets the viewer pay, anything else
+/// refuses before money moves (providers.md).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum CheckCode {
+    Accept = 0,
+    UnknownInvoice = 10,
+    WrongAccount = 11,
+    WrongAmount = 12,
+    Rejected = 13,
+}
+
+impl CheckCode {
+    pub fn code(self) -> u8 {
+        self as u8
+    }
+}
+
+/// Decides a `check`: the invoice must be one of our CloudPayments payments, paid by
+/// its buyer, for its amount and currency. A payment that is already paid (or under
+/// review), or a test flag that disagrees with our mode, is refused (13) so the
+/// viewer is not charged twice or in the wrong mode.
+pub async fn check_code(app: &App, n: &Notification) -> Result<CheckCode, StoreError> {
+    let Some(our) = n.our_id() else {
+        return Ok(CheckCode::UnknownInvoice);
+    };
+    let db = app.db.get().await?;
+    let Some(payment) = payments::get(&db, our)
+        .await?
+        .filter(|p| p.pay_system == PaySystem::CloudPayments)
+    else {
+        return Ok(CheckCode::UnknownInvoice);
+    };
+    if n.user_id() != Some(payment.user_id) {
+        return Ok(CheckCode::WrongAccount);
+    }
+    if n.amount().ok() != Some(payment.amount) {
+        return Ok(CheckCode::WrongAmount);
+    }
+    if payment.status.is_paid()
+        || payment.review_reason.is_some()
+        || n.test_mode() == app.config.mode.livemode()
+    {
+        return Ok(CheckCode::Rejected);
+    }
+    Ok(CheckCode::Accept)
+}
+
+/// Answers a stored `check` and records the answer on its inbox row.
+pub async fn answer_check(
+    app: &App,
+    inbox_id: Uuid,
+    n: &Notification,
+) -> Result<CheckCode, StoreError> {
+    let code = check_code(app, n).await?;
+    finish(
+        app,
+        inbox_id,
+        Ok(Processed::Done(format!(
+            "check answered code {}",
+            code.code()
+        ))),
+    )
+    .await?;
+    Ok(code)
+}
+
+async fn cloudpayments_notification(
+    app: &App,
+    n: &Notification,
+) -> Result<Processed, ProcessError> {
+    match n.kind {
+        Kind::Check => Ok(Processed::Done(format!(
+            "check answered code {}",
+            check_code(app, n).await?.code()
+        ))),
+        Kind::Pay | Kind::Confirm | Kind::Fail | Kind::Cancel => {
+            cloudpayments_payment(app, n).await
+        }
+        Kind::Refund => cloudpayments_refund(app, n).await,
+        Kind::Recurrent => Ok(Processed::Ignored(
+            "recurrent: CloudPayments-managed subscriptions are not used".into(),
+        )),
+    }
+}
+
+/// `pay`/`confirm` (succeeded), `fail` (declined), `cancel` (voided): matched by
+/// TransactionId, else by InvoiceId, then moved by `settle::apply`, which refuses
+/// (needs_review, nothing granted) an InvoiceId, AccountId, amount, currency or
+/// TestMode that disagrees with our row.
+async fn cloudpayments_payment(app: &App, n: &Notification) -> Result<Processed, ProcessError> {
+    let system = PaySystem::CloudPayments;
+    let transaction = n.transaction_id();
+    let paid = matches!(n.kind, Kind::Pay | Kind::Confirm);
+    let payment = {
+        let db = app.db.get().await?;
+        let by_transaction = match &transaction {
+            Some(t) => db
+                .query_opt(
+                    "SELECT id FROM payments WHERE pay_system = $1 AND provider_payment_id = $2",
+                    &[&system.as_str(), t],
+                )
+                .await?
+                .map(|r| r.get::<_, Uuid>(0)),
+            None => None,
+        };
+        match (by_transaction, n.our_id()) {
+            (Some(id), _) => payments::get(&db, id)
+                .await?
+                .ok_or_else(|| ProcessError::Transient(format!("payment {id} vanished")))?,
+            (None, Some(our)) => match payments::get(&db, our).await? {
+                Some(p) if p.pay_system == system => {
+                    if paid && p.status.is_paid() && p.provider_payment_id != transaction {
+                        // Money taken twice for one invoice: nothing here can undo it.
+                        settle::alert(
+                            "duplicate_charge",
+                            &format!(
+                                "CloudPayments transaction {} paid an invoice already paid by {}",
+                                transaction.as_deref().unwrap_or("?"),
+                                p.provider_payment_id.as_deref().unwrap_or("?")
+                            ),
+                            p.id,
+                        );
+                    }
+                    p
+                }
+                Some(_) => {
+                    return Ok(Processed::Ignored(
+                        "InvoiceId names a payment of another provider".into(),
+                    ))
+                }
+                // Carries our id but is not visible yet: retry, never ignore.
+                None => {
+                    return Err(ProcessError::Transient(format!(
+                        "payment {our} not found yet"
+                    )))
+                }
+            },
+            (None, None) => {
+                metrics::counter!("webhooks_unknown_payment_total", "provider" => system.as_str())
+                    .increment(1);
+                return Ok(Processed::Ignored("unknown payment".into()));
+            }
+        }
+    };
+    let payment_id = payment.id;
+    let pp = match n.payment(payment.amount.currency()) {
+        Ok(pp) => pp,
+        Err(e) => {
+            // Signed, names our payment, but unreadable (e.g. a currency we do not sell in).
+            let why = format!("unreadable CloudPayments {}: {e}", n.kind.as_str());
+            settle::needs_review(app, payment_id, &why).await?;
+            return Ok(Processed::Ignored(format!("needs review: {why}")));
+        }
+    };
+    Ok(match settle::apply(app, payment_id, &pp).await? {
+        Applied::NeedsReview(why) => Processed::Ignored(format!("needs review: {why}")),
+        Applied::Moved(s) => Processed::Done(format!("payment {payment_id} → {s}")),
+        Applied::Unchanged => Processed::Done(format!(
+            "payment {payment_id} unchanged by {} ({})",
+            n.kind.as_str(),
+            pp.status
+        )),
+    })
+}
+
+/// `refund`: its TransactionId is the refund transaction. One we started is matched
+/// by provider_refund_id (or, if our answer was lost, as the pending refund of the
+/// same payment and amount); any other is recorded as made at the provider. Both
+/// are applied by `refunds::record_result`.
+async fn cloudpayments_refund(app: &App, n: &Notification) -> Result<Processed, ProcessError> {
+    let system = PaySystem::CloudPayments;
+    let refund_id = n
+        .transaction_id()
+        .ok_or_else(|| ProcessError::Permanent("refund without TransactionId".into()))?;
+    let ours = {
+        let db = app.db.get().await?;
+        let known = db
+            .query_opt(
+                "SELECT id FROM refunds WHERE pay_system = $1 AND provider_refund_id = $2",
+                &[&system.as_str(), &refund_id],
+            )
+            .await?;
+        match known {
+            Some(r) => r.get::<_, Uuid>(0),
+            None => {
+                let by_transaction = match n.text("PaymentTransactionId") {
+                    Some(t) => db
+                        .query_opt(
+                            "SELECT id FROM payments WHERE pay_system = $1 AND provider_payment_id = $2",
+                            &[&system.as_str(), &t],
+                        )
+                        .await?
+                        .map(|r| r.get::<_, Uuid>(0)),
+                    None => None,
+                };
+                let payment_id = by_transaction.or(n.our_id());
+                let payment = match payment_id {
+                    Some(id) => payments::get(&db, id)
+                        .await?
+                        .filter(|p| p.pay_system == system && p.status.is_paid()),
+                    None => None,
+                };
+                let Some(payment) = payment else {
+                    return Ok(Processed::Ignored("refund of an unknown payment".into()));
+                };
+                let amount = n
+                    .amount_in(payment.amount.currency())
+                    .map_err(|e| ProcessError::Permanent(e.to_string()))?;
+                let lost_answer = db
+                    .query_opt(
+                        "SELECT id FROM refunds WHERE payment_id = $1 AND status = 'pending' \
+                         AND provider_refund_id IS NULL AND amount_minor = $2 ORDER BY created_at LIMIT 1",
+                        &[&payment.id, &amount.minor()],
+                    )
+                    .await?;
+                match lost_answer {
+                    Some(r) => r.get(0),
+                    None => {
+                        record_provider_refund(&db, system, payment.id, amount, &refund_id).await?
+                    }
+                }
+            }
+        }
+    };
+    crate::service::refunds::record_result(app, ours, &refund_id, RefundStatus::Succeeded)
+        .await
+        .map_err(|e| ProcessError::Transient(e.to_string()))?;
+    Ok(Processed::Done(format!("refund {ours} → succeeded")))
 }
 
 /// Records the outcome: processed/ignored, or another attempt later (5 s doubling

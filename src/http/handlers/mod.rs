@@ -1,6 +1,7 @@
 pub mod account;
 pub mod admin;
 pub mod catalog;
+pub mod cloudpayments;
 pub mod health;
 pub mod payments;
 pub mod views;

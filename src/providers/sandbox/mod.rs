@@ -4,6 +4,7 @@
 //! no configuration; tests and the benchmark run it standalone on its own port,
 //! with knobs for faults. Its state lives in memory: no real money, no persistence.
 
+pub mod cloudpayments;
 mod page;
 
 use std::collections::HashMap;

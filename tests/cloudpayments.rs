@@ -1,0 +1,845 @@
+//! CloudPayments: the adapter, the signed webhook and the fake, over real HTTP
+//! against real PostgreSQL.
+
+mod common;
+
+use std::sync::Arc;
+
+use billing::domain::{Currency, Money, PaymentStatus};
+use billing::http::webhook_auth::sign_content_hmac;
+use billing::providers::sandbox::cloudpayments::CloudPaymentsSandbox;
+use billing::providers::{CreatePayment, CreateRefund};
+use billing::service::settle::{self, Applied};
+use common::*;
+use serde_json::{json, Value};
+use uuid::Uuid;
+
+const PUBLIC_ID: &str = "pk_test_cinema";
+const API_SECRET: &str = "cp-api-secret-for-tests";
+
+async fn with_fake_cloudpayments() -> (TestApp, Arc<CloudPaymentsSandbox>) {
+    let fake = CloudPaymentsSandbox::new(PUBLIC_ID, API_SECRET, true);
+    let addr = fake.spawn("127.0.0.1:0".parse().unwrap()).await.unwrap();
+    let app = TestApp::start_with(|env| {
+        env.insert("CLOUDPAYMENTS_PUBLIC_ID".into(), PUBLIC_ID.into());
+        env.insert("CLOUDPAYMENTS_API_SECRET".into(), API_SECRET.into());
+        env.insert(
+            "CLOUDPAYMENTS_API_URL".into(),
+            format!("http://{addr}/sandbox/cloudpayments"),
+        );
+        env.insert("JWT_SECRET_KEY".into(), "test-jwt-key".into());
+    })
+    .await;
+    fake.set_webhook_url(&format!("{}/webhooks/cloudpayments", app.url));
+    (app, fake)
+}
+
+async fn buy(app: &TestApp, user: Uuid, renew: bool) -> (u16, Value) {
+    let req = app
+        .http
+        .post(format!(
+            "{}/api/v1/subscriptions/cloudpayments/buy",
+            app.url
+        ))
+        .header("authorization", app.token(user))
+        .json(&json!({"tariff_id": MONTH_TARIFF, "renew": renew}));
+    read(req.send().await.unwrap()).await
+}
+
+/// Buys and answers (our payment id, the fake's order id).
+async fn bought(app: &TestApp, fake: &CloudPaymentsSandbox, user: Uuid) -> (String, String) {
+    let (status, body) = buy(app, user, true).await;
+    assert_eq!(status, 201, "{body}");
+    let payment_id = body["payment_id"].as_str().unwrap().to_owned();
+    let order = fake.order_for_invoice(&payment_id).expect("an order");
+    (payment_id, order["Id"].as_str().unwrap().to_owned())
+}
+
+/// Posts a notification signed with `secret` (None: no Content-HMAC at all).
+async fn post_notification(
+    app: &TestApp,
+    kind: &str,
+    body: &[u8],
+    content_type: &str,
+    secret: Option<&str>,
+) -> (u16, Value) {
+    let mut req = app
+        .http
+        .post(format!("{}/webhooks/cloudpayments/{kind}", app.url))
+        .header("content-type", content_type)
+        .body(body.to_vec());
+    if let Some(s) = secret {
+        req = req.header("Content-HMAC", sign_content_hmac(s.as_bytes(), body));
+    }
+    read(req.send().await.unwrap()).await
+}
+
+async fn post_json(app: &TestApp, kind: &str, body: &Value) -> (u16, Value) {
+    let raw = serde_json::to_vec(body).unwrap();
+    post_notification(app, kind, &raw, "application/json", Some(API_SECRET)).await
+}
+
+/// A pay notification for our payment, as CloudPayments would send it.
+fn pay_body(payment_id: &str, user: Uuid, transaction: i64) -> Value {
+    json!({
+        "TransactionId": transaction, "Amount": 299.00, "Currency": "RUB",
+        "InvoiceId": payment_id, "AccountId": user.to_string(), "Status": "Completed",
+        "OperationType": "Payment", "TestMode": true, "Token": "tk_manual",
+        "CardFirstSix": "555555", "CardLastFour": "4444", "CardType": "MasterCard",
+        "DateTime": "2026-11-27 10:00:01", "Email": "viewer@example.com",
+    })
+}
+
+async fn payment_row(app: &TestApp, id: &str) -> tokio_postgres::Row {
+    app.sql()
+        .await
+        .query_one(
+            "SELECT status, provider_payment_id, review_reason, cancellation_reason, cancellation_party \
+             FROM payments WHERE id = $1",
+            &[&Uuid::parse_str(id).unwrap()],
+        )
+        .await
+        .unwrap()
+}
+
+#[tokio::test]
+async fn a_purchase_through_the_checkout_page_activates_a_subscription_with_the_saved_token() {
+    let (app, fake) = with_fake_cloudpayments().await;
+    let user = Uuid::new_v4();
+    let (status, body) = buy(&app, user, true).await;
+    assert_eq!(status, 201, "{body}");
+    assert_eq!(body["status"], "pending");
+    assert_eq!(
+        body["amount"],
+        json!({"value": "299.00", "currency": "RUB"})
+    );
+    let url = body["confirmation_url"].as_str().unwrap();
+    assert!(url.contains("/sandbox/cloudpayments/checkout/"), "{url}");
+    let payment_id = body["payment_id"].as_str().unwrap();
+
+    let order = fake.order_for_invoice(payment_id).unwrap();
+    assert_eq!(
+        order["AccountId"],
+        user.to_string(),
+        "AccountId is our user id"
+    );
+    assert_eq!(
+        order["Amount"],
+        json!(299.0),
+        "a JSON number in major units"
+    );
+    let row = payment_row(&app, payment_id).await;
+    assert_eq!(
+        row.get::<_, Option<String>>(1),
+        None,
+        "an order is not a transaction: no provider id yet"
+    );
+
+    // The viewer presses Pay on the provider's page: check, then a signed pay.
+    let page = app
+        .http
+        .post(url)
+        .form(&[("action", "pay"), ("card", "4444")])
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(page.status(), 200);
+    assert!(page.text().await.unwrap().contains("Paid"));
+
+    let (status, sub) = app
+        .get("/api/v1/subscriptions/profile", Some(&app.token(user)))
+        .await;
+    assert_eq!(status, 200, "{sub}");
+    assert_eq!(sub["status"], "active");
+    assert_eq!(sub["auto_renew"], true);
+    assert_eq!(sub["payment_method"], "Bank card *4444");
+
+    let transaction = fake
+        .transactions()
+        .into_iter()
+        .find(|t| t["InvoiceId"] == payment_id)
+        .unwrap();
+    let row = payment_row(&app, payment_id).await;
+    assert_eq!(row.get::<_, String>(0), "succeeded");
+    assert_eq!(
+        row.get::<_, Option<String>>(1),
+        Some(transaction["TransactionId"].to_string()),
+        "the pay notification's TransactionId is adopted"
+    );
+    let db = app.sql().await;
+    let token: String = db
+        .query_one(
+            "SELECT provider_method_id FROM payment_methods WHERE pay_system = 'cloudpayments' AND user_id = $1",
+            &[&user],
+        )
+        .await
+        .unwrap()
+        .get(0);
+    assert_eq!(token, transaction["Token"].as_str().unwrap());
+    assert_eq!(
+        outbox_types(&db).await,
+        ["payment.succeeded", "subscription.activated"]
+    );
+    assert_eq!(
+        app.count("SELECT count(*) FROM webhook_inbox WHERE provider = 'cloudpayments' AND status = 'processed'")
+            .await,
+        2,
+        "check and pay, both processed"
+    );
+}
+
+#[tokio::test]
+async fn a_form_encoded_notification_verifies_and_applies() {
+    let (app, fake) = with_fake_cloudpayments().await;
+    fake.set_form_notifications(true);
+    let user = Uuid::new_v4();
+    let (payment_id, order) = bought(&app, &fake, user).await;
+    let t = fake
+        .pay_order(&order, None)
+        .await
+        .unwrap()
+        .expect("check accepted");
+    assert_eq!(t["Status"], "Completed");
+    assert_eq!(
+        payment_row(&app, &payment_id).await.get::<_, String>(0),
+        "succeeded"
+    );
+    let content_type: String = app
+        .sql()
+        .await
+        .query_one(
+            "SELECT content_type FROM webhook_inbox WHERE event = 'pay'",
+            &[],
+        )
+        .await
+        .unwrap()
+        .get(0);
+    assert!(content_type.starts_with("application/x-www-form-urlencoded"));
+
+    // And by hand: TestMode as `1`, the amount as text.
+    let user2 = Uuid::new_v4();
+    let (payment2, _) = bought(&app, &fake, user2).await;
+    let form = format!(
+        "TransactionId=555&Amount=299.00&Currency=RUB&InvoiceId={payment2}&AccountId={user2}&TestMode=1&Status=Completed&Token=tk_form&CardLastFour=1111"
+    );
+    let (status, answer) = post_notification(
+        &app,
+        "pay",
+        form.as_bytes(),
+        "application/x-www-form-urlencoded",
+        Some(API_SECRET),
+    )
+    .await;
+    assert_eq!((status, answer), (200, json!({"code": 0})));
+    assert_eq!(
+        payment_row(&app, &payment2).await.get::<_, String>(0),
+        "succeeded"
+    );
+}
+
+#[tokio::test]
+async fn a_missing_or_wrong_content_hmac_is_401_and_stores_nothing() {
+    let (app, fake) = with_fake_cloudpayments().await;
+    let user = Uuid::new_v4();
+    let (payment_id, _) = bought(&app, &fake, user).await;
+    let body = serde_json::to_vec(&pay_body(&payment_id, user, 777)).unwrap();
+
+    let (status, err) = post_notification(&app, "pay", &body, "application/json", None).await;
+    assert_eq!(status, 401, "{err}");
+    assert_eq!(err["code"], "unauthorized");
+    let (status, _) = post_notification(
+        &app,
+        "pay",
+        &body,
+        "application/json",
+        Some("another-secret"),
+    )
+    .await;
+    assert_eq!(status, 401);
+    // A valid signature of another body.
+    let resp = app
+        .http
+        .post(format!("{}/webhooks/cloudpayments/pay", app.url))
+        .header("content-type", "application/json")
+        .header(
+            "Content-HMAC",
+            sign_content_hmac(API_SECRET.as_bytes(), b"{}"),
+        )
+        .body(body.clone())
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), 401);
+    let resp = app
+        .http
+        .post(format!("{}/webhooks/cloudpayments/pay", app.url))
+        .header("Content-HMAC", "not base64 at all!")
+        .body(body.clone())
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), 401);
+
+    assert_eq!(app.count("SELECT count(*) FROM webhook_inbox").await, 0);
+    assert_eq!(app.count("SELECT count(*) FROM subscriptions").await, 0);
+    let metrics = app
+        .http
+        .get(format!("{}/metrics", app.url))
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    assert!(
+        metrics
+            .lines()
+            .any(|l| l.starts_with("webhooks_rejected_total")
+                && l.contains("cloudpayments")
+                && l.contains("missing_signature")),
+        "rejections are counted"
+    );
+}
+
+#[tokio::test]
+async fn check_answers_by_code_and_unknown_kinds_are_404() {
+    let (app, fake) = with_fake_cloudpayments().await;
+    let user = Uuid::new_v4();
+    let (payment_id, _) = bought(&app, &fake, user).await;
+    let base = pay_body(&payment_id, user, 900);
+    let with = |field: &str, value: Value| {
+        let mut b = base.clone();
+        b[field] = value;
+        b
+    };
+    let cases = [
+        (base.clone(), 0),
+        (with("Amount", json!(1.00)), 12),
+        (with("Currency", json!("USD")), 12),
+        (with("AccountId", json!(Uuid::new_v4().to_string())), 11),
+        (with("InvoiceId", json!(Uuid::new_v4().to_string())), 10),
+        (with("InvoiceId", json!("not-ours")), 10),
+        (with("TestMode", json!(false)), 13),
+    ];
+    for (i, (body, code)) in cases.into_iter().enumerate() {
+        let mut body = body;
+        body["TransactionId"] = json!(900 + i as i64);
+        let (status, answer) = post_json(&app, "check", &body).await;
+        assert_eq!(
+            (status, answer["code"].as_i64()),
+            (200, Some(code)),
+            "{body}"
+        );
+    }
+    assert_eq!(
+        app.count(
+            "SELECT count(*) FROM webhook_inbox WHERE event = 'check' AND status = 'processed'"
+        )
+        .await,
+        7
+    );
+    assert_eq!(
+        payment_row(&app, &payment_id).await.get::<_, String>(0),
+        "pending",
+        "a check moves nothing"
+    );
+
+    let (status, err) = post_json(&app, "payout", &base).await;
+    assert_eq!(
+        (status, err["code"].as_str()),
+        (404, Some("unknown_notification_kind"))
+    );
+
+    // recurrent: recorded and ignored.
+    let (status, answer) = post_json(
+        &app,
+        "recurrent",
+        &json!({"Id": "sc_1", "AccountId": user.to_string(), "Status": "Active"}),
+    )
+    .await;
+    assert_eq!((status, answer), (200, json!({"code": 0})));
+    assert_eq!(
+        app.count(
+            "SELECT count(*) FROM webhook_inbox WHERE event = 'recurrent' AND status = 'ignored'"
+        )
+        .await,
+        1
+    );
+}
+
+#[tokio::test]
+async fn a_pay_that_disagrees_with_our_payment_grants_nothing() {
+    let (app, fake) = with_fake_cloudpayments().await;
+    let mismatches = [
+        ("Amount", json!(1.00)),
+        ("Currency", json!("USD")),
+        ("AccountId", json!(Uuid::new_v4().to_string())),
+        ("TestMode", json!(false)),
+    ];
+    for (i, (field, value)) in mismatches.into_iter().enumerate() {
+        let user = Uuid::new_v4();
+        let (payment_id, _) = bought(&app, &fake, user).await;
+        let mut body = pay_body(&payment_id, user, 7_000 + i as i64);
+        body[field] = value;
+        let (status, answer) = post_json(&app, "pay", &body).await;
+        assert_eq!((status, answer), (200, json!({"code": 0})), "{field}");
+        let row = payment_row(&app, &payment_id).await;
+        assert_eq!(row.get::<_, String>(0), "pending", "{field}");
+        assert!(
+            row.get::<_, Option<String>>(2).is_some(),
+            "{field}: flagged for review"
+        );
+    }
+    assert_eq!(app.count("SELECT count(*) FROM subscriptions").await, 0);
+    assert!(outbox_types(&app.sql().await).await.is_empty());
+}
+
+#[tokio::test]
+async fn repeated_pay_notifications_activate_once() {
+    let (app, fake) = with_fake_cloudpayments().await;
+    let user = Uuid::new_v4();
+    let (payment_id, _) = bought(&app, &fake, user).await;
+    let body = pay_body(&payment_id, user, 4242);
+    let sends = (0..10).map(|_| post_json(&app, "pay", &body));
+    for (status, answer) in futures::future::join_all(sends).await {
+        assert_eq!((status, answer), (200, json!({"code": 0})));
+    }
+    let (status, _) = post_json(&app, "confirm", &body).await;
+    assert_eq!(status, 200);
+    assert_eq!(app.count("SELECT count(*) FROM subscriptions").await, 1);
+    assert_eq!(
+        outbox_types(&app.sql().await).await,
+        ["payment.succeeded", "subscription.activated"]
+    );
+}
+
+#[tokio::test]
+async fn a_declined_attempt_cancels_with_the_mapped_reason_and_lends_no_id() {
+    let (app, fake) = with_fake_cloudpayments().await;
+    let user = Uuid::new_v4();
+    let (payment_id, order) = bought(&app, &fake, user).await;
+    let t = fake.pay_order(&order, Some(5051)).await.unwrap().unwrap();
+    assert_eq!(t["Status"], "Declined");
+    let row = payment_row(&app, &payment_id).await;
+    assert_eq!(row.get::<_, String>(0), "canceled");
+    assert_eq!(
+        row.get::<_, Option<String>>(1),
+        None,
+        "a declined TransactionId is not ours"
+    );
+    assert_eq!(
+        row.get::<_, Option<String>>(3).as_deref(),
+        Some("insufficient_funds")
+    );
+    assert!(row.get::<_, Option<String>>(4).unwrap().contains("5051"));
+    assert_eq!(outbox_types(&app.sql().await).await, ["payment.canceled"]);
+}
+
+#[tokio::test]
+async fn pay_systems_list_cloudpayments_when_configured() {
+    let (app, _fake) = with_fake_cloudpayments().await;
+    let (status, body) = app.get("/api/v1/pay-systems", None).await;
+    assert_eq!(status, 200);
+    let aliases: Vec<&str> = body
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|s| s["alias"].as_str().unwrap())
+        .collect();
+    assert_eq!(aliases, ["yookassa", "cloudpayments"]);
+}
+
+/// A paid subscription with a saved token: (subscription id, token, period end).
+async fn subscribed(
+    app: &TestApp,
+    fake: &CloudPaymentsSandbox,
+    user: Uuid,
+) -> (Uuid, String, chrono::DateTime<chrono::Utc>) {
+    let (_, order) = bought(app, fake, user).await;
+    let t = fake.pay_order(&order, None).await.unwrap().unwrap();
+    let row = app
+        .sql()
+        .await
+        .query_one(
+            "SELECT id, current_period_end FROM subscriptions WHERE user_id = $1",
+            &[&user],
+        )
+        .await
+        .unwrap();
+    (
+        row.get(0),
+        t["Token"].as_str().unwrap().to_owned(),
+        row.get(1),
+    )
+}
+
+/// A renewal payment row, committed before the provider call as the renewer does.
+async fn renewal_row(
+    app: &TestApp,
+    user: Uuid,
+    sub: Uuid,
+    period_start: chrono::DateTime<chrono::Utc>,
+) -> (Uuid, String) {
+    let id = Uuid::new_v4();
+    let key = format!("renewal:{sub}:{}:1", period_start.timestamp());
+    app.sql()
+        .await
+        .execute(
+            "INSERT INTO payments (id, user_id, tariff_id, subscription_id, pay_system, kind, status, amount_minor, \
+             currency, renew, description, provider_idempotence_key, livemode, period_start, attempt) \
+             VALUES ($1, $2, $3, $4, 'cloudpayments', 'renewal', 'pending', 29900, 'RUB', true, \
+             'Renewal: Monthly', $5, false, $6, 1)",
+            &[&id, &user, &Uuid::parse_str(MONTH_TARIFF).unwrap(), &sub, &key, &period_start],
+        )
+        .await
+        .unwrap();
+    (id, key)
+}
+
+#[tokio::test]
+async fn a_renewal_charges_the_saved_token_once_and_extends_the_period() {
+    // The renewer job is not on this branch: drive its two steps directly.
+    let (app, fake) = with_fake_cloudpayments().await;
+    let user = Uuid::new_v4();
+    let (sub, token, end) = subscribed(&app, &fake, user).await;
+    let (payment_id, key) = renewal_row(&app, user, sub, end).await;
+    let provider = app
+        .app()
+        .providers
+        .cloudpayments
+        .clone()
+        .expect("configured");
+    let create = CreatePayment {
+        our_id: payment_id,
+        user_id: user,
+        amount: Money::new(29_900, Currency::Rub),
+        description: "Renewal: Monthly".into(),
+        idempotence_key: key.clone(),
+        return_url: None,
+        save_method: true,
+        saved_method_id: Some(token.clone()),
+    };
+    let first = provider.create_payment(&create).await.unwrap();
+    // A crash after the call: the same key is re-sent and charges nothing more.
+    let again = provider.create_payment(&create).await.unwrap();
+    assert_eq!(first, again);
+    assert_eq!(fake.charges(), 1);
+    assert_eq!(fake.requests_with_key(&key), 2);
+    assert_eq!(first.status, PaymentStatus::Succeeded);
+    assert_eq!(first.our_id, Some(payment_id));
+    assert_eq!(first.method.as_ref().unwrap().id, token);
+
+    assert_eq!(
+        settle::apply(app.app(), payment_id, &first).await.unwrap(),
+        Applied::Moved(PaymentStatus::Succeeded)
+    );
+    let row = app
+        .sql()
+        .await
+        .query_one(
+            "SELECT current_period_end, status FROM subscriptions WHERE id = $1",
+            &[&sub],
+        )
+        .await
+        .unwrap();
+    let new_end: chrono::DateTime<chrono::Utc> = row.get(0);
+    assert_eq!(
+        new_end,
+        end.checked_add_months(chrono::Months::new(1)).unwrap()
+    );
+    assert_eq!(row.get::<_, String>(1), "active");
+    assert_eq!(
+        payment_row(&app, &payment_id.to_string())
+            .await
+            .get::<_, Option<String>>(1),
+        Some(first.id.clone())
+    );
+    let types = outbox_types(&app.sql().await).await;
+    assert_eq!(
+        types.last().map(String::as_str),
+        Some("subscription.renewed")
+    );
+}
+
+#[tokio::test]
+async fn a_hard_decline_of_a_renewal_stops_using_the_token() {
+    let (app, fake) = with_fake_cloudpayments().await;
+    let user = Uuid::new_v4();
+    let (sub, token, end) = subscribed(&app, &fake, user).await;
+    fake.decline_token(&token, 5054);
+    let (payment_id, key) = renewal_row(&app, user, sub, end).await;
+    let provider = app.app().providers.cloudpayments.clone().unwrap();
+    let pp = provider
+        .create_payment(&CreatePayment {
+            our_id: payment_id,
+            user_id: user,
+            amount: Money::new(29_900, Currency::Rub),
+            description: "Renewal: Monthly".into(),
+            idempotence_key: key,
+            return_url: None,
+            save_method: true,
+            saved_method_id: Some(token.clone()),
+        })
+        .await
+        .unwrap();
+    assert_eq!(pp.status, PaymentStatus::Canceled);
+    let c = pp.cancellation.clone().unwrap();
+    assert_eq!(c.reason, "card_expired");
+    assert!(c.party.contains("5054"), "{}", c.party);
+    settle::apply(app.app(), payment_id, &pp).await.unwrap();
+    let db = app.sql().await;
+    let row = db
+        .query_one(
+            "SELECT s.status, s.next_charge_at IS NULL, m.usable FROM subscriptions s \
+             JOIN payment_methods m ON m.id = s.payment_method_id WHERE s.id = $1",
+            &[&sub],
+        )
+        .await
+        .unwrap();
+    assert_eq!(row.get::<_, String>(0), "past_due");
+    assert!(row.get::<_, bool>(1), "a hard decline is not retried");
+    assert!(!row.get::<_, bool>(2), "the token is not used again");
+}
+
+#[tokio::test]
+async fn refunds_ours_are_matched_by_id_and_dashboard_ones_are_recorded() {
+    let (app, fake) = with_fake_cloudpayments().await;
+    let provider = app.app().providers.cloudpayments.clone().unwrap();
+
+    // Ours: a partial refund through the API, then its notification matches it.
+    let user = Uuid::new_v4();
+    let (_, order) = bought(&app, &fake, user).await;
+    let t = fake.pay_order(&order, None).await.unwrap().unwrap();
+    let refund = provider
+        .create_refund(&CreateRefund {
+            provider_payment_id: t["TransactionId"].to_string(),
+            amount: Money::new(10_000, Currency::Rub),
+            description: "goodwill".into(),
+            idempotence_key: Uuid::new_v4().to_string(),
+        })
+        .await
+        .unwrap();
+    assert_eq!(fake.refunds(), 1);
+    let payment_id = t["InvoiceId"].as_str().unwrap();
+    app.sql()
+        .await
+        .execute(
+            "INSERT INTO refunds (id, payment_id, pay_system, amount_minor, currency, status, reason, initiated_by, \
+             provider_idempotence_key, provider_refund_id) VALUES ($1, $2, 'cloudpayments', 10000, 'RUB', 'pending', \
+             'goodwill', 'admin', 'k1', $3)",
+            &[&Uuid::new_v4(), &Uuid::parse_str(payment_id).unwrap(), &refund.id],
+        )
+        .await
+        .unwrap();
+    let (status, _) = post_json(
+        &app,
+        "refund",
+        &json!({"TransactionId": refund.id.parse::<i64>().unwrap(), "PaymentTransactionId": t["TransactionId"],
+                "Amount": 100.00, "InvoiceId": payment_id, "AccountId": user.to_string(), "OperationType": "Refund"}),
+    )
+    .await;
+    assert_eq!(status, 200);
+    assert_eq!(
+        app.count("SELECT count(*) FROM refunds").await,
+        1,
+        "matched, not duplicated"
+    );
+    assert_eq!(
+        payment_row(&app, payment_id).await.get::<_, String>(0),
+        "partially_refunded"
+    );
+
+    // Theirs: a full refund made in the merchant dashboard.
+    let user2 = Uuid::new_v4();
+    let (_, order2) = bought(&app, &fake, user2).await;
+    let t2 = fake.pay_order(&order2, None).await.unwrap().unwrap();
+    let tx2 = t2["TransactionId"].as_i64().unwrap();
+    assert_eq!(
+        fake.refund_in_dashboard(tx2, json!(299.00)).await.unwrap(),
+        (200, 0)
+    );
+    let db = app.sql().await;
+    let row = db
+        .query_one(
+            "SELECT r.initiated_by, r.status, r.amount_minor, p.status FROM refunds r JOIN payments p ON p.id = r.payment_id \
+             WHERE p.provider_payment_id = $1",
+            &[&tx2.to_string()],
+        )
+        .await
+        .unwrap();
+    assert_eq!(row.get::<_, String>(0), "provider");
+    assert_eq!(row.get::<_, String>(1), "succeeded");
+    assert_eq!(row.get::<_, i64>(2), 29_900);
+    assert_eq!(row.get::<_, String>(3), "refunded");
+    let status: String = db
+        .query_one(
+            "SELECT status FROM subscriptions WHERE user_id = $1",
+            &[&user2],
+        )
+        .await
+        .unwrap()
+        .get(0);
+    assert_eq!(
+        status, "canceled",
+        "a full refund of the paid period ends access"
+    );
+}
+
+#[tokio::test]
+async fn every_fixture_is_accepted_when_signed() {
+    let (app, _fake) = with_fake_cloudpayments().await;
+    let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("fixtures/cloudpayments");
+    for kind in [
+        "check",
+        "pay",
+        "fail",
+        "confirm",
+        "refund",
+        "cancel",
+        "recurrent",
+    ] {
+        let raw = std::fs::read(dir.join(format!("{kind}.json"))).unwrap();
+        let (status, answer) =
+            post_notification(&app, kind, &raw, "application/json", Some(API_SECRET)).await;
+        assert_eq!(status, 200, "{kind}: {answer}");
+        // No such invoice here: check refuses it, every other kind is accepted.
+        let expected = if kind == "check" { 10 } else { 0 };
+        assert_eq!(answer["code"], expected, "{kind}");
+    }
+    assert_eq!(app.count("SELECT count(*) FROM webhook_inbox").await, 7);
+}
+
+#[tokio::test]
+async fn a_failed_call_is_retried_with_the_same_request_id() {
+    let (app, fake) = with_fake_cloudpayments().await;
+    fake.fail_requests(1);
+    let user = Uuid::new_v4();
+    let (status, body) = buy(&app, user, false).await;
+    assert_eq!(status, 201, "{body}");
+    assert_eq!(fake.orders_created(), 1);
+    let key: String = app
+        .sql()
+        .await
+        .query_one(
+            "SELECT provider_idempotence_key FROM payments WHERE id = $1",
+            &[&Uuid::parse_str(body["payment_id"].as_str().unwrap()).unwrap()],
+        )
+        .await
+        .unwrap()
+        .get(0);
+    assert_eq!(
+        fake.requests_with_key(&key),
+        2,
+        "one 500, one retry, same key"
+    );
+}
+
+#[tokio::test]
+async fn a_payment_whose_pay_notification_is_lost_is_found_by_the_reconciler() {
+    let (app, fake) = with_fake_cloudpayments().await;
+    let user = Uuid::new_v4();
+    let (status, body) = buy(&app, user, true).await;
+    assert_eq!(status, 201, "{body}");
+    let payment_id = body["payment_id"].as_str().unwrap();
+    let order = fake.order_for_invoice(payment_id).unwrap();
+    fake.lose_notifications(true);
+    let paid = fake
+        .pay_order(order["Id"].as_str().unwrap(), None)
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(
+        payment_row(&app, payment_id).await.get::<_, String>(0),
+        "pending",
+        "no notification arrived"
+    );
+
+    app.sql()
+        .await
+        .execute("UPDATE payments SET next_check_at = now()", &[])
+        .await
+        .unwrap();
+    assert_eq!(
+        billing::jobs::reconciler::run_once(app.app())
+            .await
+            .unwrap(),
+        1
+    );
+    let row = payment_row(&app, payment_id).await;
+    assert_eq!(row.get::<_, String>(0), "succeeded");
+    assert_eq!(
+        row.get::<_, Option<String>>(1),
+        Some(paid["TransactionId"].to_string())
+    );
+    let (_, sub) = app
+        .get("/api/v1/subscriptions/profile", Some(&app.token(user)))
+        .await;
+    assert_eq!(sub["status"], "active");
+    assert_eq!(
+        fake.orders_created(),
+        1,
+        "the order was looked up, not created again"
+    );
+}
+
+#[tokio::test]
+async fn the_renewer_charges_the_saved_token_once_per_period() {
+    let (app, fake) = with_fake_cloudpayments().await;
+    let user = Uuid::new_v4();
+    let (_, body) = buy(&app, user, true).await;
+    let order = fake
+        .order_for_invoice(body["payment_id"].as_str().unwrap())
+        .unwrap();
+    fake.pay_order(order["Id"].as_str().unwrap(), None)
+        .await
+        .unwrap()
+        .unwrap();
+    let (_, before) = app
+        .get("/api/v1/subscriptions/profile", Some(&app.token(user)))
+        .await;
+    assert_eq!(before["status"], "active");
+
+    let db = app.sql().await;
+    db.execute(
+        "UPDATE subscriptions SET next_charge_at = now() - interval '1 minute'",
+        &[],
+    )
+    .await
+    .unwrap();
+    for _ in 0..2 {
+        billing::jobs::renewer::run_once(app.app()).await.unwrap();
+    }
+    assert_eq!(
+        fake.charges(),
+        1,
+        "one charge of the saved token for the period"
+    );
+    let (_, after) = app
+        .get("/api/v1/subscriptions/profile", Some(&app.token(user)))
+        .await;
+    let end = |v: &Value| {
+        chrono::DateTime::parse_from_rfc3339(v["current_period_end"].as_str().unwrap()).unwrap()
+    };
+    assert_eq!(
+        end(&after),
+        end(&before)
+            .checked_add_months(chrono::Months::new(1))
+            .unwrap()
+    );
+    assert_eq!(
+        db.query_one(
+            "SELECT count(*) FROM payments WHERE kind = 'renewal' AND status = 'succeeded'",
+            &[]
+        )
+        .await
+        .unwrap()
+        .get::<_, i64>(0),
+        1
+    );
+    let types = outbox_types(&db).await;
+    assert_eq!(
+        types.last().map(String::as_str),
+        Some("subscription.renewed"),
+        "{types:?}"
+    );
+}
