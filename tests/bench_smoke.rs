@@ -35,8 +35,18 @@ async fn webhooks_bench_verifies_and_reports_its_figures() {
     check(
         Scenario::Webhooks,
         &[
-            "scenario", "n", "concurrency", "throughput_per_s", "ceiling_per_s", "ratio", "p50_ms",
-            "p99_ms", "max_rss_mib", "verified", "activations", "outbox_rows",
+            "scenario",
+            "n",
+            "concurrency",
+            "throughput_per_s",
+            "ceiling_per_s",
+            "ratio",
+            "p50_ms",
+            "p99_ms",
+            "max_rss_mib",
+            "verified",
+            "activations",
+            "outbox_rows",
         ],
     )
     .await;
@@ -44,14 +54,25 @@ async fn webhooks_bench_verifies_and_reports_its_figures() {
 
 #[tokio::test]
 async fn ceiling_bench_verifies() {
-    check(Scenario::Ceiling, &["scenario", "n", "ceiling_per_s", "verified"]).await;
+    check(
+        Scenario::Ceiling,
+        &["scenario", "n", "ceiling_per_s", "verified"],
+    )
+    .await;
 }
 
 #[tokio::test]
 async fn reconcile_bench_verifies() {
     check(
         Scenario::Reconcile,
-        &["scenario", "n", "seconds", "charges", "max_rss_mib", "verified"],
+        &[
+            "scenario",
+            "n",
+            "seconds",
+            "charges",
+            "max_rss_mib",
+            "verified",
+        ],
     )
     .await;
 }
@@ -60,7 +81,14 @@ async fn reconcile_bench_verifies() {
 async fn renew_bench_charges_each_subscription_once() {
     check(
         Scenario::Renew,
-        &["scenario", "n", "seconds", "charges", "max_rss_mib", "verified"],
+        &[
+            "scenario",
+            "n",
+            "seconds",
+            "charges",
+            "max_rss_mib",
+            "verified",
+        ],
     )
     .await;
 }
@@ -69,7 +97,16 @@ async fn renew_bench_charges_each_subscription_once() {
 async fn reads_bench_verifies() {
     check(
         Scenario::Reads,
-        &["scenario", "n", "concurrency", "throughput_per_s", "p50_ms", "p99_ms", "max_rss_mib", "verified"],
+        &[
+            "scenario",
+            "n",
+            "concurrency",
+            "throughput_per_s",
+            "p50_ms",
+            "p99_ms",
+            "max_rss_mib",
+            "verified",
+        ],
     )
     .await;
 }

@@ -85,7 +85,16 @@ async fn one(
     let inbox: Uuid = tx
         .query_one(
             &st,
-            &[&Uuid::new_v4(), &"yookassa", &"payment.succeeded", &provider_id, &body, &hash, &ct, &ip],
+            &[
+                &Uuid::new_v4(),
+                &"yookassa",
+                &"payment.succeeded",
+                &provider_id,
+                &body,
+                &hash,
+                &ct,
+                &ip,
+            ],
         )
         .await
         .map_err(e)?
@@ -96,7 +105,9 @@ async fn one(
         .map_err(e)?;
     tx.query_one(&st, &[&inbox]).await.map_err(e)?;
     let st = tx
-        .prepare_cached("SELECT id FROM payments WHERE pay_system = $1 AND provider_payment_id = $2")
+        .prepare_cached(
+            "SELECT id FROM payments WHERE pay_system = $1 AND provider_payment_id = $2",
+        )
         .await
         .map_err(e)?;
     let payment_id: Uuid = tx
@@ -148,7 +159,15 @@ async fn one(
     let no_method: Option<Uuid> = None;
     tx.query_one(
         &st,
-        &[&payment_id, &"succeeded", &Some(now), &none, &none, &no_method, &allowed],
+        &[
+            &payment_id,
+            &"succeeded",
+            &Some(now),
+            &none,
+            &none,
+            &no_method,
+            &allowed,
+        ],
     )
     .await
     .map_err(e)?;

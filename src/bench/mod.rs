@@ -233,7 +233,11 @@ pub async fn connect(url: &str) -> Result<tokio_postgres::Client> {
 }
 
 pub async fn count(db: &tokio_postgres::Client, sql: &str) -> Result<i64> {
-    Ok(db.query_one(sql, &[]).await.map_err(BenchError::new)?.get(0))
+    Ok(db
+        .query_one(sql, &[])
+        .await
+        .map_err(BenchError::new)?
+        .get(0))
 }
 
 /// `n` pending purchase payments of distinct users, each with a provider id, mirrored
@@ -279,7 +283,8 @@ pub fn notifications(fake: &Sandbox, ids: &[String]) -> Vec<bytes::Bytes> {
     ids.iter()
         .map(|pid| {
             let object = fake.payment(pid).unwrap_or(Value::Null);
-            let body = json!({"type": "notification", "event": "payment.succeeded", "object": object});
+            let body =
+                json!({"type": "notification", "event": "payment.succeeded", "object": object});
             bytes::Bytes::from(serde_json::to_vec(&body).expect("json"))
         })
         .collect()
@@ -289,7 +294,11 @@ pub fn notifications(fake: &Sandbox, ids: &[String]) -> Vec<bytes::Bytes> {
 /// exactly once, one live subscription each, both events of each in the outbox.
 pub async fn verify_activations(db: &tokio_postgres::Client, n: usize) -> Result<(bool, Value)> {
     let n = n as i64;
-    let succeeded = count(db, "SELECT count(*) FROM payments WHERE status = 'succeeded'").await?;
+    let succeeded = count(
+        db,
+        "SELECT count(*) FROM payments WHERE status = 'succeeded'",
+    )
+    .await?;
     let active = count(
         db,
         "SELECT count(*) FROM subscriptions WHERE status = 'active'",
@@ -387,12 +396,9 @@ impl Service {
         for (k, v) in extra {
             cmd.env(k, v);
         }
-        let mut child = cmd.spawn().map_err(|e| {
-            BenchError(format!(
-                "cannot start {}: {e}",
-                opts.service_exe.display()
-            ))
-        })?;
+        let mut child = cmd
+            .spawn()
+            .map_err(|e| BenchError(format!("cannot start {}: {e}", opts.service_exe.display())))?;
         let url = format!("http://127.0.0.1:{port}");
         let http = reqwest::Client::new();
         let deadline = Instant::now() + Duration::from_secs(30);
@@ -462,7 +468,10 @@ impl Load {
     pub fn figures(&self, prefix: &str) -> Map<String, Value> {
         let ms = |q: f64| round2(self.hist.value_at_quantile(q) as f64 / 1000.0);
         let mut m = Map::new();
-        m.insert(format!("{prefix}throughput_per_s"), json!(round2(self.per_s())));
+        m.insert(
+            format!("{prefix}throughput_per_s"),
+            json!(round2(self.per_s())),
+        );
         m.insert(format!("{prefix}p50_ms"), json!(ms(0.50)));
         m.insert(format!("{prefix}p90_ms"), json!(ms(0.90)));
         m.insert(format!("{prefix}p99_ms"), json!(ms(0.99)));

@@ -69,7 +69,10 @@ pub async fn run(opts: &Options) -> Result<Value> {
     )
     .await?;
     let mut m = base("renew", opts);
-    m.insert("seconds".into(), json!(took.map(|d| round2(d.as_secs_f64()))));
+    m.insert(
+        "seconds".into(),
+        json!(took.map(|d| round2(d.as_secs_f64()))),
+    );
     m.insert(
         "throughput_per_s".into(),
         json!(took.map(|d| round2(opts.n as f64 / d.as_secs_f64()))),
