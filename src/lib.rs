@@ -1,6 +1,7 @@
 //! Billing service of an online cinema. See README.md for the architecture.
 
 pub mod app;
+pub mod bench;
 pub mod config;
 pub mod db;
 pub mod domain;

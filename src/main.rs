@@ -50,6 +50,21 @@ enum Command {
         #[arg(long, default_value_t = 3600)]
         ttl: i64,
     },
+    /// The load generator: runs a scenario against a child `billing serve`, verifies it.
+    Bench {
+        #[arg(value_enum)]
+        scenario: billing::bench::Scenario,
+        #[arg(long, default_value_t = 2000)]
+        n: usize,
+        #[arg(long, default_value_t = 64)]
+        concurrency: usize,
+        /// Write the figures as JSON (one object; an array for `all`).
+        #[arg(long)]
+        json: Option<std::path::PathBuf>,
+        /// Dropped and recreated by every scenario (never read from DATABASE_URL).
+        #[arg(long, default_value = billing::bench::DEFAULT_DATABASE_URL)]
+        database_url: String,
+    },
 }
 
 fn main() -> ExitCode {
@@ -116,6 +131,13 @@ fn main() -> ExitCode {
                 println!("{}", keys.issue(user, superuser, ttl));
                 ExitCode::SUCCESS
             }
+            Command::Bench {
+                scenario,
+                n,
+                concurrency,
+                json,
+                database_url,
+            } => billing::bench::cli(scenario, n, concurrency, database_url, json).await,
         }
     })
 }

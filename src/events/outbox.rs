@@ -5,6 +5,7 @@ use serde_json::{json, Map, Value};
 use uuid::Uuid;
 
 use super::{EventType, VERSION};
+use crate::store::Cached as _;
 use crate::store::{GenericClient, Payment, StoreError, Subscription};
 
 /// What an event is about: the subscription, the payment, or both.
@@ -96,7 +97,7 @@ pub async fn record(
 ) -> Result<Uuid, StoreError> {
     let id = Uuid::new_v4();
     let payload = body(id, event_type, &subject);
-    db.execute(
+    db.exec(
         "INSERT INTO outbox (event_id, event_type, payload, occurred_at) \
          VALUES ($1, $2, jsonb_set($3::jsonb, '{data,seq}', to_jsonb(nextval('event_seq'))), \
                  ($3::jsonb ->> 'occurred_at')::timestamptz)",

@@ -9,6 +9,7 @@ use crate::app::App;
 use crate::domain::PaymentStatus;
 use crate::providers::{CreatePayment, ProviderError};
 use crate::service::settle;
+use crate::store::Cached as _;
 use crate::store::{payments, GenericClient, Payment, PaymentKind};
 
 /// What the provider said to a create.
@@ -88,7 +89,7 @@ pub async fn send(app: &App, payment: &Payment) -> Result<Sent, String> {
         }
         Err(e) => {
             let db = app.db.get().await.map_err(|e| e.to_string())?;
-            db.execute(
+            db.exec(
                 "UPDATE payments SET status = 'failed', next_check_at = NULL, lease_until = NULL, updated_at = now() \
                  WHERE id = $1 AND status = 'pending' AND provider_payment_id IS NULL",
                 &[&payment.id],
@@ -112,7 +113,7 @@ async fn record_provider_id(
     confirmation_url: Option<&str>,
 ) -> Result<(), String> {
     let db = app.db.get().await.map_err(|e| e.to_string())?;
-    db.execute(
+    db.exec(
         "UPDATE payments SET provider_payment_id = COALESCE(provider_payment_id, NULLIF($2, '')), \
          confirmation_url = COALESCE(confirmation_url, $3), updated_at = now() WHERE id = $1",
         &[&payment_id, &provider_id, &confirmation_url],

@@ -19,9 +19,12 @@ use crate::app::App;
 use crate::jobs::create::{self, Sent};
 use crate::service::settle;
 use crate::service::webhooks::{self, ProcessError};
+use crate::store::Cached as _;
 use crate::store::{payments, Payment};
 
-pub const BATCH: usize = 50;
+pub const BATCH: usize = 200;
+/// Claimed payments checked at once (each is one provider read and one transaction).
+pub const PARALLEL: usize = 16;
 /// A claimed payment is left alone this long (a provider call with retries is far shorter).
 pub const LEASE_SECS: f64 = 300.0;
 /// The longest wait between two checks of one payment.
@@ -36,7 +39,7 @@ pub async fn run_once(app: &App) -> Result<usize, String> {
         let db = app.db.get().await.map_err(|e| e.to_string())?;
         // NULL next_check_at on an open payment (e.g. moved to waiting_for_capture) means due now.
         let rows = db
-            .query(
+            .q(
                 &format!(
                     "UPDATE payments SET next_check_at = now() + make_interval(secs => $2), \
                      lease_until = now() + make_interval(secs => $2) WHERE id IN ( \
@@ -55,18 +58,21 @@ pub async fn run_once(app: &App) -> Result<usize, String> {
             .collect::<Result<_, _>>()
             .map_err(|e| e.to_string())?
     };
-    for payment in &claimed {
-        let answered = match check(app, payment).await {
-            Ok(answered) => answered,
-            Err(e) => {
-                tracing::warn!(payment_id = %payment.id, error = %e, "reconcile failed; will retry");
-                false
+    use futures::StreamExt;
+    futures::stream::iter(claimed.iter())
+        .for_each_concurrent(PARALLEL, |payment| async move {
+            let answered = match check(app, payment).await {
+                Ok(answered) => answered,
+                Err(e) => {
+                    tracing::warn!(payment_id = %payment.id, error = %e, "reconcile failed; will retry");
+                    false
+                }
+            };
+            if let Err(e) = after_check(app, payment, answered).await {
+                tracing::warn!(payment_id = %payment.id, error = %e, "could not schedule the next check");
             }
-        };
-        if let Err(e) = after_check(app, payment, answered).await {
-            tracing::warn!(payment_id = %payment.id, error = %e, "could not schedule the next check");
-        }
-    }
+        })
+        .await;
     Ok(claimed.len())
 }
 
@@ -124,7 +130,7 @@ async fn check(app: &App, payment: &Payment) -> Result<bool, String> {
         None => {
             let db_now: DateTime<Utc> = {
                 let db = app.db.get().await.map_err(|e| e.to_string())?;
-                db.query_one("SELECT now()", &[])
+                db.q_one("SELECT now()", &[])
                     .await
                     .map_err(|e| e.to_string())?
                     .get(0)
@@ -162,7 +168,7 @@ async fn adopt_or_fail(app: &App, payment: &Payment) -> Result<(), String> {
         }
         None => {
             let db = app.db.get().await.map_err(|e| e.to_string())?;
-            db.execute(
+            db.exec(
                 "UPDATE payments SET status = 'failed', next_check_at = NULL, lease_until = NULL, updated_at = now() \
                  WHERE id = $1 AND status = 'pending' AND provider_payment_id IS NULL",
                 &[&payment.id],
@@ -184,7 +190,7 @@ async fn adopt_or_fail(app: &App, payment: &Payment) -> Result<(), String> {
 async fn after_check(app: &App, payment: &Payment, answered: bool) -> Result<(), String> {
     let db = app.db.get().await.map_err(|e| e.to_string())?;
     let row = db
-        .query_opt(
+        .q_opt(
             "UPDATE payments SET check_attempts = check_attempts + 1, lease_until = NULL, \
              next_check_at = now() + make_interval(secs => LEAST($2 * power(2, LEAST(check_attempts, 20)), $3)), \
              updated_at = now() \
@@ -210,7 +216,7 @@ async fn after_check(app: &App, payment: &Payment, answered: bool) -> Result<(),
         && payment.kind == crate::store::PaymentKind::Purchase
     {
         let n = db
-            .execute(
+            .exec(
                 "UPDATE payments SET status = 'failed', next_check_at = NULL, updated_at = now() \
                  WHERE id = $1 AND status = 'pending'",
                 &[&payment.id],

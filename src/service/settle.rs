@@ -14,6 +14,7 @@ use crate::domain::status::is_hard_decline;
 use crate::domain::{PaySystem, PaymentStatus, SubscriptionStatus};
 use crate::events::{self, EventSubject, EventType};
 use crate::providers::ProviderPayment;
+use crate::store::Cached as _;
 use crate::store::{payments, subscriptions, Payment, PaymentKind, StoreError, Subscription};
 
 #[derive(Debug, Clone, PartialEq)]
@@ -92,7 +93,7 @@ pub async fn apply(
     // Adopt the provider's id if the create's answer was never recorded (or, for
     // CloudPayments, once the order became a transaction). An empty id lends nothing.
     if payment.provider_payment_id.is_none() && !pp.id.is_empty() {
-        tx.execute(
+        tx.exec(
             "UPDATE payments SET provider_payment_id = $2, updated_at = now() WHERE id = $1",
             &[&payment.id, &pp.id],
         )
@@ -105,7 +106,7 @@ pub async fn apply(
         return Ok(Applied::Unchanged);
     }
 
-    let now: DateTime<Utc> = tx.query_one("SELECT now()", &[]).await?.get(0);
+    let now: DateTime<Utc> = tx.q_one("SELECT now()", &[]).await?.get(0);
     let sub = match payment.subscription_id {
         Some(id) => subscriptions::lock(&tx, id).await?,
         None => None,
@@ -123,7 +124,7 @@ pub async fn apply(
     };
     let allowed: Vec<&str> = target.allowed_from().iter().map(|s| s.as_str()).collect();
     let updated = tx
-        .query_opt(
+        .q_opt(
             &format!(
                 "UPDATE payments SET status = $2, captured_at = COALESCE($3, captured_at), \
                  cancellation_party = COALESCE($4, cancellation_party), \
@@ -176,7 +177,7 @@ pub async fn apply(
             match outcome {
                 Granted::Sub(sub, event) => {
                     if moved.subscription_id != Some(sub.id) {
-                        tx.execute(
+                        tx.exec(
                             "UPDATE payments SET subscription_id = $2 WHERE id = $1",
                             &[&moved.id, &sub.id],
                         )
@@ -290,7 +291,7 @@ async fn save_method(
     title: &str,
 ) -> Result<Uuid, StoreError> {
     let row = tx
-        .query_one(
+        .q_one(
             "INSERT INTO payment_methods (id, user_id, pay_system, provider_method_id, title, livemode) \
              VALUES ($1, $2, $3, $4, $5, $6) \
              ON CONFLICT (pay_system, provider_method_id) DO UPDATE SET title = EXCLUDED.title \
@@ -333,7 +334,7 @@ async fn activate_purchase(
             };
             let next = renew.then(|| renew_at(app, end));
             let row = tx
-                .query_one(
+                .q_one(
                     &format!(
                         "UPDATE subscriptions SET current_period_end = $2, status = 'active', auto_renew = $3, \
                          payment_method_id = $4, next_charge_at = $5, renewal_attempts = 0, past_due_since = NULL, \
@@ -352,7 +353,7 @@ async fn activate_purchase(
             let end = tariff.period.add_to(start);
             let next = auto_renew.then(|| renew_at(app, end));
             let row = tx
-                .query_one(
+                .q_one(
                     &format!(
                         "INSERT INTO subscriptions (id, user_id, tariff_id, pay_system, status, price_minor, currency, \
                          period_count, period_unit, current_period_start, current_period_end, auto_renew, \
@@ -431,7 +432,7 @@ async fn renew(
     };
     let next = sub.auto_renew.then(|| renew_at(app, end));
     let row = tx
-        .query_one(
+        .q_one(
             &format!(
                 "UPDATE subscriptions SET status = 'active', current_period_start = $2, current_period_end = $3, \
                  next_charge_at = $4, renewal_attempts = 0, past_due_since = NULL, ended_at = NULL, updated_at = now() \
@@ -461,7 +462,7 @@ async fn renewal_failed(
     let hard = is_hard_decline(reason);
     if hard {
         if let Some(method) = payment.payment_method_id.or(sub.payment_method_id) {
-            tx.execute(
+            tx.exec(
                 "UPDATE payment_methods SET usable = false, unusable_reason = $2 WHERE id = $1",
                 &[&method, &reason],
             )
@@ -478,7 +479,7 @@ async fn renewal_failed(
             .map(|d| now + ChronoDuration::from_std(*d).unwrap_or(ChronoDuration::days(1)))
     };
     let row = tx
-        .query_one(
+        .q_one(
             &format!(
                 "UPDATE subscriptions SET status = 'past_due', past_due_since = COALESCE(past_due_since, now()), \
                  renewal_attempts = $2, next_charge_at = $3, updated_at = now() WHERE id = $1 RETURNING {}",

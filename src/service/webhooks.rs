@@ -11,6 +11,7 @@ use crate::domain::{Money, PaySystem, RefundStatus};
 use crate::providers::cloudpayments::wire::{Kind, Notification};
 use crate::providers::ProviderError;
 use crate::service::settle::{self, Applied};
+use crate::store::Cached as _;
 use crate::store::{payments, GenericClient, StoreError};
 
 /// The provider's answer must come within this budget (a degraded provider must
@@ -63,7 +64,7 @@ pub async fn store(app: &App, n: &Incoming<'_>) -> Result<(Uuid, InboxStatus), S
     let ip = n.source_ip.map(|ip| ip.to_string());
     let row = match n.ops_webhook_id {
         None => {
-            db.query_one(
+            db.q_one(
                 "INSERT INTO webhook_inbox (id, provider, event, object_id, status, body, body_sha256, content_type, \
                  source_ip, next_attempt_at) VALUES ($1, $2, $3, $4, 'received', $5, $6, $7, $8::text::inet, now() + interval '30 seconds') \
                  ON CONFLICT (provider, event, object_id) WHERE ops_webhook_id IS NULL DO UPDATE SET \
@@ -77,7 +78,7 @@ pub async fn store(app: &App, n: &Incoming<'_>) -> Result<(Uuid, InboxStatus), S
             .await?
         }
         Some(ops_id) => {
-            db.query_one(
+            db.q_one(
                 "INSERT INTO webhook_inbox (id, provider, event, object_id, ops_webhook_id, status, body, body_sha256, \
                  content_type, source_ip, next_attempt_at) \
                  VALUES ($1, $2, $3, $4, $5, 'received', $6, $7, $8, $9::text::inet, now() + interval '30 seconds') \
@@ -92,7 +93,7 @@ pub async fn store(app: &App, n: &Incoming<'_>) -> Result<(Uuid, InboxStatus), S
 
 pub async fn ops_id_used(db: &impl GenericClient, ops_id: &str) -> Result<bool, StoreError> {
     Ok(db
-        .query_opt(
+        .q_opt(
             "SELECT 1 FROM webhook_inbox WHERE ops_webhook_id = $1",
             &[&ops_id],
         )
@@ -165,7 +166,7 @@ async fn process(app: &App, inbox_id: Uuid) -> Result<Processed, ProcessError> {
     let (provider, event, object_id, body, content_type) = {
         let db = app.db.get().await?;
         let row = db
-            .query_one(
+            .q_one(
                 "SELECT provider, event, object_id, body, content_type FROM webhook_inbox WHERE id = $1",
                 &[&inbox_id],
             )
@@ -237,7 +238,7 @@ pub async fn reconcile_payment(
     let payment_id = {
         let db = app.db.get().await?;
         let by_provider = db
-            .query_opt(
+            .q_opt(
                 "SELECT id FROM payments WHERE pay_system = $1 AND provider_payment_id = $2",
                 &[&system.as_str(), &pp.id],
             )
@@ -245,7 +246,7 @@ pub async fn reconcile_payment(
         match (by_provider, pp.our_id) {
             (Some(r), _) => r.get::<_, Uuid>(0),
             (None, Some(our)) => match db
-                .query_opt(
+                .q_opt(
                     "SELECT id FROM payments WHERE id = $1 AND pay_system = $2",
                     &[&our, &system.as_str()],
                 )
@@ -297,7 +298,7 @@ async fn refund_notification(
     let ours = {
         let db = app.db.get().await?;
         let known = db
-            .query_opt(
+            .q_opt(
                 "SELECT id FROM refunds WHERE pay_system = $1 AND provider_refund_id = $2",
                 &[&system.as_str(), &pr.id],
             )
@@ -307,7 +308,7 @@ async fn refund_notification(
             None => {
                 // Made in the provider's dashboard (or our answer was lost): record it.
                 let payment = db
-                    .query_opt(
+                    .q_opt(
                         "SELECT id, currency FROM payments WHERE pay_system = $1 AND provider_payment_id = $2",
                         &[&system.as_str(), &pr.payment_id],
                     )
@@ -608,7 +609,7 @@ pub async fn finish(
         Err(ProcessError::Permanent(e)) => (InboxStatus::Failed, None, Some(e)),
     };
     let row = db
-        .query_one(
+        .q_one(
             "UPDATE webhook_inbox SET attempts = attempts + 1, outcome = COALESCE($3, outcome), last_error = $4, \
              status = CASE WHEN $2 = 'received' AND received_at < now() - interval '24 hours' THEN 'failed' ELSE $2 END, \
              processed_at = CASE WHEN $2 IN ('processed', 'ignored') THEN now() ELSE processed_at END, \

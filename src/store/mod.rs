@@ -6,6 +6,48 @@ pub mod subscriptions;
 pub mod tariffs;
 
 pub use deadpool_postgres::GenericClient;
+
+/// Queries through the connection's prepared-statement cache: one round trip per
+/// query instead of two (tokio-postgres prepares an unnamed statement first when
+/// given SQL text). Used on the hot paths (webhook, settle, renewer, reconciler);
+/// the SQL there is static, so the per-connection cache stays small.
+#[async_trait::async_trait]
+pub trait Cached: GenericClient {
+    async fn q(
+        &self,
+        sql: &str,
+        params: &[&(dyn tokio_postgres::types::ToSql + Sync)],
+    ) -> Result<Vec<tokio_postgres::Row>, tokio_postgres::Error> {
+        let st = self.prepare_cached(sql).await?;
+        self.query(&st, params).await
+    }
+    async fn q_one(
+        &self,
+        sql: &str,
+        params: &[&(dyn tokio_postgres::types::ToSql + Sync)],
+    ) -> Result<tokio_postgres::Row, tokio_postgres::Error> {
+        let st = self.prepare_cached(sql).await?;
+        self.query_one(&st, params).await
+    }
+    async fn q_opt(
+        &self,
+        sql: &str,
+        params: &[&(dyn tokio_postgres::types::ToSql + Sync)],
+    ) -> Result<Option<tokio_postgres::Row>, tokio_postgres::Error> {
+        let st = self.prepare_cached(sql).await?;
+        self.query_opt(&st, params).await
+    }
+    async fn exec(
+        &self,
+        sql: &str,
+        params: &[&(dyn tokio_postgres::types::ToSql + Sync)],
+    ) -> Result<u64, tokio_postgres::Error> {
+        let st = self.prepare_cached(sql).await?;
+        self.execute(&st, params).await
+    }
+}
+
+impl<C: GenericClient> Cached for C {}
 pub use payments::{Payment, PaymentKind, PaymentMethod};
 pub use subscriptions::Subscription;
 pub use tariffs::{PaySystemRow, Tariff};

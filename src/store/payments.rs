@@ -5,6 +5,7 @@ use uuid::Uuid;
 
 use super::{parse_col, GenericClient, StoreError};
 use crate::domain::{Currency, Money, PaySystem, PaymentStatus};
+use crate::store::Cached as _;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
 #[serde(rename_all = "snake_case")]
@@ -104,7 +105,7 @@ impl Payment {
 
 pub async fn get(db: &impl GenericClient, id: Uuid) -> Result<Option<Payment>, StoreError> {
     let sql = format!("SELECT {COLS} FROM payments WHERE id = $1");
-    db.query_opt(&sql, &[&id])
+    db.q_opt(&sql, &[&id])
         .await?
         .as_ref()
         .map(Payment::from_row)
@@ -117,7 +118,7 @@ pub async fn get_for_user(
     user_id: Uuid,
 ) -> Result<Option<Payment>, StoreError> {
     let sql = format!("SELECT {COLS} FROM payments WHERE id = $1 AND user_id = $2");
-    db.query_opt(&sql, &[&id, &user_id])
+    db.q_opt(&sql, &[&id, &user_id])
         .await?
         .as_ref()
         .map(Payment::from_row)
@@ -126,7 +127,7 @@ pub async fn get_for_user(
 
 pub async fn lock(db: &impl GenericClient, id: Uuid) -> Result<Option<Payment>, StoreError> {
     let sql = format!("SELECT {COLS} FROM payments WHERE id = $1 FOR UPDATE");
-    db.query_opt(&sql, &[&id])
+    db.q_opt(&sql, &[&id])
         .await?
         .as_ref()
         .map(Payment::from_row)
@@ -144,12 +145,12 @@ pub async fn list_for_user(
         "SELECT {COLS}, count(*) OVER () AS total FROM payments WHERE user_id = $1 \
          ORDER BY created_at DESC, id DESC LIMIT $2 OFFSET $3"
     );
-    let rows = db.query(&sql, &[&user_id, &limit, &offset]).await?;
+    let rows = db.q(&sql, &[&user_id, &limit, &offset]).await?;
     let total = match rows.first() {
         Some(r) => r.try_get("total")?,
         // Past the last page the window is empty: count separately.
         None => db
-            .query_one(
+            .q_one(
                 "SELECT count(*) FROM payments WHERE user_id = $1",
                 &[&user_id],
             )
@@ -195,7 +196,7 @@ pub async fn get_method(
     db: &impl GenericClient,
     id: Uuid,
 ) -> Result<Option<PaymentMethod>, StoreError> {
-    db.query_opt("SELECT * FROM payment_methods WHERE id = $1", &[&id])
+    db.q_opt("SELECT * FROM payment_methods WHERE id = $1", &[&id])
         .await?
         .as_ref()
         .map(PaymentMethod::from_row)

@@ -4,6 +4,7 @@ use uuid::Uuid;
 
 use super::{parse_col, GenericClient, StoreError};
 use crate::domain::{Currency, Money, PaySystem, Period, SubscriptionStatus};
+use crate::store::Cached as _;
 
 #[derive(Debug, Clone)]
 pub struct Subscription {
@@ -66,7 +67,7 @@ pub async fn current_for_user(
         "SELECT {COLS} FROM subscriptions WHERE user_id = $1 \
          ORDER BY (status IN ('active','past_due')) DESC, created_at DESC LIMIT 1"
     );
-    db.query_opt(&sql, &[&user_id])
+    db.q_opt(&sql, &[&user_id])
         .await?
         .as_ref()
         .map(Subscription::from_row)
@@ -81,7 +82,7 @@ pub async fn lock_live_for_user(
     let sql = format!(
         "SELECT {COLS} FROM subscriptions WHERE user_id = $1 AND status IN ('active','past_due') FOR UPDATE"
     );
-    db.query_opt(&sql, &[&user_id])
+    db.q_opt(&sql, &[&user_id])
         .await?
         .as_ref()
         .map(Subscription::from_row)
@@ -90,7 +91,7 @@ pub async fn lock_live_for_user(
 
 pub async fn lock(db: &impl GenericClient, id: Uuid) -> Result<Option<Subscription>, StoreError> {
     let sql = format!("SELECT {COLS} FROM subscriptions WHERE id = $1 FOR UPDATE");
-    db.query_opt(&sql, &[&id])
+    db.q_opt(&sql, &[&id])
         .await?
         .as_ref()
         .map(Subscription::from_row)
@@ -99,7 +100,7 @@ pub async fn lock(db: &impl GenericClient, id: Uuid) -> Result<Option<Subscripti
 
 pub async fn get(db: &impl GenericClient, id: Uuid) -> Result<Option<Subscription>, StoreError> {
     let sql = format!("SELECT {COLS} FROM subscriptions WHERE id = $1");
-    db.query_opt(&sql, &[&id])
+    db.q_opt(&sql, &[&id])
         .await?
         .as_ref()
         .map(Subscription::from_row)
@@ -117,5 +118,5 @@ pub async fn set_auto_renew(
         "UPDATE subscriptions SET auto_renew = $2, next_charge_at = $3, updated_at = now() \
          WHERE id = $1 RETURNING {COLS}"
     );
-    Subscription::from_row(&db.query_one(&sql, &[&id, &on, &next_charge_at]).await?)
+    Subscription::from_row(&db.q_one(&sql, &[&id, &on, &next_charge_at]).await?)
 }

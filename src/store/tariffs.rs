@@ -5,6 +5,7 @@ use uuid::Uuid;
 
 use super::{parse_col, GenericClient, StoreError};
 use crate::domain::{Currency, Money, PaySystem, Period};
+use crate::store::Cached as _;
 
 #[derive(Debug, Clone, Serialize)]
 pub struct Tariff {
@@ -44,7 +45,7 @@ pub async fn list_active(db: &impl GenericClient) -> Result<Vec<Tariff>, StoreEr
     let sql = format!(
         "SELECT {TARIFF_COLS} FROM tariffs WHERE archived_at IS NULL ORDER BY price_minor, alias"
     );
-    db.query(&sql, &[])
+    db.q(&sql, &[])
         .await?
         .iter()
         .map(Tariff::from_row)
@@ -53,7 +54,7 @@ pub async fn list_active(db: &impl GenericClient) -> Result<Vec<Tariff>, StoreEr
 
 pub async fn get(db: &impl GenericClient, id: Uuid) -> Result<Option<Tariff>, StoreError> {
     let sql = format!("SELECT {TARIFF_COLS} FROM tariffs WHERE id = $1");
-    db.query_opt(&sql, &[&id])
+    db.q_opt(&sql, &[&id])
         .await?
         .as_ref()
         .map(Tariff::from_row)
@@ -69,7 +70,7 @@ pub struct PaySystemRow {
 
 pub async fn list_pay_systems(db: &impl GenericClient) -> Result<Vec<PaySystemRow>, StoreError> {
     let rows = db
-        .query("SELECT alias, name, currencies FROM pay_systems WHERE enabled ORDER BY position, alias", &[])
+        .q("SELECT alias, name, currencies FROM pay_systems WHERE enabled ORDER BY position, alias", &[])
         .await?;
     rows.iter()
         .map(|r| {

@@ -1,0 +1,105 @@
+//! reads: GET /api/v1/tariffs, then GET /api/v1/payments/profile for users with 50
+//! payments each, N requests of each at concurrency C.
+
+use std::sync::Arc;
+
+use serde_json::{json, Value};
+use uuid::Uuid;
+
+use super::{base, fresh_db, round2, BenchError, Options, Result, Service};
+
+pub const PAYMENTS_PER_USER: i64 = 50;
+
+pub async fn run(opts: &Options) -> Result<Value> {
+    let db = fresh_db(&opts.database_url).await?;
+    let users_n = (opts.n / 10).clamp(1, 1000);
+    let tariff = Uuid::parse_str(super::MONTH_TARIFF).expect("constant");
+    let users: Vec<Uuid> = db
+        .query(
+            "SELECT gen_random_uuid() FROM generate_series(1, $1::int)",
+            &[&(users_n as i32)],
+        )
+        .await
+        .map_err(BenchError::new)?
+        .iter()
+        .map(|r| r.get(0))
+        .collect();
+    db.execute(
+        "INSERT INTO payments (id, user_id, tariff_id, pay_system, kind, status, amount_minor, currency, renew, \
+         description, provider_idempotence_key, provider_payment_id, livemode, created_at, captured_at) \
+         SELECT gen_random_uuid(), u, $2, 'yookassa', 'purchase', 'succeeded', $3, 'RUB', false, \
+                'Subscription: Monthly', gen_random_uuid()::text, 'bench-' || gen_random_uuid(), false, \
+                now() - make_interval(days => i), now() - make_interval(days => i) \
+         FROM unnest($1::uuid[]) u, generate_series(1, $4::int) i",
+        &[&users, &tariff, &super::PRICE_MINOR, &(PAYMENTS_PER_USER as i32)],
+    )
+    .await
+    .map_err(BenchError::new)?;
+    db.batch_execute("ANALYZE").await.map_err(BenchError::new)?;
+
+    let fake = super::fake().await?;
+    let service = Service::start(opts, &fake, "reads", false, &[]).await?;
+    let http = super::http_client(opts.concurrency)?;
+
+    let url = format!("{}/api/v1/tariffs", service.url);
+    let client = http.clone();
+    let tariffs = super::drive(opts.n, opts.concurrency, move |_| {
+        let http = client.clone();
+        let url = url.clone();
+        async move {
+            match http.get(&url).send().await {
+                Ok(r) if r.status() == 200 => r
+                    .json::<Value>()
+                    .await
+                    .is_ok_and(|v| v.as_array().is_some_and(|a| a.len() == 3)),
+                _ => false,
+            }
+        }
+    })
+    .await;
+
+    let keys = crate::http::auth::Keys::new(super::JWT_KEY);
+    let tokens: Arc<Vec<String>> =
+        Arc::new(users.iter().map(|u| keys.issue(*u, false, 3600)).collect());
+    let url = format!("{}/api/v1/payments/profile?limit=10&page=1", service.url);
+    let profile = super::drive(opts.n, opts.concurrency, move |i| {
+        let http = http.clone();
+        let url = url.clone();
+        let tokens = tokens.clone();
+        async move {
+            match http
+                .get(&url)
+                .header("authorization", &tokens[i % tokens.len()])
+                .send()
+                .await
+            {
+                Ok(r) if r.status() == 200 => {
+                    let total = r
+                        .headers()
+                        .get("x-total-count")
+                        .and_then(|v| v.to_str().ok())
+                        .and_then(|v| v.parse::<i64>().ok());
+                    let body = r.json::<Value>().await.ok();
+                    total == Some(PAYMENTS_PER_USER)
+                        && body.is_some_and(|v| v.as_array().is_some_and(|a| a.len() == 10))
+                }
+                _ => false,
+            }
+        }
+    })
+    .await;
+    let rss = service.peak_rss_mib();
+    service.stop().await;
+
+    let mut m = base("reads", opts);
+    m.append(&mut tariffs.figures(""));
+    m.append(&mut profile.figures("profile_"));
+    m.insert("users".into(), json!(users_n));
+    m.insert("payments_per_user".into(), json!(PAYMENTS_PER_USER));
+    m.insert("max_rss_mib".into(), json!(round2(rss)));
+    m.insert(
+        "verified".into(),
+        json!(tariffs.failures == 0 && profile.failures == 0),
+    );
+    Ok(Value::Object(m))
+}
