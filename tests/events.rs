@@ -547,3 +547,68 @@ async fn retention_sweep_deletes_only_sent_rows_older_than_the_limit() {
     drop(client);
     app.stop().await;
 }
+
+#[tokio::test]
+async fn a_purchase_publishes_payment_succeeded_then_subscription_activated() {
+    let fake = billing::providers::sandbox::Sandbox::new("test-shop", "test_secret", true);
+    let addr = fake.spawn("127.0.0.1:0".parse().unwrap()).await.unwrap();
+    let app = TestApp::start_opts(
+        |env| {
+            with_broker(env);
+            env.insert("YOOKASSA_SHOP_ID".into(), "test-shop".into());
+            env.insert("YOOKASSA_SECRET_KEY".into(), "test_secret".into());
+            env.insert("JWT_SECRET_KEY".into(), "test-jwt-key".into());
+            env.insert(
+                "YOOKASSA_API_URL".into(),
+                format!("http://{addr}/sandbox/yookassa/v3"),
+            );
+            env.insert("YOOKASSA_RETURN_URL".into(), RETURN_URL.into());
+            env.insert("YOOKASSA_WEBHOOK_ALLOWED_IPS".into(), "127.0.0.1/32".into());
+        },
+        WITH_WORKERS,
+    )
+    .await;
+    fake.set_webhook_url(&format!("{}/webhooks/yookassa", app.url));
+    let mut queue = TestQueue::bind().await;
+    let user = Uuid::new_v4();
+    let (status, body) = app.buy(user, MONTH_TARIFF, true, None).await;
+    assert_eq!(status, 201, "{body}");
+    let payment_id = body["payment_id"].as_str().unwrap().to_owned();
+    let pid = app.provider_id(&payment_id).await;
+    fake.settle(&pid, billing::providers::sandbox::Outcome::Succeed);
+    assert_eq!(fake.notify(&pid).await.unwrap(), 200);
+
+    let got = queue.wait_for(2, for_users(&[user])).await;
+    let kinds: Vec<&str> = got.iter().map(|m| m.routing_key.as_str()).collect();
+    assert_eq!(kinds, ["payment.succeeded", "subscription.activated"]);
+    for m in &got {
+        assert_eq!(m.message_id(), Some(m.event_id()));
+        assert_eq!(
+            m.properties.kind().as_ref().map(|t| t.as_str()),
+            Some(m.routing_key.as_str())
+        );
+        assert_eq!(
+            m.properties.content_type().as_ref().map(|t| t.as_str()),
+            Some("application/json")
+        );
+        assert_eq!(*m.properties.delivery_mode(), Some(2), "persistent");
+        assert!(m.properties.timestamp().is_some());
+        assert_eq!(m.body["version"], 1);
+        assert_eq!(m.body["data"]["payment_id"], payment_id.as_str());
+        assert_eq!(
+            m.body["data"]["amount"],
+            json!({"value": "299.00", "currency": "RUB"})
+        );
+        assert_eq!(m.body["data"]["livemode"], false);
+        assert_eq!(m.body["data"]["tariff_id"], MONTH_TARIFF);
+        assert!(m.body["data"]["subscription_id"].is_string());
+        assert!(m.body["data"]["current_period_end"].is_string());
+    }
+    assert_eq!(
+        got[0].body["data"]["status"], "succeeded",
+        "payment events carry the payment's status"
+    );
+    assert_eq!(got[1].body["data"]["status"], "active");
+    assert_eq!(got[0].body["data"]["provider"], "yookassa");
+    assert!(got[0].seq() < got[1].seq());
+}

@@ -191,7 +191,8 @@ pub async fn apply(
                         EventSubject::payment(&moved, Some(&sub)),
                     )
                     .await?;
-                    events::record(&tx, event, EventSubject::subscription(&sub)).await?;
+                    // The subscription event names the payment that caused it (design's example body).
+                    events::record(&tx, event, EventSubject::payment(&moved, Some(&sub))).await?;
                 }
                 Granted::Conflict(why) => {
                     events::record(
