@@ -77,18 +77,7 @@ pub async fn run(
             .body(raw)
             .send()
             .await;
-        match resp {
-            Ok(r) => {
-                let status = r.status();
-                let text = r.text().await.unwrap_or_default();
-                println!("{} → {} {}", file.display(), status.as_u16(), text);
-                all_ok &= status.is_success();
-            }
-            Err(e) => {
-                println!("{} → error: {e}", file.display());
-                all_ok = false;
-            }
-        }
+        all_ok &= print_answer(file, resp).await;
     }
     Ok(all_ok)
 }
@@ -145,18 +134,7 @@ async fn run_cloudpayments(
             .body(raw)
             .send()
             .await;
-        match resp {
-            Ok(r) => {
-                let status = r.status();
-                let text = r.text().await.unwrap_or_default();
-                println!("{} → {} {}", file.display(), status.as_u16(), text);
-                all_ok &= status.is_success();
-            }
-            Err(e) => {
-                println!("{} → error: {e}", file.display());
-                all_ok = false;
-            }
-        }
+        all_ok &= print_answer(file, resp).await;
     }
     Ok(all_ok)
 }
@@ -197,5 +175,21 @@ async fn resolve_payment(config: &Config, given: &str) -> (String, Option<Uuid>)
     match found {
         Some(provider) => (provider, Some(our)),
         None => (given.to_owned(), None),
+    }
+}
+
+/// Prints one answer; true when the service accepted the notification (2xx).
+async fn print_answer(file: &std::path::Path, resp: reqwest::Result<reqwest::Response>) -> bool {
+    match resp {
+        Ok(r) => {
+            let status = r.status();
+            let text = r.text().await.unwrap_or_default();
+            println!("{} → {} {}", file.display(), status.as_u16(), text);
+            status.is_success()
+        }
+        Err(e) => {
+            println!("{} → error: {e}", file.display());
+            false
+        }
     }
 }

@@ -141,6 +141,27 @@ impl From<deadpool_postgres::PoolError> for ProcessError {
     }
 }
 
+fn configured(
+    app: &App,
+    system: PaySystem,
+) -> Result<std::sync::Arc<dyn crate::providers::Provider>, ProcessError> {
+    app.providers
+        .get(system)
+        .cloned()
+        .ok_or_else(|| ProcessError::Permanent(format!("{system} is not configured")))
+}
+
+/// A provider read within the re-read budget; `None` when the provider does not know it.
+async fn reread<T>(
+    call: impl std::future::Future<Output = Result<T, ProviderError>>,
+) -> Result<Option<T>, ProcessError> {
+    match tokio::time::timeout(REREAD_BUDGET, call).await {
+        Err(_) => Err(ProcessError::Transient("provider re-read timed out".into())),
+        Ok(Err(ProviderError::NotFound)) => Ok(None),
+        Ok(r) => r.map(Some).map_err(provider_error),
+    }
+}
+
 fn provider_error(e: ProviderError) -> ProcessError {
     match e {
         ProviderError::Unavailable(m) => ProcessError::Transient(m),
@@ -222,18 +243,9 @@ pub async fn reconcile_payment(
     provider_payment_id: &str,
     expected: Option<&str>,
 ) -> Result<Processed, ProcessError> {
-    let provider = app
-        .providers
-        .get(system)
-        .ok_or_else(|| ProcessError::Permanent(format!("{system} is not configured")))?;
-    let pp = match tokio::time::timeout(REREAD_BUDGET, provider.get_payment(provider_payment_id))
-        .await
-    {
-        Err(_) => return Err(ProcessError::Transient("provider re-read timed out".into())),
-        Ok(Err(ProviderError::NotFound)) => {
-            return Ok(Processed::Ignored("unknown at the provider".into()))
-        }
-        Ok(r) => r.map_err(provider_error)?,
+    let provider = configured(app, system)?;
+    let Some(pp) = reread(provider.get_payment(provider_payment_id)).await? else {
+        return Ok(Processed::Ignored("unknown at the provider".into()));
     };
     let payment_id = {
         let db = app.db.get().await?;
@@ -284,16 +296,9 @@ async fn refund_notification(
     system: PaySystem,
     refund_id: &str,
 ) -> Result<Processed, ProcessError> {
-    let provider = app
-        .providers
-        .get(system)
-        .ok_or_else(|| ProcessError::Permanent(format!("{system} is not configured")))?;
-    let pr = match tokio::time::timeout(REREAD_BUDGET, provider.get_refund(refund_id)).await {
-        Err(_) => return Err(ProcessError::Transient("provider re-read timed out".into())),
-        Ok(Err(ProviderError::NotFound)) => {
-            return Ok(Processed::Ignored("refund unknown at the provider".into()))
-        }
-        Ok(r) => r.map_err(provider_error)?,
+    let provider = configured(app, system)?;
+    let Some(pr) = reread(provider.get_refund(refund_id)).await? else {
+        return Ok(Processed::Ignored("refund unknown at the provider".into()));
     };
     let ours = {
         let db = app.db.get().await?;
