@@ -110,20 +110,20 @@ pub async fn buy(
         saved_method_id: None,
     };
     let result = provider.create_payment(&create).await;
-    let db = app.db.get().await?;
     let answer = match result {
         Ok(pp) => {
             // An empty id (a CloudPayments order) leaves the column NULL for settle to fill.
-            db.execute(
+            app.db.get().await?.execute(
                 "UPDATE payments SET provider_payment_id = COALESCE(provider_payment_id, NULLIF($2, '')), \
                  confirmation_url = $3, updated_at = now() WHERE id = $1",
                 &[&payment.id, &pp.id, &pp.confirmation_url],
             )
             .await?;
+            // settle takes its own connection: none is held here meanwhile.
             if pp.status != PaymentStatus::Pending {
                 crate::service::settle::apply(app, payment.id, &pp).await?;
             }
-            let current = payments::get(&db, payment.id)
+            let current = payments::get(&app.db.get().await?, payment.id)
                 .await?
                 .unwrap_or(payment.clone());
             let body = BuyResponse {
@@ -143,7 +143,7 @@ pub async fn buy(
             // client retry with it resumes too.
             tracing::warn!(payment_id = %payment.id, error = %cause, "provider unavailable during create");
             if let Some(s) = &scope {
-                idempotency::release(&db, s).await?;
+                idempotency::release(&app.db.get().await?, s).await?;
             }
             return Err(ApiError::bad_gateway(
                 "the payment provider is unavailable; retry later",
@@ -151,7 +151,7 @@ pub async fn buy(
         }
         Err(e) => {
             tracing::error!(payment_id = %payment.id, error = %e, "provider refused the create");
-            db.execute(
+            app.db.get().await?.execute(
                 "UPDATE payments SET status = 'failed', updated_at = now() WHERE id = $1 AND status = 'pending'",
                 &[&payment.id],
             )
@@ -164,7 +164,7 @@ pub async fn buy(
         }
     };
     if let Some(s) = &scope {
-        idempotency::complete(&db, s, answer.0, &answer.1).await?;
+        idempotency::complete(&app.db.get().await?, s, answer.0, &answer.1).await?;
     }
     Ok(answer)
 }

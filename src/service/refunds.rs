@@ -374,6 +374,8 @@ pub async fn admin_refund(
         }
     };
     tx.commit().await?;
+    // No connection is kept while the provider is called.
+    drop(db);
 
     let answer = match submit(app, refund_id).await {
         Ok(_) => {

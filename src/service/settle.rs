@@ -231,6 +231,8 @@ pub async fn apply(
         _ => {}
     }
     tx.commit().await?;
+    // Give the connection back before the provider call below.
+    drop(db);
     metrics::counter!("payments_settled_total", "status" => target.as_str()).increment(1);
 
     if let Some(refund_id) = refund_after_commit {
