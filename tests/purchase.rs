@@ -791,3 +791,33 @@ async fn billing_replay_signs_fixtures_and_the_service_accepts_them_once() {
         2
     );
 }
+
+#[tokio::test]
+async fn a_forged_forwarded_for_line_before_the_proxys_own_line_is_not_believed() {
+    // Behind a proxy that appends its own X-Forwarded-For line, the sender's forged
+    // line comes first; the hops of all lines, in order, form one list.
+    let (app, fake) = with_fake_yookassa(|env| {
+        env.remove("YOOKASSA_WEBHOOK_ALLOWED_IPS");
+        env.insert("TRUSTED_PROXIES".into(), "127.0.0.1/32".into());
+    })
+    .await;
+    let (_, pid) = bought(&app, Uuid::new_v4(), false).await;
+    let object = fake.settle(&pid, Outcome::Succeed).unwrap();
+    let body = json!({"type": "notification", "event": "payment.succeeded", "object": object});
+    let forged = app
+        .http
+        .post(format!("{}/webhooks/yookassa", app.url))
+        .header("x-forwarded-for", "185.71.76.5")
+        .header("x-forwarded-for", "8.8.8.8")
+        .json(&body)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(
+        forged.status(),
+        403,
+        "the proxy's line names 8.8.8.8 as the sender"
+    );
+    assert_eq!(app.count("SELECT count(*) FROM webhook_inbox").await, 0);
+    assert_eq!(app.count("SELECT count(*) FROM subscriptions").await, 0);
+}

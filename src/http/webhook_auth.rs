@@ -38,6 +38,18 @@ pub fn client_ip(
     Some(last)
 }
 
+/// Every `X-Forwarded-For` line, in order, as one list: a proxy that appends its own
+/// line puts the hop it saw last, so reading only the first line would believe the
+/// sender's forged one. A line that is not text becomes a hop that parses as nothing.
+pub fn forwarded_for(headers: &warp::http::HeaderMap) -> Option<String> {
+    let lines: Vec<String> = headers
+        .get_all("x-forwarded-for")
+        .iter()
+        .map(|v| String::from_utf8_lossy(v.as_bytes()).into_owned())
+        .collect();
+    (!lines.is_empty()).then(|| lines.join(","))
+}
+
 pub fn allowed(ip: Option<IpAddr>, allow: &[IpNet]) -> bool {
     ip.is_some_and(|ip| allow.iter().any(|n| n.contains(&ip)))
 }
@@ -167,6 +179,22 @@ mod tests {
             "an untrusted peer's header is ignored"
         );
         assert_eq!(client_ip(peer, Some("garbage"), &trusted), peer);
+    }
+
+    #[test]
+    fn every_forwarded_for_line_counts_in_order() {
+        let mut headers = warp::http::HeaderMap::new();
+        assert_eq!(forwarded_for(&headers), None);
+        headers.append("x-forwarded-for", "185.71.76.5".parse().unwrap());
+        headers.append("x-forwarded-for", "8.8.8.8, 10.0.0.7".parse().unwrap());
+        let joined = forwarded_for(&headers).unwrap();
+        assert_eq!(joined, "185.71.76.5,8.8.8.8, 10.0.0.7");
+        let trusted = nets("10.0.0.0/8");
+        let peer = Some("10.0.0.5".parse().unwrap());
+        assert_eq!(
+            client_ip(peer, Some(&joined), &trusted),
+            Some("8.8.8.8".parse().unwrap())
+        );
     }
 
     #[test]

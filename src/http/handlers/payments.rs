@@ -98,7 +98,7 @@ pub async fn yookassa(
     };
     let ip = webhook_auth::client_ip(
         peer.map(|p| p.ip()),
-        header(&headers, "x-forwarded-for"),
+        webhook_auth::forwarded_for(&headers).as_deref(),
         &app.config.trusted_proxies,
     );
     if ops_id.is_none() && !webhook_auth::allowed(ip, &app.config.yookassa.allowed_ips) {
