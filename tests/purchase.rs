@@ -821,3 +821,94 @@ async fn a_forged_forwarded_for_line_before_the_proxys_own_line_is_not_believed(
     assert_eq!(app.count("SELECT count(*) FROM webhook_inbox").await, 0);
     assert_eq!(app.count("SELECT count(*) FROM subscriptions").await, 0);
 }
+
+#[tokio::test]
+async fn deadlocks_serialization_failures_and_unique_violations_leave_the_inbox_row_for_retry() {
+    let (app, fake) = with_fake_yookassa(|_| {}).await;
+    // A fault injected in the real database: every payment update raises the SQLSTATE
+    // named in `fault` while it has a row.
+    app.sql()
+        .await
+        .batch_execute(
+            "CREATE TABLE fault (code text NOT NULL); \
+             CREATE FUNCTION raise_fault() RETURNS trigger LANGUAGE plpgsql AS $$ \
+             DECLARE c text; BEGIN SELECT code INTO c FROM fault LIMIT 1; \
+             IF c IS NOT NULL THEN RAISE EXCEPTION 'injected fault %', c USING ERRCODE = c; END IF; \
+             RETURN NEW; END $$; \
+             CREATE TRIGGER payments_fault BEFORE UPDATE ON payments FOR EACH ROW EXECUTE FUNCTION raise_fault();",
+        )
+        .await
+        .unwrap();
+    for code in ["40P01", "40001", "23505"] {
+        let (_, pid) = bought(&app, Uuid::new_v4(), false).await;
+        let object = fake.settle(&pid, Outcome::Succeed).unwrap();
+        let db = app.sql().await;
+        db.execute("INSERT INTO fault VALUES ($1)", &[&code])
+            .await
+            .unwrap();
+        assert_eq!(app.notify("payment.succeeded", &object).await, 200);
+        let status: String = db
+            .query_one(
+                "SELECT status FROM webhook_inbox WHERE object_id = $1",
+                &[&pid],
+            )
+            .await
+            .unwrap()
+            .get(0);
+        assert_eq!(status, "received", "SQLSTATE {code} is retried, not failed");
+
+        db.execute("DELETE FROM fault", &[]).await.unwrap();
+        db.execute(
+            "UPDATE webhook_inbox SET next_attempt_at = now() WHERE object_id = $1",
+            &[&pid],
+        )
+        .await
+        .unwrap();
+        billing::jobs::inbox_retry::run_once(app.app())
+            .await
+            .unwrap();
+        let status: String = db
+            .query_one(
+                "SELECT status FROM webhook_inbox WHERE object_id = $1",
+                &[&pid],
+            )
+            .await
+            .unwrap()
+            .get(0);
+        assert_eq!(status, "processed", "after SQLSTATE {code} cleared");
+    }
+    assert_eq!(
+        app.count("SELECT count(*) FROM subscriptions WHERE status = 'active'")
+            .await,
+        3,
+        "each viewer got the access they paid for"
+    );
+
+    // A fault that outlasts a day fails the row (and alerts), as any transient error does.
+    let (_, pid) = bought(&app, Uuid::new_v4(), false).await;
+    let object = fake.settle(&pid, Outcome::Succeed).unwrap();
+    let db = app.sql().await;
+    db.execute("INSERT INTO fault VALUES ('40P01')", &[])
+        .await
+        .unwrap();
+    assert_eq!(app.notify("payment.succeeded", &object).await, 200);
+    db.execute(
+        "UPDATE webhook_inbox SET next_attempt_at = now(), received_at = now() - interval '25 hours' \
+         WHERE object_id = $1",
+        &[&pid],
+    )
+    .await
+    .unwrap();
+    billing::jobs::inbox_retry::run_once(app.app())
+        .await
+        .unwrap();
+    let status: String = db
+        .query_one(
+            "SELECT status FROM webhook_inbox WHERE object_id = $1",
+            &[&pid],
+        )
+        .await
+        .unwrap()
+        .get(0);
+    assert_eq!(status, "failed");
+}

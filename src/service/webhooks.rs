@@ -121,7 +121,9 @@ pub enum ProcessError {
 
 impl From<StoreError> for ProcessError {
     fn from(e: StoreError) -> Self {
-        if e.is_unavailable() {
+        // A lost race is retried with the inbox backoff like an outage; `finish` fails
+        // the row only after a day.
+        if e.is_transient() {
             ProcessError::Transient(e.to_string())
         } else {
             ProcessError::Permanent(e.to_string())

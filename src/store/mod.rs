@@ -79,6 +79,19 @@ impl StoreError {
         }
     }
 
+    /// Worth retrying as it is: the server is away, or this transaction lost a race
+    /// (serialization failure, deadlock, a concurrent insert of the same key) that a
+    /// later attempt, seeing the winner's commit, decides differently.
+    pub fn is_transient(&self) -> bool {
+        use tokio_postgres::error::SqlState;
+        self.is_unavailable()
+            || matches!(self, StoreError::Query(e) if e.code().is_some_and(|c| {
+                *c == SqlState::T_R_SERIALIZATION_FAILURE
+                    || *c == SqlState::T_R_DEADLOCK_DETECTED
+                    || *c == SqlState::UNIQUE_VIOLATION
+            }))
+    }
+
     pub fn is_unique_violation(&self) -> bool {
         matches!(self, StoreError::Query(e) if e.code() == Some(&tokio_postgres::error::SqlState::UNIQUE_VIOLATION))
     }
