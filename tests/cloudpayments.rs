@@ -843,3 +843,62 @@ async fn the_renewer_charges_the_saved_token_once_per_period() {
         "{types:?}"
     );
 }
+
+#[tokio::test]
+async fn a_refund_notification_that_arrives_before_its_pay_is_kept_and_applied_later() {
+    let (app, fake) = with_fake_cloudpayments().await;
+    let user = Uuid::new_v4();
+    let (payment_id, order) = bought(&app, &fake, user).await;
+    // The pay notification is lost on the way; support refunds part of it at once.
+    fake.lose_notifications(true);
+    let t = fake.pay_order(&order, None).await.unwrap().unwrap();
+    fake.lose_notifications(false);
+    let tx = t["TransactionId"].as_i64().unwrap();
+    assert_eq!(
+        fake.refund_in_dashboard(tx, json!(100.00)).await.unwrap(),
+        (200, 0)
+    );
+    let db = app.sql().await;
+    let inbox: String = db
+        .query_one(
+            "SELECT status FROM webhook_inbox WHERE event = 'refund'",
+            &[],
+        )
+        .await
+        .unwrap()
+        .get(0);
+    assert!(
+        inbox != "ignored" && inbox != "failed",
+        "a refund that names our payment is kept for retry, got {inbox}"
+    );
+
+    // The pay arrives late; the stored refund is then applied by the retry worker.
+    let (status, body) = post_json(&app, "pay", &t).await;
+    assert_eq!((status, body["code"].as_i64()), (200, Some(0)));
+    db.execute("UPDATE webhook_inbox SET next_attempt_at = now()", &[])
+        .await
+        .unwrap();
+    billing::jobs::inbox_retry::run_once(app.app())
+        .await
+        .unwrap();
+    let row = payment_row(&app, &payment_id).await;
+    assert_eq!(row.get::<_, String>(0), "partially_refunded");
+    let refunded: i64 = db
+        .query_one(
+            "SELECT refunded_minor FROM payments WHERE id = $1",
+            &[&Uuid::parse_str(&payment_id).unwrap()],
+        )
+        .await
+        .unwrap()
+        .get(0);
+    assert_eq!(refunded, 10_000);
+    let status: String = db
+        .query_one(
+            "SELECT status FROM subscriptions WHERE user_id = $1",
+            &[&user],
+        )
+        .await
+        .unwrap()
+        .get(0);
+    assert_eq!(status, "active", "a partial refund changes no access");
+}

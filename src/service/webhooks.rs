@@ -568,13 +568,32 @@ async fn cloudpayments_refund(app: &App, n: &Notification) -> Result<Processed, 
                 };
                 let payment_id = by_transaction.or(n.our_id());
                 let payment = match payment_id {
-                    Some(id) => payments::get(&db, id)
-                        .await?
-                        .filter(|p| p.pay_system == system && p.status.is_paid()),
+                    Some(id) => payments::get(&db, id).await?,
                     None => None,
                 };
-                let Some(payment) = payment else {
-                    return Ok(Processed::Ignored("refund of an unknown payment".into()));
+                let payment = match (payment, payment_id) {
+                    (Some(p), _) if p.pay_system != system => {
+                        return Ok(Processed::Ignored(
+                            "InvoiceId names a payment of another provider".into(),
+                        ))
+                    }
+                    (Some(p), _) if p.status.is_paid() => p,
+                    // Ours, but its pay has not been applied yet (lost, late or out of
+                    // order): keep the refund and retry; CloudPayments will not re-send it.
+                    (Some(p), _) => {
+                        return Err(ProcessError::Transient(format!(
+                            "refund of payment {} before its success ({})",
+                            p.id, p.status
+                        )))
+                    }
+                    (None, Some(id)) => {
+                        return Err(ProcessError::Transient(format!(
+                            "refund names payment {id}, not found yet"
+                        )))
+                    }
+                    (None, None) => {
+                        return Ok(Processed::Ignored("refund of an unknown payment".into()))
+                    }
                 };
                 let amount = n
                     .amount_in(payment.amount.currency())
