@@ -106,6 +106,9 @@ pub struct Config {
     pub reconcile_after: Duration,
     pub renew_before: Duration,
     pub dunning_schedule: Vec<Duration>,
+    /// How long after the period end access lasts while renewals are refused for a
+    /// reason of ours (credentials, shop settings), retried meanwhile.
+    pub refusal_grace: Duration,
     pub outbox_retention: Duration,
     pub webhook_body_retention: Duration,
     /// Explicit RETURN_URL_ALLOWED_ORIGINS; empty means "the origin of the return URL".
@@ -302,6 +305,7 @@ impl Config {
             reconcile_after: dur("RECONCILE_AFTER", "2m")?,
             renew_before: dur("RENEW_BEFORE", "1d")?,
             dunning_schedule,
+            refusal_grace: dur("REFUSAL_GRACE", "3d")?,
             outbox_retention: dur("OUTBOX_RETENTION", "7d")?,
             webhook_body_retention: dur("WEBHOOK_BODY_RETENTION", "30d")?,
             return_url_allowed_origins,
@@ -385,6 +389,7 @@ mod tests {
         assert_eq!(c.jwt_secret.expose(), DEV_JWT_SECRET);
         assert_eq!(c.reconcile_after, Duration::from_secs(120));
         assert_eq!(c.dunning_schedule.len(), 3);
+        assert_eq!(c.refusal_grace, Duration::from_secs(3 * 86_400));
         assert!(c
             .yookassa
             .allowed_ips
@@ -426,6 +431,7 @@ mod tests {
         for (var, value) in [
             ("RECONCILE_AFTER", "soon"),
             ("DUNNING_SCHEDULE", "1d,x"),
+            ("REFUSAL_GRACE", "3 days"),
             ("LISTEN_ADDR", "nowhere"),
             ("TRUSTED_PROXIES", "10.0.0.0/33"),
             ("OPS_WEBHOOK_SECRET", "plain"),

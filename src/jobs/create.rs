@@ -2,24 +2,38 @@
 //! renewer and the reconciler. The request is rebuilt from the committed row, so a
 //! retry sends the same body with the same key and the provider answers the
 //! original payment instead of charging again.
+//!
+//! Only a definite answer ends an attempt (see `ProviderError`): an unknown outcome
+//! leaves the row pending for the same key. Past the provider's key window (23 h of
+//! YooKassa's 24) a create is never re-sent: it is looked up by our id instead.
 
+use chrono::Duration as ChronoDuration;
 use uuid::Uuid;
 
 use crate::app::App;
 use crate::domain::PaymentStatus;
 use crate::providers::{CreatePayment, ProviderError};
-use crate::service::settle;
+use crate::service::settle::{self, Refusal};
 use crate::store::Cached as _;
 use crate::store::{payments, GenericClient, Payment, PaymentKind};
+
+/// YooKassa keeps idempotence keys 24 h: a create older than this is looked up, not re-sent.
+pub const RESEND_WINDOW_HOURS: i64 = 23;
+/// The look-up searches the provider's payments created from a little before our row
+/// (clock skew) to the end of the key window (the last moment a re-send could create it).
+const LOOKUP_BEFORE_MINUTES: i64 = 5;
+const LOOKUP_AFTER_HOURS: i64 = 24;
 
 /// What the provider said to a create.
 #[derive(Debug, Clone, PartialEq)]
 pub enum Sent {
     /// It answered; the payment now has a provider id and is in this status.
     Answered(PaymentStatus),
-    /// Outcome unknown (network, 5xx, 202): retry later with the same key.
+    /// Outcome unknown (network, timeout, 5xx, 429, 202, an unreadable answer): retry
+    /// later with the same key.
     Unknown(String),
-    /// A definite refusal (4xx): nothing was created; the payment is failed locally.
+    /// A definite refusal (a parsed 4xx), or no payment found after the key window:
+    /// nothing was created; the payment is failed (a renewal's subscription past_due).
     Refused(String),
 }
 
@@ -39,6 +53,13 @@ pub async fn request_for(
                 .await
                 .map_err(|e| e.to_string())?
                 .ok_or_else(|| format!("payment method {method_id} vanished"))?;
+            // A saved method is only meaningful to the provider that saved it.
+            if method.pay_system != payment.pay_system {
+                return Err(format!(
+                    "renewal {} is for {} but its method belongs to {}",
+                    payment.id, payment.pay_system, method.pay_system
+                ));
+            }
             Some(method.provider_method_id)
         }
     };
@@ -62,7 +83,8 @@ pub async fn request_for(
 }
 
 /// Sends the create for `payment` (no lock is held across the call) and records the
-/// answer: the provider id, and through `settle::apply` any non-pending state.
+/// answer: the provider id, and through `settle::apply` any non-pending state. A row
+/// past the key window is looked up instead of re-sent.
 pub async fn send(app: &App, payment: &Payment) -> Result<Sent, String> {
     let provider = app
         .providers
@@ -71,6 +93,18 @@ pub async fn send(app: &App, payment: &Payment) -> Result<Sent, String> {
         .ok_or_else(|| format!("{} is not configured", payment.pay_system))?;
     let req = {
         let db = app.db.get().await.map_err(|e| e.to_string())?;
+        let old: bool = db
+            .q_one(
+                "SELECT created_at < now() - make_interval(hours => $2) FROM payments WHERE id = $1",
+                &[&payment.id, &(RESEND_WINDOW_HOURS as i32)],
+            )
+            .await
+            .map_err(|e| e.to_string())?
+            .get(0);
+        if old {
+            drop(db);
+            return look_up(app, payment).await;
+        }
         request_for(app, &db, payment).await?
     };
     match provider.create_payment(&req).await {
@@ -83,25 +117,96 @@ pub async fn send(app: &App, payment: &Payment) -> Result<Sent, String> {
             }
             Ok(Sent::Answered(pp.status))
         }
-        Err(ProviderError::Unavailable(cause)) => {
-            tracing::warn!(payment_id = %payment.id, error = %cause, "create outcome unknown; will re-send with the same key");
-            Ok(Sent::Unknown(cause))
+        Err(e) if !e.is_definite() => {
+            tracing::warn!(payment_id = %payment.id, error = %e, "create outcome unknown; will re-send with the same key");
+            Ok(Sent::Unknown(e.to_string()))
         }
         Err(e) => {
+            let refusal = if e.refuses_method() {
+                Refusal::Method(code_of(&e))
+            } else {
+                Refusal::Ours(code_of(&e))
+            };
+            let alert = match (payment.kind, &refusal) {
+                (PaymentKind::Renewal, Refusal::Method(_)) => None,
+                (PaymentKind::Renewal, Refusal::Ours(_)) => Some("renewal_refused"),
+                (PaymentKind::Purchase, _) => Some("create_refused"),
+            };
+            if let Some(kind) = alert {
+                settle::alert(
+                    kind,
+                    &format!("provider refused the create: {e}"),
+                    payment.id,
+                );
+            }
+            fail(app, payment, &refusal).await?;
+            Ok(Sent::Refused(e.to_string()))
+        }
+    }
+}
+
+fn code_of(e: &ProviderError) -> String {
+    match e {
+        ProviderError::Rejected { code, .. } => code.clone(),
+        ProviderError::NotFound => "not_found".into(),
+        other => other.to_string(),
+    }
+}
+
+/// Nothing was created at the provider: a purchase is failed; a renewal is failed
+/// and its subscription moves on (past_due, dunning or hard decline) in one transaction.
+async fn fail(app: &App, payment: &Payment, refusal: &Refusal) -> Result<(), String> {
+    match payment.kind {
+        PaymentKind::Renewal => {
+            settle::renewal_refused(app, payment.id, refusal)
+                .await
+                .map_err(|e| e.to_string())?;
+        }
+        PaymentKind::Purchase => {
             let db = app.db.get().await.map_err(|e| e.to_string())?;
             db.exec(
-                "UPDATE payments SET status = 'failed', next_check_at = NULL, lease_until = NULL, updated_at = now() \
+                "UPDATE payments SET status = 'failed', cancellation_reason = $2, next_check_at = NULL, \
+                 lease_until = NULL, updated_at = now() \
                  WHERE id = $1 AND status = 'pending' AND provider_payment_id IS NULL",
-                &[&payment.id],
+                &[&payment.id, &refusal.code()],
             )
             .await
             .map_err(|e| e.to_string())?;
+        }
+    }
+    Ok(())
+}
+
+/// Past the key window: find the provider's payment by our id and adopt it, or, once
+/// the whole window was searched, conclude there is none. An unanswered or
+/// unfinished search is `Unknown` (asked again later), never "not found".
+async fn look_up(app: &App, payment: &Payment) -> Result<Sent, String> {
+    let provider = app
+        .providers
+        .get(payment.pay_system)
+        .cloned()
+        .ok_or_else(|| format!("{} is not configured", payment.pay_system))?;
+    let from = payment.created_at - ChronoDuration::minutes(LOOKUP_BEFORE_MINUTES);
+    let to = payment.created_at + ChronoDuration::hours(LOOKUP_AFTER_HOURS);
+    match provider.find_payment(payment.id, from, to).await {
+        Ok(Some(pp)) => {
+            settle::apply(app, payment.id, &pp)
+                .await
+                .map_err(|e| e.to_string())?;
+            Ok(Sent::Answered(pp.status))
+        }
+        Ok(None) => {
             settle::alert(
-                "create_refused",
-                &format!("provider refused the create: {e}"),
+                "create_lost",
+                "no provider payment for a create older than the key window; marked failed",
                 payment.id,
             );
-            Ok(Sent::Refused(e.to_string()))
+            fail(app, payment, &Refusal::Ours("create_lost".into())).await?;
+            Ok(Sent::Refused("no payment at the provider".into()))
+        }
+        Err(e) => {
+            tracing::warn!(payment_id = %payment.id, error = %e, "look-up of an old create not completed; will retry");
+            Ok(Sent::Unknown(e.to_string()))
         }
     }
 }

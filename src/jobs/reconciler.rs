@@ -7,13 +7,14 @@
 //!
 //! A payment without a provider id (we died between our insert and the provider's
 //! answer) is re-sent with its stored key while the provider still keeps keys
-//! (under 23 h); an older one is looked up by our id and adopted, or failed.
+//! (under 23 h); an older one is looked up by our id within a bounded window and
+//! adopted, or failed once the whole window was searched (`jobs::create`).
 //!
 //! Only the provider makes a payment final. One the provider keeps pending for a
 //! day is marked `failed` locally and alerted; `settle::apply` still accepts a later
 //! provider `succeeded` for it.
 
-use chrono::{DateTime, Duration as ChronoDuration, Utc};
+use chrono::{Duration as ChronoDuration, Utc};
 
 use crate::app::App;
 use crate::jobs::create::{self, Sent};
@@ -29,8 +30,7 @@ pub const PARALLEL: usize = 16;
 pub const LEASE_SECS: f64 = 300.0;
 /// The longest wait between two checks of one payment.
 pub const MAX_BACKOFF_SECS: f64 = 3600.0;
-/// YooKassa keeps idempotence keys 24 h: a create older than this is looked up, not re-sent.
-pub const RESEND_WINDOW_HOURS: i64 = 23;
+pub use crate::jobs::create::RESEND_WINDOW_HOURS;
 /// Pending at the provider this long (well past its ~1 h confirmation window): give up locally.
 pub const GIVE_UP_HOURS: i64 = 24;
 
@@ -104,7 +104,12 @@ async fn check(app: &App, payment: &Payment) -> Result<bool, String> {
                 .get(payment.pay_system)
                 .cloned()
                 .ok_or_else(|| format!("{} is not configured", payment.pay_system))?;
-            match provider.find_payment(payment.id, payment.created_at).await {
+            // CloudPayments finds by InvoiceId; the window only bounds list-based look-ups.
+            let until = Utc::now() + ChronoDuration::hours(1);
+            match provider
+                .find_payment(payment.id, payment.created_at, until)
+                .await
+            {
                 // A declined attempt is not final for an order: the viewer may retry on
                 // the same page, so only a success (or capture) is applied from here.
                 Ok(Some(pp))
@@ -127,62 +132,13 @@ async fn check(app: &App, payment: &Payment) -> Result<bool, String> {
                 }
             }
         }
-        None => {
-            let db_now: DateTime<Utc> = {
-                let db = app.db.get().await.map_err(|e| e.to_string())?;
-                db.q_one("SELECT now()", &[])
-                    .await
-                    .map_err(|e| e.to_string())?
-                    .get(0)
-            };
-            if payment.created_at > db_now - ChronoDuration::hours(RESEND_WINDOW_HOURS) {
-                // The provider still knows the key: the same create answers the same payment.
-                Ok(matches!(
-                    create::send(app, payment).await?,
-                    Sent::Answered(_) | Sent::Refused(_)
-                ))
-            } else {
-                adopt_or_fail(app, payment).await.map(|_| true)
-            }
-        }
+        // Never answered: `send` re-sends it with its key while the provider keeps
+        // keys, and looks it up by our id after that (never a re-send then).
+        None => Ok(matches!(
+            create::send(app, payment).await?,
+            Sent::Answered(_) | Sent::Refused(_)
+        )),
     }
-}
-
-/// Past the key window: find the provider's payment by our id, or conclude there is none.
-async fn adopt_or_fail(app: &App, payment: &Payment) -> Result<(), String> {
-    let provider = app
-        .providers
-        .get(payment.pay_system)
-        .cloned()
-        .ok_or_else(|| format!("{} is not configured", payment.pay_system))?;
-    let since = payment.created_at - ChronoDuration::minutes(5);
-    match provider
-        .find_payment(payment.id, since)
-        .await
-        .map_err(|e| e.to_string())?
-    {
-        Some(pp) => {
-            settle::apply(app, payment.id, &pp)
-                .await
-                .map_err(|e| e.to_string())?;
-        }
-        None => {
-            let db = app.db.get().await.map_err(|e| e.to_string())?;
-            db.exec(
-                "UPDATE payments SET status = 'failed', next_check_at = NULL, lease_until = NULL, updated_at = now() \
-                 WHERE id = $1 AND status = 'pending' AND provider_payment_id IS NULL",
-                &[&payment.id],
-            )
-            .await
-            .map_err(|e| e.to_string())?;
-            settle::alert(
-                "create_lost",
-                "no provider payment for a create older than the key window; marked failed",
-                payment.id,
-            );
-        }
-    }
-    Ok(())
 }
 
 /// Still open after the check: back off (RECONCILE_AFTER doubling, capped), and after

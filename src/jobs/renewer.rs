@@ -71,17 +71,10 @@ pub async fn renew_one(app: &App, subscription_id: Uuid) -> Result<Option<Sent>,
         // Already at the provider and still open: the reconciler follows it.
         return Ok(None);
     }
+    // Past the key window `send` looks the payment up instead of re-sending it; a
+    // refusal has already moved the subscription (past_due, dunning) by then.
     let sent = create::send(app, &payment).await?;
     if let Sent::Refused(why) = &sent {
-        // Nothing was charged; try again later with the next attempt's key rather than hammering.
-        let db = app.db.get().await.map_err(|e| e.to_string())?;
-        db.exec(
-            "UPDATE subscriptions SET next_charge_at = now() + interval '1 hour', updated_at = now() \
-             WHERE id = $1 AND next_charge_at IS NOT NULL",
-            &[&subscription_id],
-        )
-        .await
-        .map_err(|e| e.to_string())?;
         tracing::warn!(subscription_id = %subscription_id, why = %why, "renewal create refused");
     }
     Ok(Some(sent))
@@ -107,14 +100,14 @@ pub async fn prepare(app: &App, subscription_id: Uuid) -> Result<Option<Payment>
         tx.commit().await.map_err(|e| e.to_string())?;
         return Ok(None);
     };
-    let usable = payments::get_method(&tx, method_id)
+    let method = payments::get_method(&tx, method_id)
         .await
         .map_err(|e| e.to_string())?
-        .is_some_and(|m| m.usable);
-    if !usable {
+        .filter(|m| m.usable);
+    let Some(method) = method else {
         tx.commit().await.map_err(|e| e.to_string())?;
         return Ok(None);
-    }
+    };
     let period_start = sub.current_period_end;
     let open = tx
         .q_opt(
@@ -164,7 +157,9 @@ pub async fn prepare(app: &App, subscription_id: Uuid) -> Result<Option<Payment>
                 &sub.user_id,
                 &sub.tariff_id,
                 &sub.id,
-                &sub.pay_system.as_str(),
+                // The provider that saved the method charges it, whichever provider
+                // sold the subscription first (a same-tariff purchase elsewhere moves it).
+                &method.pay_system.as_str(),
                 &sub.price.minor(),
                 &sub.price.currency().code(),
                 &format!("Subscription renewal: {tariff_name}"),

@@ -6,6 +6,7 @@ pub mod sandbox;
 pub mod yookassa;
 
 use std::sync::Arc;
+use std::time::Duration;
 
 use async_trait::async_trait;
 use chrono::{DateTime, Utc};
@@ -83,24 +84,103 @@ pub struct ProviderRefund {
     pub amount: Money,
 }
 
+/// What a provider call ended with, other than an answer we could read.
+///
+/// Only a **definite** answer ends an attempt: a 4xx with an error body we parsed
+/// (`Rejected`, `NotFound`), or a parsed `canceled` payment (an `Ok`). Everything
+/// else leaves the outcome **unknown**: the same key is re-sent or the object looked
+/// up, never a new key, never `failed`. The clients turn an unreadable API answer
+/// into `Unavailable`, so callers that only match `Unavailable` stay on the safe side.
 #[derive(Debug, Clone, thiserror::Error)]
 pub enum ProviderError {
-    /// Network error, timeout, 5xx, 202: the outcome is unknown; retry with the same key.
+    /// Network error, timeout, 5xx, 429, 202, a 4xx without a readable error, or a 2xx
+    /// whose body could not be read or parsed: the outcome is unknown; retry with the same key.
     #[error("provider unavailable: {0}")]
     Unavailable(String),
-    /// The provider refused the request (4xx): a definite answer.
+    /// The provider refused the request (a 4xx with a parsed error, or CloudPayments'
+    /// `Success:false` without a transaction): a definite answer, nothing was done.
+    /// `code` is the provider's code, or [`METHOD_REFUSED`] when the refusal is about
+    /// the viewer's saved method rather than about us.
     #[error("provider rejected the request: {code}: {description}")]
     Rejected { code: String, description: String },
     #[error("not found at the provider")]
     NotFound,
-    /// The provider answered something we cannot read.
+    /// Provider data (a notification) that cannot be read. API answers never end
+    /// here: the clients report those as `Unavailable`.
     #[error("unreadable provider answer: {0}")]
     Invalid(String),
 }
 
+/// `Rejected.code` of a refusal about the viewer's saved method (YooKassa: an error
+/// naming `payment_method_id`; CloudPayments: the token refused). A renewal treats it
+/// as a hard decline; any other refusal is ours (credentials, shop settings, a bug).
+pub const METHOD_REFUSED: &str = "payment_method_refused";
+
 impl ProviderError {
+    /// A definite answer: nothing was created, a retry needs a new key.
+    pub fn is_definite(&self) -> bool {
+        matches!(
+            self,
+            ProviderError::Rejected { .. } | ProviderError::NotFound
+        )
+    }
+
+    /// The outcome is unknown: retry with the same key (or look the object up).
     pub fn is_transient(&self) -> bool {
-        matches!(self, ProviderError::Unavailable(_))
+        !self.is_definite()
+    }
+
+    /// A definite refusal about the viewer's saved method (not about our shop).
+    pub fn refuses_method(&self) -> bool {
+        matches!(self, ProviderError::Rejected { code, .. } if code == METHOD_REFUSED)
+    }
+
+    /// An API answer that did not parse: unknown, not a refusal.
+    pub fn unreadable(self) -> ProviderError {
+        match self {
+            ProviderError::Invalid(m) => {
+                ProviderError::Unavailable(format!("unreadable answer: {m}"))
+            }
+            other => other,
+        }
+    }
+}
+
+/// Timeouts and retries of one provider call, shared by both clients. The
+/// idempotency-key lease of a request that calls a provider is derived from it
+/// ([`RetryPolicy::budget`]), so the lease cannot run out while the call is running.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct RetryPolicy {
+    pub connect_timeout: Duration,
+    /// One request, connect to the last byte of the body.
+    pub timeout: Duration,
+    /// Re-sends (same key) after an unknown outcome.
+    pub retries: u32,
+    /// The wait before re-send n is `backoff * n` (or the provider's `retry_after`),
+    /// at most `max_wait`.
+    pub backoff: Duration,
+    pub max_wait: Duration,
+}
+
+impl RetryPolicy {
+    pub const DEFAULT: RetryPolicy = RetryPolicy {
+        connect_timeout: Duration::from_secs(3),
+        timeout: Duration::from_secs(10),
+        retries: 2,
+        backoff: Duration::from_millis(200),
+        max_wait: Duration::from_secs(5),
+    };
+
+    /// The wait before re-send `attempt` (1-based).
+    pub fn wait(&self, attempt: u32, retry_after: Option<Duration>) -> Duration {
+        retry_after
+            .unwrap_or(self.backoff * attempt)
+            .min(self.max_wait)
+    }
+
+    /// The longest a call with all its re-sends can take.
+    pub fn budget(&self) -> Duration {
+        self.timeout * (self.retries + 1) + self.max_wait * self.retries
     }
 }
 
@@ -109,11 +189,14 @@ pub trait Provider: Send + Sync {
     fn pay_system(&self) -> PaySystem;
     async fn create_payment(&self, req: &CreatePayment) -> Result<ProviderPayment, ProviderError>;
     async fn get_payment(&self, provider_id: &str) -> Result<ProviderPayment, ProviderError>;
-    /// Looks a payment up by our id (a create whose answer we never recorded).
+    /// Looks a payment up by our id (a create whose answer we never recorded), among
+    /// the payments created between `from` and `to`. `Ok(None)` only once the whole
+    /// window was searched; an unreadable page or item naming our id is an error.
     async fn find_payment(
         &self,
         our_id: Uuid,
-        created_after: DateTime<Utc>,
+        from: DateTime<Utc>,
+        to: DateTime<Utc>,
     ) -> Result<Option<ProviderPayment>, ProviderError>;
     async fn create_refund(&self, req: &CreateRefund) -> Result<ProviderRefund, ProviderError>;
     async fn get_refund(&self, provider_id: &str) -> Result<ProviderRefund, ProviderError>;
@@ -132,5 +215,43 @@ impl Providers {
             PaySystem::YooKassa => Some(&self.yookassa),
             PaySystem::CloudPayments => self.cloudpayments.as_ref(),
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn only_a_parsed_refusal_is_definite() {
+        let rejected = ProviderError::Rejected {
+            code: "invalid_credentials".into(),
+            description: String::new(),
+        };
+        assert!(rejected.is_definite());
+        assert!(!rejected.refuses_method());
+        assert!(ProviderError::NotFound.is_definite());
+        assert!(!ProviderError::Unavailable("timeout".into()).is_definite());
+        assert!(!ProviderError::Invalid("cut off".into()).is_definite());
+        assert!(matches!(
+            ProviderError::Invalid("x".into()).unreadable(),
+            ProviderError::Unavailable(_)
+        ));
+        assert!(ProviderError::Rejected {
+            code: METHOD_REFUSED.into(),
+            description: String::new()
+        }
+        .refuses_method());
+    }
+
+    #[test]
+    fn the_budget_covers_every_attempt_and_every_wait() {
+        let p = RetryPolicy::DEFAULT;
+        let longest = p.timeout * 3 + p.wait(1, Some(Duration::from_secs(60))) + p.wait(2, None);
+        assert!(p.budget() >= longest, "{:?} < {longest:?}", p.budget());
+        assert!(
+            p.budget() > Duration::from_secs(31),
+            "the ~31 s of issue 10"
+        );
     }
 }

@@ -1,6 +1,9 @@
 //! `Idempotency-Key` of POST requests, scoped to the user and the operation, kept
-//! 24 h. A key holds a short lease while its request runs: a repeat meanwhile is
-//! 409; after a crash the lease runs out and the next request resumes the work.
+//! 24 h. A key holds a lease while its request runs (longer than a provider call
+//! with its retries): a repeat meanwhile is 409; after a crash the lease runs out
+//! and the next request resumes the work.
+
+use std::time::Duration;
 
 use deadpool_postgres::Transaction;
 use serde_json::Value;
@@ -9,10 +12,15 @@ use uuid::Uuid;
 use warp::http::StatusCode;
 
 use crate::http::error::ApiError;
+use crate::providers::RetryPolicy;
 use crate::store::GenericClient;
 
-/// How long a request holds its key.
-const LEASE_SECS: f64 = 30.0;
+/// How long a request holds its key: a provider call with all its re-sends
+/// ([`RetryPolicy::budget`], the clients' own policy) plus the database work around it,
+/// so a repeat can never start a second call while the first may still be running.
+pub fn lease() -> Duration {
+    RetryPolicy::DEFAULT.budget() + Duration::from_secs(10)
+}
 
 /// At most 255 printable ASCII characters.
 #[derive(Debug, Clone)]
@@ -63,7 +71,13 @@ pub async fn claim(tx: &Transaction<'_>, s: &Scope<'_>, hash: &[u8]) -> Result<C
         .execute(
             "INSERT INTO idempotency_keys (user_id, scope, key, request_hash, locked_until) \
              VALUES ($1, $2, $3, $4, now() + make_interval(secs => $5)) ON CONFLICT DO NOTHING",
-            &[&s.user_id, &s.scope, &s.key.0, &hash, &LEASE_SECS],
+            &[
+                &s.user_id,
+                &s.scope,
+                &s.key.0,
+                &hash,
+                &lease().as_secs_f64(),
+            ],
         )
         .await?;
     if inserted == 1 {
@@ -82,7 +96,7 @@ pub async fn claim(tx: &Transaction<'_>, s: &Scope<'_>, hash: &[u8]) -> Result<C
             "UPDATE idempotency_keys SET request_hash = $4, response_code = NULL, response_body = NULL, \
              resource_id = NULL, created_at = now(), locked_until = now() + make_interval(secs => $5) \
              WHERE user_id = $1 AND scope = $2 AND key = $3",
-            &[&s.user_id, &s.scope, &s.key.0, &hash, &LEASE_SECS],
+            &[&s.user_id, &s.scope, &s.key.0, &hash, &lease().as_secs_f64()],
         )
         .await?;
         return Ok(Claim::New);
@@ -111,7 +125,7 @@ pub async fn claim(tx: &Transaction<'_>, s: &Scope<'_>, hash: &[u8]) -> Result<C
     tx.execute(
         "UPDATE idempotency_keys SET locked_until = now() + make_interval(secs => $4) \
          WHERE user_id = $1 AND scope = $2 AND key = $3",
-        &[&s.user_id, &s.scope, &s.key.0, &LEASE_SECS],
+        &[&s.user_id, &s.scope, &s.key.0, &lease().as_secs_f64()],
     )
     .await?;
     Ok(match row.get::<_, Option<Uuid>>("resource_id") {

@@ -27,6 +27,36 @@ pub enum Applied {
     NeedsReview(String),
 }
 
+/// Why a renewal create ended with nothing created at the provider.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Refusal {
+    /// About the viewer's saved method (unknown, revoked, not allowed for this charge,
+    /// a refused token): a hard decline.
+    Method(String),
+    /// About us (credentials after a key rotation, autopayments not enabled, a bad
+    /// request, a create lost past the key window): the viewer's card is not blamed.
+    Ours(String),
+}
+
+impl Refusal {
+    pub fn code(&self) -> &str {
+        match self {
+            Refusal::Method(c) | Refusal::Ours(c) => c,
+        }
+    }
+}
+
+/// Why a renewal attempt ended without money (see `renewal_failed`).
+enum Failure<'a> {
+    /// The provider declined the charge (a `canceled` payment) for this reason.
+    Declined(&'a str),
+    Refused(&'a Refusal),
+}
+
+/// `cancellation_party` of a failed renewal row refused by the provider: whose fault.
+const PARTY_SHOP: &str = "shop";
+const PARTY_METHOD: &str = "payment_method";
+
 pub fn alert(kind: &'static str, message: &str, payment_id: Uuid) {
     metrics::counter!("billing_alerts_total", "kind" => kind).increment(1);
     tracing::error!(alert = kind, payment_id = %payment_id, "{message}");
@@ -88,6 +118,21 @@ pub async fn apply(
         flag_for_review(&tx, &payment, &reason).await?;
         tx.commit().await?;
         return Ok(Applied::NeedsReview(reason));
+    }
+
+    // Another provider payment for a row that already has one: never moves the row.
+    if let Some(ours) = payment.provider_payment_id.as_deref() {
+        if !pp.id.is_empty() && pp.id != ours {
+            let refund = other_provider_payment(&tx, &payment, pp).await?;
+            tx.commit().await?;
+            drop(db);
+            if let Some(refund_id) = refund {
+                if let Err(e) = super::refunds::submit(app, refund_id).await {
+                    tracing::warn!(refund_id = %refund_id, error = %e, "duplicate-charge refund not submitted yet; it will be retried");
+                }
+            }
+            return Ok(Applied::Unchanged);
+        }
     }
 
     // Adopt the provider's id if the create's answer was never recorded (or, for
@@ -215,9 +260,17 @@ pub async fn apply(
         }
         PaymentStatus::Canceled => {
             let sub = match (payment.kind, sub) {
-                (PaymentKind::Renewal, Some(sub)) => {
-                    Some(renewal_failed(app, &tx, &moved, sub, reason, now).await?)
-                }
+                (PaymentKind::Renewal, Some(sub)) => Some(
+                    renewal_failed(
+                        app,
+                        &tx,
+                        &moved,
+                        sub,
+                        Failure::Declined(reason.unwrap_or("unknown")),
+                        now,
+                    )
+                    .await?,
+                ),
                 (_, sub) => sub,
             };
             events::record(
@@ -241,6 +294,105 @@ pub async fn apply(
         }
     }
     Ok(Applied::Moved(target))
+}
+
+/// A provider payment `pp` names our row, which already has another provider id.
+/// If it took money, that is a second charge for one payment: alert, record it as a
+/// payment of its own (so the refund and its `payment.refunded` event concern it,
+/// not the row that paid the period) and refund it in full. Answers the refund to submit.
+async fn other_provider_payment(
+    tx: &Transaction<'_>,
+    payment: &Payment,
+    pp: &ProviderPayment,
+) -> Result<Option<Uuid>, StoreError> {
+    if pp.status != PaymentStatus::Succeeded {
+        tracing::warn!(payment_id = %payment.id, other = %pp.id, status = %pp.status,
+            "another provider payment names this payment; it took no money, nothing to do");
+        return Ok(None);
+    }
+    alert(
+        "duplicate_charge",
+        &format!(
+            "provider payment {} charged again for payment {} (already {}); refunding it",
+            pp.id,
+            payment.id,
+            payment.provider_payment_id.as_deref().unwrap_or("?")
+        ),
+        payment.id,
+    );
+    let inserted = tx
+        .q_opt(
+            &format!(
+                "INSERT INTO payments (id, user_id, tariff_id, pay_system, kind, status, amount_minor, currency, \
+                 renew, description, provider_idempotence_key, provider_payment_id, captured_at, review_reason, \
+                 livemode) \
+                 VALUES ($1, $2, $3, $4, 'purchase', 'succeeded', $5, $6, false, $7, $8, $9, $10, $11, $12) \
+                 ON CONFLICT DO NOTHING RETURNING {}",
+                payments::COLS
+            ),
+            &[
+                &Uuid::new_v4(),
+                &payment.user_id,
+                &payment.tariff_id,
+                &payment.pay_system.as_str(),
+                &pp.amount.minor(),
+                &pp.amount.currency().code(),
+                &format!("Duplicate charge of payment {}", payment.id),
+                &format!("duplicate:{}", pp.id),
+                &pp.id,
+                &pp.captured_at,
+                &format!("duplicate_charge of payment {}", payment.id),
+                &payment.livemode,
+            ],
+        )
+        .await?;
+    // Already recorded (a repeated notification): its refund exists too.
+    let Some(row) = inserted else { return Ok(None) };
+    let extra = Payment::from_row(&row)?;
+    Ok(Some(
+        super::refunds::insert_system_refund(tx, &extra, "duplicate_charge").await?,
+    ))
+}
+
+/// A renewal create the provider refused (nothing was created there), or one lost
+/// past the key window: the row is `failed` with the refusal's code, and the
+/// subscription moves on as `renewal_failed` decides, in one transaction. False when
+/// the row was no longer an unanswered pending create (nothing changed).
+pub async fn renewal_refused(
+    app: &App,
+    payment_id: Uuid,
+    refusal: &Refusal,
+) -> Result<bool, StoreError> {
+    let mut db = app.db.get().await?;
+    let tx = db.transaction().await?;
+    let party = match refusal {
+        Refusal::Method(_) => PARTY_METHOD,
+        Refusal::Ours(_) => PARTY_SHOP,
+    };
+    let failed = tx
+        .q_opt(
+            &format!(
+                "UPDATE payments SET status = 'failed', cancellation_party = $2, cancellation_reason = $3, \
+                 next_check_at = NULL, lease_until = NULL, updated_at = now() \
+                 WHERE id = $1 AND status = 'pending' AND provider_payment_id IS NULL RETURNING {}",
+                payments::COLS
+            ),
+            &[&payment_id, &party, &refusal.code()],
+        )
+        .await?;
+    let Some(row) = failed else {
+        tx.commit().await?;
+        return Ok(false);
+    };
+    let payment = Payment::from_row(&row)?;
+    if let Some(sub_id) = payment.subscription_id {
+        if let Some(sub) = subscriptions::lock(&tx, sub_id).await? {
+            let now: DateTime<Utc> = tx.q_one("SELECT now()", &[]).await?.get(0);
+            renewal_failed(app, &tx, &payment, sub, Failure::Refused(refusal), now).await?;
+        }
+    }
+    tx.commit().await?;
+    Ok(true)
 }
 
 async fn flag_for_review(
@@ -448,21 +600,32 @@ async fn renew(
     Ok(Granted::Sub(Subscription::from_row(&row)?, status_event))
 }
 
-/// A renewal charge was declined: past_due and a retry per the dunning schedule,
-/// or no retry at all after a hard decline (and the method is not used again).
+/// A renewal attempt ended without money: always `past_due` (counted, with the
+/// event when access was `active`), then by whose fault:
+/// - a decline: a retry per the dunning schedule, each one using up one of the
+///   viewer's attempts; a hard decline is not retried and the method is not used again;
+/// - a refusal about the viewer's method: a hard decline;
+/// - a refusal about us: a retry on the dunning schedule that uses none of the
+///   viewer's attempts (the n-th refusal of the period waits the n-th delay, the last
+///   one repeating); the expirer ends access `REFUSAL_GRACE` after the period end.
 async fn renewal_failed(
     app: &App,
     tx: &Transaction<'_>,
     payment: &Payment,
     sub: Subscription,
-    reason: Option<&str>,
+    why: Failure<'_>,
     now: DateTime<Utc>,
 ) -> Result<Subscription, StoreError> {
     if !sub.status.is_live() || payment.period_start != Some(sub.current_period_end) {
         return Ok(sub);
     }
-    let reason = reason.unwrap_or("unknown");
-    let hard = is_hard_decline(reason);
+    let (reason, hard, ours, label) = match why {
+        Failure::Declined(r) if is_hard_decline(r) => (r, true, false, "hard_decline"),
+        Failure::Declined(r) => (r, false, false, "decline"),
+        Failure::Refused(Refusal::Method(r)) => (r.as_str(), true, false, "method_refused"),
+        Failure::Refused(Refusal::Ours(r)) => (r.as_str(), false, true, "refused_ours"),
+    };
+    metrics::counter!("renewal_failures_total", "why" => label).increment(1);
     if hard {
         if let Some(method) = payment.payment_method_id.or(sub.payment_method_id) {
             tx.exec(
@@ -472,14 +635,32 @@ async fn renewal_failed(
             .await?;
         }
     }
-    let attempts = sub.renewal_attempts + 1;
+    let schedule = &app.config.dunning_schedule;
+    let delay = |i: usize| {
+        schedule
+            .get(i)
+            .map(|d| now + ChronoDuration::from_std(*d).unwrap_or(ChronoDuration::days(1)))
+    };
+    let attempts = if ours {
+        sub.renewal_attempts
+    } else {
+        sub.renewal_attempts + 1
+    };
     let next = if hard || !sub.auto_renew {
         None
+    } else if ours {
+        let refusals: i64 = tx
+            .q_one(
+                "SELECT count(*) FROM payments WHERE subscription_id = $1 AND kind = 'renewal' \
+                 AND period_start = $2 AND status = 'failed' AND cancellation_party = $3",
+                &[&sub.id, &sub.current_period_end, &PARTY_SHOP],
+            )
+            .await?
+            .get(0);
+        let i = (refusals.max(1) as usize - 1).min(schedule.len().saturating_sub(1));
+        delay(i)
     } else {
-        app.config
-            .dunning_schedule
-            .get((attempts - 1) as usize)
-            .map(|d| now + ChronoDuration::from_std(*d).unwrap_or(ChronoDuration::days(1)))
+        delay((attempts - 1) as usize)
     };
     let row = tx
         .q_one(

@@ -1,7 +1,8 @@
 //! CloudPayments API client. Every call is a POST with a JSON body and HTTP Basic
 //! auth (Public ID / API secret), answered `{"Success", "Message", "Model"}`.
 //! Mutating calls carry our idempotence key as `X-Request-ID`, re-sent unchanged on
-//! network errors and 5xx, within bounded timeouts.
+//! network errors, 5xx, 429 and unreadable answers, within bounded timeouts. Only a
+//! readable refusal is definite (see `ProviderError`).
 //!
 //! How our payment rows meet CloudPayments:
 //! - A purchase is an **order** (`orders/create`): a payment page, not a payment.
@@ -25,6 +26,7 @@ use uuid::Uuid;
 
 use super::{
     CreatePayment, CreateRefund, Provider, ProviderError, ProviderPayment, ProviderRefund,
+    RetryPolicy, METHOD_REFUSED,
 };
 use crate::config::Secret;
 use crate::domain::{Money, PaySystem, PaymentStatus, RefundStatus};
@@ -34,9 +36,8 @@ pub struct CloudPayments {
     base: String,
     public_id: String,
     secret: Secret,
-    /// How many times a request whose outcome is unknown is re-sent (same X-Request-ID).
-    retries: u32,
-    backoff: Duration,
+    /// Timeouts and re-sends (same X-Request-ID) of a request whose outcome is unknown.
+    policy: RetryPolicy,
 }
 
 /// The envelope every method answers with.
@@ -71,9 +72,10 @@ fn truncate(s: &str, max: usize) -> String {
 
 impl CloudPayments {
     pub fn new(base: &str, public_id: &str, secret: Secret) -> CloudPayments {
+        let policy = RetryPolicy::DEFAULT;
         let http = reqwest::Client::builder()
-            .connect_timeout(Duration::from_secs(3))
-            .timeout(Duration::from_secs(10))
+            .connect_timeout(policy.connect_timeout)
+            .timeout(policy.timeout)
             .pool_max_idle_per_host(64)
             .build()
             .expect("reqwest client builds");
@@ -82,15 +84,14 @@ impl CloudPayments {
             base: base.trim_end_matches('/').to_owned(),
             public_id: public_id.to_owned(),
             secret,
-            retries: 2,
-            backoff: Duration::from_millis(200),
+            policy,
         }
     }
 
     /// Shorter waits for tests.
     pub fn with_retries(mut self, retries: u32, backoff: Duration) -> Self {
-        self.retries = retries;
-        self.backoff = backoff;
+        self.policy.retries = retries;
+        self.policy.backoff = backoff;
         self
     }
 
@@ -115,37 +116,20 @@ impl CloudPayments {
                 Err(e) => Err(ProviderError::Unavailable(format!("{method}: {e}"))),
                 Ok(resp) => {
                     let status = resp.status();
-                    let text = resp.text().await.unwrap_or_default();
-                    match status {
-                        s if s.is_success() => {
-                            let v: Value = serde_json::from_str(&text).map_err(|_| {
-                                ProviderError::Invalid(format!("{method}: body is not JSON"))
-                            })?;
-                            Ok(Answer {
-                                success: v["Success"].as_bool().unwrap_or(false),
-                                message: v["Message"].as_str().map(str::to_owned),
-                                model: v["Model"].clone(),
-                            })
-                        }
-                        s if s.is_server_error() || s == StatusCode::TOO_MANY_REQUESTS => {
-                            Err(ProviderError::Unavailable(format!("{method}: HTTP {s}")))
-                        }
-                        s => Err(ProviderError::Rejected {
-                            code: if s == StatusCode::UNAUTHORIZED {
-                                "invalid_credentials".into()
-                            } else {
-                                s.as_str().to_owned()
-                            },
-                            description: truncate(&text, 200),
-                        }),
+                    match resp.text().await {
+                        // A body cut off or timed out after the status line: unknown.
+                        Err(e) => Err(ProviderError::Unavailable(format!(
+                            "{method}: HTTP {status}, body unreadable: {e}"
+                        ))),
+                        Ok(text) => classify(method, status, &text),
                     }
                 }
             };
             match outcome {
-                Err(e) if e.is_transient() && attempt < self.retries => {
+                Err(e) if e.is_transient() && attempt < self.policy.retries => {
                     attempt += 1;
                     tracing::warn!(error = %e, attempt, "CloudPayments call failed, retrying with the same X-Request-ID");
-                    tokio::time::sleep(self.backoff * attempt).await;
+                    tokio::time::sleep(self.policy.wait(attempt, None)).await;
                 }
                 other => return other,
             }
@@ -161,9 +145,17 @@ impl CloudPayments {
             .model_fields()
             .filter(|m| m.contains_key("TransactionId") || m.contains_key("ReasonCode"))
         else {
+            // No transaction was made. A refusal that names the token is about the
+            // viewer's card; anything else we cannot pin on the viewer is ours.
+            let message = answer.message.unwrap_or_default();
+            let code = if message.to_ascii_lowercase().contains("token") {
+                METHOD_REFUSED
+            } else {
+                "charge_refused"
+            };
             return Err(ProviderError::Rejected {
-                code: "charge_refused".into(),
-                description: answer.message.unwrap_or_default(),
+                code: code.into(),
+                description: message,
             });
         };
         // Fill what a terse answer may leave out from the request we sent.
@@ -192,7 +184,42 @@ impl CloudPayments {
                 json!(format!("declined:{}", req.idempotence_key)),
             );
         }
-        wire::transaction(&fields, Some(default_status))
+        wire::transaction(&fields, Some(default_status)).map_err(ProviderError::unreadable)
+    }
+}
+
+/// Reads one answer. A 2xx must be the `{"Success", "Message", "Model"}` envelope; a
+/// 4xx is a definite refusal only with a JSON body; a 5xx, 429, or anything we
+/// cannot read leaves the outcome unknown.
+fn classify(method: &str, status: StatusCode, text: &str) -> Result<Answer, ProviderError> {
+    let parsed: Option<Value> = serde_json::from_str::<Value>(text)
+        .ok()
+        .filter(Value::is_object);
+    let unknown = |why: String| Err(ProviderError::Unavailable(format!("{method}: {why}")));
+    match status {
+        s if s.is_success() => match parsed.filter(|v| v["Success"].is_boolean()) {
+            Some(v) => Ok(Answer {
+                success: v["Success"].as_bool().unwrap_or(false),
+                message: v["Message"].as_str().map(str::to_owned),
+                model: v["Model"].clone(),
+            }),
+            None => unknown(format!("HTTP {s} with an unreadable body")),
+        },
+        s if s.is_server_error() || s == StatusCode::TOO_MANY_REQUESTS => {
+            unknown(format!("HTTP {s}"))
+        }
+        s if s.is_client_error() => match parsed {
+            Some(v) => Err(ProviderError::Rejected {
+                code: match s {
+                    StatusCode::UNAUTHORIZED => "invalid_credentials".into(),
+                    StatusCode::FORBIDDEN => "forbidden".into(),
+                    other => other.as_str().to_owned(),
+                },
+                description: truncate(v["Message"].as_str().unwrap_or(text), 200),
+            }),
+            None => unknown(format!("HTTP {s} without a readable error")),
+        },
+        s => unknown(format!("unexpected HTTP {s}")),
     }
 }
 
@@ -263,15 +290,17 @@ impl Provider for CloudPayments {
             .model_fields()
             .filter(|m| m.contains_key("TransactionId"))
         {
-            Some(model) => wire::transaction(model, None),
+            Some(model) => wire::transaction(model, None).map_err(ProviderError::unreadable),
             None => Err(ProviderError::NotFound),
         }
     }
 
+    /// `payments/find` searches by InvoiceId alone: the window is not needed.
     async fn find_payment(
         &self,
         our_id: Uuid,
-        _created_after: DateTime<Utc>,
+        _from: DateTime<Utc>,
+        _to: DateTime<Utc>,
     ) -> Result<Option<ProviderPayment>, ProviderError> {
         let answer = self
             .call(
@@ -297,7 +326,9 @@ impl Provider for CloudPayments {
             .find(|m| wire::text(m, "Status").as_deref() == Some("Completed"))
             .or_else(|| payments.last());
         match chosen {
-            Some(m) => wire::transaction(m, None).map(Some),
+            Some(m) => wire::transaction(m, None)
+                .map(Some)
+                .map_err(ProviderError::unreadable),
             None => Ok(None),
         }
     }
@@ -355,6 +386,38 @@ mod tests {
         assert_eq!(
             amount_json(Money::new(123_456, Currency::Rub)).to_string(),
             "1234.56"
+        );
+    }
+
+    #[test]
+    fn only_a_readable_refusal_is_definite() {
+        let ok = classify(
+            "m",
+            StatusCode::OK,
+            r#"{"Success":false,"Message":"x","Model":null}"#,
+        );
+        assert!(matches!(ok, Ok(Answer { success: false, .. })));
+        for (status, body) in [
+            (200, r#"{"Success":tr"#),
+            (200, "<html></html>"),
+            (200, r#"{"Model":{}}"#),
+            (500, r#"{"Success":false}"#),
+            (429, ""),
+            (401, ""),
+        ] {
+            let r = classify("m", StatusCode::from_u16(status).unwrap(), body);
+            assert!(
+                matches!(r, Err(ProviderError::Unavailable(_))),
+                "{status} {body}"
+            );
+        }
+        let r = classify(
+            "m",
+            StatusCode::UNAUTHORIZED,
+            r#"{"Success":false,"Message":"Authentication failed"}"#,
+        );
+        assert!(
+            matches!(r, Err(ProviderError::Rejected { code, .. }) if code == "invalid_credentials")
         );
     }
 

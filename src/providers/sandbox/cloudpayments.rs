@@ -32,6 +32,8 @@ struct State {
     answers: HashMap<(String, String), Value>,
     requests_by_key: HashMap<String, u64>,
     declined_tokens: HashMap<String, i64>,
+    /// Tokens CloudPayments refuses outright (no transaction): the message it answers.
+    refused_tokens: HashMap<String, String>,
     orders_created: u64,
     charges: u64,
     refunds: u64,
@@ -135,6 +137,13 @@ impl CloudPaymentsSandbox {
     /// Charges of this token are declined with this CloudPayments code (5051, 5054…).
     pub fn decline_token(&self, token: &str, code: i64) {
         self.st().declined_tokens.insert(token.to_owned(), code);
+    }
+    /// Charges of this token are refused before any transaction (`Success:false`, no
+    /// Model), with this message: a token CloudPayments no longer accepts.
+    pub fn refuse_token(&self, token: &str, message: &str) {
+        self.st()
+            .refused_tokens
+            .insert(token.to_owned(), message.to_owned());
     }
     /// From now on notifications are lost on the way (answered as accepted, never sent).
     pub fn lose_notifications(&self, lose: bool) {
@@ -467,6 +476,9 @@ impl CloudPaymentsSandbox {
             return refused("Token is required", Value::Null);
         };
         let mut st = self.st();
+        if let Some(message) = st.refused_tokens.get(&token) {
+            return refused(message, Value::Null);
+        }
         st.charges += 1;
         st.next_id += 1;
         let mut t = json!({

@@ -43,8 +43,21 @@ struct State {
     // Faults.
     fail_creates: u32,
     lose_create_answers: u32,
+    garble_create_answers: u32,
+    garble: Option<Garble>,
+    refuse_creates: Option<(StatusCode, String, Option<String>)>,
+    create_delay: Option<Duration>,
     get_delay: Option<Duration>,
     down: bool,
+}
+
+/// How a garbled answer is broken (the payment itself is created).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Garble {
+    /// The JSON stops halfway, as when the connection drops after the status line.
+    CutOff,
+    /// A proxy's HTML page with status 200.
+    NotJson,
 }
 
 pub struct Sandbox {
@@ -111,6 +124,34 @@ impl Sandbox {
     /// The next `n` creates create the payment but answer 500 (outcome unknown to the caller).
     pub fn lose_create_answers(&self, n: u32) {
         self.st().lose_create_answers = n;
+    }
+    /// The next `n` creates that answer 200 (a repeated key included) create as usual but
+    /// answer a broken body: the caller cannot tell what happened.
+    pub fn garble_create_answers(&self, n: u32, how: Garble) {
+        let mut st = self.st();
+        st.garble_create_answers = n;
+        st.garble = Some(how);
+    }
+    /// Until called with None, every create is refused with this HTTP status and error
+    /// `code` (and `parameter`), creating nothing: e.g. 401 `invalid_credentials` after
+    /// a key rotation, 403 `forbidden`, 400 `invalid_request` for `payment_method_id`.
+    pub fn refuse_creates(&self, refusal: Option<(u16, &str, Option<&str>)>) {
+        self.st().refuse_creates = refusal.map(|(status, code, parameter)| {
+            (
+                StatusCode::from_u16(status).expect("an HTTP status"),
+                code.to_owned(),
+                parameter.map(str::to_owned),
+            )
+        });
+    }
+    /// Forgets every idempotence key, as YooKassa does after 24 h: a re-sent key then
+    /// creates a new payment.
+    pub fn expire_keys(&self) {
+        self.st().keys.clear();
+    }
+    /// Every create waits this long before it is handled (a slow provider).
+    pub fn set_create_delay(&self, delay: Option<Duration>) {
+        self.st().create_delay = delay;
     }
     /// Every GET waits this long first (a degraded provider).
     pub fn set_get_delay(&self, delay: Option<Duration>) {
@@ -228,6 +269,13 @@ impl Sandbox {
         let hash: [u8; 32] = Sha256::digest(body).into();
         let mut st = self.st();
         *st.creates_by_key.entry(key.clone()).or_default() += 1;
+        if let Some((status, code, parameter)) = &st.refuse_creates {
+            let (status, mut body) = error(*status, code, "sandbox: injected refusal");
+            if let Some(p) = parameter {
+                body["parameter"] = json!(p);
+            }
+            return (status, body);
+        }
         if let Some((h, status, resp)) = st.keys.get(&key) {
             if *h != hash {
                 return error(
@@ -317,6 +365,7 @@ impl Sandbox {
     fn list(&self, query: &HashMap<String, String>) -> Value {
         let st = self.st();
         let since = query.get("created_at.gte").cloned().unwrap_or_default();
+        let until = query.get("created_at.lte").cloned();
         let limit: usize = query
             .get("limit")
             .and_then(|l| l.parse().ok())
@@ -326,10 +375,15 @@ impl Sandbox {
             .get("cursor")
             .and_then(|c| c.parse().ok())
             .unwrap_or(0);
+        // Newest first, as YooKassa lists. Times share one format, so text order is time order.
         let matching: Vec<&String> = st
             .order
             .iter()
-            .filter(|id| st.payments[*id]["created_at"].as_str().unwrap_or("") >= since.as_str())
+            .rev()
+            .filter(|id| {
+                let at = st.payments[*id]["created_at"].as_str().unwrap_or("");
+                at >= since.as_str() && until.as_deref().is_none_or(|u| at <= u)
+            })
             .collect();
         let items: Vec<Value> = matching
             .iter()
@@ -418,6 +472,16 @@ impl Sandbox {
         (StatusCode::OK, refund)
     }
 
+    /// Whether this (status) answer to a create is to be garbled; counts it down.
+    fn take_garble(&self, status: StatusCode) -> Option<Garble> {
+        let mut st = self.st();
+        if status != StatusCode::OK || st.garble_create_answers == 0 {
+            return None;
+        }
+        st.garble_create_answers -= 1;
+        st.garble
+    }
+
     /// The API and checkout routes, under `/sandbox`.
     pub fn routes(self: &Arc<Self>) -> BoxedFilter<(Response,)> {
         let me = self.clone();
@@ -452,7 +516,17 @@ impl Sandbox {
             .and(gate.clone())
             .and(warp::header::optional::<String>("idempotence-key"))
             .and(warp::body::bytes())
-            .map(|sb: Arc<Sandbox>, key, body: bytes::Bytes| reply(sb.create(key, &body)));
+            .then(|sb: Arc<Sandbox>, key, body: bytes::Bytes| async move {
+                let delay = sb.st().create_delay;
+                if let Some(d) = delay {
+                    tokio::time::sleep(d).await;
+                }
+                let answer = sb.create(key, &body);
+                match sb.take_garble(answer.0) {
+                    Some(how) => garbled(how, &answer.1),
+                    None => reply(answer),
+                }
+            });
         let list = api
             .and(warp::path!("payments"))
             .and(warp::get())
@@ -544,6 +618,17 @@ impl warp::reject::Reject for Gate {}
 
 fn reply((status, body): (StatusCode, Value)) -> Response {
     warp::reply::with_status(warp::reply::json(&body), status).into_response()
+}
+
+fn garbled(how: Garble, body: &Value) -> Response {
+    let text = match how {
+        Garble::CutOff => {
+            let full = body.to_string();
+            full.chars().take(full.chars().count() / 2).collect()
+        }
+        Garble::NotJson => "<html><body>502 Bad Gateway</body></html>".to_owned(),
+    };
+    warp::reply::with_header(text, "content-type", "application/json").into_response()
 }
 
 fn error(status: StatusCode, code: &str, description: &str) -> (StatusCode, Value) {

@@ -1,6 +1,6 @@
 //! YooKassa API v3 client: Basic auth, persisted Idempotence-Key re-sent on
-//! retries (network errors, 500, 202 with `retry_after`), bounded timeouts, and
-//! exact amounts. The sandbox provider answers the same API.
+//! retries (network errors, 5xx, 429, 202 with `retry_after`, unreadable answers),
+//! bounded timeouts, and exact amounts. The sandbox provider answers the same API.
 
 pub mod wire;
 
@@ -14,6 +14,7 @@ use uuid::Uuid;
 
 use super::{
     CreatePayment, CreateRefund, Provider, ProviderError, ProviderPayment, ProviderRefund,
+    RetryPolicy, METHOD_REFUSED,
 };
 use crate::config::Secret;
 use crate::domain::PaySystem;
@@ -23,16 +24,20 @@ pub struct YooKassa {
     base: String,
     shop_id: String,
     secret: Secret,
-    /// How many times a request whose outcome is unknown is re-sent (same key).
-    retries: u32,
-    backoff: Duration,
+    /// Timeouts and re-sends (same key) of a request whose outcome is unknown.
+    policy: RetryPolicy,
 }
+
+/// One HTTP answer, classified: a JSON value, or an error with the wait the
+/// provider asked for (`retry_after`, milliseconds) before a re-send.
+type Classified = Result<Value, (ProviderError, Option<Duration>)>;
 
 impl YooKassa {
     pub fn new(base: &str, shop_id: &str, secret: Secret) -> YooKassa {
+        let policy = RetryPolicy::DEFAULT;
         let http = reqwest::Client::builder()
-            .connect_timeout(Duration::from_secs(3))
-            .timeout(Duration::from_secs(10))
+            .connect_timeout(policy.connect_timeout)
+            .timeout(policy.timeout)
             .pool_max_idle_per_host(64)
             .build()
             .expect("reqwest client builds");
@@ -41,15 +46,14 @@ impl YooKassa {
             base: base.trim_end_matches('/').to_owned(),
             shop_id: shop_id.to_owned(),
             secret,
-            retries: 2,
-            backoff: Duration::from_millis(200),
+            policy,
         }
     }
 
     /// Shorter waits for tests and the benchmark.
     pub fn with_retries(mut self, retries: u32, backoff: Duration) -> Self {
-        self.retries = retries;
-        self.backoff = backoff;
+        self.policy.retries = retries;
+        self.policy.backoff = backoff;
         self
     }
 
@@ -76,64 +80,81 @@ impl YooKassa {
                 Err(e) => Err((ProviderError::Unavailable(format!("{path}: {e}")), None)),
                 Ok(resp) => {
                     let status = resp.status();
-                    let text = resp.text().await.unwrap_or_default();
-                    let parsed: Option<Value> = serde_json::from_str(&text).ok();
-                    match status {
-                        StatusCode::OK => parsed.ok_or_else(|| {
-                            (
-                                ProviderError::Invalid(format!("{path}: body is not JSON")),
-                                None,
-                            )
-                        }),
-                        StatusCode::ACCEPTED => {
-                            let wait = parsed
-                                .as_ref()
-                                .and_then(|v| v["retry_after"].as_u64())
-                                .map(Duration::from_millis);
-                            Err((
-                                ProviderError::Unavailable(format!(
-                                    "{path}: request accepted, retry later"
-                                )),
-                                wait,
-                            ))
-                        }
-                        StatusCode::NOT_FOUND => Err((ProviderError::NotFound, None)),
-                        s if s.is_server_error() || s == StatusCode::TOO_MANY_REQUESTS => {
-                            let wait = parsed
-                                .as_ref()
-                                .and_then(|v| v["retry_after"].as_u64())
-                                .map(Duration::from_millis);
-                            Err((
-                                ProviderError::Unavailable(format!("{path}: HTTP {s}")),
-                                wait,
-                            ))
-                        }
-                        s => {
-                            let v = parsed.unwrap_or(Value::Null);
-                            Err((
-                                ProviderError::Rejected {
-                                    code: v["code"].as_str().unwrap_or(s.as_str()).to_owned(),
-                                    description: v["description"].as_str().unwrap_or("").to_owned(),
-                                },
-                                None,
-                            ))
-                        }
+                    match resp.text().await {
+                        // A body cut off or timed out after the status line: unknown.
+                        Err(e) => Err((
+                            ProviderError::Unavailable(format!(
+                                "{path}: HTTP {status}, body unreadable: {e}"
+                            )),
+                            None,
+                        )),
+                        Ok(text) => classify(path, status, &text),
                     }
                 }
             };
             match outcome {
                 Ok(v) => return Ok(v),
-                Err((e, wait)) if e.is_transient() && attempt < self.retries => {
+                Err((e, wait)) if e.is_transient() && attempt < self.policy.retries => {
                     attempt += 1;
-                    let wait = wait
-                        .unwrap_or(self.backoff * attempt)
-                        .min(Duration::from_secs(5));
+                    let wait = self.policy.wait(attempt, wait);
                     tracing::warn!(error = %e, attempt, "YooKassa call failed, retrying with the same key");
                     tokio::time::sleep(wait).await;
                 }
                 Err((e, _)) => return Err(e),
             }
         }
+    }
+}
+
+/// Reads one answer. Only a 4xx whose body is a YooKassa error is a definite
+/// refusal; a 2xx that is not a JSON object, a 202, 429, 5xx, or a 4xx we cannot
+/// read leave the outcome unknown (the same key is re-sent or the payment looked up).
+pub fn classify(path: &str, status: StatusCode, text: &str) -> Classified {
+    let parsed: Option<Value> = serde_json::from_str::<Value>(text)
+        .ok()
+        .filter(Value::is_object);
+    let retry_after = parsed
+        .as_ref()
+        .and_then(|v| v["retry_after"].as_u64())
+        .map(Duration::from_millis);
+    let unknown = |why: String| {
+        Err((
+            ProviderError::Unavailable(format!("{path}: {why}")),
+            retry_after,
+        ))
+    };
+    match status {
+        StatusCode::ACCEPTED => unknown("request accepted, retry later".into()),
+        s if s.is_success() => match parsed {
+            Some(v) => Ok(v),
+            None => unknown(format!("HTTP {s} with an unreadable body")),
+        },
+        s if s.is_server_error() || s == StatusCode::TOO_MANY_REQUESTS => {
+            unknown(format!("HTTP {s}"))
+        }
+        s if s.is_client_error() => {
+            let Some(v) = parsed.filter(|v| v["code"].is_string()) else {
+                return unknown(format!("HTTP {s} without a readable error"));
+            };
+            if s == StatusCode::NOT_FOUND {
+                return Err((ProviderError::NotFound, None));
+            }
+            let code = v["code"].as_str().unwrap_or_default();
+            let description = v["description"].as_str().unwrap_or_default();
+            let parameter = v["parameter"].as_str();
+            // The saved method is unknown, revoked or not allowed for this charge: about
+            // the viewer, not about us (YooKassa names the parameter it refused).
+            let (code, description) = match parameter {
+                Some("payment_method_id") => (
+                    METHOD_REFUSED.to_owned(),
+                    format!("{code} (payment_method_id): {description}"),
+                ),
+                Some(p) => (code.to_owned(), format!("{description} ({p})")),
+                None => (code.to_owned(), description.to_owned()),
+            };
+            Err((ProviderError::Rejected { code, description }, None))
+        }
+        s => unknown(format!("unexpected HTTP {s}")),
     }
 }
 
@@ -177,7 +198,7 @@ impl Provider for YooKassa {
                 Some(&create_body(req)),
             )
             .await?;
-        wire::payment(&v)
+        wire::payment(&v).map_err(ProviderError::unreadable)
     }
 
     async fn get_payment(&self, provider_id: &str) -> Result<ProviderPayment, ProviderError> {
@@ -187,39 +208,60 @@ impl Provider for YooKassa {
         let v = self
             .call(Method::GET, &format!("/payments/{provider_id}"), None, None)
             .await?;
-        wire::payment(&v)
+        wire::payment(&v).map_err(ProviderError::unreadable)
     }
 
     async fn find_payment(
         &self,
         our_id: Uuid,
-        created_after: DateTime<Utc>,
+        from: DateTime<Utc>,
+        to: DateTime<Utc>,
     ) -> Result<Option<ProviderPayment>, ProviderError> {
-        // YooKassa cannot filter by metadata: walk the list from the creation time.
-        let since = created_after.to_rfc3339_opts(SecondsFormat::Millis, true);
+        // YooKassa cannot filter by metadata: walk the window, page by page, to its end
+        // (newest first). A bounded window keeps that finite; stopping early would
+        // answer "not found" for a payment that exists, and a new key charges twice.
+        let window = format!(
+            "created_at.gte={}&created_at.lte={}",
+            urlencode(&from.to_rfc3339_opts(SecondsFormat::Millis, true)),
+            urlencode(&to.to_rfc3339_opts(SecondsFormat::Millis, true)),
+        );
         let mut cursor: Option<String> = None;
-        for _ in 0..20 {
-            let mut path = format!("/payments?limit=100&created_at.gte={}", urlencode(&since));
+        let mut pages = 0u32;
+        loop {
+            let mut path = format!("/payments?limit=100&{window}");
             if let Some(c) = &cursor {
                 path.push_str(&format!("&cursor={}", urlencode(c)));
             }
             let page = self.call(Method::GET, &path, None, None).await?;
-            for item in page["items"]
-                .as_array()
-                .map(Vec::as_slice)
-                .unwrap_or_default()
-            {
-                let p = wire::payment(item)?;
-                if p.our_id == Some(our_id) {
-                    return Ok(Some(p));
+            let Some(items) = page["items"].as_array() else {
+                return Err(ProviderError::Unavailable(format!(
+                    "{path}: a list without items"
+                )));
+            };
+            for item in items {
+                let names_us = item["metadata"]["payment_id"].as_str() == Some(&our_id.to_string());
+                match wire::payment(item) {
+                    Ok(p) if p.our_id == Some(our_id) => return Ok(Some(p)),
+                    Ok(_) => {}
+                    // Ours but unreadable: we cannot say it is not there.
+                    Err(e) if names_us => return Err(e.unreadable()),
+                    Err(e) => {
+                        tracing::warn!(payment = %item["id"], error = %e, "skipping an unreadable payment in the list");
+                    }
                 }
             }
+            pages += 1;
             match page["next_cursor"].as_str() {
-                Some(c) => cursor = Some(c.to_owned()),
+                Some(c) if pages < MAX_LIST_PAGES => cursor = Some(c.to_owned()),
+                // Not exhausted: say so rather than "not found".
+                Some(_) => {
+                    return Err(ProviderError::Unavailable(format!(
+                        "more than {MAX_LIST_PAGES} pages of payments in the look-up window"
+                    )))
+                }
                 None => return Ok(None),
             }
         }
-        Ok(None)
     }
 
     async fn create_refund(&self, req: &CreateRefund) -> Result<ProviderRefund, ProviderError> {
@@ -236,7 +278,7 @@ impl Provider for YooKassa {
                 Some(&body),
             )
             .await?;
-        wire::refund(&v)
+        wire::refund(&v).map_err(ProviderError::unreadable)
     }
 
     async fn get_refund(&self, provider_id: &str) -> Result<ProviderRefund, ProviderError> {
@@ -246,10 +288,79 @@ impl Provider for YooKassa {
         let v = self
             .call(Method::GET, &format!("/refunds/{provider_id}"), None, None)
             .await?;
-        wire::refund(&v)
+        wire::refund(&v).map_err(ProviderError::unreadable)
     }
 }
 
+/// A safety stop for a window that never ends (a provider bug): 100 000 payments.
+const MAX_LIST_PAGES: u32 = 1000;
+
 fn urlencode(s: &str) -> String {
     url::form_urlencoded::byte_serialize(s.as_bytes()).collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn kind(r: Classified) -> String {
+        match r {
+            Ok(_) => "ok".into(),
+            Err((ProviderError::Rejected { code, .. }, _)) => format!("rejected:{code}"),
+            Err((ProviderError::NotFound, _)) => "not_found".into(),
+            Err((ProviderError::Unavailable(_), _)) => "unknown".into(),
+            Err((ProviderError::Invalid(_), _)) => "invalid".into(),
+        }
+    }
+
+    #[test]
+    fn only_a_parsed_4xx_error_is_definite() {
+        let err = |code: &str| {
+            format!(r#"{{"type":"error","id":"1","code":"{code}","description":"d"}}"#)
+        };
+        let cases = [
+            (200, r#"{"id":"p","status":"pending"}"#.to_owned(), "ok"),
+            (200, r#"{"id":"p","sta"#.to_owned(), "unknown"),
+            (200, "<html>502</html>".to_owned(), "unknown"),
+            (200, String::new(), "unknown"),
+            (202, r#"{"type":"error","code":"request_accepted","retry_after":1800}"#.to_owned(), "unknown"),
+            (429, err("too_many_requests"), "unknown"),
+            (500, err("internal_server_error"), "unknown"),
+            (502, "<html>bad gateway</html>".to_owned(), "unknown"),
+            (401, err("invalid_credentials"), "rejected:invalid_credentials"),
+            (403, err("forbidden"), "rejected:forbidden"),
+            (401, "<html>401</html>".to_owned(), "unknown"),
+            (400, String::new(), "unknown"),
+            (404, err("not_found"), "not_found"),
+            (404, "Not Found".to_owned(), "unknown"),
+            (
+                400,
+                r#"{"type":"error","code":"invalid_request","parameter":"payment_method_id","description":"d"}"#.to_owned(),
+                "rejected:payment_method_refused",
+            ),
+            (
+                400,
+                r#"{"type":"error","code":"invalid_request","parameter":"Idempotence-Key","description":"d"}"#.to_owned(),
+                "rejected:invalid_request",
+            ),
+        ];
+        for (status, body, expected) in cases {
+            let got = kind(classify(
+                "/payments",
+                StatusCode::from_u16(status).unwrap(),
+                &body,
+            ));
+            assert_eq!(got, expected, "HTTP {status} {body:?}");
+        }
+    }
+
+    #[test]
+    fn retry_after_is_honoured_up_to_the_cap() {
+        let r = classify(
+            "/payments",
+            StatusCode::ACCEPTED,
+            r#"{"type":"error","code":"request_accepted","retry_after":1800}"#,
+        );
+        assert_eq!(r.unwrap_err().1, Some(Duration::from_millis(1800)));
+    }
 }

@@ -1,0 +1,685 @@
+//! Renewals and provider answers that must never cost the viewer access they paid
+//! for, nor money twice (issue 10: scenarios 1, 2, 5, 6 and 10). Black-box: the real
+//! service and PostgreSQL, the fake providers over real HTTP with their fault knobs,
+//! and the clock moved by rewriting rows.
+
+mod common;
+
+use std::sync::Arc;
+
+use billing::jobs::{create, expirer, reconciler, renewer};
+use billing::providers::sandbox::cloudpayments::CloudPaymentsSandbox;
+use billing::providers::sandbox::{Garble, Outcome, Sandbox};
+use chrono::{DateTime, Duration, Months, SecondsFormat, Utc};
+use common::*;
+use serde_json::{json, Value};
+use uuid::Uuid;
+
+const CP_PUBLIC_ID: &str = "pk_test_cinema";
+const CP_SECRET: &str = "cp-api-secret-for-tests";
+
+// ----- helpers -----
+
+/// A seeded subscription (YooKassa method) whose renewal is due now: (id, method id at the provider).
+async fn due(db: &tokio_postgres::Client) -> (Uuid, String) {
+    let sub = seed_subscription(db, Uuid::new_v4(), true, true).await;
+    make_due(db, sub).await;
+    let pm: String = db
+        .query_one(
+            "SELECT m.provider_method_id FROM subscriptions s JOIN payment_methods m ON m.id = s.payment_method_id \
+             WHERE s.id = $1",
+            &[&sub],
+        )
+        .await
+        .unwrap()
+        .get(0);
+    (sub, pm)
+}
+
+async fn make_due(db: &tokio_postgres::Client, sub: Uuid) {
+    db.execute(
+        "UPDATE subscriptions SET next_charge_at = now() - interval '1 second' WHERE id = $1",
+        &[&sub],
+    )
+    .await
+    .unwrap();
+}
+
+/// Moves the period end `ago` into the past, keeping one month before it.
+async fn end_period_ago(db: &tokio_postgres::Client, sub: Uuid, ago: &str) {
+    db.execute(
+        &format!(
+            "UPDATE subscriptions SET current_period_start = now() - interval '{ago}' - interval '1 month', \
+             current_period_end = now() - interval '{ago}' WHERE id = $1"
+        ),
+        &[&sub],
+    )
+    .await
+    .unwrap();
+    // Renewal rows name the period they pay for: keep them pointing at the current one.
+    db.execute(
+        "UPDATE payments SET period_start = (SELECT current_period_end FROM subscriptions WHERE id = $1) \
+         WHERE subscription_id = $1 AND kind = 'renewal'",
+        &[&sub],
+    )
+    .await
+    .unwrap();
+}
+
+async fn make_checks_due(db: &tokio_postgres::Client) {
+    db.execute(
+        "UPDATE payments SET next_check_at = now() - interval '1 second' \
+         WHERE status IN ('pending', 'waiting_for_capture')",
+        &[],
+    )
+    .await
+    .unwrap();
+}
+
+#[derive(Debug)]
+struct SubRow {
+    status: String,
+    end: DateTime<Utc>,
+    next_charge_at: Option<DateTime<Utc>>,
+    attempts: i32,
+    method_usable: Option<bool>,
+}
+
+async fn sub_row(db: &tokio_postgres::Client, sub: Uuid) -> SubRow {
+    let r = db
+        .query_one(
+            "SELECT s.status, s.current_period_end, s.next_charge_at, s.renewal_attempts, m.usable \
+             FROM subscriptions s LEFT JOIN payment_methods m ON m.id = s.payment_method_id WHERE s.id = $1",
+            &[&sub],
+        )
+        .await
+        .unwrap();
+    SubRow {
+        status: r.get(0),
+        end: r.get(1),
+        next_charge_at: r.get(2),
+        attempts: r.get(3),
+        method_usable: r.get(4),
+    }
+}
+
+/// The renewal rows of a subscription: (attempt, status, cancellation_reason, provider id).
+async fn renewals(
+    db: &tokio_postgres::Client,
+    sub: Uuid,
+) -> Vec<(i32, String, Option<String>, Option<String>)> {
+    db.query(
+        "SELECT attempt, status, cancellation_reason, provider_payment_id FROM payments \
+         WHERE subscription_id = $1 AND kind = 'renewal' ORDER BY attempt",
+        &[&sub],
+    )
+    .await
+    .unwrap()
+    .iter()
+    .map(|r| (r.get(0), r.get(1), r.get(2), r.get(3)))
+    .collect()
+}
+
+async fn metrics(app: &TestApp) -> String {
+    app.http
+        .get(format!("{}/metrics", app.url))
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap()
+}
+
+fn count(types: &[String], t: &str) -> usize {
+    types.iter().filter(|x| *x == t).count()
+}
+
+fn hours_from_now(t: DateTime<Utc>) -> i64 {
+    (t - Utc::now()).num_hours()
+}
+
+// ----- scenario 1: a refused renewal -----
+
+#[tokio::test]
+async fn a_renewal_refused_for_shop_credentials_keeps_the_cards_and_expires_after_the_grace() {
+    let (app, fake) = with_fake_yookassa(|_| {}).await;
+    let db = app.sql().await;
+    let (sub, _) = due(&db).await;
+    let (other, _) = due(&db).await;
+    // A key rotation: every create answers 401 invalid_credentials.
+    fake.refuse_creates(Some((401, "invalid_credentials", None)));
+    assert_eq!(renewer::run_once(app.app()).await.unwrap(), 2);
+    for id in [sub, other] {
+        let s = sub_row(&db, id).await;
+        assert_eq!(
+            s.status, "past_due",
+            "a renewal that ends without money: {s:?}"
+        );
+        assert_eq!(
+            s.attempts, 0,
+            "our refusal uses none of the viewer's attempts"
+        );
+        assert_eq!(
+            s.method_usable,
+            Some(true),
+            "a key rotation never burns a card"
+        );
+        let retry = hours_from_now(s.next_charge_at.expect("retried on the dunning schedule"));
+        assert!((23..=24).contains(&retry), "first retry after 1d: {retry}h");
+    }
+    let rows = renewals(&db, sub).await;
+    assert_eq!(rows.len(), 1, "{rows:?}");
+    assert_eq!(rows[0].1, "failed");
+    assert_eq!(
+        rows[0].2.as_deref(),
+        Some("invalid_credentials"),
+        "the row says why"
+    );
+    let text = metrics(&app).await;
+    assert!(
+        text.contains("billing_alerts_total{kind=\"renewal_refused\"}"),
+        "alerted at once"
+    );
+    assert!(text.contains("renewal_failures_total"), "counted");
+    assert!(outbox_types(&db)
+        .await
+        .contains(&"subscription.past_due".to_owned()));
+
+    // Refused again and again: still past_due, still no viewer attempt used.
+    for _ in 0..4 {
+        make_due(&db, sub).await;
+        assert_eq!(renewer::run_once(app.app()).await.unwrap(), 1);
+    }
+    let s = sub_row(&db, sub).await;
+    assert_eq!((s.status.as_str(), s.attempts), ("past_due", 0), "{s:?}");
+    assert_eq!(renewals(&db, sub).await.len(), 5);
+
+    // Access lasts at most REFUSAL_GRACE (3d) after the period end, then ends.
+    end_period_ago(&db, sub, "2 days").await;
+    expirer::run_once(app.app()).await.unwrap();
+    assert_eq!(
+        sub_row(&db, sub).await.status,
+        "past_due",
+        "within the grace"
+    );
+    end_period_ago(&db, sub, "3 days 1 minute").await;
+    expirer::run_once(app.app()).await.unwrap();
+    assert_eq!(sub_row(&db, sub).await.status, "expired");
+    assert_eq!(
+        sub_row(&db, other).await.status,
+        "past_due",
+        "the other period has not ended"
+    );
+    let types = outbox_types(&db).await;
+    assert_eq!(count(&types, "subscription.expired"), 1, "{types:?}");
+
+    // Keys fixed: the next retry of the other subscription renews it.
+    fake.refuse_creates(None);
+    make_due(&db, other).await;
+    assert_eq!(renewer::run_once(app.app()).await.unwrap(), 1);
+    assert_eq!(sub_row(&db, other).await.status, "active");
+    assert_eq!(fake.charges(), 1);
+}
+
+#[tokio::test]
+async fn a_renewal_refused_with_autopayments_disabled_is_ours_not_the_viewers() {
+    let (app, fake) = with_fake_yookassa(|_| {}).await;
+    let db = app.sql().await;
+    let (sub, _) = due(&db).await;
+    fake.refuse_creates(Some((403, "forbidden", None)));
+    assert_eq!(renewer::run_once(app.app()).await.unwrap(), 1);
+    let s = sub_row(&db, sub).await;
+    assert_eq!(s.status, "past_due", "{s:?}");
+    assert_eq!(s.attempts, 0);
+    assert_eq!(s.method_usable, Some(true));
+    assert!(s.next_charge_at.is_some());
+    assert_eq!(renewals(&db, sub).await[0].2.as_deref(), Some("forbidden"));
+}
+
+#[tokio::test]
+async fn a_renewal_refused_for_the_saved_method_is_a_hard_decline() {
+    let (app, fake) = with_fake_yookassa(|_| {}).await;
+    let db = app.sql().await;
+    let (sub, _) = due(&db).await;
+    // YooKassa: the saved method is unknown, revoked or not allowed for this charge.
+    fake.refuse_creates(Some((400, "invalid_request", Some("payment_method_id"))));
+    assert_eq!(renewer::run_once(app.app()).await.unwrap(), 1);
+    let s = sub_row(&db, sub).await;
+    assert_eq!(s.status, "past_due", "{s:?}");
+    assert_eq!(s.attempts, 1, "counted against the viewer");
+    assert_eq!(s.next_charge_at, None, "no more tries");
+    assert_eq!(s.method_usable, Some(false), "the method is unusable");
+    make_due(&db, sub).await;
+    assert_eq!(renewer::run_once(app.app()).await.unwrap(), 0);
+    assert_eq!(
+        expirer::run_once(app.app()).await.unwrap(),
+        0,
+        "access lasts to the period end"
+    );
+    end_period_ago(&db, sub, "1 minute").await;
+    assert_eq!(expirer::run_once(app.app()).await.unwrap(), 1);
+    assert_eq!(sub_row(&db, sub).await.status, "expired");
+}
+
+#[tokio::test]
+async fn no_subscription_outlives_its_period_dunning_and_grace_without_a_payment() {
+    let (app, _fake) = with_fake_yookassa(|_| {}).await;
+    let db = app.sql().await;
+    // Whatever left it so (a bug, a lost update), a charge is still "scheduled".
+    let stuck = seed_subscription(&db, Uuid::new_v4(), true, true).await;
+    let recent = seed_subscription(&db, Uuid::new_v4(), true, true).await;
+    db.execute(
+        "UPDATE subscriptions SET next_charge_at = now() + interval '1 hour' WHERE id = ANY($1)",
+        &[&vec![stuck, recent]],
+    )
+    .await
+    .unwrap();
+    // Period end + the whole dunning schedule (1d+3d+5d) + 24 h, and a minute more.
+    end_period_ago(&db, stuck, "10 days 1 minute").await;
+    end_period_ago(&db, recent, "2 days").await;
+    expirer::run_once(app.app()).await.unwrap();
+    assert_eq!(sub_row(&db, stuck).await.status, "expired");
+    assert_eq!(
+        sub_row(&db, recent).await.status,
+        "active",
+        "still within its dunning"
+    );
+}
+
+#[tokio::test]
+async fn a_cloudpayments_token_refusal_is_a_hard_decline() {
+    let (app, _yk, cp) = with_both_fakes().await;
+    let user = Uuid::new_v4();
+    let (sub, token) = subscribed_cloudpayments(&app, &cp, user).await;
+    cp.refuse_token(&token, "Token not found");
+    let db = app.sql().await;
+    make_due(&db, sub).await;
+    assert_eq!(renewer::run_once(app.app()).await.unwrap(), 1);
+    let s = sub_row(&db, sub).await;
+    assert_eq!(s.status, "past_due", "{s:?}");
+    assert_eq!(s.next_charge_at, None, "no more tries");
+    assert_eq!(s.method_usable, Some(false));
+    assert_eq!(s.attempts, 1);
+    end_period_ago(&db, sub, "1 minute").await;
+    assert_eq!(expirer::run_once(app.app()).await.unwrap(), 1);
+    assert_eq!(sub_row(&db, sub).await.status, "expired");
+}
+
+// ----- scenario 2: an unreadable answer is no refusal -----
+
+#[tokio::test]
+async fn an_unreadable_renewal_answer_is_resent_with_the_same_key_and_charged_once() {
+    let (app, fake) = with_fake_yookassa(|_| {}).await;
+    let db = app.sql().await;
+    for (n, how) in [Garble::CutOff, Garble::NotJson].into_iter().enumerate() {
+        let (sub, _) = due(&db).await;
+        let before = sub_row(&db, sub).await;
+        // The charge is made, but every answer the client gets (3 tries) is unreadable.
+        fake.garble_create_answers(3, how);
+        assert_eq!(renewer::run_once(app.app()).await.unwrap(), 1);
+        let rows = renewals(&db, sub).await;
+        assert_eq!(rows.len(), 1, "{how:?}: {rows:?}");
+        assert_eq!(rows[0].1, "pending", "{how:?}: outcome unknown, not failed");
+        assert_eq!(sub_row(&db, sub).await.status, "active", "{how:?}");
+        let key: String = db
+            .query_one(
+                "SELECT provider_idempotence_key FROM payments WHERE subscription_id = $1",
+                &[&sub],
+            )
+            .await
+            .unwrap()
+            .get(0);
+        // The lease lapses: the same key again, and the provider's answer is read this time.
+        make_due(&db, sub).await;
+        renewer::run_once(app.app()).await.unwrap();
+        assert_eq!(fake.charges(), n as u64 + 1, "{how:?}: charged once");
+        assert_eq!(fake.requests_with_key(&key), 4, "{how:?}: 3 unreadable + 1");
+        let rows = renewals(&db, sub).await;
+        assert_eq!(rows.len(), 1, "{how:?}: never a new key: {rows:?}");
+        assert_eq!(rows[0].1, "succeeded", "{how:?}");
+        let s = sub_row(&db, sub).await;
+        assert_eq!(s.status, "active");
+        assert_eq!(
+            s.end,
+            before.end.checked_add_months(Months::new(1)).unwrap()
+        );
+    }
+}
+
+#[tokio::test]
+async fn an_unreadable_purchase_answer_leaves_the_payment_pending_under_its_key() {
+    let (app, fake) = with_fake_yookassa(|_| {}).await;
+    fake.garble_create_answers(3, Garble::CutOff);
+    let user = Uuid::new_v4();
+    let (status, body) = app.buy(user, MONTH_TARIFF, true, None).await;
+    assert_eq!(status, 502, "{body}");
+    let db = app.sql().await;
+    let row = db
+        .query_one(
+            "SELECT id, status, provider_idempotence_key FROM payments WHERE user_id = $1",
+            &[&user],
+        )
+        .await
+        .unwrap();
+    let (id, status, key): (Uuid, String, String) = (row.get(0), row.get(1), row.get(2));
+    assert_eq!(status, "pending", "unknown, not refused");
+    make_checks_due(&db).await;
+    reconciler::run_once(app.app()).await.unwrap();
+    assert_eq!(fake.creates(), 1);
+    assert_eq!(fake.requests_with_key(&key), 4);
+    let pid = app.provider_id(&id.to_string()).await;
+    assert!(fake.payment(&pid).is_some());
+}
+
+// ----- scenario 5: looking up an old create; a second provider payment -----
+
+/// A renewal row sent to the provider before a crash (the answer never recorded),
+/// whose creation is moved `age` back on both sides. Answers (sub, payment id, provider id).
+async fn renewal_sent_before_a_crash(
+    app: &TestApp,
+    fake: &Sandbox,
+    age: Duration,
+) -> (Uuid, Uuid, String) {
+    let db = app.sql().await;
+    let (sub, _) = due(&db).await;
+    let payment = renewer::prepare(app.app(), sub).await.unwrap().unwrap();
+    let req = create::request_for(app.app(), &app.app().db.get().await.unwrap(), &payment)
+        .await
+        .unwrap();
+    let provider = app
+        .app()
+        .providers
+        .get(billing::domain::PaySystem::YooKassa)
+        .unwrap()
+        .clone();
+    let pp = provider.create_payment(&req).await.unwrap();
+    let at = Utc::now() - age;
+    db.execute(
+        "UPDATE payments SET created_at = $2 WHERE id = $1",
+        &[&payment.id, &at],
+    )
+    .await
+    .unwrap();
+    fake.patch(
+        &pp.id,
+        "created_at",
+        json!((at + Duration::seconds(1)).to_rfc3339_opts(SecondsFormat::Millis, true)),
+    );
+    (sub, payment.id, pp.id)
+}
+
+#[tokio::test]
+async fn a_renewal_create_older_than_23h_is_looked_up_not_resent_when_its_lease_lapses() {
+    let (app, fake) = with_fake_yookassa(|_| {}).await;
+    let db = app.sql().await;
+    let (sub, payment, pid) =
+        renewal_sent_before_a_crash(&app, &fake, Duration::minutes(23 * 60 + 30)).await;
+    let key: String = db
+        .query_one(
+            "SELECT provider_idempotence_key FROM payments WHERE id = $1",
+            &[&payment],
+        )
+        .await
+        .unwrap()
+        .get(0);
+    // The provider may have forgotten the key by now: a re-send would charge again.
+    fake.expire_keys();
+    make_due(&db, sub).await;
+    renewer::run_once(app.app()).await.unwrap();
+    make_checks_due(&db).await;
+    reconciler::run_once(app.app()).await.unwrap();
+    assert_eq!(fake.requests_with_key(&key), 1, "never re-sent after 23 h");
+    assert_eq!(fake.charges(), 1, "charged once");
+    let rows = renewals(&db, sub).await;
+    assert_eq!(rows.len(), 1, "{rows:?}");
+    assert_eq!(rows[0].1, "succeeded", "found and adopted: {rows:?}");
+    assert_eq!(rows[0].3.as_deref(), Some(pid.as_str()));
+    assert_eq!(sub_row(&db, sub).await.status, "active");
+}
+
+#[tokio::test]
+async fn the_look_up_pages_a_long_newest_first_list_and_skips_unreadable_items() {
+    let (app, fake) = with_fake_yookassa(|_| {}).await;
+    let db = app.sql().await;
+    let (sub, _payment, pid) =
+        renewal_sent_before_a_crash(&app, &fake, Duration::minutes(23 * 60 + 30)).await;
+    // Busy shop: 2 100 payments made since, newest listed first, one of them unreadable.
+    for i in 0..2100 {
+        let id = format!("bulk-{i:05}");
+        fake.insert_pending(
+            &id,
+            json!({"value": "299.00", "currency": "RUB"}),
+            json!({"payment_id": Uuid::new_v4().to_string()}),
+        );
+        if i == 1000 {
+            fake.patch(&id, "status", json!("being_processed"));
+        }
+    }
+    make_checks_due(&db).await;
+    reconciler::run_once(app.app()).await.unwrap();
+    let rows = renewals(&db, sub).await;
+    assert_eq!(rows[0].1, "succeeded", "found past 20 pages: {rows:?}");
+    assert_eq!(rows[0].3.as_deref(), Some(pid.as_str()));
+    assert_eq!(fake.charges(), 1);
+}
+
+#[tokio::test]
+async fn a_second_provider_payment_for_a_settled_renewal_is_alerted_and_refunded() {
+    let (app, fake) = with_fake_yookassa(|_| {}).await;
+    let db = app.sql().await;
+    let (sub, _) = due(&db).await;
+    assert_eq!(renewer::run_once(app.app()).await.unwrap(), 1);
+    let rows = renewals(&db, sub).await;
+    assert_eq!(rows[0].1, "succeeded");
+    let first = rows[0].3.clone().unwrap();
+    let end = sub_row(&db, sub).await.end;
+    let payment: Uuid = db
+        .query_one(
+            "SELECT id FROM payments WHERE subscription_id = $1",
+            &[&sub],
+        )
+        .await
+        .unwrap()
+        .get(0);
+    // The same row charged again at the provider under another key (the old defect).
+    let stored = billing::store::payments::get(&app.app().db.get().await.unwrap(), payment)
+        .await
+        .unwrap()
+        .unwrap();
+    let mut req = create::request_for(app.app(), &app.app().db.get().await.unwrap(), &stored)
+        .await
+        .unwrap();
+    req.idempotence_key = format!("again-{}", &req.idempotence_key[..50]);
+    let provider = app
+        .app()
+        .providers
+        .get(billing::domain::PaySystem::YooKassa)
+        .unwrap()
+        .clone();
+    let second = provider.create_payment(&req).await.unwrap();
+    assert_ne!(second.id, first);
+    assert_eq!(fake.notify(&second.id).await.unwrap(), 200);
+
+    assert_eq!(fake.refunds(), 1, "the extra charge is refunded");
+    let refunded: Value = fake.payment(&second.id).unwrap()["refunded_amount"].clone();
+    assert_eq!(refunded["value"], "299.00", "all of the second payment");
+    assert_eq!(
+        fake.payment(&first).unwrap()["refunded_amount"]["value"],
+        "0.00",
+        "the first payment stays paid"
+    );
+    let rows = renewals(&db, sub).await;
+    assert_eq!(rows[0].1, "succeeded", "{rows:?}");
+    assert_eq!(rows[0].3.as_deref(), Some(first.as_str()));
+    let s = sub_row(&db, sub).await;
+    assert_eq!(
+        (s.status.as_str(), s.end),
+        ("active", end),
+        "access unchanged"
+    );
+    assert!(metrics(&app)
+        .await
+        .contains("billing_alerts_total{kind=\"duplicate_charge\"}"));
+    // A repeat of the notification refunds nothing more.
+    assert_eq!(fake.notify(&second.id).await.unwrap(), 200);
+    assert_eq!(fake.refunds(), 1);
+}
+
+// ----- scenario 6: renewals go to the provider of the saved method -----
+
+async fn with_both_fakes() -> (TestApp, Arc<Sandbox>, Arc<CloudPaymentsSandbox>) {
+    let cp = CloudPaymentsSandbox::new(CP_PUBLIC_ID, CP_SECRET, true);
+    let addr = cp.spawn("127.0.0.1:0".parse().unwrap()).await.unwrap();
+    let (app, yk) = with_fake_yookassa(|env| {
+        env.insert("CLOUDPAYMENTS_PUBLIC_ID".into(), CP_PUBLIC_ID.into());
+        env.insert("CLOUDPAYMENTS_API_SECRET".into(), CP_SECRET.into());
+        env.insert(
+            "CLOUDPAYMENTS_API_URL".into(),
+            format!("http://{addr}/sandbox/cloudpayments"),
+        );
+    })
+    .await;
+    cp.set_webhook_url(&format!("{}/webhooks/cloudpayments", app.url));
+    (app, yk, cp)
+}
+
+/// Buys the monthly tariff through CloudPayments and pays on its page: answers the
+/// live subscription and the saved token.
+async fn subscribed_cloudpayments(
+    app: &TestApp,
+    cp: &CloudPaymentsSandbox,
+    user: Uuid,
+) -> (Uuid, String) {
+    let (status, body) = read(
+        app.http
+            .post(format!(
+                "{}/api/v1/subscriptions/cloudpayments/buy",
+                app.url
+            ))
+            .header("authorization", app.token(user))
+            .json(&json!({"tariff_id": MONTH_TARIFF, "renew": true}))
+            .send()
+            .await
+            .unwrap(),
+    )
+    .await;
+    assert_eq!(status, 201, "{body}");
+    let order = cp
+        .order_for_invoice(body["payment_id"].as_str().unwrap())
+        .unwrap();
+    let t = cp
+        .pay_order(order["Id"].as_str().unwrap(), None)
+        .await
+        .unwrap()
+        .unwrap();
+    let sub: Uuid = app
+        .sql()
+        .await
+        .query_one(
+            "SELECT id FROM subscriptions WHERE user_id = $1 AND status = 'active'",
+            &[&user],
+        )
+        .await
+        .unwrap()
+        .get(0);
+    (sub, t["Token"].as_str().unwrap().to_owned())
+}
+
+#[tokio::test]
+async fn a_same_tariff_purchase_through_the_other_provider_keeps_renewals_working() {
+    let (app, yk, cp) = with_both_fakes().await;
+    let user = Uuid::new_v4();
+    // First bought through YooKassa, with its card saved.
+    let (status, body) = app.buy(user, MONTH_TARIFF, true, None).await;
+    assert_eq!(status, 201, "{body}");
+    let pid = app.provider_id(body["payment_id"].as_str().unwrap()).await;
+    yk.settle(&pid, Outcome::Succeed).unwrap();
+    assert_eq!(yk.notify(&pid).await.unwrap(), 200);
+    // Then the same tariff again through CloudPayments: its token is now the saved method.
+    let (sub, token) = subscribed_cloudpayments(&app, &cp, user).await;
+    let db = app.sql().await;
+    let before = sub_row(&db, sub).await;
+    make_due(&db, sub).await;
+    assert_eq!(renewer::run_once(app.app()).await.unwrap(), 1);
+    assert_eq!(
+        yk.charges(),
+        0,
+        "a CloudPayments token is never sent to YooKassa"
+    );
+    assert_eq!(cp.charges(), 1, "the renewal goes to the method's provider");
+    let charged = cp.transactions().pop().unwrap();
+    assert_eq!(charged["Token"], token.as_str());
+    let s = sub_row(&db, sub).await;
+    assert_eq!(s.status, "active", "{s:?}");
+    assert_eq!(
+        s.end,
+        before.end.checked_add_months(Months::new(1)).unwrap()
+    );
+    let rows = db
+        .query(
+            "SELECT pay_system, status FROM payments WHERE subscription_id = $1 AND kind = 'renewal'",
+            &[&sub],
+        )
+        .await
+        .unwrap();
+    assert_eq!(rows.len(), 1);
+    assert_eq!(rows[0].get::<_, String>(0), "cloudpayments");
+    assert_eq!(rows[0].get::<_, String>(1), "succeeded");
+}
+
+// ----- scenario 10: the idempotency-key lease outlasts a provider call -----
+
+#[tokio::test]
+async fn a_repeated_buy_is_409_for_as_long_as_the_provider_call_can_take() {
+    let (app, fake) = with_fake_yookassa(|_| {}).await;
+    fake.set_create_delay(Some(std::time::Duration::from_secs(2)));
+    let user = Uuid::new_v4();
+    let first = {
+        let http = app.http.clone();
+        let url = app.url.clone();
+        let token = app.token(user);
+        tokio::spawn(async move {
+            read(
+                http.post(format!("{url}/api/v1/subscriptions/yookassa/buy"))
+                    .header("authorization", token)
+                    .header("idempotency-key", "buy-once")
+                    .json(&json!({"tariff_id": MONTH_TARIFF, "renew": false}))
+                    .send()
+                    .await
+                    .unwrap(),
+            )
+            .await
+        })
+    };
+    let db = app.sql().await;
+    let mut claimed = false;
+    for _ in 0..200 {
+        if app.count("SELECT count(*) FROM idempotency_keys").await == 1 {
+            claimed = true;
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(10)).await;
+    }
+    assert!(claimed, "the first request holds the key");
+    // 31 s into the first request's provider call (a 10 s timeout, two retries and
+    // their waits): it may still be running, so the key is still held.
+    db.execute(
+        "UPDATE idempotency_keys SET locked_until = locked_until - interval '31 seconds'",
+        &[],
+    )
+    .await
+    .unwrap();
+    let (status, body) = app.buy(user, MONTH_TARIFF, false, Some("buy-once")).await;
+    assert_eq!(status, 409, "{body}");
+    assert_eq!(body["code"], "request_in_progress");
+    let (status, body) = first.await.unwrap();
+    assert_eq!(status, 201, "{body}");
+    assert_eq!(fake.creates(), 1);
+    let key: String = db
+        .query_one("SELECT provider_idempotence_key FROM payments", &[])
+        .await
+        .unwrap()
+        .get(0);
+    assert_eq!(fake.requests_with_key(&key), 1, "one create sent");
+}
