@@ -118,10 +118,10 @@ pub async fn start(mut config: Config, opts: ServeOptions) -> Result<Running, St
         let a = app.clone();
         tasks.push(tokio::spawn(jobs::run_loop(
             a,
-            "refund_resubmit",
-            20,
+            "refund_follow_up",
+            jobs::refunds::BATCH,
             Duration::from_secs(30),
-            |app| async move { crate::service::refunds::resubmit_pending(&app).await },
+            |app| async move { jobs::refunds::run_once(&app).await },
         )));
         tasks.push(tokio::spawn(jobs::run_loop(
             app.clone(),

@@ -24,6 +24,17 @@ pub const RESEND_WINDOW_HOURS: i64 = 23;
 const LOOKUP_BEFORE_MINUTES: i64 = 5;
 const LOOKUP_AFTER_HOURS: i64 = 24;
 
+/// Where a payment we created at `created_at` can stand in the provider's list:
+/// from a little before (clock skew) to the end of the key window.
+pub fn lookup_window(
+    created_at: chrono::DateTime<chrono::Utc>,
+) -> (chrono::DateTime<chrono::Utc>, chrono::DateTime<chrono::Utc>) {
+    (
+        created_at - ChronoDuration::minutes(LOOKUP_BEFORE_MINUTES),
+        created_at + ChronoDuration::hours(LOOKUP_AFTER_HOURS),
+    )
+}
+
 /// What the provider said to a create.
 #[derive(Debug, Clone, PartialEq)]
 pub enum Sent {
@@ -186,8 +197,7 @@ async fn look_up(app: &App, payment: &Payment) -> Result<Sent, String> {
         .get(payment.pay_system)
         .cloned()
         .ok_or_else(|| format!("{} is not configured", payment.pay_system))?;
-    let from = payment.created_at - ChronoDuration::minutes(LOOKUP_BEFORE_MINUTES);
-    let to = payment.created_at + ChronoDuration::hours(LOOKUP_AFTER_HOURS);
+    let (from, to) = lookup_window(payment.created_at);
     match provider.find_payment(payment.id, from, to).await {
         Ok(Some(pp)) => {
             settle::apply(app, payment.id, &pp)

@@ -7,6 +7,7 @@ pub mod expirer;
 pub mod housekeeping;
 pub mod inbox_retry;
 pub mod reconciler;
+pub mod refunds;
 pub mod renewer;
 
 use std::future::Future;

@@ -1,14 +1,26 @@
 //! Refunds: recorded with their provider idempotence key before the provider call,
 //! then submitted; the provider's answer (or its notification) settles them.
+//!
+//! Only a definite refusal (a 4xx with a parsed error, or "not found") ends a refund
+//! `canceled` (alerted `refund_refused`). Any other failure (network, 5xx, 202, an
+//! unreadable answer) leaves the outcome unknown: the refund stays pending, still
+//! counted against what is left to refund, and `jobs::refunds` follows it up.
+//!
+//! Only a full refund changes access, decided by the period the payment paid (recorded
+//! on the payment when it succeeded): the current one ends now; a prepaid next one moves
+//! the period end back; a past one changes nothing. A refund of a payment we have not
+//! yet seen succeed first applies the success, re-read from the provider.
 
+use chrono::{DateTime, Utc};
 use deadpool_postgres::Transaction;
 use uuid::Uuid;
 
 use crate::app::App;
-use crate::domain::{Money, RefundStatus};
+use crate::domain::{Money, PaymentStatus, RefundStatus};
 use crate::events::{self, EventSubject, EventType};
-use crate::providers::{CreateRefund, ProviderError};
-use crate::store::{payments, subscriptions, Payment, StoreError};
+use crate::providers::{CreateRefund, ProviderError, ProviderRefund};
+use crate::service::settle;
+use crate::store::{payments, subscriptions, Payment, StoreError, Subscription};
 
 #[derive(Debug, thiserror::Error)]
 pub enum RefundError {
@@ -18,6 +30,9 @@ pub enum RefundError {
     Provider(#[from] ProviderError),
     #[error("refund {0} not found")]
     NotFound(Uuid),
+    /// Money went back for a payment the provider has not (yet) shown us as succeeded.
+    #[error("payment {0} has not succeeded at the provider yet")]
+    NotYetPaid(Uuid),
 }
 
 impl From<tokio_postgres::Error> for RefundError {
@@ -56,13 +71,16 @@ pub async fn insert_system_refund(
     Ok(id)
 }
 
-/// Sends a recorded refund to the provider (same key on every retry) and records the answer.
+/// Sends a recorded refund to the provider (same key on every retry) and records the
+/// answer. A definite refusal cancels it (and is returned); an unknown outcome leaves
+/// it pending.
 pub async fn submit(app: &App, refund_id: Uuid) -> Result<RefundStatus, RefundError> {
     let (payment, amount, key, reason) = {
         let db = app.db.get().await?;
         let row = db
             .query_opt(
-                "SELECT payment_id, amount_minor, provider_idempotence_key, reason FROM refunds WHERE id = $1",
+                "SELECT payment_id, amount_minor, provider_idempotence_key, reason FROM refunds \
+                 WHERE id = $1 AND status = 'pending'",
                 &[&refund_id],
             )
             .await?
@@ -77,6 +95,25 @@ pub async fn submit(app: &App, refund_id: Uuid) -> Result<RefundStatus, RefundEr
             row.get::<_, String>(3),
         )
     };
+    let answer = match send(app, &payment, amount, key, reason).await {
+        Ok(answer) => answer,
+        Err(e) if e.is_definite() => {
+            refuse(app, refund_id, payment.id, &e.to_string()).await?;
+            return Err(e.into());
+        }
+        Err(e) => return Err(e.into()),
+    };
+    record_result(app, refund_id, &answer.id, answer.status).await?;
+    Ok(answer.status)
+}
+
+async fn send(
+    app: &App,
+    payment: &Payment,
+    amount: i64,
+    idempotence_key: String,
+    description: String,
+) -> Result<ProviderRefund, ProviderError> {
     let provider =
         app.providers
             .get(payment.pay_system)
@@ -92,26 +129,55 @@ pub async fn submit(app: &App, refund_id: Uuid) -> Result<RefundStatus, RefundEr
                 code: "no_provider_id".into(),
                 description: "payment unknown at the provider".into(),
             })?;
-    let answer = provider
+    provider
         .create_refund(&CreateRefund {
             provider_payment_id,
             amount: Money::new(amount, payment.amount.currency()),
-            description: reason,
-            idempotence_key: key,
+            description,
+            idempotence_key,
         })
+        .await
+}
+
+/// The provider refused the refund for good: canceled (what is left to refund grows
+/// back), alerted for an operator, never sent again.
+async fn refuse(
+    app: &App,
+    refund_id: Uuid,
+    payment_id: Uuid,
+    why: &str,
+) -> Result<(), RefundError> {
+    let n = app
+        .db
+        .get()
+        .await?
+        .execute(
+            "UPDATE refunds SET status = 'canceled', last_error = $2, next_attempt_at = NULL, updated_at = now() \
+             WHERE id = $1 AND status = 'pending'",
+            &[&refund_id, &why],
+        )
         .await?;
-    record_result(app, refund_id, &answer.id, answer.status).await?;
-    Ok(answer.status)
+    if n == 1 {
+        settle::alert(
+            "refund_refused",
+            &format!("refund {refund_id} refused by the provider: {why}"),
+            payment_id,
+        );
+    }
+    Ok(())
 }
 
 /// Records the provider's refund state; a succeeded refund reduces the payment
-/// (partially_refunded or refunded) and a full refund of the paid period revokes access.
+/// (partially_refunded or refunded) and a full refund may change access.
 pub async fn record_result(
     app: &App,
     refund_id: Uuid,
     provider_id: &str,
     status: RefundStatus,
 ) -> Result<(), RefundError> {
+    if status == RefundStatus::Succeeded {
+        apply_success_first(app, refund_id).await?;
+    }
     let mut db = app.db.get().await?;
     let tx = db.transaction().await?;
     let row = tx
@@ -126,24 +192,79 @@ pub async fn record_result(
     let amount: i64 = row.get(2);
     tx.execute(
         "UPDATE refunds SET provider_refund_id = COALESCE(provider_refund_id, $2), updated_at = now(), \
+         next_attempt_at = CASE WHEN status = 'pending' AND $3 <> 'pending' THEN NULL ELSE next_attempt_at END, \
          status = CASE WHEN status = 'pending' THEN $3 ELSE status END WHERE id = $1",
         &[&refund_id, &provider_id, &status.as_str()],
     )
     .await?;
     if current == "pending" && status == RefundStatus::Succeeded {
-        apply_succeeded_refund(app, &tx, payment_id, amount).await?;
+        apply_succeeded_refund(&tx, payment_id, amount).await?;
     }
     tx.commit().await?;
+    if current == "pending" && status == RefundStatus::Canceled {
+        settle::alert(
+            "refund_refused",
+            &format!("refund {refund_id} canceled by the provider"),
+            payment_id,
+        );
+    }
     Ok(())
+}
+
+/// Money went back for a payment we have not seen succeed (its success notification
+/// still waits for a retry): apply the provider's success first, so the viewer gets
+/// what the rest of the money paid for. No lock is held across the provider read.
+async fn apply_success_first(app: &App, refund_id: Uuid) -> Result<(), RefundError> {
+    let payment = {
+        let db = app.db.get().await?;
+        let row = db
+            .query_opt(
+                "SELECT payment_id FROM refunds WHERE id = $1",
+                &[&refund_id],
+            )
+            .await?
+            .ok_or(RefundError::NotFound(refund_id))?;
+        payments::get(&db, row.get(0))
+            .await?
+            .ok_or(RefundError::NotFound(refund_id))?
+    };
+    if payment.status.is_paid() {
+        return Ok(());
+    }
+    let provider = app
+        .providers
+        .get(payment.pay_system)
+        .cloned()
+        .ok_or(RefundError::NotYetPaid(payment.id))?;
+    let read = async {
+        match &payment.provider_payment_id {
+            Some(pid) => provider.get_payment(pid).await.map(Some),
+            None => {
+                let (from, to) = crate::jobs::create::lookup_window(payment.created_at);
+                provider.find_payment(payment.id, from, to).await
+            }
+        }
+    };
+    let found = tokio::time::timeout(crate::service::webhooks::REREAD_BUDGET, read)
+        .await
+        .map_err(|_| ProviderError::Unavailable("payment re-read timed out".into()))??;
+    if let Some(pp) = found {
+        // Boxed: `apply` may submit an automatic refund, which records its result here.
+        Box::pin(settle::apply(app, payment.id, &pp)).await?;
+    }
+    let db = app.db.get().await?;
+    match payments::get(&db, payment.id).await? {
+        Some(p) if p.status.is_paid() => Ok(()),
+        _ => Err(RefundError::NotYetPaid(payment.id)),
+    }
 }
 
 /// Money went back to the viewer: move the payment and, for a full refund, access.
 async fn apply_succeeded_refund(
-    _app: &App,
     tx: &Transaction<'_>,
     payment_id: Uuid,
     amount: i64,
-) -> Result<(), StoreError> {
+) -> Result<(), RefundError> {
     let payment = payments::lock(tx, payment_id)
         .await?
         .ok_or_else(|| StoreError::Corrupt("refund without payment".into()))?;
@@ -153,24 +274,27 @@ async fn apply_succeeded_refund(
     };
     let refunded = (payment.refunded_minor + amount).min(payment.amount.minor());
     let status = if refunded >= payment.amount.minor() {
-        "refunded"
+        PaymentStatus::Refunded
     } else {
-        "partially_refunded"
+        PaymentStatus::PartiallyRefunded
     };
+    // Forward only, in SQL too: a payment is refunded only after it succeeded.
     let row = tx
-        .query_one(
+        .query_opt(
             &format!(
-                "UPDATE payments SET refunded_minor = $2, status = $3, updated_at = now() WHERE id = $1 RETURNING {}",
+                "UPDATE payments SET refunded_minor = $2, status = $3, updated_at = now() \
+                 WHERE id = $1 AND status IN ('succeeded', 'partially_refunded', 'refunded') RETURNING {}",
                 payments::COLS
             ),
-            &[&payment.id, &refunded, &status],
+            &[&payment.id, &refunded, &status.as_str()],
         )
-        .await?;
+        .await?
+        .ok_or(RefundError::NotYetPaid(payment.id))?;
     let moved = Payment::from_row(&row)?;
     let mut sub_after = sub.clone();
-    if status == "refunded" {
+    if status == PaymentStatus::Refunded && payment.status != PaymentStatus::Refunded {
         if let Some(sub) = sub.filter(|s| s.status.is_live()) {
-            sub_after = Some(revoke_for_full_refund(tx, &moved, sub).await?);
+            sub_after = Some(full_refund_access(tx, &moved, sub).await?);
         }
     }
     events::record(
@@ -182,41 +306,133 @@ async fn apply_succeeded_refund(
     Ok(())
 }
 
-/// A full refund of the payment that paid the current period ends access now; of a
-/// prepaid next period, it moves the period end back by one period.
-async fn revoke_for_full_refund(
+/// Which period a fully refunded payment paid, seen from now.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum PaidPeriod {
+    /// Over: the refund changes no access.
+    Past,
+    /// In use now: access ends now.
+    Current,
+    /// Paid ahead (a renewal charged RENEW_BEFORE early): the period end moves back.
+    Next,
+}
+
+/// Decides from the period the payment paid (`start`..`end`).
+pub fn paid_period(start: DateTime<Utc>, end: DateTime<Utc>, now: DateTime<Utc>) -> PaidPeriod {
+    if end <= now {
+        PaidPeriod::Past
+    } else if start > now {
+        PaidPeriod::Next
+    } else {
+        PaidPeriod::Current
+    }
+}
+
+/// The design's "only a full refund changes access", decided by the period the payment
+/// paid: the current one → canceled now, auto-renew off; a prepaid next one → the end
+/// moves back one period (and auto-renew off, or the renewer would charge that period
+/// again at once); a past one → nothing.
+async fn full_refund_access(
     tx: &Transaction<'_>,
     payment: &Payment,
-    sub: crate::store::Subscription,
-) -> Result<crate::store::Subscription, StoreError> {
-    let prepaid_next = payment
-        .period_start
-        .is_some_and(|s| s > sub.current_period_start);
-    let sql = if prepaid_next {
-        format!(
-            "UPDATE subscriptions SET current_period_end = $2, updated_at = now() WHERE id = $1 RETURNING {}",
-            subscriptions::COLS
-        )
-    } else {
-        format!(
-            "UPDATE subscriptions SET status = 'canceled', auto_renew = false, next_charge_at = NULL, \
-             ended_at = now(), current_period_end = GREATEST(current_period_start + interval '1 second', LEAST(current_period_end, now())), \
-             updated_at = now() WHERE id = $1 AND $2::timestamptz IS NOT NULL RETURNING {}",
-            subscriptions::COLS
-        )
-    };
-    let back = sub.period.sub_from(sub.current_period_end);
-    let row = tx.query_one(&sql, &[&sub.id, &back]).await?;
-    let updated = crate::store::Subscription::from_row(&row)?;
-    if !prepaid_next {
-        events::record(
-            tx,
-            EventType::SubscriptionCanceled,
-            EventSubject::subscription(&updated),
+    sub: Subscription,
+) -> Result<Subscription, StoreError> {
+    let row = tx
+        .query_one(
+            "SELECT period_end, now() FROM payments WHERE id = $1",
+            &[&payment.id],
         )
         .await?;
+    let (end, now): (Option<DateTime<Utc>>, DateTime<Utc>) = (row.get(0), row.get(1));
+    let end = end.or(payment.period_start.map(|s| sub.period.add_to(s)));
+    let which = match (payment.period_start, end) {
+        (Some(start), Some(end)) => paid_period(start, end, now),
+        // Paid before periods were recorded: current unless a later payment of this
+        // subscription pays the period in use.
+        _ => {
+            let later: bool = tx
+                .query_one(
+                    "SELECT EXISTS (SELECT 1 FROM payments WHERE subscription_id = $1 AND id <> $2 \
+                     AND created_at > $3 AND status IN ('succeeded', 'partially_refunded') \
+                     AND (period_start IS NULL OR period_start <= now()))",
+                    &[&sub.id, &payment.id, &payment.created_at],
+                )
+                .await?
+                .get(0);
+            if later {
+                PaidPeriod::Past
+            } else {
+                PaidPeriod::Current
+            }
+        }
+    };
+    match which {
+        PaidPeriod::Past => Ok(sub),
+        PaidPeriod::Current => {
+            let row = tx
+                .query_one(
+                    &format!(
+                        "UPDATE subscriptions SET status = 'canceled', auto_renew = false, next_charge_at = NULL, \
+                         ended_at = now(), current_period_end = GREATEST(current_period_start + interval '1 second', \
+                         LEAST(current_period_end, now())), updated_at = now() WHERE id = $1 RETURNING {}",
+                        subscriptions::COLS
+                    ),
+                    &[&sub.id],
+                )
+                .await?;
+            let updated = Subscription::from_row(&row)?;
+            events::record(
+                tx,
+                EventType::SubscriptionCanceled,
+                EventSubject::subscription(&updated),
+            )
+            .await?;
+            Ok(updated)
+        }
+        PaidPeriod::Next => {
+            let start = payment.period_start.expect("a prepaid period has a start");
+            // The refunded period is normally the last one: its start is the new end.
+            let new_end = if end == Some(sub.current_period_end) {
+                start
+            } else {
+                sub.period.sub_from(sub.current_period_end)
+            };
+            // The period in use is the one that ends there; the payment for it says where it began.
+            let new_start = if sub.current_period_start < new_end {
+                sub.current_period_start
+            } else {
+                tx.query_opt(
+                    "SELECT period_start FROM payments WHERE subscription_id = $1 AND id <> $2 AND period_end = $3 \
+                     AND period_start < $3 AND status IN ('succeeded', 'partially_refunded') \
+                     ORDER BY created_at DESC LIMIT 1",
+                    &[&sub.id, &payment.id, &new_end],
+                )
+                .await?
+                .map(|r| r.get(0))
+                .unwrap_or_else(|| sub.period.sub_from(new_end))
+            };
+            let row = tx
+                .query_one(
+                    &format!(
+                        "UPDATE subscriptions SET current_period_start = $2, current_period_end = $3, \
+                         auto_renew = false, next_charge_at = NULL, updated_at = now() WHERE id = $1 RETURNING {}",
+                        subscriptions::COLS
+                    ),
+                    &[&sub.id, &new_start, &new_end],
+                )
+                .await?;
+            let updated = Subscription::from_row(&row)?;
+            if sub.auto_renew {
+                events::record(
+                    tx,
+                    EventType::SubscriptionAutoRenewDisabled,
+                    EventSubject::subscription(&updated),
+                )
+                .await?;
+            }
+            Ok(updated)
+        }
     }
-    Ok(updated)
 }
 
 #[derive(Debug, serde::Deserialize, serde::Serialize)]
@@ -388,27 +604,24 @@ pub async fn admin_refund(
                 serde_json::to_value(view).expect("serializable"),
             )
         }
-        Err(RefundError::Provider(ProviderError::Unavailable(e))) => {
-            // Outcome unknown: the refund stays pending and is re-sent with the same key.
-            tracing::warn!(refund_id = %refund_id, error = %e, "refund submission deferred");
-            if let Some(s) = &scope {
-                idempotency::release(&app.db.get().await?, s).await?;
-            }
-            return Err(ApiError::bad_gateway(
-                "the provider is unavailable; the refund is queued and will be retried",
-            ));
-        }
-        Err(RefundError::Provider(e)) => {
-            app.db
-                .get()
-                .await?
-                .execute("UPDATE refunds SET status = 'canceled', updated_at = now() WHERE id = $1 AND status = 'pending'", &[&refund_id])
-                .await?;
+        // `submit` has already canceled it and alerted.
+        Err(RefundError::Provider(e)) if e.is_definite() => {
             let err = ApiError::bad_gateway(format!("the provider refused the refund: {e}"));
             (
                 err.status,
                 serde_json::json!({"code": "provider_rejected", "detail": err.detail}),
             )
+        }
+        Err(RefundError::Provider(e)) => {
+            // Outcome unknown: the refund stays pending (still counted against what is
+            // left) and `jobs::refunds` re-sends it with the same key.
+            tracing::warn!(refund_id = %refund_id, error = %e, "refund outcome unknown; it will be followed up");
+            if let Some(s) = &scope {
+                idempotency::release(&app.db.get().await?, s).await?;
+            }
+            return Err(ApiError::bad_gateway(
+                "the provider's answer is unknown; the refund is queued and will be followed up",
+            ));
         }
         Err(e) => return Err(ApiError::internal(&e)),
     };
@@ -418,20 +631,21 @@ pub async fn admin_refund(
     Ok(answer)
 }
 
-/// Re-sends refunds whose provider call never completed (same key each time).
-pub async fn resubmit_pending(app: &App) -> Result<usize, String> {
-    let ids: Vec<Uuid> = crate::jobs::claim(
-        app,
-            "UPDATE refunds SET updated_at = now() WHERE id IN (SELECT id FROM refunds WHERE status = 'pending' \
-             AND provider_refund_id IS NULL AND updated_at < now() - interval '1 minute' \
-             ORDER BY updated_at LIMIT 20 FOR UPDATE SKIP LOCKED) RETURNING id",
-            &[],
-    )
-    .await?;
-    for id in &ids {
-        if let Err(e) = submit(app, *id).await {
-            tracing::warn!(refund_id = %id, error = %e, "refund still not submitted");
-        }
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use chrono::TimeZone;
+
+    fn at(day: u32, hour: u32) -> DateTime<Utc> {
+        Utc.with_ymd_and_hms(2026, 12, day, hour, 0, 0).unwrap()
     }
-    Ok(ids.len())
+
+    #[test]
+    fn the_period_a_payment_paid_is_past_current_or_next() {
+        let now = at(10, 12);
+        assert_eq!(paid_period(at(1, 0), at(10, 12), now), PaidPeriod::Past);
+        assert_eq!(paid_period(at(1, 0), at(10, 13), now), PaidPeriod::Current);
+        assert_eq!(paid_period(at(10, 12), at(20, 0), now), PaidPeriod::Current);
+        assert_eq!(paid_period(at(10, 13), at(20, 0), now), PaidPeriod::Next);
+    }
 }

@@ -499,6 +499,7 @@ async fn activate_purchase(
                     &[&live.id, &end, &renew, &method, &next],
                 )
                 .await?;
+            record_paid_period(tx, payment, live.current_period_end.max(now), end).await?;
             Ok(Granted::Sub(
                 Subscription::from_row(&row)?,
                 EventType::SubscriptionRenewed,
@@ -534,12 +535,28 @@ async fn activate_purchase(
                     ],
                 )
                 .await?;
+            record_paid_period(tx, payment, start, end).await?;
             Ok(Granted::Sub(
                 Subscription::from_row(&row)?,
                 EventType::SubscriptionActivated,
             ))
         }
     }
+}
+
+/// The period a purchase paid, so a later full refund looks it up (`refunds`).
+async fn record_paid_period(
+    tx: &Transaction<'_>,
+    payment: &Payment,
+    start: DateTime<Utc>,
+    end: DateTime<Utc>,
+) -> Result<(), StoreError> {
+    tx.exec(
+        "UPDATE payments SET period_start = $2, period_end = $3 WHERE id = $1",
+        &[&payment.id, &start, &end],
+    )
+    .await?;
+    Ok(())
 }
 
 /// A renewal charge succeeded: the period that starts at the old end is paid.
@@ -585,6 +602,12 @@ async fn renew(
     } else {
         (period_start, sub.period.add_to(period_start.max(now)))
     };
+    // A renewal's period_start is the period it was charged for; its end is recorded now.
+    tx.exec(
+        "UPDATE payments SET period_end = $2 WHERE id = $1",
+        &[&payment.id, &end],
+    )
+    .await?;
     let next = sub.auto_renew.then(|| renew_at(app, end));
     let row = tx
         .q_one(

@@ -463,7 +463,6 @@ async fn cloudpayments_notification(
 async fn cloudpayments_payment(app: &App, n: &Notification) -> Result<Processed, ProcessError> {
     let system = PaySystem::CloudPayments;
     let transaction = n.transaction_id();
-    let paid = matches!(n.kind, Kind::Pay | Kind::Confirm);
     let payment = {
         let db = app.db.get().await?;
         let by_transaction = match &transaction {
@@ -481,21 +480,9 @@ async fn cloudpayments_payment(app: &App, n: &Notification) -> Result<Processed,
                 .await?
                 .ok_or_else(|| ProcessError::Transient(format!("payment {id} vanished")))?,
             (None, Some(our)) => match payments::get(&db, our).await? {
-                Some(p) if p.pay_system == system => {
-                    if paid && p.status.is_paid() && p.provider_payment_id != transaction {
-                        // Money taken twice for one invoice: nothing here can undo it.
-                        settle::alert(
-                            "duplicate_charge",
-                            &format!(
-                                "CloudPayments transaction {} paid an invoice already paid by {}",
-                                transaction.as_deref().unwrap_or("?"),
-                                p.provider_payment_id.as_deref().unwrap_or("?")
-                            ),
-                            p.id,
-                        );
-                    }
-                    p
-                }
+                // A second paid transaction for an invoice already paid is alerted and
+                // refunded by `settle::apply` (duplicate_charge).
+                Some(p) if p.pay_system == system => p,
                 Some(_) => {
                     return Ok(Processed::Ignored(
                         "InvoiceId names a payment of another provider".into(),

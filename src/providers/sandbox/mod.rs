@@ -49,6 +49,10 @@ struct State {
     create_delay: Option<Duration>,
     get_delay: Option<Duration>,
     down: bool,
+    // Refund faults and counters.
+    refund_posts: u64,
+    cut_refund_answers: bool,
+    hold_refunds: bool,
 }
 
 /// How a garbled answer is broken (the payment itself is created).
@@ -166,6 +170,38 @@ impl Sandbox {
         self.st()
             .declined_methods
             .insert(method_id.to_owned(), reason.to_owned());
+    }
+    /// POST /refunds calls that passed the gate (repeats with the same key included).
+    pub fn refund_requests(&self) -> u64 {
+        self.st().refund_posts
+    }
+    /// While on, a refund is recorded but its 200 answer is cut off (unreadable JSON).
+    pub fn cut_refund_answers(&self, on: bool) {
+        self.st().cut_refund_answers = on;
+    }
+    /// While on, new refunds stay `pending` until `settle_refund`.
+    pub fn hold_refunds(&self, on: bool) {
+        self.st().hold_refunds = on;
+    }
+    /// Moves a held refund to `succeeded` or `canceled` (giving the amount back), without notifying.
+    pub fn settle_refund(&self, id: &str, status: &str) {
+        let mut st = self.st();
+        let Some(refund) = st.refunds.get_mut(id) else {
+            return;
+        };
+        refund["status"] = json!(status);
+        let (payment_id, amount) = (refund["payment_id"].clone(), refund["amount"].clone());
+        if status == "canceled" {
+            let minor = |v: &Value| {
+                crate::providers::yookassa::wire::money(v)
+                    .map(|m| m.minor())
+                    .unwrap_or(0)
+            };
+            if let Some(p) = st.payments.get_mut(payment_id.as_str().unwrap_or_default()) {
+                let left = minor(&p["refunded_amount"]) - minor(&amount);
+                p["refunded_amount"]["value"] = json!(crate::domain::money::format_minor(left));
+            }
+        }
     }
     pub fn payment(&self, id: &str) -> Option<Value> {
         self.st().payments.get(id).cloned()
@@ -405,6 +441,7 @@ impl Sandbox {
         };
         let hash: [u8; 32] = Sha256::digest(body).into();
         let mut st = self.st();
+        st.refund_posts += 1;
         let refund_key = format!("refund:{key}");
         if let Some((h, status, resp)) = st.keys.get(&refund_key) {
             return if *h == hash {
@@ -461,8 +498,13 @@ impl Sandbox {
             &Uuid::new_v4().simple().to_string()[..8],
             &Uuid::new_v4().simple().to_string()[..12]
         );
+        let status = if st.hold_refunds {
+            "pending"
+        } else {
+            "succeeded"
+        };
         let refund = json!({
-            "id": id, "payment_id": payment_id, "status": "succeeded",
+            "id": id, "payment_id": payment_id, "status": status,
             "created_at": Utc::now().to_rfc3339_opts(SecondsFormat::Millis, true),
             "amount": req["amount"], "description": req["description"],
         });
@@ -563,7 +605,14 @@ impl Sandbox {
             .and(gate.clone())
             .and(warp::header::optional::<String>("idempotence-key"))
             .and(warp::body::bytes())
-            .map(|sb: Arc<Sandbox>, key, body: bytes::Bytes| reply(sb.refund(key, &body)));
+            .map(|sb: Arc<Sandbox>, key, body: bytes::Bytes| {
+                let answer = sb.refund(key, &body);
+                if sb.st().cut_refund_answers && answer.0 == StatusCode::OK {
+                    garbled(Garble::CutOff, &answer.1)
+                } else {
+                    reply(answer)
+                }
+            });
         let get_refund = api
             .and(warp::path!("refunds" / String))
             .and(warp::get())

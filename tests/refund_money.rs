@@ -1,0 +1,444 @@
+//! Refunds against real provider behaviour (issue 10, scenarios 2, 3, 4 and 11):
+//! unreadable answers, which period a refunded payment paid, refunds of payments we
+//! have not yet seen succeed, and the follow-up of refunds the provider left open.
+//! Time moves by shifting the rows' timestamps, never by sleeping.
+
+mod common;
+
+use std::sync::Arc;
+
+use billing::jobs::renewer;
+use billing::providers::sandbox::{Outcome, Sandbox};
+use chrono::{DateTime, Utc};
+use common::*;
+use serde_json::{json, Value};
+use uuid::Uuid;
+
+fn uuid(s: &str) -> Uuid {
+    Uuid::parse_str(s).unwrap()
+}
+
+/// One operator for the whole binary: Idempotency-Keys are scoped to the user.
+fn operator(app: &TestApp) -> String {
+    static OPERATOR: std::sync::OnceLock<Uuid> = std::sync::OnceLock::new();
+    app.app()
+        .keys
+        .issue(*OPERATOR.get_or_init(Uuid::new_v4), true, 600)
+}
+
+async fn refund(app: &TestApp, payment: &str, body: Value) -> (u16, Value) {
+    app.post(
+        &format!("/api/v1/admin/payments/{payment}/refund"),
+        Some(&operator(app)),
+        body,
+    )
+    .await
+}
+
+fn part(value: &str) -> Value {
+    json!({"amount": {"value": value, "currency": "RUB"}, "reason": "support"})
+}
+
+/// A viewer with an active subscription (renew on, card saved) paid through the fake;
+/// answers (user, payment id, provider id).
+async fn paid(app: &TestApp, fake: &Arc<Sandbox>) -> (Uuid, String, String) {
+    let user = Uuid::new_v4();
+    let (status, body) = app.buy(user, MONTH_TARIFF, true, None).await;
+    assert_eq!(status, 201, "{body}");
+    let id = body["payment_id"].as_str().unwrap().to_owned();
+    let pid = app.provider_id(&id).await;
+    fake.settle(&pid, Outcome::Succeed).unwrap();
+    assert_eq!(fake.notify(&pid).await.unwrap(), 200);
+    (user, id, pid)
+}
+
+/// Time passes: every timestamp of payments, subscriptions and refunds moves back by
+/// `interval` (one UPDATE per table, so `end > start` holds throughout).
+async fn time_passes(db: &tokio_postgres::Client, interval: &str) {
+    db.batch_execute(&format!(
+        "DO $$ DECLARE t text; cols text; BEGIN \
+           FOREACH t IN ARRAY ARRAY['payments', 'subscriptions', 'refunds'] LOOP \
+             SELECT string_agg(format('%1$I = %1$I - interval %2$L', column_name, '{interval}'), ', ') INTO cols \
+               FROM information_schema.columns WHERE table_schema = 'public' AND table_name = t \
+               AND data_type = 'timestamp with time zone'; \
+             EXECUTE format('UPDATE %I SET %s', t, cols); \
+           END LOOP; END $$"
+    ))
+    .await
+    .unwrap();
+}
+
+/// The refund follow-up job, one batch.
+async fn follow_up(app: &TestApp) -> usize {
+    billing::jobs::refunds::run_once(app.app()).await.unwrap()
+}
+
+async fn refund_rows(db: &tokio_postgres::Client) -> Vec<(Uuid, String, i64)> {
+    db.query(
+        "SELECT id, status, amount_minor FROM refunds ORDER BY created_at",
+        &[],
+    )
+    .await
+    .unwrap()
+    .iter()
+    .map(|r| (r.get(0), r.get(1), r.get(2)))
+    .collect()
+}
+
+async fn payment_state(db: &tokio_postgres::Client, id: &str) -> (String, i64) {
+    let r = db
+        .query_one(
+            "SELECT status, refunded_minor FROM payments WHERE id = $1",
+            &[&uuid(id)],
+        )
+        .await
+        .unwrap();
+    (r.get(0), r.get(1))
+}
+
+struct Sub {
+    status: String,
+    start: DateTime<Utc>,
+    end: DateTime<Utc>,
+    auto_renew: bool,
+}
+
+async fn sub_of(db: &tokio_postgres::Client, user: Uuid) -> Sub {
+    let r = db
+        .query_one(
+            "SELECT status, current_period_start, current_period_end, auto_renew FROM subscriptions \
+             WHERE user_id = $1 ORDER BY created_at DESC LIMIT 1",
+            &[&user],
+        )
+        .await
+        .unwrap();
+    Sub {
+        status: r.get(0),
+        start: r.get(1),
+        end: r.get(2),
+        auto_renew: r.get(3),
+    }
+}
+
+async fn metrics(app: &TestApp) -> String {
+    app.http
+        .get(format!("{}/metrics", app.url))
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap()
+}
+
+// ----- scenario 2: an unreadable answer is not a refusal -----
+
+#[tokio::test]
+async fn an_unreadable_refund_answer_keeps_the_refund_pending_and_it_is_made_once() {
+    let (app, fake) = with_fake_yookassa(|_| {}).await;
+    let db = app.sql().await;
+    let (_, id, pid) = paid(&app, &fake).await;
+
+    // The provider makes the refund, but its answer is cut off after the status line.
+    fake.cut_refund_answers(true);
+    let (status, body) = refund(&app, &id, part("100.00")).await;
+    assert_ne!(status, 201, "{body}");
+    let rows = refund_rows(&db).await;
+    assert_eq!(rows.len(), 1);
+    assert_eq!(
+        rows[0].1, "pending",
+        "an unreadable answer is no refusal: the refund may have been made"
+    );
+
+    // The operator tries again: the first 100.00 still counts against what is left.
+    let (status, body) = refund(&app, &id, part("250.00")).await;
+    assert_eq!(status, 409, "{body}");
+    assert_eq!(body["code"], "refund_exceeds_remaining");
+
+    // The follow-up re-sends it with the same key and learns the outcome.
+    fake.cut_refund_answers(false);
+    time_passes(&db, "2 minutes").await;
+    assert_eq!(follow_up(&app).await, 1);
+    assert_eq!(refund_rows(&db).await[0].1, "succeeded");
+    assert_eq!(
+        payment_state(&db, &id).await,
+        ("partially_refunded".into(), 10_000)
+    );
+    assert_eq!(fake.refunds(), 1, "refunded once at the provider");
+    assert_eq!(
+        fake.payment(&pid).unwrap()["refunded_amount"]["value"],
+        "100.00"
+    );
+}
+
+// ----- scenario 3: only a full refund of the period in use changes access -----
+
+#[tokio::test]
+async fn fully_refunding_last_months_purchase_keeps_the_access_a_renewal_paid_for() {
+    let (app, fake) = with_fake_yookassa(|_| {}).await;
+    let db = app.sql().await;
+    let (user, purchase, _) = paid(&app, &fake).await;
+
+    // A month later: the purchase's period is over and the renewal pays this one.
+    time_passes(&db, "1 month 1 hour").await;
+    assert_eq!(renewer::run_once(app.app()).await.unwrap(), 1);
+    let renewed = sub_of(&db, user).await;
+    assert_eq!(renewed.status, "active");
+    assert!(renewed.end > Utc::now());
+
+    let (status, body) = refund(&app, &purchase, json!({"reason": "charged by mistake"})).await;
+    assert_eq!(status, 201, "{body}");
+    assert_eq!(payment_state(&db, &purchase).await.0, "refunded");
+    let after = sub_of(&db, user).await;
+    assert_eq!(
+        after.status, "active",
+        "this month was paid by the renewal, not by the refunded purchase"
+    );
+    assert_eq!(after.end, renewed.end);
+    assert!(after.auto_renew);
+    let types = outbox_types(&db).await;
+    assert!(types.contains(&"payment.refunded".to_owned()), "{types:?}");
+    assert!(
+        !types.contains(&"subscription.canceled".to_owned()),
+        "{types:?}"
+    );
+}
+
+#[tokio::test]
+async fn fully_refunding_a_prepaid_renewal_moves_the_period_end_back() {
+    let (app, fake) = with_fake_yookassa(|_| {}).await;
+    let db = app.sql().await;
+    let (user, _, _) = paid(&app, &fake).await;
+
+    // Half a day before the end: the renewal is charged RENEW_BEFORE early.
+    time_passes(&db, "1 month -12 hours").await;
+    let before = sub_of(&db, user).await;
+    assert!(before.end > Utc::now());
+    assert_eq!(renewer::run_once(app.app()).await.unwrap(), 1);
+    let prepaid = sub_of(&db, user).await;
+    assert!(prepaid.end > before.end);
+    let renewal: Uuid = db
+        .query_one("SELECT id FROM payments WHERE kind = 'renewal'", &[])
+        .await
+        .unwrap()
+        .get(0);
+
+    let (status, body) = refund(
+        &app,
+        &renewal.to_string(),
+        json!({"reason": "did not want to renew"}),
+    )
+    .await;
+    assert_eq!(status, 201, "{body}");
+    let after = sub_of(&db, user).await;
+    assert_eq!(
+        after.status, "active",
+        "the period in use was paid by the purchase"
+    );
+    assert_eq!(after.end, before.end, "the end moves back one period");
+    assert_eq!(after.start, before.start);
+    assert!(
+        !after.auto_renew,
+        "not charged again for the period just refunded"
+    );
+    let types = outbox_types(&db).await;
+    assert!(
+        !types.contains(&"subscription.canceled".to_owned()),
+        "{types:?}"
+    );
+}
+
+// ----- scenario 4: a refund of a payment whose success we have not applied yet -----
+
+#[tokio::test]
+async fn a_dashboard_refund_of_a_payment_whose_success_was_not_applied_yet_applies_the_success_first(
+) {
+    let (app, fake) = with_fake_yookassa(|_| {}).await;
+    let db = app.sql().await;
+    let user = Uuid::new_v4();
+    let (status, body) = app.buy(user, MONTH_TARIFF, true, None).await;
+    assert_eq!(status, 201, "{body}");
+    let id = body["payment_id"].as_str().unwrap().to_owned();
+    let pid = app.provider_id(&id).await;
+
+    // Paid 299; the success's re-read fails, so the notification is left for the retry worker.
+    fake.settle(&pid, Outcome::Succeed).unwrap();
+    fake.set_down(true);
+    assert_eq!(fake.notify(&pid).await.unwrap(), 200);
+    fake.set_down(false);
+    assert_eq!(payment_state(&db, &id).await.0, "pending");
+
+    // Support refunds 100.00 in the provider's dashboard.
+    let resp = reqwest::Client::new()
+        .post(format!(
+            "{}/refunds",
+            app.app().config.yookassa.api_url.clone().unwrap()
+        ))
+        .basic_auth("test-shop", Some("test_secret"))
+        .header("idempotence-key", "dashboard-1")
+        .json(&json!({"payment_id": pid, "amount": {"value": "100.00", "currency": "RUB"}}))
+        .send()
+        .await
+        .unwrap();
+    let object: Value = resp.json().await.unwrap();
+    assert_eq!(
+        fake.notify_raw("refund.succeeded", object).await.unwrap(),
+        200
+    );
+
+    assert_eq!(
+        payment_state(&db, &id).await,
+        ("partially_refunded".into(), 10_000)
+    );
+    let (status, sub) = app
+        .get("/api/v1/subscriptions/profile", Some(&app.token(user)))
+        .await;
+    assert_eq!(status, 200, "paid 299, refunded 100: {sub}");
+    assert_eq!(sub["status"], "active");
+    let types = outbox_types(&db).await;
+    let succeeded = types.iter().position(|t| t == "payment.succeeded");
+    let refunded = types.iter().position(|t| t == "payment.refunded");
+    assert!(
+        succeeded.is_some() && succeeded < refunded,
+        "the success first, then the refund: {types:?}"
+    );
+}
+
+// ----- scenario 11: the refund follow-up -----
+
+#[tokio::test]
+async fn a_refund_the_provider_refuses_is_final_alerted_and_never_resent() {
+    let (app, fake) = with_fake_yookassa(|_| {}).await;
+    let db = app.sql().await;
+    let (_, id, pid) = paid(&app, &fake).await;
+
+    // Our refund's outcome is unknown (the provider is down) ...
+    fake.set_down(true);
+    let (status, body) = refund(&app, &id, json!({"reason": "viewer asked"})).await;
+    assert_eq!(status, 502, "{body}");
+    fake.set_down(false);
+    assert_eq!(refund_rows(&db).await[0].1, "pending");
+    // ... and meanwhile the payment is refunded in full in the dashboard, so ours is refused.
+    let resp = reqwest::Client::new()
+        .post(format!(
+            "{}/refunds",
+            app.app().config.yookassa.api_url.clone().unwrap()
+        ))
+        .basic_auth("test-shop", Some("test_secret"))
+        .header("idempotence-key", "dashboard-1")
+        .json(&json!({"payment_id": pid, "amount": {"value": "299.00", "currency": "RUB"}}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), 200);
+    let posts = fake.refund_requests();
+
+    time_passes(&db, "2 minutes").await;
+    follow_up(&app).await;
+    assert_eq!(fake.refund_requests(), posts + 1, "re-sent once");
+    assert_eq!(
+        refund_rows(&db).await[0].1,
+        "canceled",
+        "a refusal is final"
+    );
+    assert!(
+        metrics(&app)
+            .await
+            .contains("billing_alerts_total{kind=\"refund_refused\"}"),
+        "a refused refund is alerted"
+    );
+
+    for _ in 0..3 {
+        time_passes(&db, "1 hour").await;
+        follow_up(&app).await;
+    }
+    assert_eq!(fake.refund_requests(), posts + 1, "never re-sent");
+}
+
+#[tokio::test]
+async fn a_refund_unanswered_past_the_key_window_is_not_resent() {
+    let (app, fake) = with_fake_yookassa(|_| {}).await;
+    let db = app.sql().await;
+    let (_, id, _) = paid(&app, &fake).await;
+
+    fake.set_down(true);
+    let (status, body) = refund(&app, &id, part("100.00")).await;
+    assert_eq!(status, 502, "{body}");
+    fake.set_down(false);
+    let posts = fake.refund_requests();
+
+    // A day later YooKassa has forgotten the key: the same key could refund a second time.
+    time_passes(&db, "24 hours").await;
+    follow_up(&app).await;
+    assert_eq!(
+        fake.refund_requests(),
+        posts,
+        "not re-sent past the key window"
+    );
+    assert_eq!(
+        refund_rows(&db).await[0].1,
+        "pending",
+        "still counted against what is left: it may have been made"
+    );
+    assert!(metrics(&app)
+        .await
+        .contains("billing_alerts_total{kind=\"refund_unresolved\"}"));
+    let (status, _) = refund(&app, &id, part("250.00")).await;
+    assert_eq!(status, 409);
+}
+
+#[tokio::test]
+async fn a_refund_answered_pending_is_reread_with_backoff_until_final() {
+    let (app, fake) = with_fake_yookassa(|_| {}).await;
+    let db = app.sql().await;
+    let (_, id, _) = paid(&app, &fake).await;
+
+    fake.hold_refunds(true);
+    let (status, body) = refund(&app, &id, part("100.00")).await;
+    assert_eq!(status, 201, "{body}");
+    assert_eq!(body["status"], "pending");
+    let first: String = db
+        .query_one("SELECT provider_refund_id FROM refunds", &[])
+        .await
+        .unwrap()
+        .get(0);
+
+    // Still pending at the provider: re-read, then left alone for a while.
+    time_passes(&db, "2 minutes").await;
+    assert_eq!(follow_up(&app).await, 1);
+    assert_eq!(refund_rows(&db).await[0].1, "pending");
+    assert_eq!(follow_up(&app).await, 0, "not re-read again at once");
+
+    // It succeeds at the provider; the notification is lost. The next re-read finds it.
+    fake.settle_refund(&first, "succeeded");
+    time_passes(&db, "1 hour").await;
+    follow_up(&app).await;
+    assert_eq!(refund_rows(&db).await[0].1, "succeeded");
+    assert_eq!(
+        payment_state(&db, &id).await,
+        ("partially_refunded".into(), 10_000)
+    );
+
+    // A second one the provider cancels: final, alerted, and the amount can be refunded again.
+    let (status, body) = refund(&app, &id, part("199.00")).await;
+    assert_eq!(status, 201, "{body}");
+    let second: String = db
+        .query_one(
+            "SELECT provider_refund_id FROM refunds WHERE provider_refund_id <> $1",
+            &[&first],
+        )
+        .await
+        .unwrap()
+        .get(0);
+    fake.settle_refund(&second, "canceled");
+    time_passes(&db, "1 hour").await;
+    follow_up(&app).await;
+    assert_eq!(refund_rows(&db).await[1].1, "canceled");
+    assert!(metrics(&app)
+        .await
+        .contains("billing_alerts_total{kind=\"refund_refused\"}"));
+    fake.hold_refunds(false);
+    let (status, body) = refund(&app, &id, part("199.00")).await;
+    assert_eq!(status, 201, "{body}");
+    assert_eq!(payment_state(&db, &id).await, ("refunded".into(), 29_900));
+}
