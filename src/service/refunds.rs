@@ -219,7 +219,7 @@ async fn revoke_for_full_refund(
     Ok(updated)
 }
 
-#[derive(Debug, serde::Deserialize, serde::Serialize)]
+#[derive(Debug, serde::Deserialize, serde::Serialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct RefundRequest {
     #[serde(default)]
@@ -227,7 +227,7 @@ pub struct RefundRequest {
     pub reason: String,
 }
 
-#[derive(Debug, serde::Serialize)]
+#[derive(Debug, serde::Serialize, utoipa::ToSchema)]
 pub struct RefundView {
     pub id: Uuid,
     pub payment_id: Uuid,
