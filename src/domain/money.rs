@@ -16,6 +16,8 @@ pub enum Currency {
 }
 
 impl Currency {
+    pub const ALL: &'static [Currency] = &[Currency::Rub, Currency::Usd, Currency::Eur];
+
     pub fn code(self) -> &'static str {
         match self {
             Currency::Rub => "RUB",
@@ -178,6 +180,38 @@ impl<'de> Deserialize<'de> for Money {
         let wire = MoneyWire::deserialize(deserializer)?;
         let currency = wire.currency.parse().map_err(serde::de::Error::custom)?;
         Money::parse(&wire.value, currency).map_err(serde::de::Error::custom)
+    }
+}
+
+/// The OpenAPI schema of that wire form; written by hand because the serde impls
+/// are (a test serializes real amounts against it).
+impl utoipa::PartialSchema for Money {
+    fn schema() -> utoipa::openapi::RefOr<utoipa::openapi::schema::Schema> {
+        use utoipa::openapi::schema::{ObjectBuilder, Type};
+        let value = ObjectBuilder::new()
+            .schema_type(Type::String)
+            .pattern(Some(r"^[0-9]+\.[0-9]{2}$"))
+            .description(Some(
+                "Decimal string in major units, two decimal places (never a float)",
+            ))
+            .examples(["299.00"]);
+        let currency = ObjectBuilder::new()
+            .schema_type(Type::String)
+            .enum_values(Some(Currency::ALL.iter().map(|c| c.code())))
+            .examples(["RUB"]);
+        ObjectBuilder::new()
+            .schema_type(Type::Object)
+            .property("value", value)
+            .required("value")
+            .property("currency", currency)
+            .required("currency")
+            .into()
+    }
+}
+
+impl utoipa::ToSchema for Money {
+    fn name() -> std::borrow::Cow<'static, str> {
+        "Money".into()
     }
 }
 

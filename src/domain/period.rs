@@ -7,7 +7,7 @@ use std::str::FromStr;
 use chrono::{DateTime, Days, Months, Utc};
 use serde::{Deserialize, Serialize};
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(rename_all = "lowercase")]
 pub enum PeriodUnit {
     Day,
@@ -40,8 +40,9 @@ impl FromStr for PeriodUnit {
 }
 
 /// `{"count": 1, "unit": "month"}`
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct Period {
+    #[schema(minimum = 1, maximum = 1000, example = 1)]
     pub count: u32,
     pub unit: PeriodUnit,
 }

@@ -15,10 +15,15 @@ pub struct ApiError {
     pub detail: String,
 }
 
-#[derive(Serialize)]
-struct ErrorBody<'a> {
-    code: &'a str,
-    detail: &'a str,
+/// Every error answer: a stable code to branch on and words to show.
+#[derive(Serialize, utoipa::ToSchema)]
+#[schema(as = Error)]
+pub struct ErrorBody<'a> {
+    /// Stable snake_case error code.
+    #[schema(example = "payment_not_found")]
+    pub code: &'a str,
+    /// Human-readable explanation.
+    pub detail: &'a str,
 }
 
 impl ApiError {

@@ -4,6 +4,7 @@ pub mod auth;
 pub mod body;
 pub mod error;
 pub mod handlers;
+pub mod openapi;
 pub mod routes;
 pub mod webhook_auth;
 
@@ -188,9 +189,7 @@ pub fn api(app: App) -> BoxedFilter<(Response,)> {
         .then(health::metrics);
     let openapi = warp::path!("api" / "openapi.json")
         .and(warp::get())
-        .map(|| {
-            warp::reply::with_header(OPENAPI, "content-type", "application/json").into_response()
-        });
+        .map(openapi::document);
 
     let routes = tariffs
         .or(buy)
@@ -226,8 +225,6 @@ pub fn api(app: App) -> BoxedFilter<(Response,)> {
         None => routes.boxed(),
     }
 }
-
-pub const OPENAPI: &str = include_str!("openapi.json");
 
 /// Wraps the routes: request id (echoed or generated), request log, metrics by
 /// route template, and the one `recover` that turns rejections into JSON errors.

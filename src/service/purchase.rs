@@ -15,19 +15,23 @@ pub use crate::service::idempotency::IdempotencyKey;
 use crate::service::idempotency::{self, Claim, Scope};
 use crate::store::{payments, subscriptions, tariffs, Payment};
 
-#[derive(Debug, Deserialize, Serialize)]
+#[derive(Debug, Deserialize, Serialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct BuyRequest {
     pub tariff_id: Uuid,
+    /// Save the payment method and renew automatically.
     pub renew: bool,
+    /// Where the viewer returns after paying; must be one of RETURN_URL_ALLOWED_ORIGINS (else 400).
     #[serde(default)]
     pub return_url: Option<String>,
 }
 
-#[derive(Debug, Serialize, Deserialize)]
+#[derive(Debug, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct BuyResponse {
     pub payment_id: Uuid,
     pub status: PaymentStatus,
+    /// Send the viewer here to pay.
+    #[schema(required = true)]
     pub confirmation_url: Option<String>,
     pub amount: Money,
 }

@@ -435,7 +435,7 @@ async fn full_refund_access(
     }
 }
 
-#[derive(Debug, serde::Deserialize, serde::Serialize)]
+#[derive(Debug, serde::Deserialize, serde::Serialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct RefundRequest {
     #[serde(default)]
@@ -443,7 +443,7 @@ pub struct RefundRequest {
     pub reason: String,
 }
 
-#[derive(Debug, serde::Serialize)]
+#[derive(Debug, serde::Serialize, utoipa::ToSchema)]
 pub struct RefundView {
     pub id: Uuid,
     pub payment_id: Uuid,

@@ -27,6 +27,20 @@ pub async fn subscription_view(
     Ok(SubscriptionView::new(sub, &tariff, title))
 }
 
+#[utoipa::path(
+    get,
+    path = "/api/v1/subscriptions/profile",
+    tag = "subscriptions",
+    operation_id = "getSubscription",
+    summary = "The current (or most recent) subscription",
+    security(("jwt" = [])),
+    responses(
+        (status = 200, description = "The subscription", body = crate::http::handlers::views::SubscriptionView),
+        (status = 401, description = "`unauthorized`: missing or invalid access token", body = crate::http::error::ErrorBody),
+        (status = 404, description = "`no_subscription`: this user has never had a subscription", body = crate::http::error::ErrorBody),
+        (status = 503, description = "`database_unavailable`: the database is unavailable, retry later", body = crate::http::error::ErrorBody),
+    )
+)]
 pub async fn profile(app: App, auth: Option<String>) -> Result<Response, ApiError> {
     let user = app.keys.authenticate(auth.as_deref())?;
     let db = app.db.get().await?;
@@ -38,6 +52,20 @@ pub async fn profile(app: App, auth: Option<String>) -> Result<Response, ApiErro
     Ok(ok(&subscription_view(&db, &sub).await?))
 }
 
+#[utoipa::path(
+    post,
+    path = "/api/v1/subscriptions/cancel",
+    tag = "subscriptions",
+    operation_id = "cancelSubscription",
+    summary = "Turn auto-renewal off; status stays active and access lasts to the period end",
+    security(("jwt" = [])),
+    responses(
+        (status = 200, description = "The subscription (repeating the request changes nothing)", body = crate::http::handlers::views::SubscriptionView),
+        (status = 401, description = "`unauthorized`: missing or invalid access token", body = crate::http::error::ErrorBody),
+        (status = 404, description = "`no_active_subscription`: no active or past_due subscription", body = crate::http::error::ErrorBody),
+        (status = 503, description = "`database_unavailable`: the database is unavailable, retry later", body = crate::http::error::ErrorBody),
+    )
+)]
 pub async fn cancel(app: App, auth: Option<String>) -> Result<Response, ApiError> {
     let user = app.keys.authenticate(auth.as_deref())?;
     let sub = subs::set_auto_renew(&app, user.id, false).await?;
@@ -45,6 +73,21 @@ pub async fn cancel(app: App, auth: Option<String>) -> Result<Response, ApiError
     Ok(ok(&subscription_view(&db, &sub).await?))
 }
 
+#[utoipa::path(
+    post,
+    path = "/api/v1/subscriptions/resume",
+    tag = "subscriptions",
+    operation_id = "resumeSubscription",
+    summary = "Turn auto-renewal back on (needs a usable saved payment method)",
+    security(("jwt" = [])),
+    responses(
+        (status = 200, description = "The subscription (repeating the request changes nothing)", body = crate::http::handlers::views::SubscriptionView),
+        (status = 401, description = "`unauthorized`: missing or invalid access token", body = crate::http::error::ErrorBody),
+        (status = 404, description = "`no_active_subscription`: no active or past_due subscription", body = crate::http::error::ErrorBody),
+        (status = 409, description = "`no_payment_method`: no saved, usable payment method", body = crate::http::error::ErrorBody),
+        (status = 503, description = "`database_unavailable`: the database is unavailable, retry later", body = crate::http::error::ErrorBody),
+    )
+)]
 pub async fn resume(app: App, auth: Option<String>) -> Result<Response, ApiError> {
     let user = app.keys.authenticate(auth.as_deref())?;
     let sub = subs::set_auto_renew(&app, user.id, true).await?;
@@ -52,6 +95,24 @@ pub async fn resume(app: App, auth: Option<String>) -> Result<Response, ApiError
     Ok(ok(&subscription_view(&db, &sub).await?))
 }
 
+#[utoipa::path(
+    get,
+    path = "/api/v1/payments/profile",
+    tag = "payments",
+    operation_id = "listPayments",
+    summary = "The user's payments, newest first",
+    params(
+        ("limit" = Option<i64>, Query, minimum = 1, maximum = 100, description = "Page size, 1..=100, default 10; anything else is 400"),
+        ("page" = Option<i64>, Query, minimum = 1, maximum = 1000000, description = "1-based page number, default 1; anything else is 400"),
+    ),
+    security(("jwt" = [])),
+    responses(
+        (status = 200, description = "Bare JSON array of payments", body = [crate::http::handlers::views::PaymentView], headers(("x-total-count" = i64, description = "Payments of this user in all pages"))),
+        (status = 400, description = "`bad_query`, `bad_pagination`", body = crate::http::error::ErrorBody),
+        (status = 401, description = "`unauthorized`: missing or invalid access token", body = crate::http::error::ErrorBody),
+        (status = 503, description = "`database_unavailable`: the database is unavailable, retry later", body = crate::http::error::ErrorBody),
+    )
+)]
 pub async fn payments_list(
     app: App,
     auth: Option<String>,
@@ -65,6 +126,24 @@ pub async fn payments_list(
     Ok(warp::reply::with_header(ok(&views), "x-total-count", total.to_string()).into_response())
 }
 
+#[utoipa::path(
+    get,
+    path = "/api/v1/payments/{id}",
+    tag = "payments",
+    operation_id = "getPayment",
+    summary = "One payment of this user",
+    params(
+        ("id" = uuid::Uuid, Path, description = "Payment id"),
+    ),
+    security(("jwt" = [])),
+    responses(
+        (status = 200, description = "The payment", body = crate::http::handlers::views::PaymentView),
+        (status = 400, description = "`bad_uuid`: id is not a UUID", body = crate::http::error::ErrorBody),
+        (status = 401, description = "`unauthorized`: missing or invalid access token", body = crate::http::error::ErrorBody),
+        (status = 404, description = "`payment_not_found`: no such payment (or another user's)", body = crate::http::error::ErrorBody),
+        (status = 503, description = "`database_unavailable`: the database is unavailable, retry later", body = crate::http::error::ErrorBody),
+    )
+)]
 pub async fn payment_get(app: App, id: String, auth: Option<String>) -> Result<Response, ApiError> {
     let user = app.keys.authenticate(auth.as_deref())?;
     let id = parse_uuid(&id, "payment id")?;

@@ -27,6 +27,20 @@ fn admin(app: &App, auth: Option<String>) -> Result<User, ApiError> {
 const TARIFF_COLS: &str =
     "id, alias, name, description, price_minor, currency, period_count, period_unit, archived_at";
 
+#[utoipa::path(
+    get,
+    path = "/api/v1/admin/tariffs",
+    tag = "admin",
+    operation_id = "adminListTariffs",
+    summary = "Every tariff, archived ones included",
+    security(("jwt" = [])),
+    responses(
+        (status = 200, description = "Tariffs, live ones first", body = [crate::http::openapi::schemas::Tariff]),
+        (status = 401, description = "`unauthorized`: missing or invalid access token", body = crate::http::error::ErrorBody),
+        (status = 403, description = "`forbidden`: not a superuser", body = crate::http::error::ErrorBody),
+        (status = 503, description = "`database_unavailable`: the database is unavailable, retry later", body = crate::http::error::ErrorBody),
+    )
+)]
 pub async fn tariffs_list(app: App, auth: Option<String>) -> Result<Response, ApiError> {
     admin(&app, auth)?;
     let db = app.db.get().await?;
@@ -45,12 +59,15 @@ pub async fn tariffs_list(app: App, auth: Option<String>) -> Result<Response, Ap
     Ok(ok(&list))
 }
 
-#[derive(Deserialize)]
+#[derive(Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
-struct NewTariff {
+pub struct NewTariff {
+    #[schema(pattern = "^[a-z0-9_-]{1,64}$")]
     alias: String,
+    #[schema(min_length = 1, max_length = 200)]
     name: String,
     #[serde(default)]
+    #[schema(max_length = 2000)]
     description: String,
     price: Money,
     period: Period,
@@ -66,6 +83,24 @@ fn check_text(field: &str, value: &str, max: usize) -> Result<(), ApiError> {
     Ok(())
 }
 
+#[utoipa::path(
+    post,
+    path = "/api/v1/admin/tariffs",
+    tag = "admin",
+    operation_id = "adminCreateTariff",
+    summary = "Create a tariff",
+    request_body = NewTariff,
+    security(("jwt" = [])),
+    responses(
+        (status = 201, description = "Created", body = crate::http::openapi::schemas::Tariff),
+        (status = 400, description = "`bad_json`, `bad_body`, `bad_field` (name, description, alias or period out of bounds)", body = crate::http::error::ErrorBody),
+        (status = 401, description = "`unauthorized`: missing or invalid access token", body = crate::http::error::ErrorBody),
+        (status = 403, description = "`forbidden`: not a superuser", body = crate::http::error::ErrorBody),
+        (status = 409, description = "`alias_taken`: a tariff with this alias exists", body = crate::http::error::ErrorBody),
+        (status = 413, description = "`payload_too_large`: request body is over 64 KiB", body = crate::http::error::ErrorBody),
+        (status = 503, description = "`database_unavailable`: the database is unavailable, retry later", body = crate::http::error::ErrorBody),
+    )
+)]
 pub async fn tariff_create(
     app: App,
     auth: Option<String>,
@@ -117,9 +152,12 @@ pub async fn tariff_create(
     Ok(reply(StatusCode::CREATED, &Tariff::from_row(&row)?))
 }
 
-#[derive(Deserialize)]
+/// Price and period never change (409 `tariff_immutable`): archive the tariff and
+/// create another.
+#[derive(Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
-struct TariffPatch {
+pub struct TariffPatch {
+    #[schema(min_length = 1, max_length = 200)]
     name: Option<String>,
     description: Option<String>,
     archived: Option<bool>,
@@ -127,6 +165,28 @@ struct TariffPatch {
 
 /// Name, description and archival change; price and period never do (a sold
 /// tariff keeps its price: archive it and create another).
+#[utoipa::path(
+    patch,
+    path = "/api/v1/admin/tariffs/{id}",
+    tag = "admin",
+    operation_id = "adminPatchTariff",
+    summary = "Rename, describe or archive a tariff",
+    params(
+        ("id" = uuid::Uuid, Path, description = "Tariff id"),
+    ),
+    request_body = TariffPatch,
+    security(("jwt" = [])),
+    responses(
+        (status = 200, description = "The tariff", body = crate::http::openapi::schemas::Tariff),
+        (status = 400, description = "`bad_uuid`, `bad_json`, `bad_body`, `bad_field`", body = crate::http::error::ErrorBody),
+        (status = 401, description = "`unauthorized`: missing or invalid access token", body = crate::http::error::ErrorBody),
+        (status = 403, description = "`forbidden`: not a superuser", body = crate::http::error::ErrorBody),
+        (status = 404, description = "`tariff_not_found`", body = crate::http::error::ErrorBody),
+        (status = 409, description = "`tariff_immutable`: price and period never change", body = crate::http::error::ErrorBody),
+        (status = 413, description = "`payload_too_large`: request body is over 64 KiB", body = crate::http::error::ErrorBody),
+        (status = 503, description = "`database_unavailable`: the database is unavailable, retry later", body = crate::http::error::ErrorBody),
+    )
+)]
 pub async fn tariff_patch(
     app: App,
     id: String,
@@ -162,6 +222,31 @@ pub async fn tariff_patch(
     Ok(ok(&Tariff::from_row(&row)?))
 }
 
+#[utoipa::path(
+    post,
+    path = "/api/v1/admin/payments/{id}/refund",
+    tag = "admin",
+    operation_id = "adminRefund",
+    summary = "Refund a payment, fully (no amount) or partly",
+    params(
+        ("id" = uuid::Uuid, Path, description = "Payment id"),
+        ("Idempotency-Key" = Option<String>, Header, min_length = 1, max_length = 255, description = "Scoped to the user, kept 24 h. The same key with the same body returns the same answer; with another body 422; while the first request is still running 409."),
+    ),
+    request_body = crate::service::refunds::RefundRequest,
+    security(("jwt" = [])),
+    responses(
+        (status = 201, description = "The refund", body = crate::service::refunds::RefundView),
+        (status = 400, description = "`bad_uuid`, `bad_json`, `bad_body`, `bad_reason` (1..=500 characters), `currency_mismatch`, `bad_idempotency_key`", body = crate::http::error::ErrorBody),
+        (status = 401, description = "`unauthorized`: missing or invalid access token", body = crate::http::error::ErrorBody),
+        (status = 403, description = "`forbidden`: not a superuser", body = crate::http::error::ErrorBody),
+        (status = 404, description = "`payment_not_found`", body = crate::http::error::ErrorBody),
+        (status = 409, description = "`payment_not_refundable`, `refund_exceeds_remaining` (more than what is left), `request_in_progress` (same Idempotency-Key still running)", body = crate::http::error::ErrorBody),
+        (status = 413, description = "`payload_too_large`: request body is over 64 KiB", body = crate::http::error::ErrorBody),
+        (status = 422, description = "`idempotency_key_reused`: the Idempotency-Key was used with another body", body = crate::http::error::ErrorBody),
+        (status = 502, description = "`provider_unavailable` (unreachable: the refund stays queued and is re-sent) or `provider_rejected` (refused: the refund is canceled)", body = crate::http::error::ErrorBody),
+        (status = 503, description = "`database_unavailable`: the database is unavailable, retry later", body = crate::http::error::ErrorBody),
+    )
+)]
 pub async fn refund(
     app: App,
     id: String,
@@ -176,6 +261,24 @@ pub async fn refund(
     Ok(reply(status, &body))
 }
 
+#[utoipa::path(
+    get,
+    path = "/api/v1/admin/users/{user_id}",
+    tag = "admin",
+    operation_id = "adminUser",
+    summary = "One viewer's subscription, payments, refunds and saved methods",
+    params(
+        ("user_id" = uuid::Uuid, Path),
+    ),
+    security(("jwt" = [])),
+    responses(
+        (status = 200, description = "The account (empty lists for an unknown user)", body = crate::http::openapi::schemas::UserAccount),
+        (status = 400, description = "`bad_uuid`", body = crate::http::error::ErrorBody),
+        (status = 401, description = "`unauthorized`: missing or invalid access token", body = crate::http::error::ErrorBody),
+        (status = 403, description = "`forbidden`: not a superuser", body = crate::http::error::ErrorBody),
+        (status = 503, description = "`database_unavailable`: the database is unavailable, retry later", body = crate::http::error::ErrorBody),
+    )
+)]
 pub async fn user(app: App, user_id: String, auth: Option<String>) -> Result<Response, ApiError> {
     admin(&app, auth)?;
     let user_id = parse_uuid(&user_id, "user id")?;
@@ -283,6 +386,27 @@ fn inbox_view(r: &tokio_postgres::Row) -> Value {
     })
 }
 
+#[utoipa::path(
+    get,
+    path = "/api/v1/admin/webhooks",
+    tag = "admin",
+    operation_id = "adminWebhooks",
+    summary = "The webhook inbox, newest first",
+    params(
+        ("status" = Option<crate::http::openapi::InboxState>, Query),
+        ("provider" = Option<crate::domain::PaySystem>, Query),
+        ("limit" = Option<i64>, Query, minimum = 1, maximum = 100, description = "Page size, 1..=100, default 10; anything else is 400"),
+        ("page" = Option<i64>, Query, minimum = 1, maximum = 1000000, description = "1-based page number, default 1; anything else is 400"),
+    ),
+    security(("jwt" = [])),
+    responses(
+        (status = 200, description = "Inbox rows", body = [crate::http::openapi::schemas::InboxRow]),
+        (status = 400, description = "`bad_query`, `bad_status`, `bad_provider`, `bad_pagination`", body = crate::http::error::ErrorBody),
+        (status = 401, description = "`unauthorized`: missing or invalid access token", body = crate::http::error::ErrorBody),
+        (status = 403, description = "`forbidden`: not a superuser", body = crate::http::error::ErrorBody),
+        (status = 503, description = "`database_unavailable`: the database is unavailable, retry later", body = crate::http::error::ErrorBody),
+    )
+)]
 pub async fn webhooks_list(
     app: App,
     auth: Option<String>,
@@ -324,6 +448,25 @@ pub async fn webhooks_list(
     Ok(ok(&list))
 }
 
+#[utoipa::path(
+    post,
+    path = "/api/v1/admin/webhooks/{id}/replay",
+    tag = "admin",
+    operation_id = "adminReplayWebhook",
+    summary = "Process a stored notification again (idempotent)",
+    params(
+        ("id" = uuid::Uuid, Path, description = "Inbox row id"),
+    ),
+    security(("jwt" = [])),
+    responses(
+        (status = 200, description = "The inbox row after processing", body = crate::http::openapi::schemas::InboxRow),
+        (status = 400, description = "`bad_uuid`", body = crate::http::error::ErrorBody),
+        (status = 401, description = "`unauthorized`: missing or invalid access token", body = crate::http::error::ErrorBody),
+        (status = 403, description = "`forbidden`: not a superuser", body = crate::http::error::ErrorBody),
+        (status = 404, description = "`webhook_not_found`", body = crate::http::error::ErrorBody),
+        (status = 503, description = "`database_unavailable`: the database is unavailable, retry later", body = crate::http::error::ErrorBody),
+    )
+)]
 pub async fn webhook_replay(
     app: App,
     id: String,

@@ -8,11 +8,33 @@ use crate::domain::PaySystem;
 use crate::http::error::ApiError;
 use crate::store::tariffs;
 
+#[utoipa::path(
+    get,
+    path = "/api/v1/tariffs",
+    tag = "catalogue",
+    operation_id = "listTariffs",
+    summary = "Active tariffs, cheapest first",
+    responses(
+        (status = 200, description = "Bare JSON array of tariffs", body = [crate::http::openapi::schemas::Tariff]),
+        (status = 503, description = "`database_unavailable`: the database is unavailable, retry later", body = crate::http::error::ErrorBody),
+    )
+)]
 pub async fn list_tariffs(app: App) -> Result<Response, ApiError> {
     let db = app.db.get().await?;
     Ok(ok(&tariffs::list_active(&db).await?))
 }
 
+#[utoipa::path(
+    get,
+    path = "/api/v1/pay-systems",
+    tag = "catalogue",
+    operation_id = "listPaySystems",
+    summary = "Enabled payment providers",
+    responses(
+        (status = 200, description = "Bare JSON array of providers", body = [crate::http::openapi::schemas::PaySystemInfo]),
+        (status = 503, description = "`database_unavailable`: the database is unavailable, retry later", body = crate::http::error::ErrorBody),
+    )
+)]
 pub async fn list_pay_systems(app: App) -> Result<Response, ApiError> {
     let db = app.db.get().await?;
     let systems: Vec<_> = tariffs::list_pay_systems(&db)

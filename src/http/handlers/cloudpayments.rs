@@ -3,7 +3,7 @@
 //! answer `{"code": 0}` once it is durably stored (a `check` answers its code).
 
 use bytes::Bytes;
-use serde_json::json;
+use serde::Serialize;
 use warp::http::{HeaderMap, StatusCode};
 use warp::reply::Response;
 
@@ -19,10 +19,38 @@ fn header<'a>(headers: &'a HeaderMap, name: &str) -> Option<&'a str> {
     headers.get(name).and_then(|v| v.to_str().ok())
 }
 
-fn code(code: u8) -> Response {
-    reply_json(StatusCode::OK, &json!({"code": code}))
+/// CloudPayments' answer: 0 accepts; a `check` may refuse with 10..=13.
+#[derive(Serialize, utoipa::ToSchema)]
+pub struct CodeAnswer {
+    #[schema(minimum = 0, maximum = 13, example = 0)]
+    pub code: u8,
 }
 
+fn code(code: u8) -> Response {
+    reply_json(StatusCode::OK, &CodeAnswer { code })
+}
+
+#[utoipa::path(
+    post,
+    path = "/webhooks/cloudpayments/{kind}",
+    tag = "webhooks",
+    operation_id = "cloudpaymentsWebhook",
+    summary = "CloudPayments notifications",
+    description = "One URL per notification kind, as configured in the CloudPayments merchant account. `Content-HMAC` (base64 HMAC-SHA256 of the raw body with the API secret) is verified before anything is parsed. The body is JSON or form-urlencoded (by Content-Type). The notification is stored in the inbox and applied only when InvoiceId, AccountId, Amount, Currency and TestMode match our payment. Every kind answers `{\"code\": 0}` once stored; `check` answers 10 (unknown invoice), 11 (wrong AccountId), 12 (wrong amount or currency), 13 (already paid or wrong mode) or 0; `recurrent` is recorded and ignored.",
+    params(
+        ("kind" = crate::http::openapi::schemas::NotificationKind, Path, description = "Notification kind"),
+    ),
+    request_body(content((crate::http::openapi::schemas::CloudPaymentsNotification = "application/x-www-form-urlencoded"), (crate::http::openapi::schemas::CloudPaymentsNotification = "application/json"))),
+    security(("contentHmac" = [])),
+    responses(
+        (status = 200, description = "Stored (and processed, or queued for retry). `check` answers its decision code; every other kind answers 0.", body = CodeAnswer),
+        (status = 400, description = "`bad_notification`: the body does not parse as this kind", body = crate::http::error::ErrorBody),
+        (status = 401, description = "`unauthorized`: Content-HMAC missing or not matching the body; nothing is stored", body = crate::http::error::ErrorBody),
+        (status = 404, description = "`unknown_notification_kind`, or `pay_system_not_found` (CloudPayments is not configured)", body = crate::http::error::ErrorBody),
+        (status = 413, description = "`payload_too_large`: request body is over 64 KiB", body = crate::http::error::ErrorBody),
+        (status = 503, description = "`database_unavailable`: the notification could not be stored (or a check could not be decided); CloudPayments will retry", body = crate::http::error::ErrorBody),
+    )
+)]
 pub async fn notification(
     app: App,
     kind: String,

@@ -3,7 +3,7 @@
 use std::net::SocketAddr;
 
 use bytes::Bytes;
-use serde_json::json;
+use serde::Serialize;
 use warp::http::{HeaderMap, StatusCode};
 use warp::reply::Response;
 
@@ -15,6 +15,30 @@ use crate::http::{body, webhook_auth};
 use crate::service::purchase::{self, BuyRequest, IdempotencyKey};
 use crate::service::webhooks::{self, InboxStatus, Incoming};
 
+#[utoipa::path(
+    post,
+    path = "/api/v1/subscriptions/{pay_system}/buy",
+    tag = "subscriptions",
+    operation_id = "buySubscription",
+    summary = "Buy a tariff: creates a payment and returns the provider's confirmation URL",
+    params(
+        ("pay_system" = crate::domain::PaySystem, Path),
+        ("Idempotency-Key" = Option<String>, Header, min_length = 1, max_length = 255, description = "Scoped to the user, kept 24 h. The same key with the same body returns the same answer; with another body 422; while the first request is still running 409."),
+    ),
+    request_body = crate::service::purchase::BuyRequest,
+    security(("jwt" = [])),
+    responses(
+        (status = 201, description = "Payment created; send the viewer to confirmation_url", body = crate::service::purchase::BuyResponse),
+        (status = 400, description = "`bad_json`, `bad_body`, `bad_return_url`, `return_url_not_allowed` (not one of RETURN_URL_ALLOWED_ORIGINS), `bad_idempotency_key`", body = crate::http::error::ErrorBody),
+        (status = 401, description = "`unauthorized`: missing or invalid access token", body = crate::http::error::ErrorBody),
+        (status = 404, description = "`pay_system_not_found` (unknown or not enabled), `tariff_not_found` (unknown or archived)", body = crate::http::error::ErrorBody),
+        (status = 409, description = "`tariff_conflict` (another tariff is active), `renewal_pending` (a renewal is being charged), `request_in_progress` (same Idempotency-Key still running)", body = crate::http::error::ErrorBody),
+        (status = 413, description = "`payload_too_large`: request body is over 64 KiB", body = crate::http::error::ErrorBody),
+        (status = 422, description = "`idempotency_key_reused`: the Idempotency-Key was used with another body", body = crate::http::error::ErrorBody),
+        (status = 502, description = "`provider_unavailable`: the provider is unreachable (retry; the same key resumes) or refused the payment", body = crate::http::error::ErrorBody),
+        (status = 503, description = "`database_unavailable`: the database is unavailable, retry later", body = crate::http::error::ErrorBody),
+    )
+)]
 pub async fn buy(
     app: App,
     pay_system: String,
@@ -35,6 +59,14 @@ pub async fn buy(
     Ok(reply_json(status, &body))
 }
 
+/// What became of an accepted notification: `processed`, `ignored`, `failed`, or
+/// `received` (queued for the retry worker).
+#[derive(Serialize, utoipa::ToSchema)]
+pub struct WebhookAck {
+    #[schema(value_type = crate::http::openapi::InboxState)]
+    pub status: &'static str,
+}
+
 fn header<'a>(headers: &'a HeaderMap, name: &str) -> Option<&'a str> {
     headers.get(name).and_then(|v| v.to_str().ok())
 }
@@ -52,6 +84,29 @@ fn rejected(reason: &'static str, status: StatusCode, detail: &str) -> ApiError 
 
 /// `POST /webhooks/yookassa`: authenticate (IP or ops signature) before parsing,
 /// store, process against the provider's truth, answer 200 once stored.
+#[utoipa::path(
+    post,
+    path = "/webhooks/yookassa",
+    tag = "webhooks",
+    operation_id = "yookassaWebhook",
+    summary = "YooKassa notifications",
+    description = "Accepted from YooKassa's published IP ranges (YOOKASSA_WEBHOOK_ALLOWED_IPS), or from anywhere when signed for an ops replay (Standard Webhooks with OPS_WEBHOOK_SECRET). The notification is stored in the inbox, the object is re-read from the YooKassa API, and only the provider's answer is applied.",
+    params(
+        ("webhook-id" = Option<String>, Header, description = "Ops replay: unique message id (a reused id is 401)"),
+        ("webhook-timestamp" = Option<i64>, Header, description = "Ops replay: unix seconds, within 5 minutes of now"),
+        ("webhook-signature" = Option<String>, Header, description = "Ops replay: space-separated `v1,<base64 HMAC-SHA256>` of `{id}.{timestamp}.{body}`"),
+    ),
+    request_body = crate::http::openapi::schemas::YooKassaNotification,
+    security((), ("opsSignature" = [])),
+    responses(
+        (status = 200, description = "Accepted: stored and processed, queued for retry, a repeat, or recorded as ignored (unknown event or payment). Only 200 stops YooKassa's retries.", body = WebhookAck),
+        (status = 400, description = "`bad_json`, `bad_notification`: not `{\"event\": …, \"object\": {\"id\": …}}`", body = crate::http::error::ErrorBody),
+        (status = 401, description = "`unauthorized`: ops signature headers present but the signature is bad, stale (> 5 min), its webhook-id was already used, or ops replays are disabled", body = crate::http::error::ErrorBody),
+        (status = 403, description = "`forbidden`: source IP not in the allow-list and no ops signature", body = crate::http::error::ErrorBody),
+        (status = 413, description = "`payload_too_large`: request body is over 64 KiB", body = crate::http::error::ErrorBody),
+        (status = 503, description = "`database_unavailable`: the notification could not be stored; the provider will retry", body = crate::http::error::ErrorBody),
+    )
+)]
 pub async fn yookassa(
     app: App,
     peer: Option<SocketAddr>,
@@ -149,7 +204,12 @@ pub async fn yookassa(
         }
     };
     if status == InboxStatus::Processed {
-        return Ok(reply_json(StatusCode::OK, &json!({"status": "processed"})));
+        return Ok(reply_json(
+            StatusCode::OK,
+            &WebhookAck {
+                status: "processed",
+            },
+        ));
     }
     // Stored: whatever happens now, the retry worker has it.
     let status = match webhooks::process_and_record(&app, inbox_id).await {
@@ -159,5 +219,5 @@ pub async fn yookassa(
             "received"
         }
     };
-    Ok(reply_json(StatusCode::OK, &json!({"status": status})))
+    Ok(reply_json(StatusCode::OK, &WebhookAck { status }))
 }

@@ -2,37 +2,50 @@
 
 use chrono::{DateTime, SecondsFormat, Utc};
 use serde::Serialize;
+use utoipa::ToSchema;
 use uuid::Uuid;
 
-use crate::domain::money::format_minor;
-use crate::domain::{Money, Period};
+use crate::domain::{Money, PaySystem, PaymentStatus, Period, SubscriptionStatus};
+use crate::http::openapi::PaymentKind;
 use crate::store::{Payment, Subscription, Tariff};
 
 pub fn rfc3339(t: DateTime<Utc>) -> String {
     t.to_rfc3339_opts(SecondsFormat::Secs, true)
 }
 
-#[derive(Serialize)]
+#[derive(Serialize, ToSchema)]
 pub struct TariffRef {
     pub id: Uuid,
     pub alias: String,
     pub name: String,
 }
 
-#[derive(Serialize)]
+/// A viewer's subscription.
+#[derive(Serialize, ToSchema)]
+#[schema(as = Subscription)]
 pub struct SubscriptionView {
     pub id: Uuid,
+    #[schema(value_type = SubscriptionStatus)]
     pub status: &'static str,
     pub tariff: TariffRef,
+    /// The price the subscription was bought at.
     pub price: Money,
     pub period: Period,
+    #[schema(format = DateTime)]
     pub current_period_start: String,
+    /// Access lasts until this time.
+    #[schema(format = DateTime)]
     pub current_period_end: String,
     pub auto_renew: bool,
+    /// Next renewal charge; null unless auto-renewing a live subscription.
+    #[schema(format = DateTime, required = true)]
     pub next_charge_at: Option<String>,
-    /// `"Bank card *4444"`
+    /// Title of the saved payment method, `"Bank card *4444"`.
+    #[schema(required = true, example = "Bank card *4444")]
     pub payment_method: Option<String>,
+    #[schema(format = DateTime)]
     pub created_at: String,
+    #[schema(format = DateTime, required = true)]
     pub ended_at: Option<String>,
 }
 
@@ -60,27 +73,33 @@ impl SubscriptionView {
     }
 }
 
-#[derive(Serialize)]
-pub struct MoneyOut {
-    pub value: String,
-    pub currency: &'static str,
-}
-
-#[derive(Serialize)]
+/// A payment, as its owner and operators see it.
+#[derive(Serialize, ToSchema)]
+#[schema(as = Payment)]
 pub struct PaymentView {
     pub id: Uuid,
+    #[schema(value_type = PaymentStatus)]
     pub status: &'static str,
     pub amount: Money,
-    pub refunded_amount: MoneyOut,
+    /// Sum refunded so far (`"0.00"` when none).
+    pub refunded_amount: Money,
+    #[schema(value_type = PaySystem)]
     pub pay_system: &'static str,
+    #[schema(value_type = PaymentKind)]
     pub kind: &'static str,
     pub tariff_id: Uuid,
+    #[schema(required = true)]
     pub subscription_id: Option<Uuid>,
+    /// Present only while the payment is pending or waiting_for_capture.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub confirmation_url: Option<String>,
+    #[schema(required = true, example = "insufficient_funds")]
     pub cancellation_reason: Option<String>,
+    /// false in sandbox and test modes.
     pub livemode: bool,
+    #[schema(format = DateTime)]
     pub created_at: String,
+    #[schema(format = DateTime, required = true)]
     pub captured_at: Option<String>,
 }
 
@@ -90,10 +109,7 @@ impl From<&Payment> for PaymentView {
             id: p.id,
             status: p.status.as_str(),
             amount: p.amount,
-            refunded_amount: MoneyOut {
-                value: format_minor(p.refunded_minor),
-                currency: p.amount.currency().code(),
-            },
+            refunded_amount: Money::new(p.refunded_minor, p.amount.currency()),
             pay_system: p.pay_system.as_str(),
             kind: p.kind.as_str(),
             tariff_id: p.tariff_id,
