@@ -410,7 +410,9 @@ async fn real_answers_fit_the_schemas_documented_for_their_route_and_status() {
     }
 
     // Errors, each documented for its route and status.
-    let errors: [(&str, String, &str, Option<&str>, Option<Value>); 9] = [
+    // (method, concrete path, route template, token, body)
+    type ErrorCase<'a> = (&'a str, String, &'a str, Option<&'a str>, Option<Value>);
+    let errors: [ErrorCase; 9] = [
         (
             "GET",
             format!("/api/v1/payments/{}", Uuid::new_v4()),
