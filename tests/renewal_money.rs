@@ -600,6 +600,18 @@ async fn a_same_tariff_purchase_through_the_other_provider_keeps_renewals_workin
     let (sub, token) = subscribed_cloudpayments(&app, &cp, user).await;
     let db = app.sql().await;
     let before = sub_row(&db, sub).await;
+    let shown: String = db
+        .query_one(
+            "SELECT pay_system FROM subscriptions WHERE id = $1",
+            &[&sub],
+        )
+        .await
+        .unwrap()
+        .get(0);
+    assert_eq!(
+        shown, "cloudpayments",
+        "the subscription names the provider that now holds its saved method"
+    );
     make_due(&db, sub).await;
     assert_eq!(renewer::run_once(app.app()).await.unwrap(), 1);
     assert_eq!(

@@ -482,10 +482,12 @@ async fn activate_purchase(
         Some(live) => {
             // Same tariff: one more period from the current end, at the price it was bought at.
             let end = live.period.add_to(live.current_period_end.max(now));
-            let (renew, method) = if auto_renew {
-                (true, method_id)
+            // A newly saved method replaces the old one, and the subscription then
+            // belongs to that method's provider (renewals go there).
+            let (renew, method, pay_system) = if auto_renew {
+                (true, method_id, payment.pay_system)
             } else {
-                (live.auto_renew, live.payment_method_id)
+                (live.auto_renew, live.payment_method_id, live.pay_system)
             };
             let next = renew.then(|| renew_at(app, end));
             let row = tx
@@ -493,10 +495,10 @@ async fn activate_purchase(
                     &format!(
                         "UPDATE subscriptions SET current_period_end = $2, status = 'active', auto_renew = $3, \
                          payment_method_id = $4, next_charge_at = $5, renewal_attempts = 0, past_due_since = NULL, \
-                         updated_at = now() WHERE id = $1 RETURNING {}",
+                         pay_system = $6, updated_at = now() WHERE id = $1 RETURNING {}",
                         subscriptions::COLS
                     ),
-                    &[&live.id, &end, &renew, &method, &next],
+                    &[&live.id, &end, &renew, &method, &next, &pay_system.as_str()],
                 )
                 .await?;
             record_paid_period(tx, payment, live.current_period_end.max(now), end).await?;
