@@ -435,15 +435,7 @@ async fn metrics_use_route_templates_never_raw_ids() {
     app.get(&format!("/api/v1/payments/{id}"), Some(&token))
         .await;
     app.get("/no/such/path/12345", None).await;
-    let text = app
-        .http
-        .get(format!("{}/metrics", app.url))
-        .send()
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
+    let text = app.metrics().await;
     assert!(text.contains(r#"route="/api/v1/payments/{id}""#), "{text}");
     assert!(text.contains(r#"route="unmatched""#));
     assert!(text.contains("http_request_duration_seconds_bucket"));

@@ -282,15 +282,7 @@ async fn a_missing_or_wrong_content_hmac_is_401_and_stores_nothing() {
 
     assert_eq!(app.count("SELECT count(*) FROM webhook_inbox").await, 0);
     assert_eq!(app.count("SELECT count(*) FROM subscriptions").await, 0);
-    let metrics = app
-        .http
-        .get(format!("{}/metrics", app.url))
-        .send()
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
+    let metrics = app.metrics().await;
     assert!(
         metrics
             .lines()

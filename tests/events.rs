@@ -168,15 +168,7 @@ async fn events_arrive_with_the_designed_properties_in_commit_order() {
         (unsent(&db).await == 0).then_some(())
     })
     .await;
-    let metrics = app
-        .http
-        .get(format!("{}/metrics", app.url))
-        .send()
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
+    let metrics = app.metrics().await;
     for name in [
         "outbox_published_total",
         "outbox_publish_failures_total",

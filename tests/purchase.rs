@@ -250,15 +250,7 @@ async fn an_amount_mismatch_grants_nothing_and_is_counted() {
         .unwrap()
         .get(0);
     assert!(review.unwrap().contains("amount"));
-    let metrics = app
-        .http
-        .get(format!("{}/metrics", app.url))
-        .send()
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
+    let metrics = app.metrics().await;
     assert!(metrics.contains("payments_needs_review_total"), "{metrics}");
     assert!(outbox_types(&app.sql().await).await.is_empty());
 }

@@ -120,17 +120,6 @@ async fn sub_of(db: &tokio_postgres::Client, user: Uuid) -> Sub {
     }
 }
 
-async fn metrics(app: &TestApp) -> String {
-    app.http
-        .get(format!("{}/metrics", app.url))
-        .send()
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap()
-}
-
 // ----- scenario 2: an unreadable answer is not a refusal -----
 
 #[tokio::test]
@@ -342,7 +331,7 @@ async fn a_refund_the_provider_refuses_is_final_alerted_and_never_resent() {
         "a refusal is final"
     );
     assert!(
-        metrics(&app)
+        app.metrics()
             .await
             .contains("billing_alerts_total{kind=\"refund_refused\"}"),
         "a refused refund is alerted"
@@ -380,7 +369,8 @@ async fn a_refund_unanswered_past_the_key_window_is_not_resent() {
         "pending",
         "still counted against what is left: it may have been made"
     );
-    assert!(metrics(&app)
+    assert!(app
+        .metrics()
         .await
         .contains("billing_alerts_total{kind=\"refund_unresolved\"}"));
     let (status, _) = refund(&app, &id, part("250.00")).await;
@@ -434,7 +424,8 @@ async fn a_refund_answered_pending_is_reread_with_backoff_until_final() {
     time_passes(&db, "1 hour").await;
     follow_up(&app).await;
     assert_eq!(refund_rows(&db).await[1].1, "canceled");
-    assert!(metrics(&app)
+    assert!(app
+        .metrics()
         .await
         .contains("billing_alerts_total{kind=\"refund_refused\"}"));
     fake.hold_refunds(false);

@@ -120,17 +120,6 @@ async fn renewals(
     .collect()
 }
 
-async fn metrics(app: &TestApp) -> String {
-    app.http
-        .get(format!("{}/metrics", app.url))
-        .send()
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap()
-}
-
 fn count(types: &[String], t: &str) -> usize {
     types.iter().filter(|x| *x == t).count()
 }
@@ -176,7 +165,7 @@ async fn a_renewal_refused_for_shop_credentials_keeps_the_cards_and_expires_afte
         Some("invalid_credentials"),
         "the row says why"
     );
-    let text = metrics(&app).await;
+    let text = app.metrics().await;
     assert!(
         text.contains("billing_alerts_total{kind=\"renewal_refused\"}"),
         "alerted at once"
@@ -518,7 +507,8 @@ async fn a_second_provider_payment_for_a_settled_renewal_is_alerted_and_refunded
         ("active", end),
         "access unchanged"
     );
-    assert!(metrics(&app)
+    assert!(app
+        .metrics()
         .await
         .contains("billing_alerts_total{kind=\"duplicate_charge\"}"));
     // A repeat of the notification refunds nothing more.
