@@ -433,3 +433,45 @@ async fn a_refund_answered_pending_is_reread_with_backoff_until_final() {
     assert_eq!(status, 201, "{body}");
     assert_eq!(payment_state(&db, &id).await, ("refunded".into(), 29_900));
 }
+
+#[tokio::test]
+async fn a_refund_notification_for_our_refund_whose_answer_was_lost_matches_it() {
+    let (app, fake) = with_fake_yookassa(|_| {}).await;
+    let db = app.sql().await;
+    let (_, id, _) = paid(&app, &fake).await;
+
+    // The provider makes the refund, but its answer never reaches us.
+    fake.cut_refund_answers(true);
+    let (status, body) = refund(&app, &id, part("100.00")).await;
+    assert_ne!(status, 201, "{body}");
+    let made = fake.refund_ids();
+    assert_eq!(made.len(), 1);
+    let object = fake.refund_object(&made[0]).unwrap();
+    assert_eq!(
+        fake.notify_raw("refund.succeeded", object).await.unwrap(),
+        200
+    );
+
+    let rows = refund_rows(&db).await;
+    assert_eq!(
+        rows.len(),
+        1,
+        "matched to our pending refund, not recorded twice: {rows:?}"
+    );
+    assert_eq!(rows[0].1, "succeeded");
+    assert_eq!(
+        payment_state(&db, &id).await,
+        ("partially_refunded".into(), 10_000)
+    );
+
+    // Nothing is left for the follow-up to send.
+    fake.cut_refund_answers(false);
+    time_passes(&db, "2 minutes").await;
+    follow_up(&app).await;
+    assert_eq!(fake.refunds(), 1);
+    assert_eq!(refund_rows(&db).await.len(), 1);
+    assert_eq!(
+        payment_state(&db, &id).await,
+        ("partially_refunded".into(), 10_000)
+    );
+}

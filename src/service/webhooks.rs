@@ -323,7 +323,13 @@ async fn refund_notification(
                 let Some(payment) = payment else {
                     return Ok(Processed::Ignored("refund of an unknown payment".into()));
                 };
-                record_provider_refund(&db, system, payment.get(0), pr.amount, &pr.id).await?
+                match refund_with_lost_answer(&db, payment.get(0), pr.amount.minor()).await? {
+                    Some(id) => id,
+                    None => {
+                        record_provider_refund(&db, system, payment.get(0), pr.amount, &pr.id)
+                            .await?
+                    }
+                }
             }
         }
     };
@@ -336,6 +342,23 @@ async fn refund_notification(
         .await
         .map_err(|e| ProcessError::Transient(e.to_string()))?;
     Ok(Processed::Done(format!("refund {ours} → {}", pr.status)))
+}
+
+/// Our pending refund of this payment and amount whose provider answer never came:
+/// a notification of the refund it made is that one, not a second refund.
+async fn refund_with_lost_answer(
+    db: &impl GenericClient,
+    payment_id: Uuid,
+    amount_minor: i64,
+) -> Result<Option<Uuid>, ProcessError> {
+    Ok(db
+        .query_opt(
+            "SELECT id FROM refunds WHERE payment_id = $1 AND status = 'pending' \
+             AND provider_refund_id IS NULL AND amount_minor = $2 ORDER BY created_at LIMIT 1",
+            &[&payment_id, &amount_minor],
+        )
+        .await?
+        .map(|r| r.get(0)))
 }
 
 /// A refund made at the provider (its dashboard), or one whose answer we lost:
@@ -585,15 +608,8 @@ async fn cloudpayments_refund(app: &App, n: &Notification) -> Result<Processed, 
                 let amount = n
                     .amount_in(payment.amount.currency())
                     .map_err(|e| ProcessError::Permanent(e.to_string()))?;
-                let lost_answer = db
-                    .query_opt(
-                        "SELECT id FROM refunds WHERE payment_id = $1 AND status = 'pending' \
-                         AND provider_refund_id IS NULL AND amount_minor = $2 ORDER BY created_at LIMIT 1",
-                        &[&payment.id, &amount.minor()],
-                    )
-                    .await?;
-                match lost_answer {
-                    Some(r) => r.get(0),
+                match refund_with_lost_answer(&db, payment.id, amount.minor()).await? {
+                    Some(id) => id,
                     None => {
                         record_provider_refund(&db, system, payment.id, amount, &refund_id).await?
                     }

@@ -212,6 +212,10 @@ impl Sandbox {
     pub fn refunds(&self) -> usize {
         self.st().refunds.len()
     }
+    /// The ids of every refund made here (e.g. one whose answer was lost on the way).
+    pub fn refund_ids(&self) -> Vec<String> {
+        self.st().refunds.keys().cloned().collect()
+    }
     pub fn payments(&self) -> Vec<Value> {
         let st = self.st();
         st.order
