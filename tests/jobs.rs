@@ -37,31 +37,6 @@ async fn subscribed(app: &TestApp, fake: &Sandbox, user: Uuid) -> Uuid {
         .get(0)
 }
 
-/// A seeded subscription whose renewal is due now; answers (id, provider method id).
-async fn due(db: &tokio_postgres::Client) -> (Uuid, String) {
-    let sub = seed_subscription(db, Uuid::new_v4(), true, true).await;
-    make_due(db, sub).await;
-    let pm: String = db
-        .query_one(
-            "SELECT m.provider_method_id FROM subscriptions s JOIN payment_methods m ON m.id = s.payment_method_id \
-             WHERE s.id = $1",
-            &[&sub],
-        )
-        .await
-        .unwrap()
-        .get(0);
-    (sub, pm)
-}
-
-async fn make_due(db: &tokio_postgres::Client, sub: Uuid) {
-    db.execute(
-        "UPDATE subscriptions SET next_charge_at = now() - interval '1 second' WHERE id = $1",
-        &[&sub],
-    )
-    .await
-    .unwrap();
-}
-
 /// Moves the period end into the past (the start too, keeping end > start).
 async fn end_period(db: &tokio_postgres::Client, sub: Uuid) {
     db.execute(

@@ -814,6 +814,16 @@ async fn a_forged_forwarded_for_line_before_the_proxys_own_line_is_not_believed(
     assert_eq!(app.count("SELECT count(*) FROM subscriptions").await, 0);
 }
 
+async fn inbox_status(db: &tokio_postgres::Client, object_id: &str) -> String {
+    db.query_one(
+        "SELECT status FROM webhook_inbox WHERE object_id = $1",
+        &[&object_id],
+    )
+    .await
+    .unwrap()
+    .get(0)
+}
+
 #[tokio::test]
 async fn deadlocks_serialization_failures_and_unique_violations_leave_the_inbox_row_for_retry() {
     let (app, fake) = with_fake_yookassa(|_| {}).await;
@@ -839,14 +849,7 @@ async fn deadlocks_serialization_failures_and_unique_violations_leave_the_inbox_
             .await
             .unwrap();
         assert_eq!(app.notify("payment.succeeded", &object).await, 200);
-        let status: String = db
-            .query_one(
-                "SELECT status FROM webhook_inbox WHERE object_id = $1",
-                &[&pid],
-            )
-            .await
-            .unwrap()
-            .get(0);
+        let status = inbox_status(&db, &pid).await;
         assert_eq!(status, "received", "SQLSTATE {code} is retried, not failed");
 
         db.execute("DELETE FROM fault", &[]).await.unwrap();
@@ -859,14 +862,7 @@ async fn deadlocks_serialization_failures_and_unique_violations_leave_the_inbox_
         billing::jobs::inbox_retry::run_once(app.app())
             .await
             .unwrap();
-        let status: String = db
-            .query_one(
-                "SELECT status FROM webhook_inbox WHERE object_id = $1",
-                &[&pid],
-            )
-            .await
-            .unwrap()
-            .get(0);
+        let status = inbox_status(&db, &pid).await;
         assert_eq!(status, "processed", "after SQLSTATE {code} cleared");
     }
     assert_eq!(
@@ -894,13 +890,6 @@ async fn deadlocks_serialization_failures_and_unique_violations_leave_the_inbox_
     billing::jobs::inbox_retry::run_once(app.app())
         .await
         .unwrap();
-    let status: String = db
-        .query_one(
-            "SELECT status FROM webhook_inbox WHERE object_id = $1",
-            &[&pid],
-        )
-        .await
-        .unwrap()
-        .get(0);
+    let status = inbox_status(&db, &pid).await;
     assert_eq!(status, "failed");
 }

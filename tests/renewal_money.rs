@@ -20,31 +20,6 @@ const CP_SECRET: &str = "cp-api-secret-for-tests";
 
 // ----- helpers -----
 
-/// A seeded subscription (YooKassa method) whose renewal is due now: (id, method id at the provider).
-async fn due(db: &tokio_postgres::Client) -> (Uuid, String) {
-    let sub = seed_subscription(db, Uuid::new_v4(), true, true).await;
-    make_due(db, sub).await;
-    let pm: String = db
-        .query_one(
-            "SELECT m.provider_method_id FROM subscriptions s JOIN payment_methods m ON m.id = s.payment_method_id \
-             WHERE s.id = $1",
-            &[&sub],
-        )
-        .await
-        .unwrap()
-        .get(0);
-    (sub, pm)
-}
-
-async fn make_due(db: &tokio_postgres::Client, sub: Uuid) {
-    db.execute(
-        "UPDATE subscriptions SET next_charge_at = now() - interval '1 second' WHERE id = $1",
-        &[&sub],
-    )
-    .await
-    .unwrap();
-}
-
 /// Moves the period end `ago` into the past, keeping one month before it.
 async fn end_period_ago(db: &tokio_postgres::Client, sub: Uuid, ago: &str) {
     db.execute(

@@ -317,6 +317,32 @@ pub async fn seed_subscription(
     id
 }
 
+/// A seeded subscription whose renewal is due now; answers (id, provider method id).
+pub async fn due(db: &tokio_postgres::Client) -> (Uuid, String) {
+    let sub = seed_subscription(db, Uuid::new_v4(), true, true).await;
+    make_due(db, sub).await;
+    let pm: String = db
+        .query_one(
+            "SELECT m.provider_method_id FROM subscriptions s JOIN payment_methods m ON m.id = s.payment_method_id \
+             WHERE s.id = $1",
+            &[&sub],
+        )
+        .await
+        .unwrap()
+        .get(0);
+    (sub, pm)
+}
+
+/// The subscription's next charge is due now.
+pub async fn make_due(db: &tokio_postgres::Client, sub: Uuid) {
+    db.execute(
+        "UPDATE subscriptions SET next_charge_at = now() - interval '1 second' WHERE id = $1",
+        &[&sub],
+    )
+    .await
+    .unwrap();
+}
+
 pub async fn outbox_types(db: &tokio_postgres::Client) -> Vec<String> {
     db.query("SELECT event_type FROM outbox ORDER BY id", &[])
         .await
