@@ -6,6 +6,8 @@ use warp::http::StatusCode;
 use warp::reply::Response;
 use warp::Reply;
 
+use crate::service::idempotency::StoredAnswer;
+use crate::service::BillingError;
 use crate::store::StoreError;
 
 #[derive(Debug, Clone)]
@@ -79,13 +81,79 @@ impl ApiError {
     }
 }
 
-impl From<StoreError> for ApiError {
-    fn from(e: StoreError) -> Self {
+impl From<&StoreError> for ApiError {
+    fn from(e: &StoreError) -> Self {
         if e.is_unavailable() {
             tracing::warn!(error = %e, "database unavailable");
             ApiError::database_unavailable()
         } else {
-            ApiError::internal(&e)
+            ApiError::internal(e)
+        }
+    }
+}
+
+impl From<StoreError> for ApiError {
+    fn from(e: StoreError) -> Self {
+        ApiError::from(&e)
+    }
+}
+
+/// The one place a business outcome becomes a status code and an error code.
+impl From<&BillingError> for ApiError {
+    fn from(e: &BillingError) -> Self {
+        use BillingError as B;
+        let detail = e.to_string();
+        match e {
+            B::Store(e) => e.into(),
+            B::BadIdempotencyKey => ApiError::bad_request("bad_idempotency_key", detail),
+            B::BadReturnUrl(_) => ApiError::bad_request("bad_return_url", detail),
+            B::ReturnUrlNotAllowed(_) => ApiError::bad_request("return_url_not_allowed", detail),
+            B::BadRefundReason => ApiError::bad_request("bad_reason", detail),
+            B::CurrencyMismatch => ApiError::bad_request("currency_mismatch", detail),
+            B::PaySystemNotEnabled(_) => ApiError::not_found("pay_system_not_found", detail),
+            B::TariffNotFound => ApiError::not_found("tariff_not_found", detail),
+            B::PaymentNotFound => ApiError::not_found("payment_not_found", detail),
+            B::NoActiveSubscription => ApiError::not_found("no_active_subscription", detail),
+            B::TariffConflict => ApiError::conflict("tariff_conflict", detail),
+            B::RenewalPending => ApiError::conflict("renewal_pending", detail),
+            B::NoPaymentMethod => ApiError::conflict("no_payment_method", detail),
+            B::PaymentNotRefundable(_) => ApiError::conflict("payment_not_refundable", detail),
+            B::RefundExceedsRemaining(_) => ApiError::conflict("refund_exceeds_remaining", detail),
+            B::IdempotencyKeyReused => ApiError::unprocessable("idempotency_key_reused", detail),
+            B::RequestInProgress => ApiError::conflict("request_in_progress", detail),
+            B::ProviderUnavailable(_) | B::PaymentRefused => ApiError::bad_gateway(detail),
+            B::RefundRefused(_) => {
+                ApiError::new(StatusCode::BAD_GATEWAY, "provider_rejected", detail)
+            }
+            B::Internal(what) => ApiError::internal(what),
+        }
+    }
+}
+
+impl From<BillingError> for ApiError {
+    fn from(e: BillingError) -> Self {
+        ApiError::from(&e)
+    }
+}
+
+impl ApiError {
+    /// The answer stored with an Idempotency-Key: what this outcome answers now.
+    pub fn stored<T: Serialize>(
+        outcome: Result<T, &BillingError>,
+        created: StatusCode,
+    ) -> StoredAnswer {
+        match outcome {
+            Ok(body) => StoredAnswer {
+                status: created.as_u16(),
+                body: serde_json::to_value(&body).expect("serializable"),
+            },
+            Err(e) => {
+                let e = ApiError::from(e);
+                StoredAnswer {
+                    status: e.status.as_u16(),
+                    body: serde_json::json!({"code": e.code, "detail": e.detail}),
+                }
+            }
         }
     }
 }

@@ -19,10 +19,11 @@ use crate::http::error::ErrorBody;
 use crate::http::handlers::cloudpayments::CodeAnswer;
 use crate::http::handlers::health::{Health, Readiness};
 use crate::http::handlers::payments::WebhookAck;
+use crate::http::handlers::views::RefundView;
 use crate::http::handlers::views::{PaymentView, SubscriptionView, TariffRef};
 use crate::http::handlers::{account, admin, catalog, cloudpayments, health, payments};
 use crate::service::purchase::{BuyRequest, BuyResponse};
-use crate::service::refunds::{RefundRequest, RefundView};
+use crate::service::refunds::RefundRequest;
 
 pub use schemas::{InboxState, PaymentKind};
 
@@ -172,9 +173,9 @@ pub mod schemas {
     use uuid::Uuid;
 
     use crate::domain::{Money, PaySystem, Period};
+    use crate::http::handlers::views::RefundView;
     use crate::http::handlers::views::{PaymentView, SubscriptionView};
     use crate::providers::cloudpayments::wire::Kind;
-    use crate::service::refunds::RefundView;
     use crate::service::webhooks::InboxStatus;
 
     fn string_enum(values: impl IntoIterator<Item = &'static str>) -> RefOr<Schema> {

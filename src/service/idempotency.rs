@@ -1,7 +1,15 @@
 //! `Idempotency-Key` of POST requests, scoped to the user and the operation, kept
 //! 24 h. A key holds a lease while its request runs (longer than a provider call
-//! with its retries): a repeat meanwhile is 409; after a crash the lease runs out
-//! and the next request resumes the work.
+//! with its retries): a repeat meanwhile is refused; after a crash the lease runs
+//! out and the next request resumes the work.
+//!
+//! Why here and not at the HTTP edge (where zero2prod keeps them, storing the
+//! response): our keys do more than replay an answer. The key is claimed in the same
+//! transaction that records the payment (or refund) with its *provider* idempotence
+//! key, and a repeat after a crash resumes that very record, so the provider sees the
+//! same key and never charges twice. That is a money rule, so it lives with the use
+//! cases. What the answer looks like stays the edge's business: the use case asks the
+//! caller to render its outcome ([`Render`]) and stores what it gets back.
 
 use std::time::Duration;
 
@@ -9,11 +17,11 @@ use deadpool_postgres::Transaction;
 use serde_json::Value;
 use sha2::{Digest, Sha256};
 use uuid::Uuid;
-use warp::http::StatusCode;
 
-use crate::http::error::ApiError;
 use crate::providers::RetryPolicy;
-use crate::store::GenericClient;
+use crate::service::BillingError;
+use crate::store::idempotency_keys::{self, KeyRef};
+use crate::store::{GenericClient, StoreError};
 
 /// How long a request holds its key: a provider call with all its re-sends
 /// ([`RetryPolicy::budget`], the clients' own policy) plus the database work around it,
@@ -27,17 +35,40 @@ pub fn lease() -> Duration {
 pub struct IdempotencyKey(String);
 
 impl IdempotencyKey {
-    pub fn parse(raw: &str) -> Result<IdempotencyKey, ApiError> {
+    pub fn parse(raw: &str) -> Result<IdempotencyKey, BillingError> {
         if raw.is_empty()
             || raw.len() > 255
             || !raw.bytes().all(|b| b.is_ascii_graphic() || b == b' ')
         {
-            return Err(ApiError::bad_request(
-                "bad_idempotency_key",
-                "Idempotency-Key must be 1..=255 printable ASCII characters",
-            ));
+            return Err(BillingError::BadIdempotencyKey);
         }
         Ok(IdempotencyKey(raw.to_owned()))
+    }
+}
+
+/// The answer stored with a key, as the edge rendered it: a repeat gets it back as it was.
+#[derive(Debug, Clone, PartialEq)]
+pub struct StoredAnswer {
+    pub status: u16,
+    pub body: Value,
+}
+
+/// How the caller's edge renders a final outcome, so it can be stored with the key.
+pub type Render<'a, T> = &'a (dyn Fn(&Result<T, BillingError>) -> StoredAnswer + Sync);
+
+/// A use case's answer under a key: done now, or the answer stored by the first request.
+#[derive(Debug)]
+pub enum Keyed<T> {
+    Fresh(T),
+    Replayed(StoredAnswer),
+}
+
+impl<T> Keyed<T> {
+    pub fn map<U>(self, f: impl FnOnce(T) -> U) -> Keyed<U> {
+        match self {
+            Keyed::Fresh(t) => Keyed::Fresh(f(t)),
+            Keyed::Replayed(a) => Keyed::Replayed(a),
+        }
     }
 }
 
@@ -54,7 +85,7 @@ pub enum Claim {
     /// First use (or the previous use is over 24 h old): do the work.
     New,
     /// The stored answer of the first request.
-    Replay(StatusCode, Value),
+    Replay(StoredAnswer),
     /// The first request stopped after recording this resource: resume it.
     Resume(Uuid),
 }
@@ -65,70 +96,41 @@ pub struct Scope<'a> {
     pub key: &'a IdempotencyKey,
 }
 
+impl Scope<'_> {
+    fn key(&self) -> KeyRef<'_> {
+        KeyRef {
+            user_id: self.user_id,
+            scope: self.scope,
+            key: &self.key.0,
+        }
+    }
+}
+
 /// Claims the key inside the caller's transaction.
-pub async fn claim(tx: &Transaction<'_>, s: &Scope<'_>, hash: &[u8]) -> Result<Claim, ApiError> {
-    let inserted = tx
-        .execute(
-            "INSERT INTO idempotency_keys (user_id, scope, key, request_hash, locked_until) \
-             VALUES ($1, $2, $3, $4, now() + make_interval(secs => $5)) ON CONFLICT DO NOTHING",
-            &[
-                &s.user_id,
-                &s.scope,
-                &s.key.0,
-                &hash,
-                &lease().as_secs_f64(),
-            ],
-        )
-        .await?;
-    if inserted == 1 {
+pub async fn claim(
+    tx: &Transaction<'_>,
+    s: &Scope<'_>,
+    hash: &[u8],
+) -> Result<Claim, BillingError> {
+    if idempotency_keys::insert(tx, s.key(), hash, lease()).await? {
         return Ok(Claim::New);
     }
-    let row = tx
-        .query_one(
-            "SELECT request_hash, response_code, response_body, locked_until > now() AS busy, resource_id, \
-             created_at < now() - interval '24 hours' AS expired \
-             FROM idempotency_keys WHERE user_id = $1 AND scope = $2 AND key = $3 FOR UPDATE",
-            &[&s.user_id, &s.scope, &s.key.0],
-        )
-        .await?;
-    if row.get::<_, bool>("expired") {
-        tx.execute(
-            "UPDATE idempotency_keys SET request_hash = $4, response_code = NULL, response_body = NULL, \
-             resource_id = NULL, created_at = now(), locked_until = now() + make_interval(secs => $5) \
-             WHERE user_id = $1 AND scope = $2 AND key = $3",
-            &[&s.user_id, &s.scope, &s.key.0, &hash, &lease().as_secs_f64()],
-        )
-        .await?;
+    let row = idempotency_keys::lock(tx, s.key()).await?;
+    if row.expired {
+        idempotency_keys::restart(tx, s.key(), hash, lease()).await?;
         return Ok(Claim::New);
     }
-    if row.get::<_, Vec<u8>>("request_hash") != hash {
-        return Err(ApiError::unprocessable(
-            "idempotency_key_reused",
-            "this Idempotency-Key was used with a different request",
-        ));
+    if row.request_hash != hash {
+        return Err(BillingError::IdempotencyKeyReused);
     }
-    if let (Some(code), Some(body)) = (
-        row.get::<_, Option<i32>>("response_code"),
-        row.get::<_, Option<Value>>("response_body"),
-    ) {
-        return Ok(Claim::Replay(
-            StatusCode::from_u16(code as u16).unwrap_or(StatusCode::OK),
-            body,
-        ));
+    if let Some((status, body)) = row.answer {
+        return Ok(Claim::Replay(StoredAnswer { status, body }));
     }
-    if row.get::<_, Option<bool>>("busy").unwrap_or(false) {
-        return Err(ApiError::conflict(
-            "request_in_progress",
-            "a request with this Idempotency-Key is still running",
-        ));
+    if row.busy {
+        return Err(BillingError::RequestInProgress);
     }
-    tx.execute(
-        "UPDATE idempotency_keys SET locked_until = now() + make_interval(secs => $4) \
-         WHERE user_id = $1 AND scope = $2 AND key = $3",
-        &[&s.user_id, &s.scope, &s.key.0, &lease().as_secs_f64()],
-    )
-    .await?;
-    Ok(match row.get::<_, Option<Uuid>>("resource_id") {
+    idempotency_keys::renew_lease(tx, s.key(), lease()).await?;
+    Ok(match row.resource_id {
         Some(id) => Claim::Resume(id),
         None => Claim::New,
     })
@@ -139,43 +141,20 @@ pub async fn attach(
     db: &impl GenericClient,
     s: &Scope<'_>,
     resource: Uuid,
-) -> Result<(), ApiError> {
-    db.execute(
-        "UPDATE idempotency_keys SET resource_id = $4 WHERE user_id = $1 AND scope = $2 AND key = $3",
-        &[&s.user_id, &s.scope, &s.key.0, &resource],
-    )
-    .await?;
-    Ok(())
+) -> Result<(), StoreError> {
+    idempotency_keys::attach(db, s.key(), resource).await
 }
 
 /// Stores the final answer; repeats of the key return it.
 pub async fn complete(
     db: &impl GenericClient,
     s: &Scope<'_>,
-    status: StatusCode,
-    body: &Value,
-) -> Result<(), ApiError> {
-    db.execute(
-        "UPDATE idempotency_keys SET response_code = $4, response_body = $5, locked_until = NULL \
-         WHERE user_id = $1 AND scope = $2 AND key = $3",
-        &[
-            &s.user_id,
-            &s.scope,
-            &s.key.0,
-            &(status.as_u16() as i32),
-            body,
-        ],
-    )
-    .await?;
-    Ok(())
+    answer: &StoredAnswer,
+) -> Result<(), StoreError> {
+    idempotency_keys::complete(db, s.key(), answer.status, &answer.body).await
 }
 
 /// Lets a retry with the same key resume at once (the outcome is still unknown).
-pub async fn release(db: &impl GenericClient, s: &Scope<'_>) -> Result<(), ApiError> {
-    db.execute(
-        "UPDATE idempotency_keys SET locked_until = NULL WHERE user_id = $1 AND scope = $2 AND key = $3",
-        &[&s.user_id, &s.scope, &s.key.0],
-    )
-    .await?;
-    Ok(())
+pub async fn release(db: &impl GenericClient, s: &Scope<'_>) -> Result<(), StoreError> {
+    idempotency_keys::release(db, s.key()).await
 }

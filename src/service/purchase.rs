@@ -3,16 +3,15 @@
 //! the provider never creates two payments for one purchase.
 
 use serde::{Deserialize, Serialize};
-use serde_json::Value;
 use uuid::Uuid;
-use warp::http::StatusCode;
 
 use crate::app::App;
 use crate::domain::{Money, PaySystem, PaymentStatus};
-use crate::http::error::ApiError;
 use crate::providers::{CreatePayment, ProviderError};
 pub use crate::service::idempotency::IdempotencyKey;
-use crate::service::idempotency::{self, Claim, Scope};
+use crate::service::idempotency::{self, Claim, Keyed, Render, Scope, StoredAnswer};
+use crate::service::BillingError;
+use crate::store::payments::NewPurchase;
 use crate::store::{payments, subscriptions, tariffs, Payment};
 
 #[derive(Debug, Deserialize, Serialize, utoipa::ToSchema)]
@@ -36,44 +35,43 @@ pub struct BuyResponse {
     pub amount: Money,
 }
 
-pub fn check_return_url(app: &App, url: Option<&str>) -> Result<Option<String>, ApiError> {
+pub fn check_return_url(app: &App, url: Option<&str>) -> Result<Option<String>, BillingError> {
     let Some(raw) = url else { return Ok(None) };
-    let parsed = url::Url::parse(raw).map_err(|_| {
-        ApiError::bad_request("bad_return_url", "return_url is not an absolute URL")
-    })?;
+    let parsed =
+        url::Url::parse(raw).map_err(|_| BillingError::BadReturnUrl("is not an absolute URL"))?;
     if !matches!(parsed.scheme(), "http" | "https") {
-        return Err(ApiError::bad_request(
-            "bad_return_url",
-            "return_url must be http(s)",
-        ));
+        return Err(BillingError::BadReturnUrl("must be http(s)"));
     }
     let origin = parsed.origin().ascii_serialization();
     if !app.config.allowed_return_origins().contains(&origin) {
-        return Err(ApiError::bad_request(
-            "return_url_not_allowed",
-            format!("return_url origin {origin} is not allowed"),
-        ));
+        return Err(BillingError::ReturnUrlNotAllowed(origin));
     }
     Ok(Some(raw.to_owned()))
 }
 
 enum Start {
     /// A stored answer for this key: return it as it was.
-    Replay(StatusCode, Value),
+    Replay(StoredAnswer),
     /// A payment to create (new) or to resume (a crashed request with the same key).
     Create(Box<Payment>),
 }
 
+/// Buys `req.tariff_id` for the user. Under an Idempotency-Key the final outcome (the
+/// payment, or the provider's refusal) is rendered by `render` and stored with the key;
+/// an unknown outcome releases the key so a retry with it resumes the same payment.
 pub async fn buy(
     app: &App,
     user_id: Uuid,
     system: PaySystem,
     req: BuyRequest,
     key: Option<IdempotencyKey>,
-) -> Result<(StatusCode, Value), ApiError> {
-    let provider = app.providers.get(system).cloned().ok_or_else(|| {
-        ApiError::not_found("pay_system_not_found", format!("{system} is not enabled"))
-    })?;
+    render: Render<'_, BuyResponse>,
+) -> Result<Keyed<BuyResponse>, BillingError> {
+    let provider = app
+        .providers
+        .get(system)
+        .cloned()
+        .ok_or(BillingError::PaySystemNotEnabled(system))?;
     let return_url = check_return_url(app, req.return_url.as_deref())?;
     let hash = idempotency::request_hash(&[
         system.as_str().as_bytes(),
@@ -96,7 +94,7 @@ pub async fn buy(
     )
     .await?;
     let payment = match start {
-        Start::Replay(status, body) => return Ok((status, body)),
+        Start::Replay(answer) => return Ok(Keyed::Replayed(answer)),
         Start::Create(p) => *p,
     };
 
@@ -113,14 +111,13 @@ pub async fn buy(
         save_method: payment.renew,
         saved_method_id: None,
     };
-    let result = provider.create_payment(&create).await;
-    let answer = match result {
+    let outcome = match provider.create_payment(&create).await {
         Ok(pp) => {
-            // An empty id (a CloudPayments order) leaves the column NULL for settle to fill.
-            app.db.get().await?.execute(
-                "UPDATE payments SET provider_payment_id = COALESCE(provider_payment_id, NULLIF($2, '')), \
-                 confirmation_url = $3, updated_at = now() WHERE id = $1",
-                &[&payment.id, &pp.id, &pp.confirmation_url],
+            payments::record_create_answer(
+                &app.db.get().await?,
+                payment.id,
+                &pp.id,
+                pp.confirmation_url.as_deref(),
             )
             .await?;
             // settle takes its own connection: none is held here meanwhile.
@@ -130,16 +127,12 @@ pub async fn buy(
             let current = payments::get(&app.db.get().await?, payment.id)
                 .await?
                 .unwrap_or(payment.clone());
-            let body = BuyResponse {
+            Ok(BuyResponse {
                 payment_id: current.id,
                 status: current.status,
                 confirmation_url: pp.confirmation_url.clone(),
                 amount: current.amount,
-            };
-            (
-                StatusCode::CREATED,
-                serde_json::to_value(body).expect("serializable"),
-            )
+            })
         }
         Err(ProviderError::Unavailable(cause)) => {
             // The outcome is unknown: the payment stays pending without a provider id
@@ -149,28 +142,20 @@ pub async fn buy(
             if let Some(s) = &scope {
                 idempotency::release(&app.db.get().await?, s).await?;
             }
-            return Err(ApiError::bad_gateway(
+            return Err(BillingError::ProviderUnavailable(
                 "the payment provider is unavailable; retry later",
             ));
         }
         Err(e) => {
             tracing::error!(payment_id = %payment.id, error = %e, "provider refused the create");
-            app.db.get().await?.execute(
-                "UPDATE payments SET status = 'failed', updated_at = now() WHERE id = $1 AND status = 'pending'",
-                &[&payment.id],
-            )
-            .await?;
-            let err = ApiError::bad_gateway("the payment provider refused the payment");
-            (
-                err.status,
-                serde_json::json!({"code": err.code, "detail": err.detail}),
-            )
+            payments::fail_pending_purchase(&app.db.get().await?, payment.id).await?;
+            Err(BillingError::PaymentRefused)
         }
     };
     if let Some(s) = &scope {
-        idempotency::complete(&app.db.get().await?, s, answer.0, &answer.1).await?;
+        idempotency::complete(&app.db.get().await?, s, &render(&outcome)).await?;
     }
-    Ok(answer)
+    outcome.map(Keyed::Fresh)
 }
 
 /// Claims the idempotency key (if any), checks the rules, and commits the payment row.
@@ -182,18 +167,18 @@ async fn begin(
     return_url: Option<String>,
     scope: Option<&Scope<'_>>,
     hash: &[u8],
-) -> Result<Start, ApiError> {
+) -> Result<Start, BillingError> {
     let mut db = app.db.get().await?;
     let tx = db.transaction().await?;
     if let Some(s) = scope {
         match idempotency::claim(&tx, s, hash).await? {
             Claim::New => {}
-            Claim::Replay(status, body) => return Ok(Start::Replay(status, body)),
+            Claim::Replay(answer) => return Ok(Start::Replay(answer)),
             Claim::Resume(payment_id) => {
                 // The earlier request recorded its payment and then stopped: resume it.
                 let payment = payments::get(&tx, payment_id)
                     .await?
-                    .ok_or_else(|| ApiError::internal(&"lost payment"))?;
+                    .ok_or_else(|| BillingError::internal("lost payment"))?;
                 tx.commit().await?;
                 return Ok(Start::Create(Box::new(payment)));
             }
@@ -203,59 +188,37 @@ async fn begin(
     let tariff = tariffs::get(&tx, req.tariff_id)
         .await?
         .filter(|t| t.archived_at.is_none())
-        .ok_or_else(|| ApiError::not_found("tariff_not_found", "no such tariff on sale"))?;
+        .ok_or(BillingError::TariffNotFound)?;
     if let Some(live) = subscriptions::lock_live_for_user(&tx, user_id).await? {
         if live.tariff_id != tariff.id {
-            return Err(ApiError::conflict(
-                "tariff_conflict",
-                "another tariff is active; cancel it and wait for it to end, or buy the same tariff to extend it",
-            ));
+            return Err(BillingError::TariffConflict);
         }
-        let renewing: bool = tx
-            .query_one(
-                "SELECT EXISTS (SELECT 1 FROM payments WHERE subscription_id = $1 AND kind = 'renewal' \
-                 AND status IN ('pending', 'waiting_for_capture') AND review_reason IS NULL)",
-                &[&live.id],
-            )
-            .await?
-            .get(0);
-        if renewing {
-            return Err(ApiError::conflict(
-                "renewal_pending",
-                "a renewal of this subscription is being charged",
-            ));
+        if payments::renewal_in_flight(&tx, live.id).await? {
+            return Err(BillingError::RenewalPending);
         }
     }
 
     let id = Uuid::new_v4();
-    let row = tx
-        .query_one(
-            &format!(
-                "INSERT INTO payments (id, user_id, tariff_id, pay_system, kind, status, amount_minor, currency, renew, \
-                 return_url, description, provider_idempotence_key, livemode, next_check_at) \
-                 VALUES ($1, $2, $3, $4, 'purchase', 'pending', $5, $6, $7, $8, $9, $10, $11, now() + make_interval(secs => $12)) \
-                 RETURNING {}",
-                payments::COLS
-            ),
-            &[
-                &id,
-                &user_id,
-                &tariff.id,
-                &system.as_str(),
-                &tariff.price.minor(),
-                &tariff.price.currency().code(),
-                &req.renew,
-                &return_url,
-                &format!("Subscription: {}", tariff.name),
-                &Uuid::new_v4().to_string(),
-                &app.config.mode.livemode(),
-                &app.config.reconcile_after.as_secs_f64(),
-            ],
-        )
-        .await?;
+    let payment = payments::insert_purchase(
+        &tx,
+        &NewPurchase {
+            id,
+            user_id,
+            tariff_id: tariff.id,
+            pay_system: system,
+            amount: tariff.price,
+            renew: req.renew,
+            return_url: return_url.as_deref(),
+            description: &format!("Subscription: {}", tariff.name),
+            provider_idempotence_key: &Uuid::new_v4().to_string(),
+            livemode: app.config.mode.livemode(),
+            check_after: app.config.reconcile_after,
+        },
+    )
+    .await?;
     if let Some(s) = scope {
         idempotency::attach(&tx, s, id).await?;
     }
     tx.commit().await?;
-    Ok(Start::Create(Box::new(Payment::from_row(&row)?)))
+    Ok(Start::Create(Box::new(payment)))
 }

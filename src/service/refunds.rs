@@ -19,7 +19,9 @@ use crate::app::App;
 use crate::domain::{Money, PaymentStatus, RefundStatus};
 use crate::events::{self, EventSubject, EventType};
 use crate::providers::{CreateRefund, ProviderError, ProviderRefund};
-use crate::service::settle;
+use crate::service::idempotency::{self, Claim, IdempotencyKey, Keyed, Render, Scope};
+use crate::service::{settle, BillingError};
+use crate::store::refunds::{self, Initiator, NewRefund, Refund};
 use crate::store::{payments, subscriptions, Payment, StoreError, Subscription};
 
 #[derive(Debug, thiserror::Error)]
@@ -54,18 +56,17 @@ pub async fn insert_system_refund(
     reason: &str,
 ) -> Result<Uuid, StoreError> {
     let id = Uuid::new_v4();
-    tx.execute(
-        "INSERT INTO refunds (id, payment_id, pay_system, amount_minor, currency, status, reason, initiated_by, \
-         provider_idempotence_key) VALUES ($1, $2, $3, $4, $5, 'pending', $6, 'system', $7)",
-        &[
-            &id,
-            &payment.id,
-            &payment.pay_system.as_str(),
-            &payment.amount.minor(),
-            &payment.amount.currency().code(),
-            &reason,
-            &Uuid::new_v4().to_string(),
-        ],
+    refunds::insert(
+        tx,
+        &NewRefund {
+            id,
+            payment_id: payment.id,
+            pay_system: payment.pay_system,
+            amount: payment.amount,
+            reason,
+            initiated_by: Initiator::System,
+            provider_idempotence_key: &Uuid::new_v4().to_string(),
+        },
     )
     .await?;
     Ok(id)
@@ -75,27 +76,25 @@ pub async fn insert_system_refund(
 /// answer. A definite refusal cancels it (and is returned); an unknown outcome leaves
 /// it pending.
 pub async fn submit(app: &App, refund_id: Uuid) -> Result<RefundStatus, RefundError> {
-    let (payment, amount, key, reason) = {
+    let (payment, pending) = {
         let db = app.db.get().await?;
-        let row = db
-            .query_opt(
-                "SELECT payment_id, amount_minor, provider_idempotence_key, reason FROM refunds \
-                 WHERE id = $1 AND status = 'pending'",
-                &[&refund_id],
-            )
+        let pending = refunds::get_pending(&db, refund_id)
             .await?
             .ok_or(RefundError::NotFound(refund_id))?;
-        let payment = payments::get(&db, row.get(0))
+        let payment = payments::get(&db, pending.payment_id)
             .await?
             .ok_or(RefundError::NotFound(refund_id))?;
-        (
-            payment,
-            row.get::<_, i64>(1),
-            row.get::<_, String>(2),
-            row.get::<_, String>(3),
-        )
+        (payment, pending)
     };
-    let answer = match send(app, &payment, amount, key, reason).await {
+    let answer = match send(
+        app,
+        &payment,
+        pending.amount_minor,
+        pending.provider_idempotence_key,
+        pending.reason,
+    )
+    .await
+    {
         Ok(answer) => answer,
         Err(e) if e.is_definite() => {
             refuse(app, refund_id, payment.id, &e.to_string()).await?;
@@ -147,17 +146,7 @@ async fn refuse(
     payment_id: Uuid,
     why: &str,
 ) -> Result<(), RefundError> {
-    let n = app
-        .db
-        .get()
-        .await?
-        .execute(
-            "UPDATE refunds SET status = 'canceled', last_error = $2, next_attempt_at = NULL, updated_at = now() \
-             WHERE id = $1 AND status = 'pending'",
-            &[&refund_id, &why],
-        )
-        .await?;
-    if n == 1 {
+    if refunds::cancel_pending(&app.db.get().await?, refund_id, why).await? {
         settle::alert(
             "refund_refused",
             &format!("refund {refund_id} refused by the provider: {why}"),
@@ -180,28 +169,17 @@ pub async fn record_result(
     }
     let mut db = app.db.get().await?;
     let tx = db.transaction().await?;
-    let row = tx
-        .query_opt(
-            "SELECT payment_id, status, amount_minor FROM refunds WHERE id = $1 FOR UPDATE",
-            &[&refund_id],
-        )
+    let locked = refunds::lock(&tx, refund_id)
         .await?
         .ok_or(RefundError::NotFound(refund_id))?;
-    let payment_id: Uuid = row.get(0);
-    let current: String = row.get(1);
-    let amount: i64 = row.get(2);
-    tx.execute(
-        "UPDATE refunds SET provider_refund_id = COALESCE(provider_refund_id, $2), updated_at = now(), \
-         next_attempt_at = CASE WHEN status = 'pending' AND $3 <> 'pending' THEN NULL ELSE next_attempt_at END, \
-         status = CASE WHEN status = 'pending' THEN $3 ELSE status END WHERE id = $1",
-        &[&refund_id, &provider_id, &status.as_str()],
-    )
-    .await?;
-    if current == "pending" && status == RefundStatus::Succeeded {
-        apply_succeeded_refund(&tx, payment_id, amount).await?;
+    let payment_id = locked.payment_id;
+    let was_pending = locked.status == RefundStatus::Pending;
+    refunds::record_provider_state(&tx, refund_id, provider_id, status).await?;
+    if was_pending && status == RefundStatus::Succeeded {
+        apply_succeeded_refund(&tx, payment_id, locked.amount_minor).await?;
     }
     tx.commit().await?;
-    if current == "pending" && status == RefundStatus::Canceled {
+    if was_pending && status == RefundStatus::Canceled {
         settle::alert(
             "refund_refused",
             &format!("refund {refund_id} canceled by the provider"),
@@ -217,14 +195,10 @@ pub async fn record_result(
 async fn apply_success_first(app: &App, refund_id: Uuid) -> Result<(), RefundError> {
     let payment = {
         let db = app.db.get().await?;
-        let row = db
-            .query_opt(
-                "SELECT payment_id FROM refunds WHERE id = $1",
-                &[&refund_id],
-            )
+        let payment_id = refunds::payment_of(&db, refund_id)
             .await?
             .ok_or(RefundError::NotFound(refund_id))?;
-        payments::get(&db, row.get(0))
+        payments::get(&db, payment_id)
             .await?
             .ok_or(RefundError::NotFound(refund_id))?
     };
@@ -279,18 +253,9 @@ async fn apply_succeeded_refund(
         PaymentStatus::PartiallyRefunded
     };
     // Forward only, in SQL too: a payment is refunded only after it succeeded.
-    let row = tx
-        .query_opt(
-            &format!(
-                "UPDATE payments SET refunded_minor = $2, status = $3, updated_at = now() \
-                 WHERE id = $1 AND status IN ('succeeded', 'partially_refunded', 'refunded') RETURNING {}",
-                payments::COLS
-            ),
-            &[&payment.id, &refunded, &status.as_str()],
-        )
+    let moved = payments::record_refunded(tx, payment.id, refunded, status)
         .await?
         .ok_or(RefundError::NotYetPaid(payment.id))?;
-    let moved = Payment::from_row(&row)?;
     let mut sub_after = sub.clone();
     if status == PaymentStatus::Refunded && payment.status != PaymentStatus::Refunded {
         if let Some(sub) = sub.filter(|s| s.status.is_live()) {
@@ -337,29 +302,14 @@ async fn full_refund_access(
     payment: &Payment,
     sub: Subscription,
 ) -> Result<Subscription, StoreError> {
-    let row = tx
-        .query_one(
-            "SELECT period_end, now() FROM payments WHERE id = $1",
-            &[&payment.id],
-        )
-        .await?;
-    let (end, now): (Option<DateTime<Utc>>, DateTime<Utc>) = (row.get(0), row.get(1));
+    let (end, now) = payments::paid_period_end(tx, payment.id).await?;
     let end = end.or(payment.period_start.map(|s| sub.period.add_to(s)));
     let which = match (payment.period_start, end) {
         (Some(start), Some(end)) => paid_period(start, end, now),
         // Paid before periods were recorded: current unless a later payment of this
         // subscription pays the period in use.
         _ => {
-            let later: bool = tx
-                .query_one(
-                    "SELECT EXISTS (SELECT 1 FROM payments WHERE subscription_id = $1 AND id <> $2 \
-                     AND created_at > $3 AND status IN ('succeeded', 'partially_refunded') \
-                     AND (period_start IS NULL OR period_start <= now()))",
-                    &[&sub.id, &payment.id, &payment.created_at],
-                )
-                .await?
-                .get(0);
-            if later {
+            if payments::later_payment_pays_now(tx, sub.id, payment.id, payment.created_at).await? {
                 PaidPeriod::Past
             } else {
                 PaidPeriod::Current
@@ -369,18 +319,7 @@ async fn full_refund_access(
     match which {
         PaidPeriod::Past => Ok(sub),
         PaidPeriod::Current => {
-            let row = tx
-                .query_one(
-                    &format!(
-                        "UPDATE subscriptions SET status = 'canceled', auto_renew = false, next_charge_at = NULL, \
-                         ended_at = now(), current_period_end = GREATEST(current_period_start + interval '1 second', \
-                         LEAST(current_period_end, now())), updated_at = now() WHERE id = $1 RETURNING {}",
-                        subscriptions::COLS
-                    ),
-                    &[&sub.id],
-                )
-                .await?;
-            let updated = Subscription::from_row(&row)?;
+            let updated = subscriptions::cancel_refunded(tx, sub.id).await?;
             events::record(
                 tx,
                 EventType::SubscriptionCanceled,
@@ -401,27 +340,11 @@ async fn full_refund_access(
             let new_start = if sub.current_period_start < new_end {
                 sub.current_period_start
             } else {
-                tx.query_opt(
-                    "SELECT period_start FROM payments WHERE subscription_id = $1 AND id <> $2 AND period_end = $3 \
-                     AND period_start < $3 AND status IN ('succeeded', 'partially_refunded') \
-                     ORDER BY created_at DESC LIMIT 1",
-                    &[&sub.id, &payment.id, &new_end],
-                )
-                .await?
-                .map(|r| r.get(0))
-                .unwrap_or_else(|| sub.period.sub_from(new_end))
+                payments::period_start_ending_at(tx, sub.id, payment.id, new_end)
+                    .await?
+                    .unwrap_or_else(|| sub.period.sub_from(new_end))
             };
-            let row = tx
-                .query_one(
-                    &format!(
-                        "UPDATE subscriptions SET current_period_start = $2, current_period_end = $3, \
-                         auto_renew = false, next_charge_at = NULL, updated_at = now() WHERE id = $1 RETURNING {}",
-                        subscriptions::COLS
-                    ),
-                    &[&sub.id, &new_start, &new_end],
-                )
-                .await?;
-            let updated = Subscription::from_row(&row)?;
+            let updated = subscriptions::move_period_back(tx, sub.id, new_start, new_end).await?;
             if sub.auto_renew {
                 events::record(
                     tx,
@@ -443,74 +366,21 @@ pub struct RefundRequest {
     pub reason: String,
 }
 
-#[derive(Debug, serde::Serialize, utoipa::ToSchema)]
-pub struct RefundView {
-    pub id: Uuid,
-    pub payment_id: Uuid,
-    pub amount: Money,
-    pub status: String,
-    pub reason: String,
-    pub initiated_by: String,
-    pub created_at: String,
-}
-
-pub async fn view(
-    db: &impl crate::store::GenericClient,
-    refund_id: Uuid,
-) -> Result<Option<RefundView>, StoreError> {
-    let rows = list(db, "r.id = $1", &refund_id).await?;
-    Ok(rows.into_iter().next())
-}
-
-/// Refunds of one payment (`r.payment_id = $1`) or of one user (`p.user_id = $1`).
-pub async fn list(
-    db: &impl crate::store::GenericClient,
-    filter: &str,
-    id: &Uuid,
-) -> Result<Vec<RefundView>, StoreError> {
-    let sql = format!(
-        "SELECT r.id, r.payment_id, r.amount_minor, r.currency, r.status, r.reason, r.initiated_by, r.created_at \
-         FROM refunds r JOIN payments p ON p.id = r.payment_id WHERE {filter} ORDER BY r.created_at DESC LIMIT 200"
-    );
-    db.query(&sql, &[id])
-        .await?
-        .iter()
-        .map(|r| {
-            let currency: crate::domain::Currency = crate::store::parse_col(r, "currency")?;
-            Ok(RefundView {
-                id: r.get("id"),
-                payment_id: r.get("payment_id"),
-                amount: Money::new(r.get("amount_minor"), currency),
-                status: r.get("status"),
-                reason: r.get("reason"),
-                initiated_by: r.get("initiated_by"),
-                created_at: crate::http::handlers::views::rfc3339(r.get("created_at")),
-            })
-        })
-        .collect()
-}
-
 /// An operator's refund: full when no amount is given, never more than what is left
 /// (the amount minus every refund not canceled, pending ones included). Recorded with
-/// its provider key before the provider is called.
+/// its provider key before the provider is called. Under an Idempotency-Key the final
+/// outcome (the refund, or the provider's refusal) is rendered by `render` and stored.
 pub async fn admin_refund(
     app: &App,
     admin: Uuid,
     payment_id: Uuid,
-    raw: &[u8],
-    key: Option<crate::service::idempotency::IdempotencyKey>,
-) -> Result<(warp::http::StatusCode, serde_json::Value), crate::http::error::ApiError> {
-    use crate::http::error::ApiError;
-    use crate::service::idempotency::{self, Claim, Scope};
-    use warp::http::StatusCode;
-
-    let req: RefundRequest = crate::http::body::json(raw)?;
+    req: RefundRequest,
+    key: Option<IdempotencyKey>,
+    render: Render<'_, Refund>,
+) -> Result<Keyed<Refund>, BillingError> {
     let reason = req.reason.trim().to_owned();
     if reason.is_empty() || reason.chars().count() > 500 {
-        return Err(ApiError::bad_request(
-            "bad_reason",
-            "reason must be 1..=500 characters",
-        ));
+        return Err(BillingError::BadRefundReason);
     }
     let hash = idempotency::request_hash(&[
         payment_id.as_bytes(),
@@ -528,7 +398,7 @@ pub async fn admin_refund(
     if let Some(s) = &scope {
         match idempotency::claim(&tx, s, &hash).await? {
             Claim::New => {}
-            Claim::Replay(status, body) => return Ok((status, body)),
+            Claim::Replay(answer) => return Ok(Keyed::Replayed(answer)),
             Claim::Resume(id) => resume = Some(id),
         }
     }
@@ -537,50 +407,37 @@ pub async fn admin_refund(
         None => {
             let payment = payments::lock(&tx, payment_id)
                 .await?
-                .ok_or_else(|| ApiError::not_found("payment_not_found", "no such payment"))?;
+                .ok_or(BillingError::PaymentNotFound)?;
             if !matches!(
                 payment.status,
-                crate::domain::PaymentStatus::Succeeded
-                    | crate::domain::PaymentStatus::PartiallyRefunded
+                PaymentStatus::Succeeded | PaymentStatus::PartiallyRefunded
             ) {
-                return Err(ApiError::conflict(
-                    "payment_not_refundable",
-                    format!("a {} payment cannot be refunded", payment.status),
-                ));
+                return Err(BillingError::PaymentNotRefundable(payment.status));
             }
-            let committed: i64 = tx
-                .query_one(
-                    "SELECT COALESCE(sum(amount_minor), 0)::bigint FROM refunds WHERE payment_id = $1 AND status <> 'canceled'",
-                    &[&payment.id],
-                )
-                .await?
-                .get(0);
-            let remaining = payment.amount.minor() - committed;
+            let remaining =
+                payment.amount.minor() - refunds::committed_minor(&tx, payment.id).await?;
             let amount = match req.amount {
                 Some(a) if a.currency() != payment.amount.currency() => {
-                    return Err(ApiError::bad_request(
-                        "currency_mismatch",
-                        "refund currency differs from the payment's",
-                    ))
+                    return Err(BillingError::CurrencyMismatch)
                 }
                 Some(a) => a.minor(),
                 None => remaining,
             };
             if amount <= 0 || amount > remaining {
-                return Err(ApiError::conflict(
-                    "refund_exceeds_remaining",
-                    format!(
-                        "at most {} can be refunded",
-                        crate::domain::money::format_minor(remaining.max(0))
-                    ),
-                ));
+                return Err(BillingError::RefundExceedsRemaining(remaining.max(0)));
             }
             let id = Uuid::new_v4();
-            tx.execute(
-                "INSERT INTO refunds (id, payment_id, pay_system, amount_minor, currency, status, reason, initiated_by, \
-                 provider_idempotence_key) VALUES ($1, $2, $3, $4, $5, 'pending', $6, 'admin', $7)",
-                &[&id, &payment.id, &payment.pay_system.as_str(), &amount, &payment.amount.currency().code(), &reason,
-                  &Uuid::new_v4().to_string()],
+            refunds::insert(
+                &tx,
+                &NewRefund {
+                    id,
+                    payment_id: payment.id,
+                    pay_system: payment.pay_system,
+                    amount: Money::new(amount, payment.amount.currency()),
+                    reason: &reason,
+                    initiated_by: Initiator::Admin,
+                    provider_idempotence_key: &Uuid::new_v4().to_string(),
+                },
             )
             .await?;
             if let Some(s) = &scope {
@@ -593,24 +450,13 @@ pub async fn admin_refund(
     // No connection is kept while the provider is called.
     drop(db);
 
-    let answer = match submit(app, refund_id).await {
-        Ok(_) => {
-            let db = app.db.get().await?;
-            let view = view(&db, refund_id)
-                .await?
-                .ok_or_else(|| ApiError::internal(&"refund vanished"))?;
-            (
-                StatusCode::CREATED,
-                serde_json::to_value(view).expect("serializable"),
-            )
-        }
+    let outcome = match submit(app, refund_id).await {
+        Ok(_) => refunds::get(&app.db.get().await?, refund_id)
+            .await?
+            .ok_or_else(|| BillingError::internal("refund vanished")),
         // `submit` has already canceled it and alerted.
         Err(RefundError::Provider(e)) if e.is_definite() => {
-            let err = ApiError::bad_gateway(format!("the provider refused the refund: {e}"));
-            (
-                err.status,
-                serde_json::json!({"code": "provider_rejected", "detail": err.detail}),
-            )
+            Err(BillingError::RefundRefused(e.to_string()))
         }
         Err(RefundError::Provider(e)) => {
             // Outcome unknown: the refund stays pending (still counted against what is
@@ -619,16 +465,16 @@ pub async fn admin_refund(
             if let Some(s) = &scope {
                 idempotency::release(&app.db.get().await?, s).await?;
             }
-            return Err(ApiError::bad_gateway(
+            return Err(BillingError::ProviderUnavailable(
                 "the provider's answer is unknown; the refund is queued and will be followed up",
             ));
         }
-        Err(e) => return Err(ApiError::internal(&e)),
+        Err(e) => return Err(BillingError::internal(e)),
     };
     if let Some(s) = &scope {
-        idempotency::complete(&app.db.get().await?, s, answer.0, &answer.1).await?;
+        idempotency::complete(&app.db.get().await?, s, &render(&outcome)).await?;
     }
-    Ok(answer)
+    outcome.map(Keyed::Fresh)
 }
 
 #[cfg(test)]

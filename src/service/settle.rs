@@ -14,8 +14,10 @@ use crate::domain::status::is_hard_decline;
 use crate::domain::{PaySystem, PaymentStatus, SubscriptionStatus};
 use crate::events::{self, EventSubject, EventType};
 use crate::providers::ProviderPayment;
-use crate::store::Cached as _;
-use crate::store::{payments, subscriptions, Payment, PaymentKind, StoreError, Subscription};
+use crate::store::payment_methods::{self, SavedMethod};
+use crate::store::payments::{DuplicateCharge, StatusMove};
+use crate::store::subscriptions::{Extension, NewSubscription};
+use crate::store::{self, payments, subscriptions, Payment, PaymentKind, StoreError, Subscription};
 
 #[derive(Debug, Clone, PartialEq)]
 pub enum Applied {
@@ -138,11 +140,7 @@ pub async fn apply(
     // Adopt the provider's id if the create's answer was never recorded (or, for
     // CloudPayments, once the order became a transaction). An empty id lends nothing.
     if payment.provider_payment_id.is_none() && !pp.id.is_empty() {
-        tx.exec(
-            "UPDATE payments SET provider_payment_id = $2, updated_at = now() WHERE id = $1",
-            &[&payment.id, &pp.id],
-        )
-        .await?;
+        payments::adopt_provider_id(&tx, payment.id, &pp.id).await?;
     }
 
     let target = pp.status;
@@ -151,7 +149,7 @@ pub async fn apply(
         return Ok(Applied::Unchanged);
     }
 
-    let now: DateTime<Utc> = tx.q_one("SELECT now()", &[]).await?.get(0);
+    let now = store::now(&tx).await?;
     let sub = match payment.subscription_id {
         Some(id) => subscriptions::lock(&tx, id).await?,
         None => None,
@@ -167,34 +165,22 @@ pub async fn apply(
         Some(c) => (Some(c.party.as_str()), Some(c.reason.as_str())),
         None => (None, None),
     };
-    let allowed: Vec<&str> = target.allowed_from().iter().map(|s| s.as_str()).collect();
-    let updated = tx
-        .q_opt(
-            &format!(
-                "UPDATE payments SET status = $2, captured_at = COALESCE($3, captured_at), \
-                 cancellation_party = COALESCE($4, cancellation_party), \
-                 cancellation_reason = COALESCE($5, cancellation_reason), \
-                 payment_method_id = COALESCE(payment_method_id, $6), next_check_at = NULL, \
-                 lease_until = NULL, updated_at = now() \
-                 WHERE id = $1 AND status = ANY($7) RETURNING {}",
-                payments::COLS
-            ),
-            &[
-                &payment.id,
-                &target.as_str(),
-                &pp.captured_at,
-                &party,
-                &reason,
-                &method_id,
-                &allowed,
-            ],
-        )
-        .await?;
-    let Some(row) = updated else {
+    let updated = payments::move_status(
+        &tx,
+        payment.id,
+        &StatusMove {
+            status: target,
+            captured_at: pp.captured_at,
+            cancellation_party: party,
+            cancellation_reason: reason,
+            payment_method_id: method_id,
+        },
+    )
+    .await?;
+    let Some(mut moved) = updated else {
         tx.commit().await?;
         return Ok(Applied::Unchanged);
     };
-    let mut moved = Payment::from_row(&row)?;
 
     let mut refund_after_commit = None;
     match target {
@@ -222,11 +208,7 @@ pub async fn apply(
             match outcome {
                 Granted::Sub(sub, event) => {
                     if moved.subscription_id != Some(sub.id) {
-                        tx.exec(
-                            "UPDATE payments SET subscription_id = $2 WHERE id = $1",
-                            &[&moved.id, &sub.id],
-                        )
-                        .await?;
+                        payments::link_subscription(&tx, moved.id, sub.id).await?;
                         moved.subscription_id = Some(sub.id);
                     }
                     // Any success for a subscription ends its pending dunning retries.
@@ -320,35 +302,20 @@ async fn other_provider_payment(
         ),
         payment.id,
     );
-    let inserted = tx
-        .q_opt(
-            &format!(
-                "INSERT INTO payments (id, user_id, tariff_id, pay_system, kind, status, amount_minor, currency, \
-                 renew, description, provider_idempotence_key, provider_payment_id, captured_at, review_reason, \
-                 livemode) \
-                 VALUES ($1, $2, $3, $4, 'purchase', 'succeeded', $5, $6, false, $7, $8, $9, $10, $11, $12) \
-                 ON CONFLICT DO NOTHING RETURNING {}",
-                payments::COLS
-            ),
-            &[
-                &Uuid::new_v4(),
-                &payment.user_id,
-                &payment.tariff_id,
-                &payment.pay_system.as_str(),
-                &pp.amount.minor(),
-                &pp.amount.currency().code(),
-                &format!("Duplicate charge of payment {}", payment.id),
-                &format!("duplicate:{}", pp.id),
-                &pp.id,
-                &pp.captured_at,
-                &format!("duplicate_charge of payment {}", payment.id),
-                &payment.livemode,
-            ],
-        )
-        .await?;
+    let inserted = payments::insert_duplicate_charge(
+        tx,
+        &DuplicateCharge {
+            of: payment,
+            provider_payment_id: &pp.id,
+            amount: pp.amount,
+            captured_at: pp.captured_at,
+        },
+    )
+    .await?;
     // Already recorded (a repeated notification): its refund exists too.
-    let Some(row) = inserted else { return Ok(None) };
-    let extra = Payment::from_row(&row)?;
+    let Some(extra) = inserted else {
+        return Ok(None);
+    };
     Ok(Some(
         super::refunds::insert_system_refund(tx, &extra, "duplicate_charge").await?,
     ))
@@ -369,25 +336,14 @@ pub async fn renewal_refused(
         Refusal::Method(_) => PARTY_METHOD,
         Refusal::Ours(_) => PARTY_SHOP,
     };
-    let failed = tx
-        .q_opt(
-            &format!(
-                "UPDATE payments SET status = 'failed', cancellation_party = $2, cancellation_reason = $3, \
-                 next_check_at = NULL, lease_until = NULL, updated_at = now() \
-                 WHERE id = $1 AND status = 'pending' AND provider_payment_id IS NULL RETURNING {}",
-                payments::COLS
-            ),
-            &[&payment_id, &party, &refusal.code()],
-        )
-        .await?;
-    let Some(row) = failed else {
+    let failed = payments::fail_refused_create(&tx, payment_id, party, refusal.code()).await?;
+    let Some(payment) = failed else {
         tx.commit().await?;
         return Ok(false);
     };
-    let payment = Payment::from_row(&row)?;
     if let Some(sub_id) = payment.subscription_id {
         if let Some(sub) = subscriptions::lock(&tx, sub_id).await? {
-            let now: DateTime<Utc> = tx.q_one("SELECT now()", &[]).await?.get(0);
+            let now = store::now(&tx).await?;
             renewal_failed(app, &tx, &payment, sub, Failure::Refused(refusal), now).await?;
         }
     }
@@ -401,11 +357,7 @@ async fn flag_for_review(
     reason: &str,
 ) -> Result<(), StoreError> {
     if payment.review_reason.is_none() {
-        tx.execute(
-            "UPDATE payments SET review_reason = $2, updated_at = now() WHERE id = $1",
-            &[&payment.id, &reason],
-        )
-        .await?;
+        payments::set_review_reason(tx, payment.id, reason).await?;
         metrics::counter!("payments_needs_review_total", "provider" => payment.pay_system.as_str())
             .increment(1);
         alert(
@@ -445,16 +397,17 @@ async fn save_method(
     provider_id: &str,
     title: &str,
 ) -> Result<Uuid, StoreError> {
-    let row = tx
-        .q_one(
-            "INSERT INTO payment_methods (id, user_id, pay_system, provider_method_id, title, livemode) \
-             VALUES ($1, $2, $3, $4, $5, $6) \
-             ON CONFLICT (pay_system, provider_method_id) DO UPDATE SET title = EXCLUDED.title \
-             RETURNING id",
-            &[&Uuid::new_v4(), &payment.user_id, &payment.pay_system.as_str(), &provider_id, &title, &payment.livemode],
-        )
-        .await?;
-    Ok(row.get(0))
+    payment_methods::save(
+        tx,
+        &SavedMethod {
+            user_id: payment.user_id,
+            pay_system: payment.pay_system,
+            provider_method_id: provider_id,
+            title,
+            livemode: payment.livemode,
+        },
+    )
+    .await
 }
 
 fn renew_at(app: &App, end: DateTime<Utc>) -> DateTime<Utc> {
@@ -490,75 +443,46 @@ async fn activate_purchase(
                 (live.auto_renew, live.payment_method_id, live.pay_system)
             };
             let next = renew.then(|| renew_at(app, end));
-            let row = tx
-                .q_one(
-                    &format!(
-                        "UPDATE subscriptions SET current_period_end = $2, status = 'active', auto_renew = $3, \
-                         payment_method_id = $4, next_charge_at = $5, renewal_attempts = 0, past_due_since = NULL, \
-                         pay_system = $6, updated_at = now() WHERE id = $1 RETURNING {}",
-                        subscriptions::COLS
-                    ),
-                    &[&live.id, &end, &renew, &method, &next, &pay_system.as_str()],
-                )
+            let extended = subscriptions::extend_purchase(
+                tx,
+                live.id,
+                &Extension {
+                    end,
+                    auto_renew: renew,
+                    payment_method_id: method,
+                    next_charge_at: next,
+                    pay_system,
+                },
+            )
+            .await?;
+            payments::record_paid_period(tx, payment.id, live.current_period_end.max(now), end)
                 .await?;
-            record_paid_period(tx, payment, live.current_period_end.max(now), end).await?;
-            Ok(Granted::Sub(
-                Subscription::from_row(&row)?,
-                EventType::SubscriptionRenewed,
-            ))
+            Ok(Granted::Sub(extended, EventType::SubscriptionRenewed))
         }
         None => {
             let end = tariff.period.add_to(start);
             let next = auto_renew.then(|| renew_at(app, end));
-            let row = tx
-                .q_one(
-                    &format!(
-                        "INSERT INTO subscriptions (id, user_id, tariff_id, pay_system, status, price_minor, currency, \
-                         period_count, period_unit, current_period_start, current_period_end, auto_renew, \
-                         payment_method_id, next_charge_at, livemode) \
-                         VALUES ($1, $2, $3, $4, 'active', $5, $6, $7, $8, $9, $10, $11, $12, $13, $14) RETURNING {}",
-                        subscriptions::COLS
-                    ),
-                    &[
-                        &Uuid::new_v4(),
-                        &payment.user_id,
-                        &payment.tariff_id,
-                        &payment.pay_system.as_str(),
-                        &payment.amount.minor(),
-                        &payment.amount.currency().code(),
-                        &(tariff.period.count as i32),
-                        &tariff.period.unit.as_str(),
-                        &start,
-                        &end,
-                        &auto_renew,
-                        &method_id,
-                        &next,
-                        &payment.livemode,
-                    ],
-                )
-                .await?;
-            record_paid_period(tx, payment, start, end).await?;
-            Ok(Granted::Sub(
-                Subscription::from_row(&row)?,
-                EventType::SubscriptionActivated,
-            ))
+            let created = subscriptions::insert_active(
+                tx,
+                &NewSubscription {
+                    user_id: payment.user_id,
+                    tariff_id: payment.tariff_id,
+                    pay_system: payment.pay_system,
+                    price: payment.amount,
+                    period: tariff.period,
+                    start,
+                    end,
+                    auto_renew,
+                    payment_method_id: method_id,
+                    next_charge_at: next,
+                    livemode: payment.livemode,
+                },
+            )
+            .await?;
+            payments::record_paid_period(tx, payment.id, start, end).await?;
+            Ok(Granted::Sub(created, EventType::SubscriptionActivated))
         }
     }
-}
-
-/// The period a purchase paid, so a later full refund looks it up (`refunds`).
-async fn record_paid_period(
-    tx: &Transaction<'_>,
-    payment: &Payment,
-    start: DateTime<Utc>,
-    end: DateTime<Utc>,
-) -> Result<(), StoreError> {
-    tx.exec(
-        "UPDATE payments SET period_start = $2, period_end = $3 WHERE id = $1",
-        &[&payment.id, &start, &end],
-    )
-    .await?;
-    Ok(())
 }
 
 /// A renewal charge succeeded: the period that starts at the old end is paid.
@@ -605,24 +529,10 @@ async fn renew(
         (period_start, sub.period.add_to(period_start.max(now)))
     };
     // A renewal's period_start is the period it was charged for; its end is recorded now.
-    tx.exec(
-        "UPDATE payments SET period_end = $2 WHERE id = $1",
-        &[&payment.id, &end],
-    )
-    .await?;
+    payments::record_period_end(tx, payment.id, end).await?;
     let next = sub.auto_renew.then(|| renew_at(app, end));
-    let row = tx
-        .q_one(
-            &format!(
-                "UPDATE subscriptions SET status = 'active', current_period_start = $2, current_period_end = $3, \
-                 next_charge_at = $4, renewal_attempts = 0, past_due_since = NULL, ended_at = NULL, updated_at = now() \
-                 WHERE id = $1 RETURNING {}",
-                subscriptions::COLS
-            ),
-            &[&sub.id, &new_start, &end, &next],
-        )
-        .await?;
-    Ok(Granted::Sub(Subscription::from_row(&row)?, status_event))
+    let renewed = subscriptions::renewed(tx, sub.id, new_start, end, next).await?;
+    Ok(Granted::Sub(renewed, status_event))
 }
 
 /// A renewal attempt ended without money: always `past_due` (counted, with the
@@ -653,11 +563,7 @@ async fn renewal_failed(
     metrics::counter!("renewal_failures_total", "why" => label).increment(1);
     if hard {
         if let Some(method) = payment.payment_method_id.or(sub.payment_method_id) {
-            tx.exec(
-                "UPDATE payment_methods SET usable = false, unusable_reason = $2 WHERE id = $1",
-                &[&method, &reason],
-            )
-            .await?;
+            payment_methods::mark_unusable(tx, method, reason).await?;
         }
     }
     let schedule = &app.config.dunning_schedule;
@@ -674,30 +580,15 @@ async fn renewal_failed(
     let next = if hard || !sub.auto_renew {
         None
     } else if ours {
-        let refusals: i64 = tx
-            .q_one(
-                "SELECT count(*) FROM payments WHERE subscription_id = $1 AND kind = 'renewal' \
-                 AND period_start = $2 AND status = 'failed' AND cancellation_party = $3",
-                &[&sub.id, &sub.current_period_end, &PARTY_SHOP],
-            )
-            .await?
-            .get(0);
+        let refusals =
+            payments::count_refused_renewals(tx, sub.id, sub.current_period_end, PARTY_SHOP)
+                .await?;
         let i = (refusals.max(1) as usize - 1).min(schedule.len().saturating_sub(1));
         delay(i)
     } else {
         delay((attempts - 1) as usize)
     };
-    let row = tx
-        .q_one(
-            &format!(
-                "UPDATE subscriptions SET status = 'past_due', past_due_since = COALESCE(past_due_since, now()), \
-                 renewal_attempts = $2, next_charge_at = $3, updated_at = now() WHERE id = $1 RETURNING {}",
-                subscriptions::COLS
-            ),
-            &[&sub.id, &attempts, &next],
-        )
-        .await?;
-    let updated = Subscription::from_row(&row)?;
+    let updated = subscriptions::mark_past_due(tx, sub.id, attempts, next).await?;
     if sub.status == SubscriptionStatus::Active {
         events::record(
             tx,

@@ -5,22 +5,21 @@ use uuid::Uuid;
 
 use crate::app::App;
 use crate::events::{self, EventSubject, EventType};
-use crate::http::error::ApiError;
+use crate::service::BillingError;
 use crate::store::{payments, subscriptions, Subscription};
 
 /// Turns auto-renewal of the user's live subscription on or off, under its row lock.
 /// Repeating the same request changes nothing and publishes nothing.
-pub async fn set_auto_renew(app: &App, user_id: Uuid, on: bool) -> Result<Subscription, ApiError> {
+pub async fn set_auto_renew(
+    app: &App,
+    user_id: Uuid,
+    on: bool,
+) -> Result<Subscription, BillingError> {
     let mut db = app.db.get().await?;
     let tx = db.transaction().await?;
     let sub = subscriptions::lock_live_for_user(&tx, user_id)
         .await?
-        .ok_or_else(|| {
-            ApiError::not_found(
-                "no_active_subscription",
-                "no active or past_due subscription",
-            )
-        })?;
+        .ok_or(BillingError::NoActiveSubscription)?;
     if sub.auto_renew == on {
         tx.commit().await?;
         return Ok(sub);
@@ -33,10 +32,7 @@ pub async fn set_auto_renew(app: &App, user_id: Uuid, on: bool) -> Result<Subscr
             None => false,
         };
         if !usable {
-            return Err(ApiError::conflict(
-                "no_payment_method",
-                "auto-renewal needs a saved, usable payment method: buy with renew=true first",
-            ));
+            return Err(BillingError::NoPaymentMethod);
         }
         let before =
             ChronoDuration::from_std(app.config.renew_before).unwrap_or(ChronoDuration::days(1));

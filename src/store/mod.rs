@@ -1,11 +1,34 @@
 //! Queries that return domain types. Functions take any `GenericClient`, so the
 //! caller decides whether they run inside a transaction.
 
+pub mod idempotency_keys;
+pub mod payment_methods;
 pub mod payments;
+pub mod refunds;
 pub mod subscriptions;
 pub mod tariffs;
 
 pub use deadpool_postgres::GenericClient;
+
+/// A statement kept in a `.sql` file beside its module (`include_str!`, the way
+/// crates.io keeps its long queries), with `{cols}` replaced by the column list the
+/// row type reads. Built once.
+macro_rules! sql_file {
+    ($path:literal, $cols:expr) => {{
+        static SQL: std::sync::LazyLock<String> =
+            std::sync::LazyLock::new(|| include_str!($path).replace("{cols}", $cols));
+        SQL.as_str()
+    }};
+    ($path:literal) => {
+        include_str!($path)
+    };
+}
+pub(crate) use sql_file;
+
+/// The database's clock: every decision about time is taken with it.
+pub async fn now(db: &impl GenericClient) -> Result<chrono::DateTime<chrono::Utc>, StoreError> {
+    Ok(db.q_one("SELECT now()", &[]).await?.try_get(0)?)
+}
 
 /// Queries through the connection's prepared-statement cache: one round trip per
 /// query instead of two (tokio-postgres prepares an unnamed statement first when

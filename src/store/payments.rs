@@ -3,6 +3,7 @@ use serde::Serialize;
 use tokio_postgres::Row;
 use uuid::Uuid;
 
+pub use super::payment_methods::{get as get_method, PaymentMethod};
 use super::{parse_col, GenericClient, StoreError};
 use crate::domain::{Currency, Money, PaySystem, PaymentStatus};
 use crate::store::Cached as _;
@@ -164,41 +165,345 @@ pub async fn list_for_user(
     Ok((payments, total))
 }
 
-#[derive(Debug, Clone, Serialize)]
-pub struct PaymentMethod {
+// --- service: purchase ---
+
+/// A purchase to record before the provider is called.
+#[derive(Debug, Clone)]
+pub struct NewPurchase<'a> {
     pub id: Uuid,
     pub user_id: Uuid,
+    pub tariff_id: Uuid,
     pub pay_system: PaySystem,
-    #[serde(skip)]
-    pub provider_method_id: String,
-    pub title: String,
-    pub usable: bool,
-    pub unusable_reason: Option<String>,
-    pub created_at: DateTime<Utc>,
+    pub amount: Money,
+    pub renew: bool,
+    pub return_url: Option<&'a str>,
+    pub description: &'a str,
+    pub provider_idempotence_key: &'a str,
+    pub livemode: bool,
+    /// The reconciler's first look, if no notification came.
+    pub check_after: std::time::Duration,
 }
 
-impl PaymentMethod {
-    pub fn from_row(row: &Row) -> Result<PaymentMethod, StoreError> {
-        Ok(PaymentMethod {
-            id: row.try_get("id")?,
-            user_id: row.try_get("user_id")?,
-            pay_system: parse_col(row, "pay_system")?,
-            provider_method_id: row.try_get("provider_method_id")?,
-            title: row.try_get("title")?,
-            usable: row.try_get("usable")?,
-            unusable_reason: row.try_get("unusable_reason")?,
-            created_at: row.try_get("created_at")?,
-        })
-    }
+pub async fn insert_purchase(
+    db: &impl GenericClient,
+    p: &NewPurchase<'_>,
+) -> Result<Payment, StoreError> {
+    let sql = super::sql_file!("payments/insert_purchase.sql", COLS);
+    let row = db
+        .query_one(
+            sql,
+            &[
+                &p.id,
+                &p.user_id,
+                &p.tariff_id,
+                &p.pay_system.as_str(),
+                &p.amount.minor(),
+                &p.amount.currency().code(),
+                &p.renew,
+                &p.return_url,
+                &p.description,
+                &p.provider_idempotence_key,
+                &p.livemode,
+                &p.check_after.as_secs_f64(),
+            ],
+        )
+        .await?;
+    Payment::from_row(&row)
 }
 
-pub async fn get_method(
+/// A renewal of this subscription is being charged (and not held for review).
+pub async fn renewal_in_flight(
+    db: &impl GenericClient,
+    subscription_id: Uuid,
+) -> Result<bool, StoreError> {
+    Ok(db
+        .query_one(
+            "SELECT EXISTS (SELECT 1 FROM payments WHERE subscription_id = $1 AND kind = 'renewal' \
+             AND status IN ('pending', 'waiting_for_capture') AND review_reason IS NULL)",
+            &[&subscription_id],
+        )
+        .await?
+        .get(0))
+}
+
+/// The provider's answer to a create: its id (an empty one, a CloudPayments order,
+/// leaves the column for settle to fill) and where to send the viewer.
+pub async fn record_create_answer(
     db: &impl GenericClient,
     id: Uuid,
-) -> Result<Option<PaymentMethod>, StoreError> {
-    db.q_opt("SELECT * FROM payment_methods WHERE id = $1", &[&id])
+    provider_payment_id: &str,
+    confirmation_url: Option<&str>,
+) -> Result<(), StoreError> {
+    db.execute(
+        "UPDATE payments SET provider_payment_id = COALESCE(provider_payment_id, NULLIF($2, '')), \
+         confirmation_url = $3, updated_at = now() WHERE id = $1",
+        &[&id, &provider_payment_id, &confirmation_url],
+    )
+    .await?;
+    Ok(())
+}
+
+/// The provider refused the create: a pending purchase ends `failed`.
+pub async fn fail_pending_purchase(db: &impl GenericClient, id: Uuid) -> Result<(), StoreError> {
+    db.execute(
+        "UPDATE payments SET status = 'failed', updated_at = now() WHERE id = $1 AND status = 'pending'",
+        &[&id],
+    )
+    .await?;
+    Ok(())
+}
+
+// --- service: refunds ---
+
+/// Records money gone back. Forward only, in SQL too: a payment is refunded only
+/// after it succeeded (`None` otherwise).
+pub async fn record_refunded(
+    db: &impl GenericClient,
+    id: Uuid,
+    refunded_minor: i64,
+    status: PaymentStatus,
+) -> Result<Option<Payment>, StoreError> {
+    let sql = format!(
+        "UPDATE payments SET refunded_minor = $2, status = $3, updated_at = now() \
+         WHERE id = $1 AND status IN ('succeeded', 'partially_refunded', 'refunded') RETURNING {COLS}"
+    );
+    db.query_opt(&sql, &[&id, &refunded_minor, &status.as_str()])
         .await?
         .as_ref()
-        .map(PaymentMethod::from_row)
+        .map(Payment::from_row)
         .transpose()
+}
+
+/// The end of the period the payment paid (if recorded), and the database's now.
+pub async fn paid_period_end(
+    db: &impl GenericClient,
+    id: Uuid,
+) -> Result<(Option<DateTime<Utc>>, DateTime<Utc>), StoreError> {
+    let row = db
+        .query_one(
+            "SELECT period_end, now() FROM payments WHERE id = $1",
+            &[&id],
+        )
+        .await?;
+    Ok((row.try_get(0)?, row.try_get(1)?))
+}
+
+/// Another payment of the subscription, made after `after`, paid for the period in use
+/// (for payments made before periods were recorded).
+pub async fn later_payment_pays_now(
+    db: &impl GenericClient,
+    subscription_id: Uuid,
+    except: Uuid,
+    after: DateTime<Utc>,
+) -> Result<bool, StoreError> {
+    Ok(db
+        .query_one(
+            "SELECT EXISTS (SELECT 1 FROM payments WHERE subscription_id = $1 AND id <> $2 \
+             AND created_at > $3 AND status IN ('succeeded', 'partially_refunded') \
+             AND (period_start IS NULL OR period_start <= now()))",
+            &[&subscription_id, &except, &after],
+        )
+        .await?
+        .try_get(0)?)
+}
+
+/// Where the paid period ending at `end` began, by the newest other payment for it.
+pub async fn period_start_ending_at(
+    db: &impl GenericClient,
+    subscription_id: Uuid,
+    except: Uuid,
+    end: DateTime<Utc>,
+) -> Result<Option<DateTime<Utc>>, StoreError> {
+    Ok(db
+        .query_opt(
+            "SELECT period_start FROM payments WHERE subscription_id = $1 AND id <> $2 AND period_end = $3 \
+             AND period_start < $3 AND status IN ('succeeded', 'partially_refunded') \
+             ORDER BY created_at DESC LIMIT 1",
+            &[&subscription_id, &except, &end],
+        )
+        .await?
+        .map(|r| r.get(0)))
+}
+
+// --- service: settle ---
+
+/// The provider's id, adopted when the create's answer was never recorded.
+pub async fn adopt_provider_id(
+    db: &impl GenericClient,
+    id: Uuid,
+    provider_payment_id: &str,
+) -> Result<(), StoreError> {
+    db.exec(
+        "UPDATE payments SET provider_payment_id = $2, updated_at = now() WHERE id = $1",
+        &[&id, &provider_payment_id],
+    )
+    .await?;
+    Ok(())
+}
+
+/// A move to the provider's status.
+#[derive(Debug, Clone)]
+pub struct StatusMove<'a> {
+    pub status: PaymentStatus,
+    pub captured_at: Option<DateTime<Utc>>,
+    pub cancellation_party: Option<&'a str>,
+    pub cancellation_reason: Option<&'a str>,
+    /// The method saved by this payment, if it saved one.
+    pub payment_method_id: Option<Uuid>,
+}
+
+/// Moves the payment forward only (from a status `m.status` may follow); `None` when
+/// it may not move.
+pub async fn move_status(
+    db: &impl GenericClient,
+    id: Uuid,
+    m: &StatusMove<'_>,
+) -> Result<Option<Payment>, StoreError> {
+    let allowed: Vec<&str> = m.status.allowed_from().iter().map(|s| s.as_str()).collect();
+    db.q_opt(
+        super::sql_file!("payments/move_status.sql", COLS),
+        &[
+            &id,
+            &m.status.as_str(),
+            &m.captured_at,
+            &m.cancellation_party,
+            &m.cancellation_reason,
+            &m.payment_method_id,
+            &allowed,
+        ],
+    )
+    .await?
+    .as_ref()
+    .map(Payment::from_row)
+    .transpose()
+}
+
+pub async fn link_subscription(
+    db: &impl GenericClient,
+    id: Uuid,
+    subscription_id: Uuid,
+) -> Result<(), StoreError> {
+    db.exec(
+        "UPDATE payments SET subscription_id = $2 WHERE id = $1",
+        &[&id, &subscription_id],
+    )
+    .await?;
+    Ok(())
+}
+
+/// A second charge the provider made for `of`.
+#[derive(Debug, Clone)]
+pub struct DuplicateCharge<'a> {
+    pub of: &'a Payment,
+    pub provider_payment_id: &'a str,
+    pub amount: Money,
+    pub captured_at: Option<DateTime<Utc>>,
+}
+
+/// Records it as a payment of its own; `None` if it was recorded already.
+pub async fn insert_duplicate_charge(
+    db: &impl GenericClient,
+    d: &DuplicateCharge<'_>,
+) -> Result<Option<Payment>, StoreError> {
+    let of = d.of;
+    db.q_opt(
+        super::sql_file!("payments/insert_duplicate_charge.sql", COLS),
+        &[
+            &Uuid::new_v4(),
+            &of.user_id,
+            &of.tariff_id,
+            &of.pay_system.as_str(),
+            &d.amount.minor(),
+            &d.amount.currency().code(),
+            &format!("Duplicate charge of payment {}", of.id),
+            &format!("duplicate:{}", d.provider_payment_id),
+            &d.provider_payment_id,
+            &d.captured_at,
+            &format!("duplicate_charge of payment {}", of.id),
+            &of.livemode,
+        ],
+    )
+    .await?
+    .as_ref()
+    .map(Payment::from_row)
+    .transpose()
+}
+
+/// A renewal create refused by the provider: `failed` with whose fault and the code.
+/// `None` unless it was still an unanswered pending create.
+pub async fn fail_refused_create(
+    db: &impl GenericClient,
+    id: Uuid,
+    party: &str,
+    code: &str,
+) -> Result<Option<Payment>, StoreError> {
+    let sql = format!(
+        "UPDATE payments SET status = 'failed', cancellation_party = $2, cancellation_reason = $3, \
+         next_check_at = NULL, lease_until = NULL, updated_at = now() \
+         WHERE id = $1 AND status = 'pending' AND provider_payment_id IS NULL RETURNING {COLS}"
+    );
+    db.q_opt(&sql, &[&id, &party, &code])
+        .await?
+        .as_ref()
+        .map(Payment::from_row)
+        .transpose()
+}
+
+pub async fn set_review_reason(
+    db: &impl GenericClient,
+    id: Uuid,
+    reason: &str,
+) -> Result<(), StoreError> {
+    db.execute(
+        "UPDATE payments SET review_reason = $2, updated_at = now() WHERE id = $1",
+        &[&id, &reason],
+    )
+    .await?;
+    Ok(())
+}
+
+/// The period this payment paid.
+pub async fn record_paid_period(
+    db: &impl GenericClient,
+    id: Uuid,
+    start: DateTime<Utc>,
+    end: DateTime<Utc>,
+) -> Result<(), StoreError> {
+    db.exec(
+        "UPDATE payments SET period_start = $2, period_end = $3 WHERE id = $1",
+        &[&id, &start, &end],
+    )
+    .await?;
+    Ok(())
+}
+
+/// The end of the period a renewal paid (its start was set when it was charged).
+pub async fn record_period_end(
+    db: &impl GenericClient,
+    id: Uuid,
+    end: DateTime<Utc>,
+) -> Result<(), StoreError> {
+    db.exec(
+        "UPDATE payments SET period_end = $2 WHERE id = $1",
+        &[&id, &end],
+    )
+    .await?;
+    Ok(())
+}
+
+/// Renewal creates for this period that the provider refused with `party` to blame.
+pub async fn count_refused_renewals(
+    db: &impl GenericClient,
+    subscription_id: Uuid,
+    period_start: DateTime<Utc>,
+    party: &str,
+) -> Result<i64, StoreError> {
+    Ok(db
+        .q_one(
+            "SELECT count(*) FROM payments WHERE subscription_id = $1 AND kind = 'renewal' \
+             AND period_start = $2 AND status = 'failed' AND cancellation_party = $3",
+            &[&subscription_id, &period_start, &party],
+        )
+        .await?
+        .try_get(0)?)
 }

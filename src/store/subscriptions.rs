@@ -120,3 +120,143 @@ pub async fn set_auto_renew(
     );
     Subscription::from_row(&db.q_one(&sql, &[&id, &on, &next_charge_at]).await?)
 }
+
+// --- service: refunds ---
+
+/// The period in use was refunded: canceled now, auto-renew off.
+pub async fn cancel_refunded(
+    db: &impl GenericClient,
+    id: Uuid,
+) -> Result<Subscription, StoreError> {
+    let sql = format!(
+        "UPDATE subscriptions SET status = 'canceled', auto_renew = false, next_charge_at = NULL, \
+         ended_at = now(), current_period_end = GREATEST(current_period_start + interval '1 second', \
+         LEAST(current_period_end, now())), updated_at = now() WHERE id = $1 RETURNING {COLS}"
+    );
+    Subscription::from_row(&db.query_one(&sql, &[&id]).await?)
+}
+
+/// A prepaid period was refunded: the period moves back, auto-renew off.
+pub async fn move_period_back(
+    db: &impl GenericClient,
+    id: Uuid,
+    start: DateTime<Utc>,
+    end: DateTime<Utc>,
+) -> Result<Subscription, StoreError> {
+    let sql = format!(
+        "UPDATE subscriptions SET current_period_start = $2, current_period_end = $3, \
+         auto_renew = false, next_charge_at = NULL, updated_at = now() WHERE id = $1 RETURNING {COLS}"
+    );
+    Subscription::from_row(&db.query_one(&sql, &[&id, &start, &end]).await?)
+}
+
+// --- service: settle ---
+
+/// A subscription a first purchase starts.
+#[derive(Debug, Clone)]
+pub struct NewSubscription {
+    pub user_id: Uuid,
+    pub tariff_id: Uuid,
+    pub pay_system: PaySystem,
+    pub price: Money,
+    pub period: Period,
+    pub start: DateTime<Utc>,
+    pub end: DateTime<Utc>,
+    pub auto_renew: bool,
+    pub payment_method_id: Option<Uuid>,
+    pub next_charge_at: Option<DateTime<Utc>>,
+    pub livemode: bool,
+}
+
+pub async fn insert_active(
+    db: &impl GenericClient,
+    s: &NewSubscription,
+) -> Result<Subscription, StoreError> {
+    let row = db
+        .q_one(
+            super::sql_file!("subscriptions/insert_active.sql", COLS),
+            &[
+                &Uuid::new_v4(),
+                &s.user_id,
+                &s.tariff_id,
+                &s.pay_system.as_str(),
+                &s.price.minor(),
+                &s.price.currency().code(),
+                &(s.period.count as i32),
+                &s.period.unit.as_str(),
+                &s.start,
+                &s.end,
+                &s.auto_renew,
+                &s.payment_method_id,
+                &s.next_charge_at,
+                &s.livemode,
+            ],
+        )
+        .await?;
+    Subscription::from_row(&row)
+}
+
+/// The same tariff bought again.
+#[derive(Debug, Clone)]
+pub struct Extension {
+    pub end: DateTime<Utc>,
+    pub auto_renew: bool,
+    pub payment_method_id: Option<Uuid>,
+    pub next_charge_at: Option<DateTime<Utc>>,
+    pub pay_system: PaySystem,
+}
+
+pub async fn extend_purchase(
+    db: &impl GenericClient,
+    id: Uuid,
+    e: &Extension,
+) -> Result<Subscription, StoreError> {
+    let row = db
+        .q_one(
+            super::sql_file!("subscriptions/extend_purchase.sql", COLS),
+            &[
+                &id,
+                &e.end,
+                &e.auto_renew,
+                &e.payment_method_id,
+                &e.next_charge_at,
+                &e.pay_system.as_str(),
+            ],
+        )
+        .await?;
+    Subscription::from_row(&row)
+}
+
+/// A renewal paid the period `start`..`end`.
+pub async fn renewed(
+    db: &impl GenericClient,
+    id: Uuid,
+    start: DateTime<Utc>,
+    end: DateTime<Utc>,
+    next_charge_at: Option<DateTime<Utc>>,
+) -> Result<Subscription, StoreError> {
+    let row = db
+        .q_one(
+            super::sql_file!("subscriptions/renewed.sql", COLS),
+            &[&id, &start, &end, &next_charge_at],
+        )
+        .await?;
+    Subscription::from_row(&row)
+}
+
+/// A renewal attempt ended without money.
+pub async fn mark_past_due(
+    db: &impl GenericClient,
+    id: Uuid,
+    renewal_attempts: i32,
+    next_charge_at: Option<DateTime<Utc>>,
+) -> Result<Subscription, StoreError> {
+    let sql = format!(
+        "UPDATE subscriptions SET status = 'past_due', past_due_since = COALESCE(past_due_since, now()), \
+         renewal_attempts = $2, next_charge_at = $3, updated_at = now() WHERE id = $1 RETURNING {COLS}"
+    );
+    let row = db
+        .q_one(&sql, &[&id, &renewal_attempts, &next_charge_at])
+        .await?;
+    Subscription::from_row(&row)
+}

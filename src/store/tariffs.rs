@@ -82,3 +82,81 @@ pub async fn list_pay_systems(db: &impl GenericClient) -> Result<Vec<PaySystemRo
         })
         .collect()
 }
+
+// --- http: admin ---
+
+/// Every tariff, live ones first.
+pub async fn list_all(db: &impl GenericClient) -> Result<Vec<Tariff>, StoreError> {
+    let sql =
+        format!("SELECT {TARIFF_COLS} FROM tariffs ORDER BY archived_at NULLS FIRST, price_minor");
+    db.query(&sql, &[])
+        .await?
+        .iter()
+        .map(Tariff::from_row)
+        .collect()
+}
+
+#[derive(Debug, Clone)]
+pub struct NewTariffRow<'a> {
+    pub id: Uuid,
+    pub alias: &'a str,
+    pub name: &'a str,
+    pub description: &'a str,
+    pub price: Money,
+    pub period: Period,
+}
+
+/// The new tariff, or `None` when its alias is taken.
+pub async fn insert(
+    db: &impl GenericClient,
+    t: &NewTariffRow<'_>,
+) -> Result<Option<Tariff>, StoreError> {
+    let sql = format!(
+        "INSERT INTO tariffs (id, alias, name, description, price_minor, currency, period_count, period_unit) \
+         VALUES ($1, $2, $3, $4, $5, $6, $7, $8) ON CONFLICT (alias) DO NOTHING RETURNING {TARIFF_COLS}"
+    );
+    db.query_opt(
+        &sql,
+        &[
+            &t.id,
+            &t.alias,
+            &t.name,
+            &t.description,
+            &t.price.minor(),
+            &t.price.currency().code(),
+            &(t.period.count as i32),
+            &t.period.unit.as_str(),
+        ],
+    )
+    .await?
+    .as_ref()
+    .map(Tariff::from_row)
+    .transpose()
+}
+
+/// What may change on a tariff; `None` keeps the field.
+#[derive(Debug, Clone, Default)]
+pub struct TariffChange<'a> {
+    pub name: Option<&'a str>,
+    pub description: Option<&'a str>,
+    /// Archive (true) or put back on sale (false).
+    pub archived: Option<bool>,
+}
+
+/// The changed tariff, or `None` when there is no such tariff.
+pub async fn change(
+    db: &impl GenericClient,
+    id: Uuid,
+    c: &TariffChange<'_>,
+) -> Result<Option<Tariff>, StoreError> {
+    let sql = format!(
+        "UPDATE tariffs SET name = COALESCE($2, name), description = COALESCE($3, description), \
+         archived_at = CASE WHEN $4::bool IS NULL THEN archived_at WHEN $4 THEN COALESCE(archived_at, now()) END, \
+         updated_at = now() WHERE id = $1 RETURNING {TARIFF_COLS}"
+    );
+    db.query_opt(&sql, &[&id, &c.name, &c.description, &c.archived])
+        .await?
+        .as_ref()
+        .map(Tariff::from_row)
+        .transpose()
+}

@@ -9,23 +9,23 @@ use warp::reply::Response;
 use warp::Reply;
 
 use super::account::{pagination, parse_uuid, subscription_view};
-use super::views::{rfc3339, PaymentView};
-use super::{json as reply, ok};
+use super::views::{rfc3339, PaymentView, RefundView};
+use super::{json as reply, keyed, ok};
 use crate::app::App;
 use crate::domain::{Money, Period};
 use crate::http::auth::{require_superuser, User};
 use crate::http::body;
 use crate::http::error::ApiError;
 use crate::service::idempotency::IdempotencyKey;
-use crate::service::{refunds, webhooks};
-use crate::store::{payments, subscriptions, PaymentMethod, Tariff};
+use crate::service::refunds::{self, RefundRequest};
+use crate::service::{webhooks, BillingError};
+use crate::store::refunds::Refund;
+use crate::store::tariffs::{NewTariffRow, TariffChange};
+use crate::store::{self, payments, subscriptions, tariffs, Tariff};
 
 fn admin(app: &App, auth: Option<String>) -> Result<User, ApiError> {
     require_superuser(app.keys.authenticate(auth.as_deref())?)
 }
-
-const TARIFF_COLS: &str =
-    "id, alias, name, description, price_minor, currency, period_count, period_unit, archived_at";
 
 #[utoipa::path(
     get,
@@ -43,19 +43,7 @@ const TARIFF_COLS: &str =
 )]
 pub async fn tariffs_list(app: App, auth: Option<String>) -> Result<Response, ApiError> {
     admin(&app, auth)?;
-    let db = app.db.get().await?;
-    let rows = db
-        .query(
-            &format!(
-                "SELECT {TARIFF_COLS} FROM tariffs ORDER BY archived_at NULLS FIRST, price_minor"
-            ),
-            &[],
-        )
-        .await?;
-    let list: Vec<Tariff> = rows
-        .iter()
-        .map(Tariff::from_row)
-        .collect::<Result<_, _>>()?;
+    let list: Vec<Tariff> = tariffs::list_all(&app.db.get().await?).await?;
     Ok(ok(&list))
 }
 
@@ -129,27 +117,25 @@ pub async fn tariff_create(
     }
     let period = Period::new(t.period.count, t.period.unit)
         .map_err(|e| ApiError::bad_request("bad_field", e))?;
-    let db = app.db.get().await?;
-    let row = db
-        .query_opt(
-            &format!(
-                "INSERT INTO tariffs (id, alias, name, description, price_minor, currency, period_count, period_unit) \
-                 VALUES ($1, $2, $3, $4, $5, $6, $7, $8) ON CONFLICT (alias) DO NOTHING RETURNING {TARIFF_COLS}"
-            ),
-            &[
-                &Uuid::new_v4(),
-                &t.alias,
-                &t.name.trim(),
-                &t.description,
-                &t.price.minor(),
-                &t.price.currency().code(),
-                &(period.count as i32),
-                &period.unit.as_str(),
-            ],
+    let created = tariffs::insert(
+        &app.db.get().await?,
+        &NewTariffRow {
+            id: Uuid::new_v4(),
+            alias: &t.alias,
+            name: t.name.trim(),
+            description: &t.description,
+            price: t.price,
+            period,
+        },
+    )
+    .await?
+    .ok_or_else(|| {
+        ApiError::conflict(
+            "alias_taken",
+            format!("a tariff with alias {:?} exists", t.alias),
         )
-        .await?
-        .ok_or_else(|| ApiError::conflict("alias_taken", format!("a tariff with alias {:?} exists", t.alias)))?;
-    Ok(reply(StatusCode::CREATED, &Tariff::from_row(&row)?))
+    })?;
+    Ok(reply(StatusCode::CREATED, &created))
 }
 
 /// Price and period never change (409 `tariff_immutable`): archive the tariff and
@@ -207,19 +193,18 @@ pub async fn tariff_patch(
     if let Some(n) = &patch.name {
         check_text("name", n, 200)?;
     }
-    let db = app.db.get().await?;
-    let row = db
-        .query_opt(
-            &format!(
-                "UPDATE tariffs SET name = COALESCE($2, name), description = COALESCE($3, description), \
-                 archived_at = CASE WHEN $4::bool IS NULL THEN archived_at WHEN $4 THEN COALESCE(archived_at, now()) END, \
-                 updated_at = now() WHERE id = $1 RETURNING {TARIFF_COLS}"
-            ),
-            &[&id, &patch.name.as_deref().map(str::trim), &patch.description, &patch.archived],
-        )
-        .await?
-        .ok_or_else(|| ApiError::not_found("tariff_not_found", "no such tariff"))?;
-    Ok(ok(&Tariff::from_row(&row)?))
+    let changed = tariffs::change(
+        &app.db.get().await?,
+        id,
+        &TariffChange {
+            name: patch.name.as_deref().map(str::trim),
+            description: patch.description.as_deref(),
+            archived: patch.archived,
+        },
+    )
+    .await?
+    .ok_or_else(|| ApiError::not_found("tariff_not_found", "no such tariff"))?;
+    Ok(ok(&changed))
 }
 
 #[utoipa::path(
@@ -235,7 +220,7 @@ pub async fn tariff_patch(
     request_body = crate::service::refunds::RefundRequest,
     security(("jwt" = [])),
     responses(
-        (status = 201, description = "The refund", body = crate::service::refunds::RefundView),
+        (status = 201, description = "The refund", body = crate::http::handlers::views::RefundView),
         (status = 400, description = "`bad_uuid`, `bad_json`, `bad_body`, `bad_reason` (1..=500 characters), `currency_mismatch`, `bad_idempotency_key`", body = crate::http::error::ErrorBody),
         (status = 401, description = "`unauthorized`: missing or invalid access token", body = crate::http::error::ErrorBody),
         (status = 403, description = "`forbidden`: not a superuser", body = crate::http::error::ErrorBody),
@@ -257,8 +242,15 @@ pub async fn refund(
     let user = admin(&app, auth)?;
     let payment_id = parse_uuid(&id, "payment id")?;
     let key = key.as_deref().map(IdempotencyKey::parse).transpose()?;
-    let (status, body) = refunds::admin_refund(&app, user.id, payment_id, &raw, key).await?;
-    Ok(reply(status, &body))
+    let req: RefundRequest = body::json(&raw)?;
+    let render = |outcome: &Result<Refund, BillingError>| {
+        ApiError::stored(outcome.as_ref().map(RefundView::from), StatusCode::CREATED)
+    };
+    let answer = refunds::admin_refund(&app, user.id, payment_id, req, key, &render).await?;
+    Ok(keyed(
+        StatusCode::CREATED,
+        answer.map(|r| RefundView::from(&r)),
+    ))
 }
 
 #[utoipa::path(
@@ -289,16 +281,12 @@ pub async fn user(app: App, user_id: String, auth: Option<String>) -> Result<Res
     };
     let (payments, total) = payments::list_for_user(&db, user_id, 100, 0).await?;
     let payments: Vec<PaymentView> = payments.iter().map(PaymentView::from).collect();
-    let refunds = refunds::list(&db, "p.user_id = $1", &user_id).await?;
-    let methods: Vec<PaymentMethod> = db
-        .query(
-            "SELECT * FROM payment_methods WHERE user_id = $1 ORDER BY created_at DESC",
-            &[&user_id],
-        )
+    let refunds: Vec<RefundView> = store::refunds::list_for_user(&db, user_id)
         .await?
         .iter()
-        .map(PaymentMethod::from_row)
-        .collect::<Result<_, _>>()?;
+        .map(RefundView::from)
+        .collect();
+    let methods = store::payment_methods::of_user(&db, user_id).await?;
     Ok(ok(&json!({
         "user_id": user_id,
         "subscription": subscription,

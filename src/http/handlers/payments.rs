@@ -8,12 +8,14 @@ use warp::http::{HeaderMap, StatusCode};
 use warp::reply::Response;
 
 use super::json as reply_json;
+use super::keyed;
 use crate::app::App;
 use crate::domain::PaySystem;
 use crate::http::error::ApiError;
 use crate::http::{body, webhook_auth};
-use crate::service::purchase::{self, BuyRequest, IdempotencyKey};
+use crate::service::purchase::{self, BuyRequest, BuyResponse, IdempotencyKey};
 use crate::service::webhooks::{self, InboxStatus, Incoming};
+use crate::service::BillingError;
 
 #[utoipa::path(
     post,
@@ -55,8 +57,13 @@ pub async fn buy(
     })?;
     let key = key.as_deref().map(IdempotencyKey::parse).transpose()?;
     let req: BuyRequest = body::json(&raw)?;
-    let (status, body) = purchase::buy(&app, user.id, system, req, key).await?;
-    Ok(reply_json(status, &body))
+    let render = |outcome: &Result<BuyResponse, BillingError>| {
+        ApiError::stored(outcome.as_ref(), StatusCode::CREATED)
+    };
+    Ok(keyed(
+        StatusCode::CREATED,
+        purchase::buy(&app, user.id, system, req, key, &render).await?,
+    ))
 }
 
 /// What became of an accepted notification: `processed`, `ignored`, `failed`, or

@@ -122,3 +122,30 @@ impl From<&Payment> for PaymentView {
         }
     }
 }
+
+/// A refund, as operators see it.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct RefundView {
+    pub id: Uuid,
+    pub payment_id: Uuid,
+    pub amount: Money,
+    pub status: crate::domain::RefundStatus,
+    pub reason: String,
+    pub initiated_by: String,
+    #[schema(format = DateTime)]
+    pub created_at: String,
+}
+
+impl From<&crate::store::refunds::Refund> for RefundView {
+    fn from(r: &crate::store::refunds::Refund) -> Self {
+        RefundView {
+            id: r.id,
+            payment_id: r.payment_id,
+            amount: r.amount,
+            status: r.status,
+            reason: r.reason.clone(),
+            initiated_by: r.initiated_by.clone(),
+            created_at: rfc3339(r.created_at),
+        }
+    }
+}

@@ -1,0 +1,93 @@
+//! The service layer's one error: each variant names a business outcome a caller
+//! can act on. Only `http::error` turns them into status codes.
+
+use crate::domain::{PaySystem, PaymentStatus};
+use crate::providers::ProviderError;
+use crate::store::StoreError;
+
+#[derive(Debug, thiserror::Error)]
+pub enum BillingError {
+    #[error(transparent)]
+    Store(#[from] StoreError),
+
+    // Input the caller sent.
+    #[error("Idempotency-Key must be 1..=255 printable ASCII characters")]
+    BadIdempotencyKey,
+    #[error("return_url {0}")]
+    BadReturnUrl(&'static str),
+    #[error("return_url origin {0} is not allowed")]
+    ReturnUrlNotAllowed(String),
+    #[error("reason must be 1..=500 characters")]
+    BadRefundReason,
+    #[error("refund currency differs from the payment's")]
+    CurrencyMismatch,
+
+    // What the caller asked for does not exist.
+    #[error("{0} is not enabled")]
+    PaySystemNotEnabled(PaySystem),
+    #[error("no such tariff on sale")]
+    TariffNotFound,
+    #[error("no such payment")]
+    PaymentNotFound,
+    #[error("no active or past_due subscription")]
+    NoActiveSubscription,
+
+    // The state does not allow it.
+    #[error("another tariff is active; cancel it and wait for it to end, or buy the same tariff to extend it")]
+    TariffConflict,
+    #[error("a renewal of this subscription is being charged")]
+    RenewalPending,
+    #[error("auto-renewal needs a saved, usable payment method: buy with renew=true first")]
+    NoPaymentMethod,
+    #[error("a {0} payment cannot be refunded")]
+    PaymentNotRefundable(PaymentStatus),
+    /// What is left to refund, in minor units.
+    #[error("at most {} can be refunded", crate::domain::money::format_minor(*.0))]
+    RefundExceedsRemaining(i64),
+    #[error("this Idempotency-Key was used with a different request")]
+    IdempotencyKeyReused,
+    #[error("a request with this Idempotency-Key is still running")]
+    RequestInProgress,
+
+    // The provider.
+    /// Unreachable, or its answer is unknown: the work is kept and resumed with the same key.
+    #[error("{0}")]
+    ProviderUnavailable(&'static str),
+    /// The provider refused the payment for good: it ended `failed`.
+    #[error("the payment provider refused the payment")]
+    PaymentRefused,
+    /// The provider refused the refund for good: it ended `canceled`.
+    #[error("the provider refused the refund: {0}")]
+    RefundRefused(String),
+
+    /// A broken invariant of ours (a bug), never the caller's fault.
+    #[error("internal: {0}")]
+    Internal(String),
+}
+
+impl BillingError {
+    pub fn internal(what: impl std::fmt::Display) -> Self {
+        BillingError::Internal(what.to_string())
+    }
+}
+
+impl From<tokio_postgres::Error> for BillingError {
+    fn from(e: tokio_postgres::Error) -> Self {
+        BillingError::Store(e.into())
+    }
+}
+
+impl From<deadpool_postgres::PoolError> for BillingError {
+    fn from(e: deadpool_postgres::PoolError) -> Self {
+        BillingError::Store(e.into())
+    }
+}
+
+/// A provider error reaching a use case that has no better name for it: the outcome
+/// is treated as unknown (a definite refusal is named by the use case itself).
+impl From<ProviderError> for BillingError {
+    fn from(e: ProviderError) -> Self {
+        tracing::warn!(error = %e, "provider error");
+        BillingError::ProviderUnavailable("the payment provider is unavailable; retry later")
+    }
+}

@@ -1,0 +1,213 @@
+//! `refunds`: one row per refund we asked for (or found made in the provider's
+//! dashboard), with its provider idempotence key.
+
+use chrono::{DateTime, Utc};
+use tokio_postgres::Row;
+use uuid::Uuid;
+
+use super::{parse_col, GenericClient, StoreError};
+use crate::domain::{Currency, Money, PaySystem, RefundStatus};
+
+// --- service: refunds ---
+
+/// A refund as operators and viewers see it.
+#[derive(Debug, Clone)]
+pub struct Refund {
+    pub id: Uuid,
+    pub payment_id: Uuid,
+    pub amount: Money,
+    pub status: RefundStatus,
+    pub reason: String,
+    pub initiated_by: String,
+    pub created_at: DateTime<Utc>,
+}
+
+impl Refund {
+    fn from_row(r: &Row) -> Result<Refund, StoreError> {
+        let currency: Currency = parse_col(r, "currency")?;
+        Ok(Refund {
+            id: r.try_get("id")?,
+            payment_id: r.try_get("payment_id")?,
+            amount: Money::new(r.try_get("amount_minor")?, currency),
+            status: parse_col(r, "status")?,
+            reason: r.try_get("reason")?,
+            initiated_by: r.try_get("initiated_by")?,
+            created_at: r.try_get("created_at")?,
+        })
+    }
+}
+
+const VIEW: &str = "SELECT r.id, r.payment_id, r.amount_minor, r.currency, r.status, r.reason, \
+    r.initiated_by, r.created_at FROM refunds r";
+
+pub async fn get(db: &impl GenericClient, id: Uuid) -> Result<Option<Refund>, StoreError> {
+    db.query_opt(&format!("{VIEW} WHERE r.id = $1"), &[&id])
+        .await?
+        .as_ref()
+        .map(Refund::from_row)
+        .transpose()
+}
+
+/// The user's refunds, newest first (at most 200).
+pub async fn list_for_user(
+    db: &impl GenericClient,
+    user_id: Uuid,
+) -> Result<Vec<Refund>, StoreError> {
+    db.query(
+        &format!(
+            "{VIEW} JOIN payments p ON p.id = r.payment_id WHERE p.user_id = $1 \
+             ORDER BY r.created_at DESC LIMIT 200"
+        ),
+        &[&user_id],
+    )
+    .await?
+    .iter()
+    .map(Refund::from_row)
+    .collect()
+}
+
+/// Who started a refund.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Initiator {
+    Admin,
+    System,
+}
+
+/// A refund to record before the provider is called.
+#[derive(Debug, Clone)]
+pub struct NewRefund<'a> {
+    pub id: Uuid,
+    pub payment_id: Uuid,
+    pub pay_system: PaySystem,
+    pub amount: Money,
+    pub reason: &'a str,
+    pub initiated_by: Initiator,
+    pub provider_idempotence_key: &'a str,
+}
+
+pub async fn insert(db: &impl GenericClient, r: &NewRefund<'_>) -> Result<(), StoreError> {
+    let by = match r.initiated_by {
+        Initiator::Admin => "admin",
+        Initiator::System => "system",
+    };
+    db.execute(
+        "INSERT INTO refunds (id, payment_id, pay_system, amount_minor, currency, status, reason, initiated_by, \
+         provider_idempotence_key) VALUES ($1, $2, $3, $4, $5, 'pending', $6, $7, $8)",
+        &[
+            &r.id,
+            &r.payment_id,
+            &r.pay_system.as_str(),
+            &r.amount.minor(),
+            &r.amount.currency().code(),
+            &r.reason,
+            &by,
+            &r.provider_idempotence_key,
+        ],
+    )
+    .await?;
+    Ok(())
+}
+
+/// The payment's refunds not canceled, pending ones included, in minor units.
+pub async fn committed_minor(db: &impl GenericClient, payment_id: Uuid) -> Result<i64, StoreError> {
+    Ok(db
+        .query_one(
+            "SELECT COALESCE(sum(amount_minor), 0)::bigint FROM refunds WHERE payment_id = $1 AND status <> 'canceled'",
+            &[&payment_id],
+        )
+        .await?
+        .get(0))
+}
+
+/// What the provider call of a pending refund needs.
+#[derive(Debug, Clone)]
+pub struct PendingRefund {
+    pub payment_id: Uuid,
+    pub amount_minor: i64,
+    pub provider_idempotence_key: String,
+    pub reason: String,
+}
+
+pub async fn get_pending(
+    db: &impl GenericClient,
+    id: Uuid,
+) -> Result<Option<PendingRefund>, StoreError> {
+    Ok(db
+        .query_opt(
+            "SELECT payment_id, amount_minor, provider_idempotence_key, reason FROM refunds \
+             WHERE id = $1 AND status = 'pending'",
+            &[&id],
+        )
+        .await?
+        .map(|row| PendingRefund {
+            payment_id: row.get(0),
+            amount_minor: row.get(1),
+            provider_idempotence_key: row.get(2),
+            reason: row.get(3),
+        }))
+}
+
+pub async fn payment_of(db: &impl GenericClient, id: Uuid) -> Result<Option<Uuid>, StoreError> {
+    Ok(db
+        .query_opt("SELECT payment_id FROM refunds WHERE id = $1", &[&id])
+        .await?
+        .map(|r| r.get(0)))
+}
+
+/// A pending refund refused for good: canceled, never sent again. False if it was
+/// not pending.
+pub async fn cancel_pending(
+    db: &impl GenericClient,
+    id: Uuid,
+    why: &str,
+) -> Result<bool, StoreError> {
+    Ok(db
+        .execute(
+            "UPDATE refunds SET status = 'canceled', last_error = $2, next_attempt_at = NULL, updated_at = now() \
+             WHERE id = $1 AND status = 'pending'",
+            &[&id, &why],
+        )
+        .await?
+        == 1)
+}
+
+/// A refund row locked for recording the provider's state.
+#[derive(Debug, Clone)]
+pub struct LockedRefund {
+    pub payment_id: Uuid,
+    pub status: RefundStatus,
+    pub amount_minor: i64,
+}
+
+pub async fn lock(db: &impl GenericClient, id: Uuid) -> Result<Option<LockedRefund>, StoreError> {
+    db.query_opt(
+        "SELECT payment_id, status, amount_minor FROM refunds WHERE id = $1 FOR UPDATE",
+        &[&id],
+    )
+    .await?
+    .map(|row| {
+        Ok(LockedRefund {
+            payment_id: row.try_get(0)?,
+            status: parse_col(&row, "status")?,
+            amount_minor: row.try_get(2)?,
+        })
+    })
+    .transpose()
+}
+
+/// The provider's id and state; a final state is never overwritten.
+pub async fn record_provider_state(
+    db: &impl GenericClient,
+    id: Uuid,
+    provider_refund_id: &str,
+    status: RefundStatus,
+) -> Result<(), StoreError> {
+    db.execute(
+        "UPDATE refunds SET provider_refund_id = COALESCE(provider_refund_id, $2), updated_at = now(), \
+         next_attempt_at = CASE WHEN status = 'pending' AND $3 <> 'pending' THEN NULL ELSE next_attempt_at END, \
+         status = CASE WHEN status = 'pending' THEN $3 ELSE status END WHERE id = $1",
+        &[&id, &provider_refund_id, &status.as_str()],
+    )
+    .await?;
+    Ok(())
+}
