@@ -140,15 +140,17 @@ async fn run_cloudpayments(
 }
 
 async fn payment_user(config: &Config, our: Uuid) -> Option<Uuid> {
-    let (client, conn) = tokio_postgres::connect(&config.database_url, tokio_postgres::NoTls)
-        .await
-        .ok()?;
-    tokio::spawn(conn);
-    client
-        .query_opt("SELECT user_id FROM payments WHERE id = $1", &[&our])
+    let client = connect(config).await?;
+    crate::store::payments::get(&client, our)
         .await
         .ok()?
-        .map(|r| r.get(0))
+        .map(|p| p.user_id)
+}
+
+/// One connection to the service's database, for the lookups replay needs.
+async fn connect(config: &Config) -> Option<deadpool_postgres::Object> {
+    let pool = crate::db::pool(&config.database_url, 1).ok()?;
+    pool.get().await.ok()
 }
 
 /// Our payment id → (provider id, our id) through the database; anything else is
@@ -158,18 +160,11 @@ async fn resolve_payment(config: &Config, given: &str) -> (String, Option<Uuid>)
         return (given.to_owned(), None);
     };
     let found = async {
-        let (client, conn) = tokio_postgres::connect(&config.database_url, tokio_postgres::NoTls)
+        let client = connect(config).await?;
+        crate::store::payments::get(&client, our)
             .await
-            .ok()?;
-        tokio::spawn(conn);
-        let row = client
-            .query_opt(
-                "SELECT provider_payment_id FROM payments WHERE id = $1",
-                &[&our],
-            )
-            .await
-            .ok()??;
-        row.get::<_, Option<String>>(0)
+            .ok()??
+            .provider_payment_id
     }
     .await;
     match found {

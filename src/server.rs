@@ -177,7 +177,10 @@ fn providers(config: &Config, bound: Option<SocketAddr>) -> (Providers, Option<A
         sb.set_webhook_url(&format!("http://{base}/webhooks/yookassa"));
         sb
     });
-    let yookassa = Arc::new(YooKassa::new(&api_url, &yk.shop_id, yk.secret_key.clone()));
+    let yookassa = Arc::new(
+        YooKassa::new(&api_url, &yk.shop_id, yk.secret_key.clone())
+            .with_allowed_ips(yk.allowed_ips.clone()),
+    );
     // CloudPayments only with its credentials (CLOUDPAYMENTS_*); otherwise not offered.
     let cloudpayments = config.cloudpayments.as_ref().map(|cp| {
         Arc::new(CloudPayments::new(

@@ -252,12 +252,7 @@ pub async fn pending_purchases(
     let tariff = Uuid::parse_str(MONTH_TARIFF).expect("constant");
     let rows = db
         .query(
-            "INSERT INTO payments (id, user_id, tariff_id, pay_system, kind, status, amount_minor, currency, renew, \
-             description, provider_idempotence_key, provider_payment_id, livemode, next_check_at) \
-             SELECT gen_random_uuid(), gen_random_uuid(), $1, 'yookassa', 'purchase', 'pending', $2, 'RUB', false, \
-                    'Subscription: Monthly', gen_random_uuid()::text, 'bench-' || lpad(i::text, 9, '0'), false, \
-                    now() + make_interval(secs => $3) \
-             FROM generate_series(1, $4::int) i RETURNING id, user_id, provider_payment_id",
+            include_str!("sql/pending_purchases.sql"),
             &[&tariff, &PRICE_MINOR, &check_in_secs, &(n as i32)],
         )
         .await
@@ -294,33 +289,18 @@ pub fn notifications(fake: &Sandbox, ids: &[String]) -> Vec<bytes::Bytes> {
 /// exactly once, one live subscription each, both events of each in the outbox.
 pub async fn verify_activations(db: &tokio_postgres::Client, n: usize) -> Result<(bool, Value)> {
     let n = n as i64;
-    let succeeded = count(
-        db,
-        "SELECT count(*) FROM payments WHERE status = 'succeeded'",
-    )
-    .await?;
-    let active = count(
-        db,
-        "SELECT count(*) FROM subscriptions WHERE status = 'active'",
-    )
-    .await?;
-    let linked = count(
-        db,
-        "SELECT count(DISTINCT subscription_id) FROM payments WHERE status = 'succeeded'",
-    )
-    .await?;
-    let outbox = count(db, "SELECT count(*) FROM outbox").await?;
-    let dup_events = count(
-        db,
-        "SELECT count(*) FROM (SELECT payload->'data'->>'payment_id' FROM outbox \
-         WHERE event_type = 'payment.succeeded' GROUP BY 1 HAVING count(*) <> 1) d",
-    )
-    .await?;
-    let activated = count(
-        db,
-        "SELECT count(*) FROM outbox WHERE event_type = 'subscription.activated'",
-    )
-    .await?;
+    let row = db
+        .query_one(include_str!("sql/activations.sql"), &[])
+        .await
+        .map_err(BenchError::new)?;
+    let [succeeded, active, linked, outbox, dup_events, activated]: [i64; 6] = [
+        row.get("succeeded"),
+        row.get("active"),
+        row.get("linked"),
+        row.get("outbox"),
+        row.get("dup_events"),
+        row.get("activated"),
+    ];
     let ok = succeeded == n
         && active == n
         && linked == n

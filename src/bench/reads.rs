@@ -15,23 +15,20 @@ pub async fn run(opts: &Options) -> Result<Value> {
     let users_n = (opts.n / 10).clamp(1, 1000);
     let tariff = Uuid::parse_str(super::MONTH_TARIFF).expect("constant");
     let users: Vec<Uuid> = db
-        .query(
-            "SELECT gen_random_uuid() FROM generate_series(1, $1::int)",
-            &[&(users_n as i32)],
-        )
+        .query(include_str!("sql/reads_users.sql"), &[&(users_n as i32)])
         .await
         .map_err(BenchError::new)?
         .iter()
         .map(|r| r.get(0))
         .collect();
     db.execute(
-        "INSERT INTO payments (id, user_id, tariff_id, pay_system, kind, status, amount_minor, currency, renew, \
-         description, provider_idempotence_key, provider_payment_id, livemode, created_at, captured_at) \
-         SELECT gen_random_uuid(), u, $2, 'yookassa', 'purchase', 'succeeded', $3, 'RUB', false, \
-                'Subscription: Monthly', gen_random_uuid()::text, 'bench-' || gen_random_uuid(), false, \
-                now() - make_interval(days => i), now() - make_interval(days => i) \
-         FROM unnest($1::uuid[]) u, generate_series(1, $4::int) i",
-        &[&users, &tariff, &super::PRICE_MINOR, &(PAYMENTS_PER_USER as i32)],
+        include_str!("sql/reads_payments.sql"),
+        &[
+            &users,
+            &tariff,
+            &super::PRICE_MINOR,
+            &(PAYMENTS_PER_USER as i32),
+        ],
     )
     .await
     .map_err(BenchError::new)?;

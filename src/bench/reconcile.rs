@@ -17,7 +17,7 @@ pub async fn run(opts: &Options) -> Result<Value> {
     let service = Service::start(opts, &fake, "reconcile", true, &[]).await?;
     let took = super::wait_for_count(
         &db,
-        "SELECT count(*) FROM payments WHERE status = 'succeeded'",
+        include_str!("sql/succeeded.sql"),
         opts.n,
         started,
         Duration::from_secs(600),

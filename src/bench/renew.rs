@@ -7,27 +7,16 @@ use std::time::{Duration, Instant};
 use serde_json::{json, Value};
 use uuid::Uuid;
 
-use super::{base, count, fresh_db, round2, BenchError, Options, Result, Service};
+use super::{base, fresh_db, round2, BenchError, Options, Result, Service};
 
 pub async fn run(opts: &Options) -> Result<Value> {
     let db = fresh_db(&opts.database_url).await?;
     let tariff = Uuid::parse_str(super::MONTH_TARIFF).expect("constant");
+    db.execute(include_str!("sql/renew_methods.sql"), &[&(opts.n as i32)])
+        .await
+        .map_err(BenchError::new)?;
     db.execute(
-        "INSERT INTO payment_methods (id, user_id, pay_system, provider_method_id, title, livemode) \
-         SELECT gen_random_uuid(), gen_random_uuid(), 'yookassa', 'pm-bench-' || i, 'Bank card *4444', false \
-         FROM generate_series(1, $1::int) i",
-        &[&(opts.n as i32)],
-    )
-    .await
-    .map_err(BenchError::new)?;
-    // The period ends in 12 hours; RENEW_BEFORE (1 day) made them due already.
-    db.execute(
-        "INSERT INTO subscriptions (id, user_id, tariff_id, pay_system, status, price_minor, currency, \
-         period_count, period_unit, current_period_start, current_period_end, auto_renew, payment_method_id, \
-         next_charge_at, livemode) \
-         SELECT gen_random_uuid(), m.user_id, $1, 'yookassa', 'active', $2, 'RUB', 1, 'month', \
-                now() - interval '1 month' + interval '12 hours', now() + interval '12 hours', true, m.id, \
-                now() - interval '1 second', false FROM payment_methods m",
+        include_str!("sql/renew_subscriptions.sql"),
         &[&tariff, &super::PRICE_MINOR],
     )
     .await
@@ -38,7 +27,7 @@ pub async fn run(opts: &Options) -> Result<Value> {
     let service = Service::start(opts, &fake, "renew", true, &[]).await?;
     let took = super::wait_for_count(
         &db,
-        "SELECT count(*) FROM payments WHERE kind = 'renewal' AND status = 'succeeded'",
+        include_str!("sql/renewals_succeeded.sql"),
         opts.n,
         started,
         Duration::from_secs(900),
@@ -49,25 +38,17 @@ pub async fn run(opts: &Options) -> Result<Value> {
 
     let n = opts.n as i64;
     let charges = fake.sandbox.charges();
-    let renewals = count(&db, "SELECT count(*) FROM payments WHERE kind = 'renewal'").await?;
-    let extended = count(
-        &db,
-        "SELECT count(*) FROM subscriptions WHERE status = 'active' \
-         AND current_period_end > now() + interval '25 days'",
-    )
-    .await?;
-    let outbox = count(&db, "SELECT count(*) FROM outbox").await?;
-    let renewed_events = count(
-        &db,
-        "SELECT count(*) FROM outbox WHERE event_type = 'subscription.renewed'",
-    )
-    .await?;
-    let twice = count(
-        &db,
-        "SELECT count(*) FROM (SELECT subscription_id FROM payments WHERE kind = 'renewal' \
-         GROUP BY 1 HAVING count(*) > 1) d",
-    )
-    .await?;
+    let row = db
+        .query_one(include_str!("sql/renew_checks.sql"), &[])
+        .await
+        .map_err(BenchError::new)?;
+    let [renewals, extended, outbox, renewed_events, twice]: [i64; 5] = [
+        row.get("renewals"),
+        row.get("extended"),
+        row.get("outbox"),
+        row.get("renewed_events"),
+        row.get("twice"),
+    ];
     let mut m = base("renew", opts);
     m.insert(
         "seconds".into(),

@@ -40,11 +40,7 @@ pub async fn run(opts: &Options) -> Result<Value> {
     service.stop().await;
 
     let (ok, mut checks) = super::verify_activations(&db, opts.n).await?;
-    let processed = super::count(
-        &db,
-        "SELECT count(*) FROM webhook_inbox WHERE status = 'processed'",
-    )
-    .await?;
+    let processed = super::count(&db, include_str!("sql/processed_notifications.sql")).await?;
     let rereads = fake.sandbox.gets();
     let mut m = base("webhooks", opts);
     m.append(&mut load.figures(""));

@@ -81,14 +81,6 @@ impl Keys {
     }
 }
 
-pub fn require_superuser(user: User) -> Result<User, ApiError> {
-    if user.is_superuser {
-        Ok(user)
-    } else {
-        Err(ApiError::forbidden("superuser only"))
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;

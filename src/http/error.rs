@@ -224,3 +224,32 @@ pub async fn recover(rejection: warp::Rejection) -> Result<Response, std::conver
 pub fn respond(result: Result<Response, ApiError>) -> Response {
     result.unwrap_or_else(|e| e.into_response())
 }
+
+impl From<crate::service::webhooks::WebhookError> for ApiError {
+    fn from(e: crate::service::webhooks::WebhookError) -> Self {
+        use crate::providers::webhook::{ParseError, Rejection};
+        use crate::service::webhooks::WebhookError;
+        match e {
+            WebhookError::NotEnabled(_) => {
+                ApiError::not_found("pay_system_not_found", e.to_string())
+            }
+            WebhookError::Rejected(Rejection::Unauthenticated { detail, .. }) => {
+                ApiError::unauthorized(detail)
+            }
+            WebhookError::Rejected(Rejection::Forbidden { detail, .. }) => {
+                ApiError::forbidden(detail)
+            }
+            WebhookError::Unreadable(ParseError::NotJson(detail)) => {
+                ApiError::bad_request("bad_json", detail)
+            }
+            WebhookError::Unreadable(ParseError::Invalid(detail)) => {
+                ApiError::bad_request("bad_notification", detail)
+            }
+            // Already logged: the provider delivers (or asks) again.
+            WebhookError::NotStored(_) | WebhookError::Undecided(_) => {
+                ApiError::database_unavailable()
+            }
+            WebhookError::Store(e) => e.into(),
+        }
+    }
+}

@@ -3,6 +3,7 @@
 pub mod auth;
 pub mod body;
 pub mod error;
+pub mod filters;
 pub mod handlers;
 pub mod openapi;
 pub mod routes;
@@ -20,14 +21,11 @@ use warp::{Filter, Reply};
 
 use crate::app::App;
 use error::respond;
-use handlers::{account, admin, catalog, cloudpayments, health, payments};
+use filters::Superuser;
+use handlers::{account, admin, catalog, health, payments, webhooks};
 
 fn with_app(app: App) -> impl Filter<Extract = (App,), Error = Infallible> + Clone {
     warp::any().map(move || app.clone())
-}
-
-fn auth_header() -> impl Filter<Extract = (Option<String>,), Error = warp::Rejection> + Clone {
-    warp::header::optional::<String>("authorization")
 }
 
 /// The raw query string, empty when there is none.
@@ -49,47 +47,57 @@ pub fn api(app: App) -> BoxedFilter<(Response,)> {
         .and(warp::get())
         .and(with_app(app.clone()))
         .then(|app| async move { respond(catalog::list_pay_systems(app).await) });
+    let user = || filters::user(app.clone());
+    let superuser = || filters::superuser(app.clone());
     let sub_profile = v1
         .and(warp::path!("subscriptions" / "profile"))
         .and(warp::get())
         .and(with_app(app.clone()))
-        .and(auth_header())
-        .then(|app, auth| async move { respond(account::profile(app, auth).await) });
+        .and(user())
+        .then(|app, user| async move { respond(account::profile(app, user).await) });
     let cancel = v1
         .and(warp::path!("subscriptions" / "cancel"))
         .and(warp::post())
         .and(with_app(app.clone()))
-        .and(auth_header())
-        .then(|app, auth| async move { respond(account::cancel(app, auth).await) });
+        .and(user())
+        .then(|app, user| async move { respond(account::cancel(app, user).await) });
     let resume = v1
         .and(warp::path!("subscriptions" / "resume"))
         .and(warp::post())
         .and(with_app(app.clone()))
-        .and(auth_header())
-        .then(|app, auth| async move { respond(account::resume(app, auth).await) });
+        .and(user())
+        .then(|app, user| async move { respond(account::resume(app, user).await) });
     let payments_profile = v1
         .and(warp::path!("payments" / "profile"))
         .and(warp::get())
         .and(with_app(app.clone()))
-        .and(auth_header())
+        .and(user())
         .and(raw_query())
-        .then(|app, auth, q| async move { respond(account::payments_list(app, auth, q).await) });
+        .then(|app, user, q| async move { respond(account::payments_list(app, user, q).await) });
     let payment = v1
         .and(warp::path!("payments" / String))
         .and(warp::get())
+        .and(user())
+        .and_then(|id: String, user| async move {
+            Ok::<_, warp::Rejection>((filters::parse(&id, "payment id")?, user))
+        })
+        .untuple_one()
         .and(with_app(app.clone()))
-        .and(auth_header())
-        .then(|id, app, auth| async move { respond(account::payment_get(app, id, auth).await) });
+        .then(|id, user, app| async move { respond(account::payment_get(app, id, user).await) });
 
     let buy = v1
         .and(warp::path!("subscriptions" / String / "buy"))
         .and(warp::post())
+        .and(user())
+        .and_then(|system: String, user| async move {
+            Ok::<_, warp::Rejection>((payments::pay_system(&system)?, user))
+        })
+        .untuple_one()
         .and(with_app(app.clone()))
-        .and(auth_header())
-        .and(warp::header::optional::<String>("idempotency-key"))
-        .and(body::limited())
-        .then(|ps, app, auth, key, raw| async move {
-            respond(payments::buy(app, ps, auth, key, raw).await)
+        .and(filters::idempotency_key())
+        .and(filters::json())
+        .then(|system, user, app, key, req| async move {
+            respond(payments::buy(app, system, user, key, req).await)
         });
     let webhook_yookassa = warp::path!("webhooks" / "yookassa")
         .and(warp::post())
@@ -98,7 +106,7 @@ pub fn api(app: App) -> BoxedFilter<(Response,)> {
         .and(warp::header::headers_cloned())
         .and(body::limited())
         .then(|app, peer, headers, raw| async move {
-            respond(payments::yookassa(app, peer, headers, raw).await)
+            respond(webhooks::yookassa(app, peer, headers, raw).await)
         });
 
     let admin_root = v1.and(warp::path("admin"));
@@ -106,53 +114,64 @@ pub fn api(app: App) -> BoxedFilter<(Response,)> {
         .and(warp::path!("tariffs"))
         .and(warp::get())
         .and(with_app(app.clone()))
-        .and(auth_header())
-        .then(|app, auth| async move { respond(admin::tariffs_list(app, auth).await) });
+        .and(superuser())
+        .then(|app, _: Superuser| async move { respond(admin::tariffs_list(app).await) });
     let admin_tariff_create = admin_root
         .and(warp::path!("tariffs"))
         .and(warp::post())
         .and(with_app(app.clone()))
-        .and(auth_header())
-        .and(body::limited())
-        .then(|app, auth, raw| async move { respond(admin::tariff_create(app, auth, raw).await) });
+        .and(superuser())
+        .and(filters::json())
+        .then(|app, _: Superuser, t| async move { respond(admin::tariff_create(app, t).await) });
     let admin_tariff_patch = admin_root
         .and(warp::path!("tariffs" / String))
         .and(warp::patch())
+        .and(superuser())
+        .and_then(|id: String, _: Superuser| async move {
+            filters::parse::<uuid::Uuid>(&id, "tariff id")
+        })
         .and(with_app(app.clone()))
-        .and(auth_header())
-        .and(body::limited())
-        .then(|id, app, auth, raw| async move {
-            respond(admin::tariff_patch(app, id, auth, raw).await)
-        });
+        .and(filters::json())
+        .then(|id, app, patch| async move { respond(admin::tariff_patch(app, id, patch).await) });
     let admin_refund = admin_root
         .and(warp::path!("payments" / String / "refund"))
         .and(warp::post())
+        .and(superuser())
+        .and_then(|id: String, admin: Superuser| async move {
+            Ok::<_, warp::Rejection>((filters::parse(&id, "payment id")?, admin))
+        })
+        .untuple_one()
         .and(with_app(app.clone()))
-        .and(auth_header())
-        .and(warp::header::optional::<String>("idempotency-key"))
-        .and(body::limited())
-        .then(|id, app, auth, key, raw| async move {
-            respond(admin::refund(app, id, auth, key, raw).await)
+        .and(filters::idempotency_key())
+        .and(filters::json())
+        .then(|id, admin, app, key, req| async move {
+            respond(admin::refund(app, id, admin, key, req).await)
         });
     let admin_user = admin_root
         .and(warp::path!("users" / String))
         .and(warp::get())
+        .and(superuser())
+        .and_then(
+            |id: String, _: Superuser| async move { filters::parse::<uuid::Uuid>(&id, "user id") },
+        )
         .and(with_app(app.clone()))
-        .and(auth_header())
-        .then(|id, app, auth| async move { respond(admin::user(app, id, auth).await) });
+        .then(|id, app| async move { respond(admin::user(app, id).await) });
     let admin_webhooks = admin_root
         .and(warp::path!("webhooks"))
         .and(warp::get())
         .and(with_app(app.clone()))
-        .and(auth_header())
+        .and(superuser())
         .and(raw_query())
-        .then(|app, auth, q| async move { respond(admin::webhooks_list(app, auth, q).await) });
+        .then(|app, _: Superuser, q| async move { respond(admin::webhooks_list(app, q).await) });
     let admin_replay = admin_root
         .and(warp::path!("webhooks" / String / "replay"))
         .and(warp::post())
+        .and(superuser())
+        .and_then(|id: String, _: Superuser| async move {
+            filters::parse::<uuid::Uuid>(&id, "webhook id")
+        })
         .and(with_app(app.clone()))
-        .and(auth_header())
-        .then(|id, app, auth| async move { respond(admin::webhook_replay(app, id, auth).await) });
+        .then(|id, app| async move { respond(admin::webhook_replay(app, id).await) });
     let admin = admin_tariffs
         .or(admin_tariff_create)
         .unify()
@@ -174,7 +193,7 @@ pub fn api(app: App) -> BoxedFilter<(Response,)> {
         .and(warp::header::headers_cloned())
         .and(body::limited())
         .then(|kind, app, peer, headers, raw| async move {
-            respond(cloudpayments::notification(app, kind, peer, headers, raw).await)
+            respond(webhooks::cloudpayments(app, kind, peer, headers, raw).await)
         });
 
     let healthz = warp::path!("healthz")

@@ -16,12 +16,11 @@ use warp::Reply;
 
 use crate::domain::{Money, PaySystem, PaymentStatus, Period, PeriodUnit, SubscriptionStatus};
 use crate::http::error::ErrorBody;
-use crate::http::handlers::cloudpayments::CodeAnswer;
 use crate::http::handlers::health::{Health, Readiness};
-use crate::http::handlers::payments::WebhookAck;
 use crate::http::handlers::views::RefundView;
 use crate::http::handlers::views::{PaymentView, SubscriptionView, TariffRef};
-use crate::http::handlers::{account, admin, catalog, cloudpayments, health, payments};
+use crate::http::handlers::webhooks::{CodeAnswer, WebhookAck};
+use crate::http::handlers::{account, admin, catalog, health, payments, webhooks};
 use crate::service::purchase::{BuyRequest, BuyResponse};
 use crate::service::refunds::RefundRequest;
 
@@ -52,7 +51,7 @@ pub use schemas::{InboxState, PaymentKind};
         account::resume,
         account::payments_list,
         account::payment_get,
-        payments::yookassa,
+        webhooks::yookassa,
         admin::tariffs_list,
         admin::tariff_create,
         admin::tariff_patch,
@@ -60,7 +59,7 @@ pub use schemas::{InboxState, PaymentKind};
         admin::user,
         admin::webhooks_list,
         admin::webhook_replay,
-        cloudpayments::notification,
+        webhooks::cloudpayments,
         health::healthz,
         health::readyz,
         health::metrics,
@@ -176,7 +175,7 @@ pub mod schemas {
     use crate::http::handlers::views::RefundView;
     use crate::http::handlers::views::{PaymentView, SubscriptionView};
     use crate::providers::cloudpayments::wire::Kind;
-    use crate::service::webhooks::InboxStatus;
+    use crate::store::webhook_inbox::InboxStatus;
 
     fn string_enum(values: impl IntoIterator<Item = &'static str>) -> RefOr<Schema> {
         ObjectBuilder::new()

@@ -1,12 +1,18 @@
-//! Authenticating notifications before anything is parsed: the sender's IP for
-//! YooKassa (which signs nothing), Standard Webhooks signatures for ops replays.
+//! Who sent a notification: the peer, or the client a trusted proxy forwarded for.
+//! The checks themselves live with their owners (`providers::yookassa::webhook`:
+//! the IP allow-list, `providers::cloudpayments::signature`: Content-HMAC,
+//! `service::webhooks::ops`: ops replays); they are re-exported here for the tools
+//! and tests that sign notifications.
 
 use std::net::IpAddr;
 
-use base64::Engine;
-use hmac::{Hmac, KeyInit, Mac};
 use ipnet::IpNet;
-use sha2::Sha256;
+
+pub use crate::providers::cloudpayments::signature::{
+    sign_content_hmac, verify_content_hmac, HmacRejection,
+};
+pub use crate::providers::yookassa::webhook::allowed;
+pub use crate::service::webhooks::ops::{sign_ops, verify_ops, OpsRejection};
 
 /// The client: the peer, or (when the peer is a trusted proxy) the rightmost
 /// `X-Forwarded-For` entry that is not itself a trusted proxy.
@@ -48,110 +54,6 @@ pub fn forwarded_for(headers: &warp::http::HeaderMap) -> Option<String> {
         .map(|v| String::from_utf8_lossy(v.as_bytes()).into_owned())
         .collect();
     (!lines.is_empty()).then(|| lines.join(","))
-}
-
-pub fn allowed(ip: Option<IpAddr>, allow: &[IpNet]) -> bool {
-    ip.is_some_and(|ip| allow.iter().any(|n| n.contains(&ip)))
-}
-
-#[derive(Debug, PartialEq, Eq)]
-pub enum OpsRejection {
-    Missing,
-    Stale,
-    BadSignature,
-}
-
-/// Standard Webhooks: HMAC-SHA256 over `{id}.{timestamp}.{body}`, any `v1,<b64>`
-/// of the space-separated list may match, timestamps within 5 minutes either way.
-pub fn verify_ops(
-    key: &[u8],
-    id: Option<&str>,
-    timestamp: Option<&str>,
-    signatures: Option<&str>,
-    body: &[u8],
-    now: i64,
-) -> Result<(), OpsRejection> {
-    let (Some(id), Some(ts), Some(sigs)) = (id, timestamp, signatures) else {
-        return Err(OpsRejection::Missing);
-    };
-    if id.is_empty() || id.len() > 255 {
-        return Err(OpsRejection::Missing);
-    }
-    let ts_num: i64 = ts.trim().parse().map_err(|_| OpsRejection::Stale)?;
-    if (now - ts_num).abs() > 300 {
-        return Err(OpsRejection::Stale);
-    }
-    let mut mac = Hmac::<Sha256>::new_from_slice(key).expect("HMAC takes any key length");
-    mac.update(id.as_bytes());
-    mac.update(b".");
-    mac.update(ts.as_bytes());
-    mac.update(b".");
-    mac.update(body);
-    let b64 = base64::engine::general_purpose::STANDARD;
-    let ok = sigs
-        .split(' ')
-        .filter_map(|s| s.strip_prefix("v1,"))
-        .filter_map(|s| b64.decode(s).ok())
-        .any(|sig| mac.clone().verify_slice(&sig).is_ok());
-    if ok {
-        Ok(())
-    } else {
-        Err(OpsRejection::BadSignature)
-    }
-}
-
-/// Signs like a Standard Webhooks sender (for `billing replay` and tests).
-pub fn sign_ops(key: &[u8], id: &str, timestamp: i64, body: &[u8]) -> String {
-    let mut mac = Hmac::<Sha256>::new_from_slice(key).expect("HMAC takes any key length");
-    mac.update(format!("{id}.{timestamp}.").as_bytes());
-    mac.update(body);
-    format!(
-        "v1,{}",
-        base64::engine::general_purpose::STANDARD.encode(mac.finalize().into_bytes())
-    )
-}
-
-/// CloudPayments: `Content-HMAC` = base64(HMAC-SHA256(API secret, raw body)).
-#[derive(Debug, PartialEq, Eq)]
-pub enum HmacRejection {
-    Missing,
-    BadSignature,
-}
-
-impl HmacRejection {
-    /// The `reason` label of `webhooks_rejected_total`.
-    pub fn reason(&self) -> &'static str {
-        match self {
-            HmacRejection::Missing => "missing_signature",
-            HmacRejection::BadSignature => "bad_signature",
-        }
-    }
-}
-
-/// Verifies over the exact bytes received, in constant time (`verify_slice`).
-pub fn verify_content_hmac(
-    secret: &[u8],
-    header: Option<&str>,
-    body: &[u8],
-) -> Result<(), HmacRejection> {
-    let header = header
-        .map(str::trim)
-        .filter(|h| !h.is_empty())
-        .ok_or(HmacRejection::Missing)?;
-    let sig = base64::engine::general_purpose::STANDARD
-        .decode(header)
-        .map_err(|_| HmacRejection::BadSignature)?;
-    let mut mac = Hmac::<Sha256>::new_from_slice(secret).expect("HMAC takes any key length");
-    mac.update(body);
-    mac.verify_slice(&sig)
-        .map_err(|_| HmacRejection::BadSignature)
-}
-
-/// Signs like CloudPayments (for the fake, `billing replay` and tests).
-pub fn sign_content_hmac(secret: &[u8], body: &[u8]) -> String {
-    let mut mac = Hmac::<Sha256>::new_from_slice(secret).expect("HMAC takes any key length");
-    mac.update(body);
-    base64::engine::general_purpose::STANDARD.encode(mac.finalize().into_bytes())
 }
 
 #[cfg(test)]
@@ -202,66 +104,5 @@ mod tests {
         let mapped: IpAddr = "::ffff:185.71.76.1".parse().unwrap();
         let ip = client_ip(Some(mapped), None, &[]);
         assert!(allowed(ip, &nets("185.71.76.0/27")));
-    }
-
-    #[test]
-    fn ops_signatures_verify_rotate_and_expire() {
-        let key = b"0123456789abcdef0123";
-        let body = br#"{"a":1}"#;
-        let now = 1_800_000_000;
-        let good = sign_ops(key, "msg_1", now, body);
-        let ts = now.to_string();
-        assert_eq!(
-            verify_ops(key, Some("msg_1"), Some(&ts), Some(&good), body, now),
-            Ok(())
-        );
-        let rotated = format!("v1,AAAA {good}");
-        assert_eq!(
-            verify_ops(key, Some("msg_1"), Some(&ts), Some(&rotated), body, now),
-            Ok(())
-        );
-        assert_eq!(
-            verify_ops(key, Some("msg_1"), Some(&ts), Some(&good), b"{}", now),
-            Err(OpsRejection::BadSignature)
-        );
-        assert_eq!(
-            verify_ops(key, Some("msg_2"), Some(&ts), Some(&good), body, now),
-            Err(OpsRejection::BadSignature)
-        );
-        assert_eq!(
-            verify_ops(key, Some("msg_1"), Some(&ts), Some(&good), body, now + 301),
-            Err(OpsRejection::Stale)
-        );
-        assert_eq!(
-            verify_ops(key, Some("msg_1"), Some(&ts), Some(&good), body, now - 301),
-            Err(OpsRejection::Stale)
-        );
-        assert_eq!(
-            verify_ops(key, None, Some(&ts), Some(&good), body, now),
-            Err(OpsRejection::Missing)
-        );
-    }
-
-    #[test]
-    fn content_hmac_is_checked_over_the_raw_body() {
-        let body = b"TransactionId=1&Amount=299.00";
-        let sig = sign_content_hmac(b"secret", body);
-        assert_eq!(verify_content_hmac(b"secret", Some(&sig), body), Ok(()));
-        assert_eq!(
-            verify_content_hmac(b"other", Some(&sig), body),
-            Err(HmacRejection::BadSignature)
-        );
-        assert_eq!(
-            verify_content_hmac(b"secret", Some(&sig), b"TransactionId=1&Amount=1.00"),
-            Err(HmacRejection::BadSignature)
-        );
-        assert_eq!(
-            verify_content_hmac(b"secret", Some("not base64!"), body),
-            Err(HmacRejection::BadSignature)
-        );
-        assert_eq!(
-            verify_content_hmac(b"secret", None, body),
-            Err(HmacRejection::Missing)
-        );
     }
 }

@@ -6,18 +6,17 @@ use uuid::Uuid;
 
 use crate::app::App;
 use crate::service::webhooks;
+use crate::store::webhook_inbox;
 
 pub const BATCH: usize = 50;
 
 pub async fn run_once(app: &App) -> Result<usize, String> {
-    let ids: Vec<Uuid> = crate::jobs::claim(
-        app,
-        "UPDATE webhook_inbox SET next_attempt_at = now() + interval '60 seconds' WHERE id IN ( \
-               SELECT id FROM webhook_inbox WHERE status = 'received' AND next_attempt_at <= now() \
-               ORDER BY next_attempt_at LIMIT $1 FOR UPDATE SKIP LOCKED) RETURNING id",
-        &[&(BATCH as i64)],
-    )
-    .await?;
+    let ids: Vec<Uuid> = {
+        let db = app.db.get().await.map_err(|e| e.to_string())?;
+        webhook_inbox::claim_due(&db, BATCH as i64)
+            .await
+            .map_err(|e| e.to_string())?
+    };
     for id in &ids {
         if let Err(e) = webhooks::process_and_record(app, *id).await {
             tracing::warn!(inbox_id = %id, error = %e, "inbox retry could not record its outcome");

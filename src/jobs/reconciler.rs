@@ -1,7 +1,7 @@
 //! Finds open payments whose webhook never came and asks the provider.
 //!
 //! Rows are claimed with SKIP LOCKED and a lease (committed before any provider
-//! call), then re-read through `webhooks::reconcile_payment`, which applies the
+//! call), then re-read through `service::sync::payment`, which applies the
 //! provider's state with `settle::apply`. A payment still open afterwards is checked
 //! again later: RECONCILE_AFTER doubling per check, capped at an hour.
 //!
@@ -19,7 +19,7 @@ use chrono::{Duration as ChronoDuration, Utc};
 use crate::app::App;
 use crate::jobs::create::{self, Sent};
 use crate::service::settle;
-use crate::service::webhooks::{self, ProcessError};
+use crate::service::sync::{self, ProcessError};
 use crate::store::Cached as _;
 use crate::store::{payments, Payment};
 
@@ -80,7 +80,7 @@ pub async fn run_once(app: &App) -> Result<usize, String> {
 /// provider answered (as opposed to being unreachable).
 async fn check(app: &App, payment: &Payment) -> Result<bool, String> {
     match &payment.provider_payment_id {
-        Some(pid) => match webhooks::reconcile_payment(app, payment.pay_system, pid, None).await {
+        Some(pid) => match sync::payment(app, payment.pay_system, pid, None).await {
             Ok(outcome) => {
                 tracing::debug!(payment_id = %payment.id, ?outcome, "reconciled");
                 Ok(true)

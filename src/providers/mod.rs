@@ -1,8 +1,10 @@
 //! One trait for every payment provider. The core never sees provider JSON:
-//! adapters translate to and from these types at the edge.
+//! adapters translate to and from these types at the edge, notifications included
+//! ([`Webhooks`]).
 
 pub mod cloudpayments;
 pub mod sandbox;
+pub mod webhook;
 pub mod yookassa;
 
 use std::sync::Arc;
@@ -13,6 +15,7 @@ use chrono::{DateTime, Utc};
 use uuid::Uuid;
 
 use crate::domain::{Money, PaySystem, PaymentStatus, RefundStatus};
+pub use webhook::{Notification, Webhooks};
 
 /// A payment as the provider sees it now.
 #[derive(Debug, Clone, PartialEq)]
@@ -184,8 +187,9 @@ impl RetryPolicy {
     }
 }
 
+/// A provider's API calls; its notifications are [`Webhooks`].
 #[async_trait]
-pub trait Provider: Send + Sync {
+pub trait Provider: Webhooks + Send + Sync {
     fn pay_system(&self) -> PaySystem;
     async fn create_payment(&self, req: &CreatePayment) -> Result<ProviderPayment, ProviderError>;
     async fn get_payment(&self, provider_id: &str) -> Result<ProviderPayment, ProviderError>;

@@ -7,6 +7,7 @@ pub mod purchase;
 pub mod refunds;
 pub mod settle;
 pub mod subscriptions;
+pub mod sync;
 pub mod webhooks;
 
 pub use error::BillingError;

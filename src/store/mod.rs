@@ -7,6 +7,7 @@ pub mod payments;
 pub mod refunds;
 pub mod subscriptions;
 pub mod tariffs;
+pub mod webhook_inbox;
 
 pub use deadpool_postgres::GenericClient;
 

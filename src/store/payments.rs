@@ -507,3 +507,35 @@ pub async fn count_refused_renewals(
         .await?
         .try_get(0)?)
 }
+
+// --- webhooks ---
+
+/// Our payment with this provider id, at this provider.
+pub async fn id_by_provider_id(
+    db: &impl GenericClient,
+    system: PaySystem,
+    provider_payment_id: &str,
+) -> Result<Option<Uuid>, StoreError> {
+    Ok(db
+        .q_opt(
+            "SELECT id FROM payments WHERE pay_system = $1 AND provider_payment_id = $2",
+            &[&system.as_str(), &provider_payment_id],
+        )
+        .await?
+        .map(|r| r.get(0)))
+}
+
+/// `id`, when it names one of our payments at this provider.
+pub async fn id_at_provider(
+    db: &impl GenericClient,
+    id: Uuid,
+    system: PaySystem,
+) -> Result<Option<Uuid>, StoreError> {
+    Ok(db
+        .q_opt(
+            "SELECT id FROM payments WHERE id = $1 AND pay_system = $2",
+            &[&id, &system.as_str()],
+        )
+        .await?
+        .map(|r| r.get(0)))
+}

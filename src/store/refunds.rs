@@ -7,6 +7,7 @@ use uuid::Uuid;
 
 use super::{parse_col, GenericClient, StoreError};
 use crate::domain::{Currency, Money, PaySystem, RefundStatus};
+use crate::store::Cached as _;
 
 // --- service: refunds ---
 
@@ -210,4 +211,64 @@ pub async fn record_provider_state(
     )
     .await?;
     Ok(())
+}
+
+// --- webhooks ---
+
+/// Our refund with this provider id, at this provider.
+pub async fn id_by_provider_id(
+    db: &impl GenericClient,
+    system: PaySystem,
+    provider_refund_id: &str,
+) -> Result<Option<Uuid>, StoreError> {
+    Ok(db
+        .q_opt(
+            "SELECT id FROM refunds WHERE pay_system = $1 AND provider_refund_id = $2",
+            &[&system.as_str(), &provider_refund_id],
+        )
+        .await?
+        .map(|r| r.get(0)))
+}
+
+/// The oldest pending refund of this payment and amount that never got a provider id
+/// (its answer was lost).
+pub async fn pending_without_provider_id(
+    db: &impl GenericClient,
+    payment_id: Uuid,
+    amount_minor: i64,
+) -> Result<Option<Uuid>, StoreError> {
+    Ok(db
+        .query_opt(
+            "SELECT id FROM refunds WHERE payment_id = $1 AND status = 'pending' \
+             AND provider_refund_id IS NULL AND amount_minor = $2 ORDER BY created_at LIMIT 1",
+            &[&payment_id, &amount_minor],
+        )
+        .await?
+        .map(|r| r.get(0)))
+}
+
+/// Records a refund made at the provider as pending, initiated by the provider.
+/// `None` when a row with the same key already exists (a concurrent delivery).
+pub async fn insert_made_at_provider(
+    db: &impl GenericClient,
+    system: PaySystem,
+    payment_id: Uuid,
+    amount: Money,
+    provider_refund_id: &str,
+) -> Result<Option<Uuid>, StoreError> {
+    Ok(db
+        .query_opt(
+            include_str!("refunds/insert_made_at_provider.sql"),
+            &[
+                &Uuid::new_v4(),
+                &payment_id,
+                &system.as_str(),
+                &amount.minor(),
+                &amount.currency().code(),
+                &format!("external:{provider_refund_id}"),
+                &provider_refund_id,
+            ],
+        )
+        .await?
+        .map(|r| r.get(0)))
 }

@@ -9,6 +9,7 @@ use warp::Reply;
 use super::ok;
 use super::views::{PaymentView, SubscriptionView};
 use crate::app::App;
+use crate::http::auth::User;
 use crate::http::error::ApiError;
 use crate::service::subscriptions as subs;
 use crate::store::{payments, subscriptions, tariffs, GenericClient, Subscription};
@@ -41,8 +42,7 @@ pub async fn subscription_view(
         (status = 503, description = "`database_unavailable`: the database is unavailable, retry later", body = crate::http::error::ErrorBody),
     )
 )]
-pub async fn profile(app: App, auth: Option<String>) -> Result<Response, ApiError> {
-    let user = app.keys.authenticate(auth.as_deref())?;
+pub async fn profile(app: App, user: User) -> Result<Response, ApiError> {
     let db = app.db.get().await?;
     let sub = subscriptions::current_for_user(&db, user.id)
         .await?
@@ -66,8 +66,7 @@ pub async fn profile(app: App, auth: Option<String>) -> Result<Response, ApiErro
         (status = 503, description = "`database_unavailable`: the database is unavailable, retry later", body = crate::http::error::ErrorBody),
     )
 )]
-pub async fn cancel(app: App, auth: Option<String>) -> Result<Response, ApiError> {
-    let user = app.keys.authenticate(auth.as_deref())?;
+pub async fn cancel(app: App, user: User) -> Result<Response, ApiError> {
     let sub = subs::set_auto_renew(&app, user.id, false).await?;
     let db = app.db.get().await?;
     Ok(ok(&subscription_view(&db, &sub).await?))
@@ -88,8 +87,7 @@ pub async fn cancel(app: App, auth: Option<String>) -> Result<Response, ApiError
         (status = 503, description = "`database_unavailable`: the database is unavailable, retry later", body = crate::http::error::ErrorBody),
     )
 )]
-pub async fn resume(app: App, auth: Option<String>) -> Result<Response, ApiError> {
-    let user = app.keys.authenticate(auth.as_deref())?;
+pub async fn resume(app: App, user: User) -> Result<Response, ApiError> {
     let sub = subs::set_auto_renew(&app, user.id, true).await?;
     let db = app.db.get().await?;
     Ok(ok(&subscription_view(&db, &sub).await?))
@@ -113,12 +111,7 @@ pub async fn resume(app: App, auth: Option<String>) -> Result<Response, ApiError
         (status = 503, description = "`database_unavailable`: the database is unavailable, retry later", body = crate::http::error::ErrorBody),
     )
 )]
-pub async fn payments_list(
-    app: App,
-    auth: Option<String>,
-    query: String,
-) -> Result<Response, ApiError> {
-    let user = app.keys.authenticate(auth.as_deref())?;
+pub async fn payments_list(app: App, user: User, query: String) -> Result<Response, ApiError> {
     let (limit, page) = pagination(&query)?;
     let db = app.db.get().await?;
     let (rows, total) = payments::list_for_user(&db, user.id, limit, (page - 1) * limit).await?;
@@ -144,19 +137,12 @@ pub async fn payments_list(
         (status = 503, description = "`database_unavailable`: the database is unavailable, retry later", body = crate::http::error::ErrorBody),
     )
 )]
-pub async fn payment_get(app: App, id: String, auth: Option<String>) -> Result<Response, ApiError> {
-    let user = app.keys.authenticate(auth.as_deref())?;
-    let id = parse_uuid(&id, "payment id")?;
+pub async fn payment_get(app: App, id: Uuid, user: User) -> Result<Response, ApiError> {
     let db = app.db.get().await?;
     let payment = payments::get_for_user(&db, id, user.id)
         .await?
         .ok_or_else(|| ApiError::not_found("payment_not_found", "no such payment"))?;
     Ok(ok(&PaymentView::from(&payment)))
-}
-
-pub fn parse_uuid(text: &str, what: &str) -> Result<Uuid, ApiError> {
-    Uuid::parse_str(text)
-        .map_err(|_| ApiError::bad_request("bad_uuid", format!("{what} {text:?} is not a UUID")))
 }
 
 /// `limit` 1..=100 (default 10), `page` 1-based (default 1); anything else is 400.

@@ -8,24 +8,20 @@ use warp::http::StatusCode;
 use warp::reply::Response;
 use warp::Reply;
 
-use super::account::{pagination, parse_uuid, subscription_view};
+use super::account::{pagination, subscription_view};
 use super::views::{rfc3339, PaymentView, RefundView};
 use super::{json as reply, keyed, ok};
 use crate::app::App;
 use crate::domain::{Money, Period};
-use crate::http::auth::{require_superuser, User};
-use crate::http::body;
 use crate::http::error::ApiError;
+use crate::http::filters::Superuser;
 use crate::service::idempotency::IdempotencyKey;
 use crate::service::refunds::{self, RefundRequest};
 use crate::service::{webhooks, BillingError};
 use crate::store::refunds::Refund;
 use crate::store::tariffs::{NewTariffRow, TariffChange};
+use crate::store::webhook_inbox::{self, InboxRow};
 use crate::store::{self, payments, subscriptions, tariffs, Tariff};
-
-fn admin(app: &App, auth: Option<String>) -> Result<User, ApiError> {
-    require_superuser(app.keys.authenticate(auth.as_deref())?)
-}
 
 #[utoipa::path(
     get,
@@ -41,8 +37,7 @@ fn admin(app: &App, auth: Option<String>) -> Result<User, ApiError> {
         (status = 503, description = "`database_unavailable`: the database is unavailable, retry later", body = crate::http::error::ErrorBody),
     )
 )]
-pub async fn tariffs_list(app: App, auth: Option<String>) -> Result<Response, ApiError> {
-    admin(&app, auth)?;
+pub async fn tariffs_list(app: App) -> Result<Response, ApiError> {
     let list: Vec<Tariff> = tariffs::list_all(&app.db.get().await?).await?;
     Ok(ok(&list))
 }
@@ -89,13 +84,7 @@ fn check_text(field: &str, value: &str, max: usize) -> Result<(), ApiError> {
         (status = 503, description = "`database_unavailable`: the database is unavailable, retry later", body = crate::http::error::ErrorBody),
     )
 )]
-pub async fn tariff_create(
-    app: App,
-    auth: Option<String>,
-    raw: bytes::Bytes,
-) -> Result<Response, ApiError> {
-    admin(&app, auth)?;
-    let t: NewTariff = body::json(&raw)?;
+pub async fn tariff_create(app: App, t: NewTariff) -> Result<Response, ApiError> {
     check_text("name", &t.name, 200)?;
     if t.description.chars().count() > 2000 {
         return Err(ApiError::bad_request(
@@ -173,15 +162,7 @@ pub struct TariffPatch {
         (status = 503, description = "`database_unavailable`: the database is unavailable, retry later", body = crate::http::error::ErrorBody),
     )
 )]
-pub async fn tariff_patch(
-    app: App,
-    id: String,
-    auth: Option<String>,
-    raw: bytes::Bytes,
-) -> Result<Response, ApiError> {
-    admin(&app, auth)?;
-    let id = parse_uuid(&id, "tariff id")?;
-    let value: Value = body::json(&raw)?;
+pub async fn tariff_patch(app: App, id: Uuid, value: Value) -> Result<Response, ApiError> {
     if value.get("price").is_some() || value.get("period").is_some() {
         return Err(ApiError::conflict(
             "tariff_immutable",
@@ -234,19 +215,15 @@ pub async fn tariff_patch(
 )]
 pub async fn refund(
     app: App,
-    id: String,
-    auth: Option<String>,
-    key: Option<String>,
-    raw: bytes::Bytes,
+    payment_id: Uuid,
+    Superuser(admin): Superuser,
+    key: Option<IdempotencyKey>,
+    req: RefundRequest,
 ) -> Result<Response, ApiError> {
-    let user = admin(&app, auth)?;
-    let payment_id = parse_uuid(&id, "payment id")?;
-    let key = key.as_deref().map(IdempotencyKey::parse).transpose()?;
-    let req: RefundRequest = body::json(&raw)?;
     let render = |outcome: &Result<Refund, BillingError>| {
         ApiError::stored(outcome.as_ref().map(RefundView::from), StatusCode::CREATED)
     };
-    let answer = refunds::admin_refund(&app, user.id, payment_id, req, key, &render).await?;
+    let answer = refunds::admin_refund(&app, admin.id, payment_id, req, key, &render).await?;
     Ok(keyed(
         StatusCode::CREATED,
         answer.map(|r| RefundView::from(&r)),
@@ -271,9 +248,7 @@ pub async fn refund(
         (status = 503, description = "`database_unavailable`: the database is unavailable, retry later", body = crate::http::error::ErrorBody),
     )
 )]
-pub async fn user(app: App, user_id: String, auth: Option<String>) -> Result<Response, ApiError> {
-    admin(&app, auth)?;
-    let user_id = parse_uuid(&user_id, "user id")?;
+pub async fn user(app: App, user_id: Uuid) -> Result<Response, ApiError> {
     let db = app.db.get().await?;
     let subscription = match subscriptions::current_for_user(&db, user_id).await? {
         Some(s) => Some(subscription_view(&db, &s).await?),
@@ -350,27 +325,24 @@ fn body_json(raw: Option<&[u8]>) -> Value {
         .unwrap_or(Value::Null)
 }
 
-const INBOX_COLS: &str = "id, provider, event, object_id, ops_webhook_id, status, outcome, last_error, attempts, \
-    deliveries, received_at, last_received_at, processed_at, body, body_purged_at, host(source_ip) AS source_ip";
-
-fn inbox_view(r: &tokio_postgres::Row) -> Value {
+fn inbox_view(r: &InboxRow) -> Value {
     json!({
-        "id": r.get::<_, Uuid>("id"),
-        "provider": r.get::<_, String>("provider"),
-        "event": r.get::<_, String>("event"),
-        "object_id": r.get::<_, String>("object_id"),
-        "ops_webhook_id": r.get::<_, Option<String>>("ops_webhook_id"),
-        "status": r.get::<_, String>("status"),
-        "outcome": r.get::<_, Option<String>>("outcome"),
-        "last_error": r.get::<_, Option<String>>("last_error"),
-        "attempts": r.get::<_, i32>("attempts"),
-        "deliveries": r.get::<_, i32>("deliveries"),
-        "received_at": rfc3339(r.get("received_at")),
-        "last_received_at": rfc3339(r.get("last_received_at")),
-        "processed_at": r.get::<_, Option<chrono::DateTime<chrono::Utc>>>("processed_at").map(rfc3339),
-        "body_purged": r.get::<_, Option<chrono::DateTime<chrono::Utc>>>("body_purged_at").is_some(),
-        "source_ip": r.get::<_, Option<String>>("source_ip").map(|_| "[redacted]"),
-        "body": body_json(r.get::<_, Option<&[u8]>>("body")),
+        "id": r.id,
+        "provider": r.provider,
+        "event": r.event,
+        "object_id": r.object_id,
+        "ops_webhook_id": r.ops_webhook_id,
+        "status": r.status,
+        "outcome": r.outcome,
+        "last_error": r.last_error,
+        "attempts": r.attempts,
+        "deliveries": r.deliveries,
+        "received_at": rfc3339(r.received_at),
+        "last_received_at": rfc3339(r.last_received_at),
+        "processed_at": r.processed_at.map(rfc3339),
+        "body_purged": r.body_purged_at.is_some(),
+        "source_ip": r.source_ip.as_ref().map(|_| "[redacted]"),
+        "body": body_json(r.body.as_deref()),
     })
 }
 
@@ -395,12 +367,7 @@ fn inbox_view(r: &tokio_postgres::Row) -> Value {
         (status = 503, description = "`database_unavailable`: the database is unavailable, retry later", body = crate::http::error::ErrorBody),
     )
 )]
-pub async fn webhooks_list(
-    app: App,
-    auth: Option<String>,
-    query: String,
-) -> Result<Response, ApiError> {
-    admin(&app, auth)?;
+pub async fn webhooks_list(app: App, query: String) -> Result<Response, ApiError> {
     let params: std::collections::HashMap<String, String> = serde_urlencoded::from_str(&query)
         .map_err(|e| ApiError::bad_request("bad_query", format!("malformed query string: {e}")))?;
     let status = params.get("status").filter(|s| !s.is_empty());
@@ -423,15 +390,14 @@ pub async fn webhooks_list(
     }
     let (limit, page) = pagination(&query)?;
     let db = app.db.get().await?;
-    let rows = db
-        .query(
-            &format!(
-                "SELECT {INBOX_COLS} FROM webhook_inbox WHERE ($1::text IS NULL OR status = $1) \
-                 AND ($2::text IS NULL OR provider = $2) ORDER BY received_at DESC, id LIMIT $3 OFFSET $4"
-            ),
-            &[&status, &provider, &limit, &((page - 1) * limit)],
-        )
-        .await?;
+    let rows = webhook_inbox::list(
+        &db,
+        status.map(String::as_str),
+        provider.map(String::as_str),
+        limit,
+        (page - 1) * limit,
+    )
+    .await?;
     let list: Vec<Value> = rows.iter().map(inbox_view).collect();
     Ok(ok(&list))
 }
@@ -455,31 +421,16 @@ pub async fn webhooks_list(
         (status = 503, description = "`database_unavailable`: the database is unavailable, retry later", body = crate::http::error::ErrorBody),
     )
 )]
-pub async fn webhook_replay(
-    app: App,
-    id: String,
-    auth: Option<String>,
-) -> Result<Response, ApiError> {
-    admin(&app, auth)?;
-    let id = parse_uuid(&id, "webhook id")?;
+pub async fn webhook_replay(app: App, id: Uuid) -> Result<Response, ApiError> {
     let db = app.db.get().await?;
-    if db
-        .query_opt("SELECT 1 FROM webhook_inbox WHERE id = $1", &[&id])
-        .await?
-        .is_none()
-    {
+    if !webhook_inbox::exists(&db, id).await? {
         return Err(ApiError::not_found(
             "webhook_not_found",
             "no such inbox row",
         ));
     }
     webhooks::process_and_record(&app, id).await?;
-    let row = db
-        .query_one(
-            &format!("SELECT {INBOX_COLS} FROM webhook_inbox WHERE id = $1"),
-            &[&id],
-        )
-        .await?;
+    let row = webhook_inbox::get(&db, id).await?;
     Ok(
         warp::reply::with_status(warp::reply::json(&inbox_view(&row)), StatusCode::OK)
             .into_response(),

@@ -1,10 +1,10 @@
 pub mod account;
 pub mod admin;
 pub mod catalog;
-pub mod cloudpayments;
 pub mod health;
 pub mod payments;
 pub mod views;
+pub mod webhooks;
 
 use serde::Serialize;
 use warp::http::StatusCode;

@@ -14,7 +14,12 @@
 //!   `TransactionId` is the provider id at once.
 //! - `InvoiceId` = our payment id, `AccountId` = our user id, on every call.
 
+pub mod signature;
+pub mod webhook;
 pub mod wire;
+
+pub use webhook::{CheckCode, Notice};
+pub use wire::Kind;
 
 use std::time::Duration;
 

@@ -2,6 +2,7 @@
 //! retries (network errors, 5xx, 429, 202 with `retry_after`, unreadable answers),
 //! bounded timeouts, and exact amounts. The sandbox provider answers the same API.
 
+pub mod webhook;
 pub mod wire;
 
 use std::time::Duration;
@@ -26,6 +27,8 @@ pub struct YooKassa {
     secret: Secret,
     /// Timeouts and re-sends (same key) of a request whose outcome is unknown.
     policy: RetryPolicy,
+    /// Where notifications may come from (YooKassa signs nothing).
+    allowed_ips: Vec<ipnet::IpNet>,
 }
 
 /// One HTTP answer, classified: a JSON value, or an error with the wait the
@@ -47,7 +50,15 @@ impl YooKassa {
             shop_id: shop_id.to_owned(),
             secret,
             policy,
+            allowed_ips: Vec::new(),
         }
+    }
+
+    /// The senders whose notifications are accepted (YOOKASSA_WEBHOOK_ALLOWED_IPS);
+    /// none until set.
+    pub fn with_allowed_ips(mut self, allowed: Vec<ipnet::IpNet>) -> Self {
+        self.allowed_ips = allowed;
+        self
     }
 
     /// Shorter waits for tests and the benchmark.

@@ -1,0 +1,1 @@
+SELECT count(*) FROM webhook_inbox WHERE status = 'processed'

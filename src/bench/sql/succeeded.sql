@@ -1,0 +1,1 @@
+SELECT count(*) FROM payments WHERE status = 'succeeded'

@@ -1,0 +1,241 @@
+//! `webhook_inbox`: every authenticated notification, stored before it is processed,
+//! with where processing left it. Rows still `received` are retried by
+//! `jobs::inbox_retry`; housekeeping purges old bodies.
+
+use std::net::IpAddr;
+
+use chrono::{DateTime, Utc};
+use uuid::Uuid;
+
+use super::{GenericClient, StoreError};
+use crate::domain::PaySystem;
+use crate::store::Cached as _;
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum InboxStatus {
+    Received,
+    Processed,
+    Failed,
+    Ignored,
+}
+
+impl InboxStatus {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            InboxStatus::Received => "received",
+            InboxStatus::Processed => "processed",
+            InboxStatus::Failed => "failed",
+            InboxStatus::Ignored => "ignored",
+        }
+    }
+    fn parse(s: &str) -> InboxStatus {
+        match s {
+            "processed" => InboxStatus::Processed,
+            "failed" => InboxStatus::Failed,
+            "ignored" => InboxStatus::Ignored,
+            _ => InboxStatus::Received,
+        }
+    }
+}
+
+/// A notification to store, keyed by (provider, event, object id), or by its
+/// `webhook-id` when it is an ops replay.
+pub struct NewNotification<'a> {
+    pub provider: PaySystem,
+    pub event: &'a str,
+    pub object_id: &'a str,
+    pub ops_webhook_id: Option<&'a str>,
+    pub body: &'a [u8],
+    pub content_type: Option<&'a str>,
+    pub source_ip: Option<IpAddr>,
+}
+
+/// Stores (or re-counts) a notification. A repeat of a processed row keeps it
+/// processed (and its body); anything else takes the new body and is processed again.
+/// A reused `webhook-id` is a unique violation.
+pub async fn insert(
+    db: &impl GenericClient,
+    n: &NewNotification<'_>,
+) -> Result<(Uuid, InboxStatus), StoreError> {
+    use sha2::{Digest, Sha256};
+    let hash = Sha256::digest(n.body).to_vec();
+    let ip = n.source_ip.map(|ip| ip.to_string());
+    let row = match n.ops_webhook_id {
+        None => {
+            db.q_one(
+                include_str!("webhook_inbox/insert.sql"),
+                &[
+                    &Uuid::new_v4(),
+                    &n.provider.as_str(),
+                    &n.event,
+                    &n.object_id,
+                    &n.body,
+                    &hash,
+                    &n.content_type,
+                    &ip,
+                ],
+            )
+            .await?
+        }
+        Some(ops_id) => {
+            db.q_one(
+                include_str!("webhook_inbox/insert_ops.sql"),
+                &[
+                    &Uuid::new_v4(),
+                    &n.provider.as_str(),
+                    &n.event,
+                    &n.object_id,
+                    &ops_id,
+                    &n.body,
+                    &hash,
+                    &n.content_type,
+                    &ip,
+                ],
+            )
+            .await?
+        }
+    };
+    Ok((row.get(0), InboxStatus::parse(row.get::<_, &str>(1))))
+}
+
+/// Whether an ops replay with this `webhook-id` was stored already.
+pub async fn ops_id_used(db: &impl GenericClient, ops_id: &str) -> Result<bool, StoreError> {
+    Ok(db
+        .q_opt(
+            "SELECT 1 FROM webhook_inbox WHERE ops_webhook_id = $1",
+            &[&ops_id],
+        )
+        .await?
+        .is_some())
+}
+
+/// What processing needs of a stored notification (the body is gone once purged).
+pub struct Stored {
+    pub provider: String,
+    pub event: String,
+    pub object_id: String,
+    pub body: Option<Vec<u8>>,
+    pub content_type: Option<String>,
+}
+
+pub async fn stored(db: &impl GenericClient, id: Uuid) -> Result<Stored, StoreError> {
+    let row = db
+        .q_one(
+            "SELECT provider, event, object_id, body, content_type FROM webhook_inbox WHERE id = $1",
+            &[&id],
+        )
+        .await?;
+    Ok(Stored {
+        provider: row.get(0),
+        event: row.get(1),
+        object_id: row.get(2),
+        body: row.get(3),
+        content_type: row.get(4),
+    })
+}
+
+/// Records one processing attempt: `processed`/`ignored` with the outcome, or
+/// `received` with the error and the next attempt (5 s doubling to 5 min), which
+/// becomes `failed` once the row is a day old; `failed` as it is. Answers the
+/// status recorded and the row's provider.
+pub async fn record_outcome(
+    db: &impl GenericClient,
+    id: Uuid,
+    status: InboxStatus,
+    outcome: Option<&str>,
+    error: Option<&str>,
+) -> Result<(InboxStatus, String), StoreError> {
+    let row = db
+        .q_one(
+            include_str!("webhook_inbox/record_outcome.sql"),
+            &[&id, &status.as_str(), &outcome, &error],
+        )
+        .await?;
+    Ok((InboxStatus::parse(row.get::<_, &str>(0)), row.get(1)))
+}
+
+/// Claims up to `batch` rows due for another attempt, leasing them for 60 s (its
+/// own statement, committed at once: processing calls providers with no lock held).
+pub async fn claim_due(db: &impl GenericClient, batch: i64) -> Result<Vec<Uuid>, StoreError> {
+    let rows = db
+        .query(include_str!("webhook_inbox/claim_due.sql"), &[&batch])
+        .await?;
+    Ok(rows.iter().map(|r| r.get(0)).collect())
+}
+
+/// A row as operators see it (`GET /api/v1/admin/webhooks`).
+#[derive(Debug, Clone)]
+pub struct InboxRow {
+    pub id: Uuid,
+    pub provider: String,
+    pub event: String,
+    pub object_id: String,
+    pub ops_webhook_id: Option<String>,
+    pub status: String,
+    pub outcome: Option<String>,
+    pub last_error: Option<String>,
+    pub attempts: i32,
+    pub deliveries: i32,
+    pub received_at: DateTime<Utc>,
+    pub last_received_at: DateTime<Utc>,
+    pub processed_at: Option<DateTime<Utc>>,
+    pub body: Option<Vec<u8>>,
+    pub body_purged_at: Option<DateTime<Utc>>,
+    pub source_ip: Option<String>,
+}
+
+impl InboxRow {
+    fn from_row(r: &tokio_postgres::Row) -> Result<InboxRow, StoreError> {
+        Ok(InboxRow {
+            id: r.try_get("id")?,
+            provider: r.try_get("provider")?,
+            event: r.try_get("event")?,
+            object_id: r.try_get("object_id")?,
+            ops_webhook_id: r.try_get("ops_webhook_id")?,
+            status: r.try_get("status")?,
+            outcome: r.try_get("outcome")?,
+            last_error: r.try_get("last_error")?,
+            attempts: r.try_get("attempts")?,
+            deliveries: r.try_get("deliveries")?,
+            received_at: r.try_get("received_at")?,
+            last_received_at: r.try_get("last_received_at")?,
+            processed_at: r.try_get("processed_at")?,
+            body: r.try_get("body")?,
+            body_purged_at: r.try_get("body_purged_at")?,
+            source_ip: r.try_get("source_ip")?,
+        })
+    }
+}
+
+/// Newest first, optionally of one status and one provider.
+pub async fn list(
+    db: &impl GenericClient,
+    status: Option<&str>,
+    provider: Option<&str>,
+    limit: i64,
+    offset: i64,
+) -> Result<Vec<InboxRow>, StoreError> {
+    db.query(
+        include_str!("webhook_inbox/list.sql"),
+        &[&status, &provider, &limit, &offset],
+    )
+    .await?
+    .iter()
+    .map(InboxRow::from_row)
+    .collect()
+}
+
+pub async fn exists(db: &impl GenericClient, id: Uuid) -> Result<bool, StoreError> {
+    Ok(db
+        .query_opt("SELECT 1 FROM webhook_inbox WHERE id = $1", &[&id])
+        .await?
+        .is_some())
+}
+
+/// One row; an error when there is none.
+pub async fn get(db: &impl GenericClient, id: Uuid) -> Result<InboxRow, StoreError> {
+    InboxRow::from_row(
+        &db.query_one(include_str!("webhook_inbox/get.sql"), &[&id])
+            .await?,
+    )
+}
