@@ -111,9 +111,28 @@ pub struct Config {
     pub refusal_grace: Duration,
     pub outbox_retention: Duration,
     pub webhook_body_retention: Duration,
+    pub jobs: JobsConfig,
     /// Explicit RETURN_URL_ALLOWED_ORIGINS; empty means "the origin of the return URL".
     pub return_url_allowed_origins: Vec<String>,
     pub log_format: LogFormat,
+}
+
+/// How often each background job runs when it found less than a full batch
+/// (`JOB_<NAME>_INTERVAL`), and how long a job that calls a provider leaves a
+/// claimed row alone (`JOB_<NAME>_LEASE`; longer than a provider call with its
+/// retries, so a row is never worked on twice at once).
+#[derive(Debug, Clone)]
+pub struct JobsConfig {
+    pub inbox_retry_interval: Duration,
+    pub reconciler_interval: Duration,
+    pub reconciler_lease: Duration,
+    pub renewer_interval: Duration,
+    pub renewer_lease: Duration,
+    pub expirer_interval: Duration,
+    pub refund_follow_up_interval: Duration,
+    pub refund_follow_up_lease: Duration,
+    pub housekeeping_interval: Duration,
+    pub outbox_retention_interval: Duration,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -308,6 +327,18 @@ impl Config {
             refusal_grace: dur("REFUSAL_GRACE", "3d")?,
             outbox_retention: dur("OUTBOX_RETENTION", "7d")?,
             webhook_body_retention: dur("WEBHOOK_BODY_RETENTION", "30d")?,
+            jobs: JobsConfig {
+                inbox_retry_interval: dur("JOB_INBOX_RETRY_INTERVAL", "1s")?,
+                reconciler_interval: dur("JOB_RECONCILER_INTERVAL", "5s")?,
+                reconciler_lease: dur("JOB_RECONCILER_LEASE", "5m")?,
+                renewer_interval: dur("JOB_RENEWER_INTERVAL", "10s")?,
+                renewer_lease: dur("JOB_RENEWER_LEASE", "10m")?,
+                expirer_interval: dur("JOB_EXPIRER_INTERVAL", "30s")?,
+                refund_follow_up_interval: dur("JOB_REFUND_FOLLOW_UP_INTERVAL", "30s")?,
+                refund_follow_up_lease: dur("JOB_REFUND_FOLLOW_UP_LEASE", "5m")?,
+                housekeeping_interval: dur("JOB_HOUSEKEEPING_INTERVAL", "10m")?,
+                outbox_retention_interval: dur("JOB_OUTBOX_RETENTION_INTERVAL", "10m")?,
+            },
             return_url_allowed_origins,
             log_format,
         })

@@ -14,7 +14,6 @@ use crate::providers::sandbox::Sandbox;
 use crate::providers::yookassa::YooKassa;
 use crate::providers::Providers;
 use std::sync::Arc;
-use std::time::Duration;
 
 #[derive(Debug, Clone, Copy)]
 pub struct ServeOptions {
@@ -107,52 +106,10 @@ pub async fn start(mut config: Config, opts: ServeOptions) -> Result<Running, St
         tracing::info!(addr = %addr.expect("bound"), mode = app.config.mode.as_str(), "listening");
     }
     if opts.workers {
-        let a = app.clone();
-        tasks.push(tokio::spawn(jobs::run_loop(
-            a,
-            "inbox_retry",
-            jobs::inbox_retry::BATCH,
-            Duration::from_secs(1),
-            |app| async move { jobs::inbox_retry::run_once(&app).await },
-        )));
-        let a = app.clone();
-        tasks.push(tokio::spawn(jobs::run_loop(
-            a,
-            "refund_follow_up",
-            jobs::refunds::BATCH,
-            Duration::from_secs(30),
-            |app| async move { jobs::refunds::run_once(&app).await },
-        )));
-        tasks.push(tokio::spawn(jobs::run_loop(
-            app.clone(),
-            "housekeeping",
-            jobs::housekeeping::BATCH,
-            Duration::from_secs(600),
-            |app| async move { jobs::housekeeping::run_once(&app).await },
-        )));
         tasks.push(tokio::spawn(crate::events::relay::run(app.clone())));
-        tasks.push(tokio::spawn(crate::events::retention::run(app.clone())));
-        tasks.push(tokio::spawn(jobs::run_loop(
-            app.clone(),
-            "reconciler",
-            jobs::reconciler::BATCH,
-            Duration::from_secs(5),
-            |app| async move { jobs::reconciler::run_once(&app).await },
-        )));
-        tasks.push(tokio::spawn(jobs::run_loop(
-            app.clone(),
-            "renewer",
-            jobs::renewer::BATCH,
-            Duration::from_secs(10),
-            |app| async move { jobs::renewer::run_once(&app).await },
-        )));
-        tasks.push(tokio::spawn(jobs::run_loop(
-            app.clone(),
-            "expirer",
-            jobs::expirer::BATCH,
-            Duration::from_secs(30),
-            |app| async move { jobs::expirer::run_once(&app).await },
-        )));
+        for job in jobs::all(&app.config) {
+            tasks.push(tokio::spawn(jobs::run(app.clone(), job)));
+        }
     }
 
     Ok(Running { app, addr, tasks })

@@ -7,7 +7,8 @@ use std::collections::HashMap;
 use std::future::Future;
 use std::time::Duration;
 
-use billing::events::{self, relay, retention, EventSubject, EventType};
+use billing::events::{self, relay, EventSubject, EventType};
+use billing::jobs::outbox_retention;
 use billing::store::{subscriptions, Subscription};
 use chrono::{DateTime, Utc};
 use common::broker::*;
@@ -515,10 +516,9 @@ async fn retention_sweep_deletes_only_sent_rows_older_than_the_limit() {
         .map(|r| r.get(0))
         .collect();
 
-    let client = app.app().db.get().await.unwrap();
     let mut batches = Vec::new();
     loop {
-        let n = retention::run_once(&client, retention).await.unwrap();
+        let n = outbox_retention::run_once(app.app()).await.unwrap();
         batches.push(n);
         if n == 0 {
             break;
@@ -536,7 +536,6 @@ async fn retention_sweep_deletes_only_sent_rows_older_than_the_limit() {
         left, keep,
         "the old unsent row and the recently sent row stay"
     );
-    drop(client);
     app.stop().await;
 }
 

@@ -3,8 +3,9 @@
 
 mod common;
 
-use billing::jobs::{create, expirer, reconciler, renewer};
+use billing::jobs::{expirer, reconciler, renewer};
 use billing::providers::sandbox::{Outcome, Sandbox};
+use billing::service::create;
 use chrono::{DateTime, Months, Utc};
 use common::*;
 use uuid::Uuid;
@@ -646,7 +647,7 @@ async fn a_renewal_pending_for_a_day_is_not_failed_by_the_reconciler() {
     let (sub, _) = due(&db).await;
     let payment = renewer::prepare(app.app(), sub).await.unwrap().unwrap();
     // Sent to the provider, which keeps it pending (e.g. receipt-first fiscalisation).
-    billing::jobs::create::send(app.app(), &payment)
+    billing::service::create::send(app.app(), &payment)
         .await
         .unwrap();
     db.execute(

@@ -70,7 +70,9 @@ async fn time_passes(db: &tokio_postgres::Client, interval: &str) {
 
 /// The refund follow-up job, one batch.
 async fn follow_up(app: &TestApp) -> usize {
-    billing::jobs::refunds::run_once(app.app()).await.unwrap()
+    billing::jobs::refund_follow_up::run_once(app.app())
+        .await
+        .unwrap()
 }
 
 async fn refund_rows(db: &tokio_postgres::Client) -> Vec<(Uuid, String, i64)> {

@@ -7,9 +7,10 @@ mod common;
 
 use std::sync::Arc;
 
-use billing::jobs::{create, expirer, reconciler, renewer};
+use billing::jobs::{expirer, reconciler, renewer};
 use billing::providers::sandbox::cloudpayments::CloudPaymentsSandbox;
 use billing::providers::sandbox::{Garble, Outcome, Sandbox};
+use billing::service::create;
 use chrono::{DateTime, Duration, Months, SecondsFormat, Utc};
 use common::*;
 use serde_json::{json, Value};

@@ -3,7 +3,6 @@
 
 pub mod outbox;
 pub mod relay;
-pub mod retention;
 
 use serde::Serialize;
 

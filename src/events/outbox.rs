@@ -5,7 +5,6 @@ use serde_json::{json, Map, Value};
 use uuid::Uuid;
 
 use super::{EventType, VERSION};
-use crate::store::Cached as _;
 use crate::store::{GenericClient, Payment, StoreError, Subscription};
 
 /// What an event is about: the subscription, the payment, or both.
@@ -97,12 +96,6 @@ pub async fn record(
 ) -> Result<Uuid, StoreError> {
     let id = Uuid::new_v4();
     let payload = body(id, event_type, &subject);
-    db.exec(
-        "INSERT INTO outbox (event_id, event_type, payload, occurred_at) \
-         VALUES ($1, $2, jsonb_set($3::jsonb, '{data,seq}', to_jsonb(nextval('event_seq'))), \
-                 ($3::jsonb ->> 'occurred_at')::timestamptz)",
-        &[&id, &event_type.as_str(), &payload],
-    )
-    .await?;
+    crate::store::outbox::insert(db, id, event_type.as_str(), &payload).await?;
     Ok(id)
 }

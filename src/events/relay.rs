@@ -10,7 +10,6 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use chrono::{DateTime, Utc};
 use deadpool_postgres::Pool;
 use futures::StreamExt;
 use lapin::options::{BasicPublishOptions, ConfirmSelectOptions, ExchangeDeclareOptions};
@@ -24,6 +23,7 @@ use tokio_util::sync::CancellationToken;
 
 use super::EXCHANGE;
 use crate::app::App;
+use crate::store::outbox::{self, Unsent};
 use crate::store::StoreError;
 
 /// Rows per batch: publish them all, then await their confirms together.
@@ -156,14 +156,6 @@ impl Broker {
     }
 }
 
-struct Row {
-    id: i64,
-    event_id: String,
-    event_type: String,
-    body: String,
-    occurred_at: DateTime<Utc>,
-}
-
 /// Publishes one batch of unsent rows (oldest first) and returns how many the
 /// broker acked. The caller must be the elected relay (hold [`LOCK_KEY`]).
 ///
@@ -173,24 +165,9 @@ struct Row {
 /// so the caller reconnects. An event nacked in a batch whose later events were
 /// acked is re-sent after them: consumers order by `seq` and deduplicate by id.
 pub async fn run_once(db: &Pool, channel: &Channel, limit: i64) -> Result<usize, RelayError> {
-    let rows: Vec<Row> = {
+    let rows: Vec<Unsent> = {
         let client = db.get().await?;
-        client
-            .query(
-                "SELECT id, event_id::text AS event_id, event_type, payload::text AS body, occurred_at \
-                 FROM outbox WHERE sent_at IS NULL ORDER BY id LIMIT $1",
-                &[&limit],
-            )
-            .await?
-            .iter()
-            .map(|r| Row {
-                id: r.get("id"),
-                event_id: r.get("event_id"),
-                event_type: r.get("event_type"),
-                body: r.get("body"),
-                occurred_at: r.get("occurred_at"),
-            })
-            .collect()
+        outbox::unsent(&client, limit).await?
     };
     if rows.is_empty() {
         return Ok(0);
@@ -202,13 +179,7 @@ pub async fn run_once(db: &Pool, channel: &Channel, limit: i64) -> Result<usize,
 
     let client = db.get().await?;
     if !acked_ids.is_empty() {
-        client
-            .execute(
-                "UPDATE outbox SET sent_at = now(), attempts = attempts + 1, last_error = NULL \
-                 WHERE id = ANY($1)",
-                &[&acked_ids],
-            )
-            .await?;
+        outbox::mark_sent(&client, &acked_ids).await?;
         metrics::counter!("outbox_published_total").increment(acked_ids.len() as u64);
     }
     if !failed_ids.is_empty() {
@@ -216,12 +187,7 @@ pub async fn run_once(db: &Pool, channel: &Channel, limit: i64) -> Result<usize,
             .first()
             .map(|(_, e)| e.as_str())
             .unwrap_or("not confirmed");
-        client
-            .execute(
-                "UPDATE outbox SET attempts = attempts + 1, last_error = $2 WHERE id = ANY($1)",
-                &[&failed_ids, &reason],
-            )
-            .await?;
+        outbox::mark_failed(&client, &failed_ids, reason).await?;
         metrics::counter!("outbox_publish_failures_total").increment(failed_ids.len() as u64);
         tracing::warn!(
             failed = failed_ids.len(),
@@ -241,7 +207,7 @@ pub async fn run_once(db: &Pool, channel: &Channel, limit: i64) -> Result<usize,
 /// channel broke (the rows after it were not sent).
 async fn publish(
     channel: &Channel,
-    rows: &[Row],
+    rows: &[Unsent],
 ) -> (Vec<usize>, Vec<(usize, String)>, Option<RelayError>) {
     let mut pending = Vec::with_capacity(rows.len());
     let mut failed = Vec::new();
@@ -503,16 +469,10 @@ impl Leadership {
 
     /// Takes the lock if it is free, and then LISTENs (before the first batch is
     /// read, so no commit after that read goes unnoticed).
-    async fn try_acquire(&mut self) -> Result<bool, tokio_postgres::Error> {
-        let got: bool = self
-            .client
-            .query_one("SELECT pg_try_advisory_lock($1)", &[&LOCK_KEY])
-            .await?
-            .get(0);
+    async fn try_acquire(&mut self) -> Result<bool, StoreError> {
+        let got = outbox::try_advisory_lock(&self.client, LOCK_KEY).await?;
         if got {
-            self.client
-                .batch_execute(&format!("LISTEN {CHANNEL}"))
-                .await?;
+            outbox::listen(&self.client, CHANNEL).await?;
             self.leader = true;
         }
         Ok(got)
@@ -529,17 +489,9 @@ impl Leadership {
 async fn gauge_loop(app: &App) {
     loop {
         if let Ok(client) = app.db.get().await {
-            let row = client
-                .query_one(
-                    "SELECT count(*) AS backlog, \
-                     COALESCE(EXTRACT(EPOCH FROM now() - min(created_at)), 0)::float8 AS oldest \
-                     FROM outbox WHERE sent_at IS NULL",
-                    &[],
-                )
-                .await;
-            if let Ok(row) = row {
-                metrics::gauge!("outbox_backlog").set(row.get::<_, i64>("backlog") as f64);
-                metrics::gauge!("outbox_oldest_unsent_seconds").set(row.get::<_, f64>("oldest"));
+            if let Ok(b) = outbox::backlog(&client).await {
+                metrics::gauge!("outbox_backlog").set(b.rows as f64);
+                metrics::gauge!("outbox_oldest_unsent_seconds").set(b.oldest_seconds);
             }
         }
         if sleep_or_shutdown(app, GAUGE_EVERY).await {

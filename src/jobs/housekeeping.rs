@@ -3,32 +3,49 @@
 //! and Idempotency-Key rows after their 24 hours. Batched so a backlog never holds
 //! long locks.
 
+use std::time::Duration;
+
+use super::{Job, JobError};
 use crate::app::App;
+use crate::config::JobsConfig;
+use crate::store::{idempotency_keys, webhook_inbox};
 
 pub const BATCH: usize = 1000;
 
-pub async fn run_once(app: &App) -> Result<usize, String> {
-    let db = app.db.get().await.map_err(|e| e.to_string())?;
-    let retention = app.config.webhook_body_retention.as_secs_f64();
-    let purged = db
-        .execute(
-            "UPDATE webhook_inbox SET body = NULL, body_purged_at = now() WHERE id IN ( \
-               SELECT id FROM webhook_inbox WHERE body IS NOT NULL AND status <> 'received' AND ( \
-                 (status <> 'failed' AND last_received_at < now() - make_interval(secs => $1)) \
-                 OR last_received_at < now() - interval '180 days') \
-               LIMIT $2 FOR UPDATE SKIP LOCKED)",
-            &[&retention, &(BATCH as i64)],
-        )
-        .await
-        .map_err(|e| e.to_string())?;
-    let keys = db
-        .execute(
-            "DELETE FROM idempotency_keys WHERE (user_id, scope, key) IN ( \
-               SELECT user_id, scope, key FROM idempotency_keys WHERE created_at < now() - interval '24 hours' \
-               AND (locked_until IS NULL OR locked_until < now()) LIMIT $1 FOR UPDATE SKIP LOCKED)",
-            &[&(BATCH as i64)],
-        )
-        .await
-        .map_err(|e| e.to_string())?;
-    Ok((purged + keys) as usize)
+pub struct Housekeeping {
+    pub idle: Duration,
+}
+
+impl Housekeeping {
+    pub fn new(c: &JobsConfig) -> Self {
+        Housekeeping {
+            idle: c.housekeeping_interval,
+        }
+    }
+}
+
+/// One run with the configured settings (tests and one-off runs).
+pub async fn run_once(app: &App) -> Result<usize, JobError> {
+    Housekeeping::new(&app.config.jobs).run_once(app).await
+}
+
+#[async_trait::async_trait]
+impl Job for Housekeeping {
+    fn name(&self) -> &'static str {
+        "housekeeping"
+    }
+    fn batch(&self) -> usize {
+        BATCH
+    }
+    fn idle(&self) -> Duration {
+        self.idle
+    }
+    async fn run_once(&self, app: &App) -> Result<usize, JobError> {
+        let db = app.db.get().await?;
+        let purged =
+            webhook_inbox::purge_bodies(&db, app.config.webhook_body_retention, BATCH as i64)
+                .await?;
+        let keys = idempotency_keys::delete_expired(&db, BATCH as i64).await?;
+        Ok((purged + keys) as usize)
+    }
 }

@@ -7,23 +7,77 @@
 //! holding no lock. A crash anywhere re-sends the same key; the partial unique index
 //! `payments_one_renewal_per_period` keeps one pending-or-succeeded renewal per period.
 
+use std::time::Duration;
+
 use chrono::{DateTime, Utc};
 use sha2::{Digest, Sha256};
 use uuid::Uuid;
 
+use super::{Job, JobError};
 use crate::app::App;
+use crate::config::JobsConfig;
 use crate::domain::PaymentStatus;
-use crate::jobs::create::{self, Sent};
-use crate::store::Cached as _;
-use crate::store::{payments, subscriptions, Payment};
+use crate::service::create::{self, Sent};
+use crate::store::payments::NewRenewal;
+use crate::store::{payments, subscriptions, tariffs, Payment, StoreError};
 
 pub const BATCH: usize = 200;
 /// Claimed subscriptions charged at once: each is a few queries and one provider call,
 /// mostly waiting, so one at a time left the database and the provider idle.
 pub const PARALLEL: usize = 16;
-/// How long a claimed subscription is left alone (a provider call with its retries
-/// takes well under a minute).
-pub const LEASE_SECS: f64 = 600.0;
+
+/// `lease` (JOB_RENEWER_LEASE, 10 min): how long a claimed subscription is left
+/// alone; a provider call with its retries takes well under a minute.
+pub struct Renewer {
+    pub idle: Duration,
+    pub lease: Duration,
+}
+
+impl Renewer {
+    pub fn new(c: &JobsConfig) -> Self {
+        Renewer {
+            idle: c.renewer_interval,
+            lease: c.renewer_lease,
+        }
+    }
+}
+
+/// One run with the configured settings (tests and one-off runs).
+pub async fn run_once(app: &App) -> Result<usize, JobError> {
+    Renewer::new(&app.config.jobs).run_once(app).await
+}
+
+#[async_trait::async_trait]
+impl Job for Renewer {
+    fn name(&self) -> &'static str {
+        "renewer"
+    }
+    fn batch(&self) -> usize {
+        BATCH
+    }
+    fn idle(&self) -> Duration {
+        self.idle
+    }
+    fn lease(&self) -> Option<Duration> {
+        Some(self.lease)
+    }
+    async fn run_once(&self, app: &App) -> Result<usize, JobError> {
+        let ids = {
+            let db = app.db.get().await?;
+            subscriptions::claim_due_renewals(&db, BATCH as i64, self.lease).await?
+        };
+        use futures::StreamExt;
+        futures::stream::iter(ids.iter().copied())
+            .for_each_concurrent(PARALLEL, |id| async move {
+                if let Err(e) = renew_one(app, id).await {
+                    // The lease runs out and the next run (or replica) resumes with the same key.
+                    tracing::warn!(subscription_id = %id, error = %e, "renewal not completed; will be resumed");
+                }
+            })
+            .await;
+        Ok(ids.len())
+    }
+}
 
 /// The provider idempotence key of one renewal attempt: the same inputs always give
 /// the same key, so a crashed attempt is re-sent, never duplicated. 64 hex chars
@@ -39,31 +93,8 @@ pub fn renewal_key(subscription_id: Uuid, period_start: DateTime<Utc>, attempt: 
     digest.iter().map(|b| format!("{b:02x}")).collect()
 }
 
-pub async fn run_once(app: &App) -> Result<usize, String> {
-    let ids: Vec<Uuid> = crate::jobs::claim(
-        app,
-            "UPDATE subscriptions SET next_charge_at = now() + make_interval(secs => $2) WHERE id IN ( \
-               SELECT s.id FROM subscriptions s JOIN payment_methods m ON m.id = s.payment_method_id \
-               WHERE s.status IN ('active', 'past_due') AND s.auto_renew AND m.usable \
-                 AND s.next_charge_at <= now() \
-               ORDER BY s.next_charge_at LIMIT $1 FOR UPDATE OF s SKIP LOCKED) RETURNING id",
-            &[&(BATCH as i64), &LEASE_SECS],
-    )
-    .await?;
-    use futures::StreamExt;
-    futures::stream::iter(ids.iter().copied())
-        .for_each_concurrent(PARALLEL, |id| async move {
-            if let Err(e) = renew_one(app, id).await {
-                // The lease runs out and the next run (or replica) resumes with the same key.
-                tracing::warn!(subscription_id = %id, error = %e, "renewal not completed; will be resumed");
-            }
-        })
-        .await;
-    Ok(ids.len())
-}
-
 /// Charges one claimed subscription; answers what the provider said (None: nothing to charge).
-pub async fn renew_one(app: &App, subscription_id: Uuid) -> Result<Option<Sent>, String> {
+pub async fn renew_one(app: &App, subscription_id: Uuid) -> Result<Option<Sent>, JobError> {
     let Some(payment) = prepare(app, subscription_id).await? else {
         return Ok(None);
     };
@@ -83,105 +114,60 @@ pub async fn renew_one(app: &App, subscription_id: Uuid) -> Result<Option<Sent>,
 /// Under the subscription's row lock: the open renewal of the period that starts at
 /// `current_period_end`, or a new one committed here. None when the subscription is
 /// no longer due (canceled, expired, method unusable) or the period is already paid.
-pub async fn prepare(app: &App, subscription_id: Uuid) -> Result<Option<Payment>, String> {
-    let mut db = app.db.get().await.map_err(|e| e.to_string())?;
-    let tx = db.transaction().await.map_err(|e| e.to_string())?;
-    let Some(sub) = subscriptions::lock(&tx, subscription_id)
-        .await
-        .map_err(|e| e.to_string())?
-    else {
+pub async fn prepare(app: &App, subscription_id: Uuid) -> Result<Option<Payment>, JobError> {
+    let lease = app.config.jobs.renewer_lease;
+    let mut db = app.db.get().await?;
+    let tx = db.transaction().await?;
+    let Some(sub) = subscriptions::lock(&tx, subscription_id).await? else {
         return Ok(None);
     };
-    if !sub.status.is_live() || !sub.auto_renew || sub.next_charge_at.is_none() {
-        tx.commit().await.map_err(|e| e.to_string())?;
-        return Ok(None);
-    }
-    let Some(method_id) = sub.payment_method_id else {
-        tx.commit().await.map_err(|e| e.to_string())?;
-        return Ok(None);
+    let method = match sub.payment_method_id {
+        Some(id) if sub.status.is_live() && sub.auto_renew && sub.next_charge_at.is_some() => {
+            payments::get_method(&tx, id).await?.filter(|m| m.usable)
+        }
+        _ => None,
     };
-    let method = payments::get_method(&tx, method_id)
-        .await
-        .map_err(|e| e.to_string())?
-        .filter(|m| m.usable);
     let Some(method) = method else {
-        tx.commit().await.map_err(|e| e.to_string())?;
+        tx.commit().await?;
         return Ok(None);
     };
     let period_start = sub.current_period_end;
-    let open = tx
-        .q_opt(
-            &format!(
-                "SELECT {} FROM payments WHERE subscription_id = $1 AND kind = 'renewal' AND period_start = $2 \
-                 AND status IN ('pending', 'waiting_for_capture', 'succeeded')",
-                payments::COLS
-            ),
-            &[&sub.id, &period_start],
-        )
-        .await
-        .map_err(|e| e.to_string())?;
-    if let Some(row) = open {
-        let p = Payment::from_row(&row).map_err(|e| e.to_string())?;
-        tx.commit().await.map_err(|e| e.to_string())?;
+    if let Some(p) = payments::open_renewal(&tx, sub.id, period_start).await? {
+        tx.commit().await?;
         return Ok((p.status != PaymentStatus::Succeeded).then_some(p));
     }
-    // Never reuse an attempt number of this period: a reused key with another body is refused.
-    let attempt: i32 = tx
-        .q_one(
-            "SELECT GREATEST($3::int, COALESCE(max(attempt) + 1, 0)) FROM payments \
-             WHERE subscription_id = $1 AND kind = 'renewal' AND period_start = $2",
-            &[&sub.id, &period_start, &sub.renewal_attempts],
-        )
-        .await
-        .map_err(|e| e.to_string())?
-        .get(0);
-    let tariff_name: String = tx
-        .q_one("SELECT name FROM tariffs WHERE id = $1", &[&sub.tariff_id])
-        .await
-        .map_err(|e| e.to_string())?
-        .get(0);
+    let attempt =
+        payments::next_renewal_attempt(&tx, sub.id, period_start, sub.renewal_attempts).await?;
+    let tariff_name = tariffs::get(&tx, sub.tariff_id)
+        .await?
+        .ok_or_else(|| StoreError::Corrupt(format!("tariff {} is gone", sub.tariff_id)))?
+        .name;
     let key = renewal_key(sub.id, period_start, attempt);
-    // The subscription's own price, never today's tariff price.
-    let row = tx
-        .q_one(
-            &format!(
-                "INSERT INTO payments (id, user_id, tariff_id, subscription_id, pay_system, kind, status, amount_minor, \
-                 currency, renew, description, provider_idempotence_key, payment_method_id, period_start, attempt, \
-                 livemode, next_check_at) \
-                 VALUES ($1, $2, $3, $4, $5, 'renewal', 'pending', $6, $7, false, $8, $9, $10, $11, $12, $13, \
-                 now() + make_interval(secs => $14)) RETURNING {}",
-                payments::COLS
-            ),
-            &[
-                &Uuid::new_v4(),
-                &sub.user_id,
-                &sub.tariff_id,
-                &sub.id,
-                // The provider that saved the method charges it, whichever provider
-                // sold the subscription first (a same-tariff purchase elsewhere moves it).
-                &method.pay_system.as_str(),
-                &sub.price.minor(),
-                &sub.price.currency().code(),
-                &format!("Subscription renewal: {tariff_name}"),
-                &key,
-                &method_id,
-                &period_start,
-                &attempt,
-                &sub.livemode,
-                &app.config.reconcile_after.as_secs_f64(),
-            ],
-        )
-        .await
-        .map_err(|e| e.to_string())?;
-    tx.exec(
-        "UPDATE subscriptions SET next_charge_at = GREATEST(next_charge_at, now() + make_interval(secs => $2)), \
-         updated_at = now() WHERE id = $1",
-        &[&sub.id, &LEASE_SECS],
+    let payment = payments::insert_renewal(
+        &tx,
+        &NewRenewal {
+            id: Uuid::new_v4(),
+            user_id: sub.user_id,
+            tariff_id: sub.tariff_id,
+            subscription_id: sub.id,
+            // The provider that saved the method charges it, whichever provider
+            // sold the subscription first (a same-tariff purchase elsewhere moves it).
+            pay_system: method.pay_system,
+            // The subscription's own price, never today's tariff price.
+            amount: sub.price,
+            description: &format!("Subscription renewal: {tariff_name}"),
+            idempotence_key: &key,
+            payment_method_id: method.id,
+            period_start,
+            attempt,
+            livemode: sub.livemode,
+            check_after: app.config.reconcile_after,
+        },
     )
-    .await
-    .map_err(|e| e.to_string())?;
-    tx.commit().await.map_err(|e| e.to_string())?;
-    Payment::from_row(&row).map(Some).map_err(|e| e.to_string())
+    .await?;
+    subscriptions::push_next_charge(&tx, sub.id, lease).await?;
+    tx.commit().await?;
+    Ok(Some(payment))
 }
 
 #[cfg(test)]

@@ -4,7 +4,7 @@
 //! Only a definite refusal (a 4xx with a parsed error, or "not found") ends a refund
 //! `canceled` (alerted `refund_refused`). Any other failure (network, 5xx, 202, an
 //! unreadable answer) leaves the outcome unknown: the refund stays pending, still
-//! counted against what is left to refund, and `jobs::refunds` follows it up.
+//! counted against what is left to refund, and `jobs::refund_follow_up` follows it up.
 //!
 //! Only a full refund changes access, decided by the period the payment paid (recorded
 //! on the payment when it succeeded): the current one ends now; a prepaid next one moves
@@ -214,7 +214,7 @@ async fn apply_success_first(app: &App, refund_id: Uuid) -> Result<(), RefundErr
         match &payment.provider_payment_id {
             Some(pid) => provider.get_payment(pid).await.map(Some),
             None => {
-                let (from, to) = crate::jobs::create::lookup_window(payment.created_at);
+                let (from, to) = crate::service::create::lookup_window(payment.created_at);
                 provider.find_payment(payment.id, from, to).await
             }
         }
@@ -460,7 +460,7 @@ pub async fn admin_refund(
         }
         Err(RefundError::Provider(e)) => {
             // Outcome unknown: the refund stays pending (still counted against what is
-            // left) and `jobs::refunds` re-sends it with the same key.
+            // left) and `jobs::refund_follow_up` re-sends it with the same key.
             tracing::warn!(refund_id = %refund_id, error = %e, "refund outcome unknown; it will be followed up");
             if let Some(s) = &scope {
                 idempotency::release(&app.db.get().await?, s).await?;

@@ -336,7 +336,8 @@ pub async fn renewal_refused(
         Refusal::Method(_) => PARTY_METHOD,
         Refusal::Ours(_) => PARTY_SHOP,
     };
-    let failed = payments::fail_refused_create(&tx, payment_id, party, refusal.code()).await?;
+    let failed =
+        payments::fail_refused_create(&tx, payment_id, Some(party), refusal.code()).await?;
     let Some(payment) = failed else {
         tx.commit().await?;
         return Ok(false);

@@ -6,6 +6,7 @@ use std::time::Duration;
 use serde_json::Value;
 use uuid::Uuid;
 
+use super::Cached as _;
 use super::{GenericClient, StoreError};
 
 /// Which key: the user's, for one operation.
@@ -136,4 +137,14 @@ pub async fn release(db: &impl GenericClient, k: KeyRef<'_>) -> Result<(), Store
     )
     .await?;
     Ok(())
+}
+
+/// Deletes up to `batch` keys past their 24 hours (never one still locked).
+pub async fn delete_expired(db: &impl GenericClient, batch: i64) -> Result<u64, StoreError> {
+    Ok(db
+        .exec(
+            super::sql_file!("idempotency_keys/delete_expired.sql"),
+            &[&batch],
+        )
+        .await?)
 }

@@ -2,6 +2,7 @@
 //! caller decides whether they run inside a transaction.
 
 pub mod idempotency_keys;
+pub mod outbox;
 pub mod payment_methods;
 pub mod payments;
 pub mod refunds;

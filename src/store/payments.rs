@@ -236,7 +236,7 @@ pub async fn record_create_answer(
 ) -> Result<(), StoreError> {
     db.execute(
         "UPDATE payments SET provider_payment_id = COALESCE(provider_payment_id, NULLIF($2, '')), \
-         confirmation_url = $3, updated_at = now() WHERE id = $1",
+         confirmation_url = COALESCE(confirmation_url, $3), updated_at = now() WHERE id = $1",
         &[&id, &provider_payment_id, &confirmation_url],
     )
     .await?;
@@ -434,7 +434,7 @@ pub async fn insert_duplicate_charge(
 pub async fn fail_refused_create(
     db: &impl GenericClient,
     id: Uuid,
-    party: &str,
+    party: Option<&str>,
     code: &str,
 ) -> Result<Option<Payment>, StoreError> {
     let sql = format!(
@@ -538,4 +538,167 @@ pub async fn id_at_provider(
         )
         .await?
         .map(|r| r.get(0)))
+}
+
+// --- jobs: reconciler, renewer, create ---
+
+/// Created more than `hours` ago (by the database clock): past the provider's key window.
+pub async fn older_than_hours(
+    db: &impl GenericClient,
+    id: Uuid,
+    hours: i32,
+) -> Result<bool, StoreError> {
+    Ok(db
+        .q_one(
+            "SELECT created_at < now() - make_interval(hours => $2) FROM payments WHERE id = $1",
+            &[&id, &hours],
+        )
+        .await?
+        .try_get(0)?)
+}
+
+/// Claims up to `batch` open payments due a check for `lease`.
+pub async fn claim_for_reconcile(
+    db: &impl GenericClient,
+    batch: i64,
+    lease: std::time::Duration,
+) -> Result<Vec<Payment>, StoreError> {
+    db.q(
+        super::sql_file!("payments/claim_for_reconcile.sql", COLS),
+        &[&batch, &lease.as_secs_f64()],
+    )
+    .await?
+    .iter()
+    .map(Payment::from_row)
+    .collect()
+}
+
+/// A payment still open after a check, as the next check was scheduled.
+#[derive(Debug, Clone, Copy)]
+pub struct StillOpen {
+    pub status: PaymentStatus,
+    /// Older than the `give_up_hours` asked about.
+    pub too_old: bool,
+}
+
+/// Schedules the next check of an open payment (`first` doubling per check, capped
+/// at `max`); `None` when it is no longer open or is flagged for review.
+pub async fn schedule_next_check(
+    db: &impl GenericClient,
+    id: Uuid,
+    first: std::time::Duration,
+    max: std::time::Duration,
+    give_up_hours: i32,
+) -> Result<Option<StillOpen>, StoreError> {
+    let row = db
+        .q_opt(
+            super::sql_file!("payments/schedule_next_check.sql"),
+            &[
+                &id,
+                &first.as_secs_f64(),
+                &max.as_secs_f64(),
+                &give_up_hours,
+            ],
+        )
+        .await?;
+    row.map(|r| {
+        Ok(StillOpen {
+            status: parse_col(&r, "status")?,
+            too_old: r.try_get("too_old")?,
+        })
+    })
+    .transpose()
+}
+
+/// A purchase the provider kept pending too long: failed locally. True when this
+/// call moved it.
+pub async fn fail_stale_pending(db: &impl GenericClient, id: Uuid) -> Result<bool, StoreError> {
+    Ok(db
+        .exec(
+            "UPDATE payments SET status = 'failed', next_check_at = NULL, updated_at = now() \
+             WHERE id = $1 AND status = 'pending'",
+            &[&id],
+        )
+        .await?
+        == 1)
+}
+
+/// The renewal of the period starting at `period_start` that is open or paid.
+pub async fn open_renewal(
+    db: &impl GenericClient,
+    subscription_id: Uuid,
+    period_start: DateTime<Utc>,
+) -> Result<Option<Payment>, StoreError> {
+    db.q_opt(
+        super::sql_file!("payments/open_renewal.sql", COLS),
+        &[&subscription_id, &period_start],
+    )
+    .await?
+    .as_ref()
+    .map(Payment::from_row)
+    .transpose()
+}
+
+/// The next attempt number of a period's renewal: never one used before (a reused
+/// key with another body is refused), and at least `floor`.
+pub async fn next_renewal_attempt(
+    db: &impl GenericClient,
+    subscription_id: Uuid,
+    period_start: DateTime<Utc>,
+    floor: i32,
+) -> Result<i32, StoreError> {
+    Ok(db
+        .q_one(
+            "SELECT GREATEST($3::int, COALESCE(max(attempt) + 1, 0)) FROM payments \
+             WHERE subscription_id = $1 AND kind = 'renewal' AND period_start = $2",
+            &[&subscription_id, &period_start, &floor],
+        )
+        .await?
+        .try_get(0)?)
+}
+
+/// A renewal charge, committed before the provider is called.
+pub struct NewRenewal<'a> {
+    pub id: Uuid,
+    pub user_id: Uuid,
+    pub tariff_id: Uuid,
+    pub subscription_id: Uuid,
+    pub pay_system: PaySystem,
+    pub amount: Money,
+    pub description: &'a str,
+    pub idempotence_key: &'a str,
+    pub payment_method_id: Uuid,
+    pub period_start: DateTime<Utc>,
+    pub attempt: i32,
+    pub livemode: bool,
+    /// When the reconciler first looks at it if no webhook came.
+    pub check_after: std::time::Duration,
+}
+
+pub async fn insert_renewal(
+    db: &impl GenericClient,
+    r: &NewRenewal<'_>,
+) -> Result<Payment, StoreError> {
+    let row = db
+        .q_one(
+            super::sql_file!("payments/insert_renewal.sql", COLS),
+            &[
+                &r.id,
+                &r.user_id,
+                &r.tariff_id,
+                &r.subscription_id,
+                &r.pay_system.as_str(),
+                &r.amount.minor(),
+                &r.amount.currency().code(),
+                &r.description,
+                &r.idempotence_key,
+                &r.payment_method_id,
+                &r.period_start,
+                &r.attempt,
+                &r.livemode,
+                &r.check_after.as_secs_f64(),
+            ],
+        )
+        .await?;
+    Payment::from_row(&row)
 }

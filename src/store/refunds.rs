@@ -272,3 +272,71 @@ pub async fn insert_made_at_provider(
         .await?
         .map(|r| r.get(0)))
 }
+
+// --- jobs: refund follow-up ---
+
+/// A pending refund claimed for a follow-up.
+#[derive(Debug, Clone)]
+pub struct ClaimedRefund {
+    pub id: Uuid,
+    pub payment_id: Uuid,
+    pub pay_system: PaySystem,
+    pub provider_refund_id: Option<String>,
+    /// Still inside the provider's idempotence-key window: safe to re-send.
+    pub in_key_window: bool,
+}
+
+/// Claims up to `batch` pending refunds due a follow-up for `lease`.
+pub async fn claim_due(
+    db: &impl GenericClient,
+    batch: i64,
+    lease: std::time::Duration,
+    key_window_hours: i32,
+) -> Result<Vec<ClaimedRefund>, StoreError> {
+    db.q(
+        super::sql_file!("refunds/claim_due.sql"),
+        &[&batch, &lease.as_secs_f64(), &key_window_hours],
+    )
+    .await?
+    .iter()
+    .map(|r| {
+        Ok(ClaimedRefund {
+            id: r.try_get("id")?,
+            payment_id: r.try_get("payment_id")?,
+            pay_system: parse_col(r, "pay_system")?,
+            provider_refund_id: r.try_get("provider_refund_id")?,
+            in_key_window: r.try_get("in_key_window")?,
+        })
+    })
+    .collect()
+}
+
+/// Still open: try again after `first` doubling per attempt, capped at `max`.
+pub async fn schedule_retry(
+    db: &impl GenericClient,
+    id: Uuid,
+    why: &str,
+    first: std::time::Duration,
+    max: std::time::Duration,
+) -> Result<(), StoreError> {
+    db.exec(
+        super::sql_file!("refunds/schedule_retry.sql"),
+        &[&id, &why, &first.as_secs_f64(), &max.as_secs_f64()],
+    )
+    .await?;
+    Ok(())
+}
+
+/// Unanswered past the key window: no more tries, left pending for an operator.
+/// True when this call stopped it.
+pub async fn stop_unresolved(db: &impl GenericClient, id: Uuid) -> Result<bool, StoreError> {
+    Ok(db
+        .exec(
+            "UPDATE refunds SET next_attempt_at = NULL, updated_at = now(), \
+             last_error = 'unanswered past the provider''s idempotence-key window; not re-sent' \
+             WHERE id = $1 AND status = 'pending'",
+            &[&id],
+        )
+        .await?
+        == 1)
+}

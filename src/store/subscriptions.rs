@@ -260,3 +260,93 @@ pub async fn mark_past_due(
         .await?;
     Subscription::from_row(&row)
 }
+
+// --- jobs: renewer, expirer ---
+
+/// Claims up to `batch` due renewals with a usable method for `lease`; answers their ids.
+pub async fn claim_due_renewals(
+    db: &impl GenericClient,
+    batch: i64,
+    lease: std::time::Duration,
+) -> Result<Vec<Uuid>, StoreError> {
+    db.q(
+        super::sql_file!("subscriptions/claim_due_renewals.sql"),
+        &[&batch, &lease.as_secs_f64()],
+    )
+    .await?
+    .iter()
+    .map(|r| Ok(r.try_get(0)?))
+    .collect()
+}
+
+/// Keeps a subscription whose renewal was just committed off the claim for `lease`.
+pub async fn push_next_charge(
+    db: &impl GenericClient,
+    id: Uuid,
+    lease: std::time::Duration,
+) -> Result<(), StoreError> {
+    db.exec(
+        "UPDATE subscriptions SET next_charge_at = GREATEST(next_charge_at, now() + make_interval(secs => $2)), \
+         updated_at = now() WHERE id = $1",
+        &[&id, &lease.as_secs_f64()],
+    )
+    .await?;
+    Ok(())
+}
+
+async fn update_returning(
+    db: &impl GenericClient,
+    sql: &str,
+    params: &[&(dyn tokio_postgres::types::ToSql + Sync)],
+) -> Result<Vec<Subscription>, StoreError> {
+    db.q(sql, params)
+        .await?
+        .iter()
+        .map(Subscription::from_row)
+        .collect()
+}
+
+/// Expires up to `batch` live subscriptions past their period end with nothing left
+/// to wait for (see the statement); `refusal_grace` bounds renewals refused for a
+/// reason of ours.
+pub async fn expire_unrenewable(
+    db: &impl GenericClient,
+    batch: i64,
+    refusal_grace: std::time::Duration,
+) -> Result<Vec<Subscription>, StoreError> {
+    update_returning(
+        db,
+        super::sql_file!("subscriptions/expire_unrenewable.sql", COLS),
+        &[&batch, &refusal_grace.as_secs_f64()],
+    )
+    .await
+}
+
+/// Expires up to `batch` live subscriptions more than `bound` past their period end
+/// without a paid renewal (the invariant behind every other rule).
+pub async fn expire_unpaid_past(
+    db: &impl GenericClient,
+    batch: i64,
+    bound: std::time::Duration,
+) -> Result<Vec<Subscription>, StoreError> {
+    update_returning(
+        db,
+        super::sql_file!("subscriptions/expire_unpaid_past.sql", COLS),
+        &[&batch, &bound.as_secs_f64()],
+    )
+    .await
+}
+
+/// Moves up to `batch` active subscriptions at their period end with a renewal in
+/// flight to past_due.
+pub async fn past_due_in_flight(
+    db: &impl GenericClient,
+    batch: i64,
+) -> Result<Vec<Subscription>, StoreError> {
+    update_returning(
+        db,
+        super::sql_file!("subscriptions/past_due_in_flight.sql", COLS),
+        &[&batch],
+    )
+    .await
+}

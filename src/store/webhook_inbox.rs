@@ -239,3 +239,17 @@ pub async fn get(db: &impl GenericClient, id: Uuid) -> Result<InboxRow, StoreErr
             .await?,
     )
 }
+
+/// Drops up to `batch` raw bodies older than `retention` (failed rows: 180 days).
+pub async fn purge_bodies(
+    db: &impl GenericClient,
+    retention: std::time::Duration,
+    batch: i64,
+) -> Result<u64, StoreError> {
+    Ok(db
+        .exec(
+            super::sql_file!("webhook_inbox/purge_bodies.sql"),
+            &[&retention.as_secs_f64(), &batch],
+        )
+        .await?)
+}

@@ -67,16 +67,8 @@ pub async fn healthz() -> Response {
 pub async fn readyz(app: App) -> Response {
     let probe = async {
         let db = app.db.get().await.ok()?;
-        let row = db
-            .query_one(
-                "SELECT count(*) AS backlog, \
-                 COALESCE(EXTRACT(EPOCH FROM now() - min(created_at)), 0)::float8 AS oldest \
-                 FROM outbox WHERE sent_at IS NULL",
-                &[],
-            )
-            .await
-            .ok()?;
-        Some((row.get::<_, i64>("backlog"), row.get::<_, f64>("oldest")))
+        let b = crate::store::outbox::backlog(&db).await.ok()?;
+        Some((b.rows, b.oldest_seconds))
     };
     let result = tokio::time::timeout(Duration::from_secs(2), probe)
         .await

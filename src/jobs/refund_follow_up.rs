@@ -13,28 +13,21 @@
 //!
 //! A refund still open waits 1 minute, doubling to 1 hour, between tries.
 
-use uuid::Uuid;
+use std::time::Duration;
 
+use super::{Job, JobError};
 use crate::app::App;
-use crate::domain::{PaySystem, RefundStatus};
+use crate::config::JobsConfig;
+use crate::domain::RefundStatus;
 use crate::service::refunds::{self, RefundError};
 use crate::service::settle;
+use crate::store::refunds::{self as stored, ClaimedRefund};
 
 pub const BATCH: usize = 20;
-/// A claimed refund is left alone this long (a provider call with retries is far shorter).
-pub const LEASE_SECS: f64 = 300.0;
-pub const FIRST_RETRY_SECS: f64 = 60.0;
-pub const MAX_BACKOFF_SECS: f64 = 3600.0;
+pub const FIRST_RETRY: Duration = Duration::from_secs(60);
+pub const MAX_BACKOFF: Duration = Duration::from_secs(3600);
 /// YooKassa keeps idempotence keys 24 h: an unanswered refund older than this is not re-sent.
 pub const RESEND_WINDOW_HOURS: i32 = 23;
-
-struct Claimed {
-    id: Uuid,
-    payment_id: Uuid,
-    pay_system: String,
-    provider_refund_id: Option<String>,
-    in_key_window: bool,
-}
 
 enum Next {
     /// Succeeded or canceled: nothing more to do.
@@ -45,47 +38,60 @@ enum Next {
     Unresolved,
 }
 
-pub async fn run_once(app: &App) -> Result<usize, String> {
-    let claimed: Vec<Claimed> = {
-        let db = app.db.get().await.map_err(|e| e.to_string())?;
-        db.query(
-            "UPDATE refunds SET next_attempt_at = now() + make_interval(secs => $2) WHERE id IN ( \
-               SELECT id FROM refunds WHERE status = 'pending' AND next_attempt_at <= now() \
-               ORDER BY next_attempt_at LIMIT $1 FOR UPDATE SKIP LOCKED) \
-             RETURNING id, payment_id, pay_system, provider_refund_id, \
-               created_at > now() - make_interval(hours => $3)",
-            &[&(BATCH as i64), &LEASE_SECS, &RESEND_WINDOW_HOURS],
-        )
-        .await
-        .map_err(|e| e.to_string())?
-        .iter()
-        .map(|r| Claimed {
-            id: r.get(0),
-            payment_id: r.get(1),
-            pay_system: r.get(2),
-            provider_refund_id: r.get(3),
-            in_key_window: r.get(4),
-        })
-        .collect()
-    };
-    for c in &claimed {
-        let next = follow(app, c).await;
-        if let Err(e) = schedule(app, c, next).await {
-            tracing::warn!(refund_id = %c.id, error = %e, "could not schedule the refund's next try");
-        }
-    }
-    Ok(claimed.len())
+/// `lease` (JOB_REFUND_FOLLOW_UP_LEASE, 5 min): how long a claimed refund is left
+/// alone; a provider call with retries is far shorter.
+pub struct RefundFollowUp {
+    pub idle: Duration,
+    pub lease: Duration,
 }
 
-async fn follow(app: &App, c: &Claimed) -> Next {
+impl RefundFollowUp {
+    pub fn new(c: &JobsConfig) -> Self {
+        RefundFollowUp {
+            idle: c.refund_follow_up_interval,
+            lease: c.refund_follow_up_lease,
+        }
+    }
+}
+
+/// One run with the configured settings (tests and one-off runs).
+pub async fn run_once(app: &App) -> Result<usize, JobError> {
+    RefundFollowUp::new(&app.config.jobs).run_once(app).await
+}
+
+#[async_trait::async_trait]
+impl Job for RefundFollowUp {
+    fn name(&self) -> &'static str {
+        "refund_follow_up"
+    }
+    fn batch(&self) -> usize {
+        BATCH
+    }
+    fn idle(&self) -> Duration {
+        self.idle
+    }
+    fn lease(&self) -> Option<Duration> {
+        Some(self.lease)
+    }
+    async fn run_once(&self, app: &App) -> Result<usize, JobError> {
+        let claimed = {
+            let db = app.db.get().await?;
+            stored::claim_due(&db, BATCH as i64, self.lease, RESEND_WINDOW_HOURS).await?
+        };
+        for c in &claimed {
+            let next = follow(app, c).await;
+            if let Err(e) = schedule(app, c, next).await {
+                tracing::warn!(refund_id = %c.id, error = %e, "could not schedule the refund's next try");
+            }
+        }
+        Ok(claimed.len())
+    }
+}
+
+async fn follow(app: &App, c: &ClaimedRefund) -> Next {
     match &c.provider_refund_id {
         Some(provider_id) => {
-            let Some(provider) = c
-                .pay_system
-                .parse::<PaySystem>()
-                .ok()
-                .and_then(|s| app.providers.get(s).cloned())
-            else {
+            let Some(provider) = app.providers.get(c.pay_system).cloned() else {
                 return Next::Open(format!("{} is not configured", c.pay_system));
             };
             match provider.get_refund(provider_id).await {
@@ -111,31 +117,15 @@ async fn follow(app: &App, c: &Claimed) -> Next {
     }
 }
 
-async fn schedule(app: &App, c: &Claimed, next: Next) -> Result<(), String> {
-    let db = app.db.get().await.map_err(|e| e.to_string())?;
+async fn schedule(app: &App, c: &ClaimedRefund, next: Next) -> Result<(), JobError> {
+    let db = app.db.get().await?;
     match next {
         Next::Final => {}
         Next::Open(why) => {
-            db.execute(
-                "UPDATE refunds SET attempts = attempts + 1, last_error = $2, updated_at = now(), \
-                 next_attempt_at = now() + make_interval(secs => LEAST($3 * power(2, LEAST(attempts, 20)), $4)) \
-                 WHERE id = $1 AND status = 'pending'",
-                &[&c.id, &why, &FIRST_RETRY_SECS, &MAX_BACKOFF_SECS],
-            )
-            .await
-            .map_err(|e| e.to_string())?;
+            stored::schedule_retry(&db, c.id, &why, FIRST_RETRY, MAX_BACKOFF).await?;
         }
         Next::Unresolved => {
-            let n = db
-                .execute(
-                    "UPDATE refunds SET next_attempt_at = NULL, updated_at = now(), \
-                     last_error = 'unanswered past the provider''s idempotence-key window; not re-sent' \
-                     WHERE id = $1 AND status = 'pending'",
-                    &[&c.id],
-                )
-                .await
-                .map_err(|e| e.to_string())?;
-            if n == 1 {
+            if stored::stop_unresolved(&db, c.id).await? {
                 settle::alert(
                     "refund_unresolved",
                     &format!(

@@ -11,11 +11,36 @@ use chrono::Duration as ChronoDuration;
 use uuid::Uuid;
 
 use crate::app::App;
-use crate::domain::PaymentStatus;
+use crate::domain::{PaySystem, PaymentStatus};
 use crate::providers::{CreatePayment, ProviderError};
 use crate::service::settle::{self, Refusal};
-use crate::store::Cached as _;
-use crate::store::{payments, GenericClient, Payment, PaymentKind};
+use crate::store::{payments, GenericClient, Payment, PaymentKind, StoreError};
+
+/// Why a create could not be sent or its answer not recorded. None of these says
+/// anything about the money: the row stays pending and is tried again.
+#[derive(Debug, thiserror::Error)]
+pub enum CreateError {
+    #[error("{0} is not configured")]
+    NotConfigured(PaySystem),
+    #[error("renewal {0} has no payment method")]
+    NoMethod(Uuid),
+    #[error("payment method {0} vanished")]
+    MethodVanished(Uuid),
+    #[error("renewal {payment} is for {payment_system} but its method belongs to {method_system}")]
+    ForeignMethod {
+        payment: Uuid,
+        payment_system: PaySystem,
+        method_system: PaySystem,
+    },
+    #[error(transparent)]
+    Store(#[from] StoreError),
+}
+
+impl From<deadpool_postgres::PoolError> for CreateError {
+    fn from(e: deadpool_postgres::PoolError) -> Self {
+        CreateError::Store(e.into())
+    }
+}
 
 /// YooKassa keeps idempotence keys 24 h: a create older than this is looked up, not re-sent.
 pub const RESEND_WINDOW_HOURS: i64 = 23;
@@ -53,23 +78,23 @@ pub async fn request_for(
     app: &App,
     db: &impl GenericClient,
     payment: &Payment,
-) -> Result<CreatePayment, String> {
+) -> Result<CreatePayment, CreateError> {
     let saved_method_id = match payment.kind {
         PaymentKind::Purchase => None,
         PaymentKind::Renewal => {
             let method_id = payment
                 .payment_method_id
-                .ok_or_else(|| format!("renewal {} has no payment method", payment.id))?;
+                .ok_or(CreateError::NoMethod(payment.id))?;
             let method = payments::get_method(db, method_id)
-                .await
-                .map_err(|e| e.to_string())?
-                .ok_or_else(|| format!("payment method {method_id} vanished"))?;
+                .await?
+                .ok_or(CreateError::MethodVanished(method_id))?;
             // A saved method is only meaningful to the provider that saved it.
             if method.pay_system != payment.pay_system {
-                return Err(format!(
-                    "renewal {} is for {} but its method belongs to {}",
-                    payment.id, payment.pay_system, method.pay_system
-                ));
+                return Err(CreateError::ForeignMethod {
+                    payment: payment.id,
+                    payment_system: payment.pay_system,
+                    method_system: method.pay_system,
+                });
             }
             Some(method.provider_method_id)
         }
@@ -96,23 +121,15 @@ pub async fn request_for(
 /// Sends the create for `payment` (no lock is held across the call) and records the
 /// answer: the provider id, and through `settle::apply` any non-pending state. A row
 /// past the key window is looked up instead of re-sent.
-pub async fn send(app: &App, payment: &Payment) -> Result<Sent, String> {
+pub async fn send(app: &App, payment: &Payment) -> Result<Sent, CreateError> {
     let provider = app
         .providers
         .get(payment.pay_system)
         .cloned()
-        .ok_or_else(|| format!("{} is not configured", payment.pay_system))?;
+        .ok_or(CreateError::NotConfigured(payment.pay_system))?;
     let req = {
-        let db = app.db.get().await.map_err(|e| e.to_string())?;
-        let old: bool = db
-            .q_one(
-                "SELECT created_at < now() - make_interval(hours => $2) FROM payments WHERE id = $1",
-                &[&payment.id, &(RESEND_WINDOW_HOURS as i32)],
-            )
-            .await
-            .map_err(|e| e.to_string())?
-            .get(0);
-        if old {
+        let db = app.db.get().await?;
+        if payments::older_than_hours(&db, payment.id, RESEND_WINDOW_HOURS as i32).await? {
             drop(db);
             return look_up(app, payment).await;
         }
@@ -120,11 +137,12 @@ pub async fn send(app: &App, payment: &Payment) -> Result<Sent, String> {
     };
     match provider.create_payment(&req).await {
         Ok(pp) => {
-            record_provider_id(app, payment.id, &pp.id, pp.confirmation_url.as_deref()).await?;
+            let db = app.db.get().await?;
+            payments::record_create_answer(&db, payment.id, &pp.id, pp.confirmation_url.as_deref())
+                .await?;
+            drop(db);
             if pp.status != PaymentStatus::Pending {
-                settle::apply(app, payment.id, &pp)
-                    .await
-                    .map_err(|e| e.to_string())?;
+                settle::apply(app, payment.id, &pp).await?;
             }
             Ok(Sent::Answered(pp.status))
         }
@@ -166,23 +184,14 @@ fn code_of(e: &ProviderError) -> String {
 
 /// Nothing was created at the provider: a purchase is failed; a renewal is failed
 /// and its subscription moves on (past_due, dunning or hard decline) in one transaction.
-async fn fail(app: &App, payment: &Payment, refusal: &Refusal) -> Result<(), String> {
+async fn fail(app: &App, payment: &Payment, refusal: &Refusal) -> Result<(), CreateError> {
     match payment.kind {
         PaymentKind::Renewal => {
-            settle::renewal_refused(app, payment.id, refusal)
-                .await
-                .map_err(|e| e.to_string())?;
+            settle::renewal_refused(app, payment.id, refusal).await?;
         }
         PaymentKind::Purchase => {
-            let db = app.db.get().await.map_err(|e| e.to_string())?;
-            db.exec(
-                "UPDATE payments SET status = 'failed', cancellation_reason = $2, next_check_at = NULL, \
-                 lease_until = NULL, updated_at = now() \
-                 WHERE id = $1 AND status = 'pending' AND provider_payment_id IS NULL",
-                &[&payment.id, &refusal.code()],
-            )
-            .await
-            .map_err(|e| e.to_string())?;
+            let db = app.db.get().await?;
+            payments::fail_refused_create(&db, payment.id, None, refusal.code()).await?;
         }
     }
     Ok(())
@@ -191,18 +200,16 @@ async fn fail(app: &App, payment: &Payment, refusal: &Refusal) -> Result<(), Str
 /// Past the key window: find the provider's payment by our id and adopt it, or, once
 /// the whole window was searched, conclude there is none. An unanswered or
 /// unfinished search is `Unknown` (asked again later), never "not found".
-async fn look_up(app: &App, payment: &Payment) -> Result<Sent, String> {
+async fn look_up(app: &App, payment: &Payment) -> Result<Sent, CreateError> {
     let provider = app
         .providers
         .get(payment.pay_system)
         .cloned()
-        .ok_or_else(|| format!("{} is not configured", payment.pay_system))?;
+        .ok_or(CreateError::NotConfigured(payment.pay_system))?;
     let (from, to) = lookup_window(payment.created_at);
     match provider.find_payment(payment.id, from, to).await {
         Ok(Some(pp)) => {
-            settle::apply(app, payment.id, &pp)
-                .await
-                .map_err(|e| e.to_string())?;
+            settle::apply(app, payment.id, &pp).await?;
             Ok(Sent::Answered(pp.status))
         }
         Ok(None) => {
@@ -219,21 +226,4 @@ async fn look_up(app: &App, payment: &Payment) -> Result<Sent, String> {
             Ok(Sent::Unknown(e.to_string()))
         }
     }
-}
-
-async fn record_provider_id(
-    app: &App,
-    payment_id: Uuid,
-    provider_id: &str,
-    confirmation_url: Option<&str>,
-) -> Result<(), String> {
-    let db = app.db.get().await.map_err(|e| e.to_string())?;
-    db.exec(
-        "UPDATE payments SET provider_payment_id = COALESCE(provider_payment_id, NULLIF($2, '')), \
-         confirmation_url = COALESCE(confirmation_url, $3), updated_at = now() WHERE id = $1",
-        &[&payment_id, &provider_id, &confirmation_url],
-    )
-    .await
-    .map_err(|e| e.to_string())?;
-    Ok(())
 }
