@@ -1,9 +1,9 @@
 use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
-use uuid::Uuid;
 
 use billing::config::Config;
+use billing::domain::UserId;
 use billing::server::{self, ServeOptions};
 
 /// Billing service of an online cinema.
@@ -43,7 +43,7 @@ enum Command {
     /// Print a JWT signed with JWT_SECRET_KEY, for trying the API.
     Token {
         #[arg(long)]
-        user: Uuid,
+        user: UserId,
         #[arg(long)]
         superuser: bool,
         /// Lifetime in seconds.

@@ -11,6 +11,7 @@ use serde_json::Value;
 use uuid::Uuid;
 
 use crate::config::Config;
+use crate::domain::{PaymentId, UserId};
 use crate::http::webhook_auth::sign_ops;
 
 /// Answers whether every notification was accepted (2xx).
@@ -97,7 +98,7 @@ async fn run_cloudpayments(
         .map(|c| c.api_secret.expose().to_owned())
         .ok_or("CLOUDPAYMENTS_API_SECRET is not set: CloudPayments fixtures cannot be signed")?;
     // The payment's buyer becomes the AccountId, so a replayed pay matches the row.
-    let user = match payment.and_then(|p| Uuid::parse_str(p).ok()) {
+    let user = match payment.and_then(|p| p.parse::<PaymentId>().ok()) {
         Some(our) => payment_user(config, our).await,
         None => None,
     };
@@ -139,7 +140,7 @@ async fn run_cloudpayments(
     Ok(all_ok)
 }
 
-async fn payment_user(config: &Config, our: Uuid) -> Option<Uuid> {
+async fn payment_user(config: &Config, our: PaymentId) -> Option<UserId> {
     let client = connect(config).await?;
     crate::store::payments::get(&client, our)
         .await
@@ -155,8 +156,8 @@ async fn connect(config: &Config) -> Option<deadpool_postgres::Object> {
 
 /// Our payment id → (provider id, our id) through the database; anything else is
 /// taken as a provider id.
-async fn resolve_payment(config: &Config, given: &str) -> (String, Option<Uuid>) {
-    let Ok(our) = Uuid::parse_str(given) else {
+async fn resolve_payment(config: &Config, given: &str) -> (String, Option<PaymentId>) {
+    let Ok(our) = given.parse::<PaymentId>() else {
         return (given.to_owned(), None);
     };
     let found = async {

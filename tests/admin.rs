@@ -22,10 +22,12 @@ async fn paid(app: &TestApp, fake: &Arc<Sandbox>) -> (Uuid, String, String) {
 
 /// One operator for the whole test binary: Idempotency-Keys are scoped to the user.
 fn operator(app: &TestApp) -> String {
-    static OPERATOR: std::sync::OnceLock<Uuid> = std::sync::OnceLock::new();
-    app.app()
-        .keys
-        .issue(*OPERATOR.get_or_init(Uuid::new_v4), true, 600)
+    static OPERATOR: std::sync::OnceLock<billing::domain::UserId> = std::sync::OnceLock::new();
+    app.app().keys.issue(
+        *OPERATOR.get_or_init(billing::domain::UserId::new),
+        true,
+        600,
+    )
 }
 
 async fn refund(app: &TestApp, payment: &str, body: Value, key: Option<&str>) -> (u16, Value) {

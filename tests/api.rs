@@ -62,8 +62,15 @@ async fn pay_systems_list_only_configured_providers() {
 #[tokio::test]
 async fn every_auth_failure_is_401_with_a_json_error() {
     let app = TestApp::start().await;
-    let wrong_key = billing::http::auth::Keys::new("another-key").issue(Uuid::new_v4(), false, 600);
-    let expired = app.app().keys.issue(Uuid::new_v4(), false, -120);
+    let wrong_key = billing::http::auth::Keys::new("another-key").issue(
+        billing::domain::UserId::new(),
+        false,
+        600,
+    );
+    let expired = app
+        .app()
+        .keys
+        .issue(billing::domain::UserId::new(), false, -120);
     let cases: Vec<Option<String>> = vec![
         None,
         Some("".into()),

@@ -5,7 +5,7 @@ mod common;
 
 use std::sync::Arc;
 
-use billing::domain::{Currency, Money, PaymentStatus};
+use billing::domain::{Currency, Money, PaymentId, PaymentStatus, UserId};
 use billing::http::webhook_auth::sign_content_hmac;
 use billing::providers::sandbox::cloudpayments::CloudPaymentsSandbox;
 use billing::providers::{CreatePayment, CreateRefund};
@@ -471,8 +471,8 @@ async fn renewal_row(
     user: Uuid,
     sub: Uuid,
     period_start: chrono::DateTime<chrono::Utc>,
-) -> (Uuid, String) {
-    let id = Uuid::new_v4();
+) -> (PaymentId, String) {
+    let id = PaymentId::new();
     let key = format!("renewal:{sub}:{}:1", period_start.timestamp());
     app.sql()
         .await
@@ -503,7 +503,7 @@ async fn a_renewal_charges_the_saved_token_once_and_extends_the_period() {
         .expect("configured");
     let create = CreatePayment {
         our_id: payment_id,
-        user_id: user,
+        user_id: UserId::from_uuid(user),
         amount: Money::new(29_900, Currency::Rub),
         description: "Renewal: Monthly".into(),
         idempotence_key: key.clone(),
@@ -564,7 +564,7 @@ async fn a_hard_decline_of_a_renewal_stops_using_the_token() {
     let pp = provider
         .create_payment(&CreatePayment {
             our_id: payment_id,
-            user_id: user,
+            user_id: UserId::from_uuid(user),
             amount: Money::new(29_900, Currency::Rub),
             description: "Renewal: Monthly".into(),
             idempotence_key: key,

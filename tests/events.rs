@@ -44,7 +44,7 @@ async fn unsent(db: &tokio_postgres::Client) -> i64 {
 
 async fn load(app: &TestApp, id: Uuid) -> Subscription {
     let db = app.app().db.get().await.unwrap();
-    subscriptions::get(&db, id)
+    subscriptions::get(&db, billing::domain::SubscriptionId::from_uuid(id))
         .await
         .unwrap()
         .expect("seeded subscription")

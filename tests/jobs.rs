@@ -3,6 +3,7 @@
 
 mod common;
 
+use billing::domain::SubscriptionId;
 use billing::jobs::{expirer, reconciler, renewer};
 use billing::providers::sandbox::{Outcome, Sandbox};
 use billing::service::create;
@@ -332,7 +333,10 @@ async fn a_renewal_sent_before_a_crash_is_resent_by_the_reconciler_with_the_same
     let db = app.sql().await;
     let (sub, _) = due(&db).await;
     // The row is committed, the charge reaches the provider, then the process dies.
-    let payment = renewer::prepare(app.app(), sub).await.unwrap().unwrap();
+    let payment = renewer::prepare(app.app(), SubscriptionId::from_uuid(sub))
+        .await
+        .unwrap()
+        .unwrap();
     let req = create::request_for(app.app(), &app.app().db.get().await.unwrap(), &payment)
         .await
         .unwrap();
@@ -354,7 +358,10 @@ async fn a_renewal_sent_before_a_crash_is_resent_by_the_reconciler_with_the_same
     assert_eq!(reconciler::run_once(app.app()).await.unwrap(), 1);
     assert_eq!(fake.charges(), 1, "the same key answers the same charge");
     assert_eq!(fake.requests_with_key(&payment.provider_idempotence_key), 2);
-    assert_eq!(payment_status(&db, payment.id).await, "succeeded");
+    assert_eq!(
+        payment_status(&db, *payment.id.as_uuid()).await,
+        "succeeded"
+    );
     let types = outbox_types(&db).await;
     assert_eq!(count(&types, "subscription.renewed"), 1, "{types:?}");
 }
@@ -584,7 +591,10 @@ async fn a_renewal_still_pending_a_day_after_the_period_end_is_expired() {
     let (app, _fake) = with_fake_yookassa(|_| {}).await;
     let db = app.sql().await;
     let (sub, _) = due(&db).await;
-    let payment = renewer::prepare(app.app(), sub).await.unwrap().unwrap();
+    let payment = renewer::prepare(app.app(), SubscriptionId::from_uuid(sub))
+        .await
+        .unwrap()
+        .unwrap();
     db.execute(
         "UPDATE subscriptions SET current_period_start = now() - interval '40 days', \
          current_period_end = now() - interval '25 hours' WHERE id = $1",
@@ -608,7 +618,10 @@ async fn a_renewal_pending_at_the_period_end_keeps_access_as_past_due() {
     let (app, _fake) = with_fake_yookassa(|_| {}).await;
     let db = app.sql().await;
     let (sub, _) = due(&db).await;
-    let payment = renewer::prepare(app.app(), sub).await.unwrap().unwrap();
+    let payment = renewer::prepare(app.app(), SubscriptionId::from_uuid(sub))
+        .await
+        .unwrap()
+        .unwrap();
     db.execute(
         "UPDATE subscriptions SET current_period_start = now() - interval '31 days', \
          current_period_end = now() - interval '1 hour' WHERE id = $1",
@@ -645,7 +658,10 @@ async fn a_renewal_pending_for_a_day_is_not_failed_by_the_reconciler() {
     let (app, fake) = with_fake_yookassa(|_| {}).await;
     let db = app.sql().await;
     let (sub, _) = due(&db).await;
-    let payment = renewer::prepare(app.app(), sub).await.unwrap().unwrap();
+    let payment = renewer::prepare(app.app(), SubscriptionId::from_uuid(sub))
+        .await
+        .unwrap()
+        .unwrap();
     // Sent to the provider, which keeps it pending (e.g. receipt-first fiscalisation).
     billing::service::create::send(app.app(), &payment)
         .await

@@ -348,7 +348,10 @@ async fn renewal_sent_before_a_crash(
 ) -> (Uuid, Uuid, String) {
     let db = app.sql().await;
     let (sub, _) = due(&db).await;
-    let payment = renewer::prepare(app.app(), sub).await.unwrap().unwrap();
+    let payment = renewer::prepare(app.app(), billing::domain::SubscriptionId::from_uuid(sub))
+        .await
+        .unwrap()
+        .unwrap();
     let req = create::request_for(app.app(), &app.app().db.get().await.unwrap(), &payment)
         .await
         .unwrap();
@@ -371,7 +374,7 @@ async fn renewal_sent_before_a_crash(
         "created_at",
         json!((at + Duration::seconds(1)).to_rfc3339_opts(SecondsFormat::Millis, true)),
     );
-    (sub, payment.id, pp.id)
+    (sub, *payment.id.as_uuid(), pp.id)
 }
 
 #[tokio::test]
@@ -448,10 +451,13 @@ async fn a_second_provider_payment_for_a_settled_renewal_is_alerted_and_refunded
         .unwrap()
         .get(0);
     // The same row charged again at the provider under another key (the old defect).
-    let stored = billing::store::payments::get(&app.app().db.get().await.unwrap(), payment)
-        .await
-        .unwrap()
-        .unwrap();
+    let stored = billing::store::payments::get(
+        &app.app().db.get().await.unwrap(),
+        billing::domain::PaymentId::from_uuid(payment),
+    )
+    .await
+    .unwrap()
+    .unwrap();
     let mut req = create::request_for(app.app(), &app.app().db.get().await.unwrap(), &stored)
         .await
         .unwrap();

@@ -10,12 +10,13 @@
 use serde_json::{json, Value};
 
 use super::{base, fresh_db, notifications, pending_purchases, round2, Options, Result};
+use crate::domain::InboxStatus;
 use crate::domain::{PaySystem, PaymentStatus};
 use crate::events::{self, EventSubject, EventType};
 use crate::providers::sandbox::Sandbox;
 use crate::store::payments::StatusMove;
 use crate::store::subscriptions::NewSubscription;
-use crate::store::webhook_inbox::{self, InboxStatus, NewNotification};
+use crate::store::webhook_inbox::{self, NewNotification};
 use crate::store::{self, payments, subscriptions, tariffs, StoreError};
 
 /// The service's pool size (server.rs), so both sides get the same connections.

@@ -25,8 +25,10 @@ use std::time::{Duration, Instant};
 use hdrhistogram::Histogram;
 use serde_json::{json, Map, Value};
 use tokio_postgres::NoTls;
-use uuid::Uuid;
 
+use crate::domain::PaymentId;
+use crate::domain::TariffId;
+use crate::domain::UserId;
 use crate::providers::sandbox::Sandbox;
 
 pub const DEFAULT_DATABASE_URL: &str = "postgres://postgres@127.0.0.1:5432/billing_bench";
@@ -249,7 +251,7 @@ pub async fn pending_purchases(
     n: usize,
     check_in_secs: f64,
 ) -> Result<Vec<String>> {
-    let tariff = Uuid::parse_str(MONTH_TARIFF).expect("constant");
+    let tariff = MONTH_TARIFF.parse::<TariffId>().expect("constant");
     let rows = db
         .query(
             include_str!("sql/pending_purchases.sql"),
@@ -259,8 +261,8 @@ pub async fn pending_purchases(
         .map_err(BenchError::new)?;
     let mut ids = Vec::with_capacity(n);
     for r in &rows {
-        let id: Uuid = r.get(0);
-        let user: Uuid = r.get(1);
+        let id: PaymentId = r.get(0);
+        let user: UserId = r.get(1);
         let pid: String = r.get(2);
         fake.insert_pending(
             &pid,

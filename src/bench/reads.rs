@@ -4,17 +4,17 @@
 use std::sync::Arc;
 
 use serde_json::{json, Value};
-use uuid::Uuid;
 
 use super::{base, fresh_db, round2, BenchError, Options, Result, Service};
+use crate::domain::{TariffId, UserId};
 
 pub const PAYMENTS_PER_USER: i64 = 50;
 
 pub async fn run(opts: &Options) -> Result<Value> {
     let db = fresh_db(&opts.database_url).await?;
     let users_n = (opts.n / 10).clamp(1, 1000);
-    let tariff = Uuid::parse_str(super::MONTH_TARIFF).expect("constant");
-    let users: Vec<Uuid> = db
+    let tariff = super::MONTH_TARIFF.parse::<TariffId>().expect("constant");
+    let users: Vec<UserId> = db
         .query(include_str!("sql/reads_users.sql"), &[&(users_n as i32)])
         .await
         .map_err(BenchError::new)?

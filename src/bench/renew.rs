@@ -5,13 +5,13 @@
 use std::time::{Duration, Instant};
 
 use serde_json::{json, Value};
-use uuid::Uuid;
 
 use super::{base, fresh_db, round2, BenchError, Options, Result, Service};
+use crate::domain::TariffId;
 
 pub async fn run(opts: &Options) -> Result<Value> {
     let db = fresh_db(&opts.database_url).await?;
-    let tariff = Uuid::parse_str(super::MONTH_TARIFF).expect("constant");
+    let tariff = super::MONTH_TARIFF.parse::<TariffId>().expect("constant");
     db.execute(include_str!("sql/renew_methods.sql"), &[&(opts.n as i32)])
         .await
         .map_err(BenchError::new)?;

@@ -1,4 +1,6 @@
-//! Payment and subscription statuses and the forward-only transitions between them.
+//! Every status-like text the service stores or speaks (payment, subscription,
+//! refund and inbox statuses, payment kinds, providers), each through one macro
+//! that refuses unknown text, and the forward-only payment transitions.
 //! The same rules are enforced in SQL (`UPDATE … WHERE status = ANY($from)`).
 
 use std::fmt;
@@ -83,6 +85,18 @@ string_enum!(SubscriptionStatus {
 string_enum!(PaySystem {
     YooKassa => "yookassa",
     CloudPayments => "cloudpayments",
+});
+
+string_enum!(PaymentKind {
+    Purchase => "purchase",
+    Renewal => "renewal",
+});
+
+string_enum!(InboxStatus {
+    Received => "received",
+    Processed => "processed",
+    Failed => "failed",
+    Ignored => "ignored",
 });
 
 string_enum!(RefundStatus {
@@ -191,6 +205,21 @@ mod tests {
         for s in SubscriptionStatus::ALL {
             assert_eq!(s.as_str().parse::<SubscriptionStatus>().unwrap(), *s);
         }
+        for s in InboxStatus::ALL {
+            assert_eq!(s.as_str().parse::<InboxStatus>().unwrap(), *s);
+        }
+        for s in PaymentKind::ALL {
+            assert_eq!(s.as_str().parse::<PaymentKind>().unwrap(), *s);
+        }
+    }
+
+    #[test]
+    fn unknown_text_is_refused_not_guessed() {
+        assert!("recieved".parse::<InboxStatus>().is_err());
+        assert!("Processed".parse::<InboxStatus>().is_err());
+        assert!("".parse::<PaymentKind>().is_err());
+        assert!("refund".parse::<PaymentKind>().is_err());
+        assert!("active ".parse::<SubscriptionStatus>().is_err());
     }
 
     #[test]

@@ -5,11 +5,12 @@ use serde_json::{json, Map, Value};
 use uuid::Uuid;
 
 use super::{EventType, VERSION};
+use crate::domain::UserId;
 use crate::store::{GenericClient, Payment, StoreError, Subscription};
 
 /// What an event is about: the subscription, the payment, or both.
 pub struct EventSubject<'a> {
-    pub user_id: Uuid,
+    pub user_id: UserId,
     pub subscription: Option<&'a Subscription>,
     pub payment: Option<&'a Payment>,
     pub livemode: bool,

@@ -5,13 +5,13 @@
 use jsonwebtoken::{Algorithm, DecodingKey, EncodingKey, Header, Validation};
 use serde::Deserialize;
 use serde_json::Value;
-use uuid::Uuid;
 
 use super::error::ApiError;
+use crate::domain::UserId;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct User {
-    pub id: Uuid,
+    pub id: UserId,
     pub is_superuser: bool,
 }
 
@@ -60,7 +60,7 @@ impl Keys {
             .claims
             .user_id
             .as_str()
-            .and_then(|s| Uuid::parse_str(s).ok())
+            .and_then(|s| s.parse::<UserId>().ok())
             .ok_or_else(|| ApiError::unauthorized("token claim user_id must be a UUID"))?;
         let is_superuser = matches!(&data.claims.is_superuser, Value::Bool(true))
             || matches!(&data.claims.is_superuser, Value::String(s) if s == "True");
@@ -68,7 +68,7 @@ impl Keys {
     }
 
     /// Issues a token like auth-service does (for `billing token` and tests).
-    pub fn issue(&self, user_id: Uuid, is_superuser: bool, ttl_secs: i64) -> String {
+    pub fn issue(&self, user_id: UserId, is_superuser: bool, ttl_secs: i64) -> String {
         let exp = chrono::Utc::now().timestamp() + ttl_secs;
         let claims = serde_json::json!({
             "user_id": user_id.to_string(),
@@ -102,7 +102,7 @@ mod tests {
     #[test]
     fn accepts_raw_and_bearer_tokens() {
         let keys = Keys::new("k");
-        let id = Uuid::new_v4();
+        let id = UserId::new();
         let t = keys.issue(id, false, 60);
         assert_eq!(keys.authenticate(Some(&t)).unwrap().id, id);
         assert_eq!(
@@ -114,7 +114,7 @@ mod tests {
     #[test]
     fn superuser_only_for_true_or_exact_capital_true() {
         let keys = Keys::new("k");
-        let id = Uuid::new_v4().to_string();
+        let id = uuid::Uuid::new_v4().to_string();
         for (value, expected) in [
             (json!(true), true),
             (json!("True"), true),
@@ -139,7 +139,7 @@ mod tests {
     #[test]
     fn rejects_bad_tokens() {
         let keys = Keys::new("k");
-        let id = Uuid::new_v4().to_string();
+        let id = uuid::Uuid::new_v4().to_string();
         let past = chrono::Utc::now().timestamp() - 120;
         let bad = [
             token(
@@ -168,7 +168,7 @@ mod tests {
     fn expired_within_leeway_is_accepted() {
         let keys = Keys::new("k");
         let t = token(
-            json!({"user_id": Uuid::new_v4().to_string(), "exp": chrono::Utc::now().timestamp() - 10}),
+            json!({"user_id": uuid::Uuid::new_v4().to_string(), "exp": chrono::Utc::now().timestamp() - 10}),
             "k",
             Algorithm::HS256,
         );
@@ -182,7 +182,7 @@ mod tests {
         let header = b64.encode(br#"{"alg":"none","typ":"JWT"}"#);
         let claims = b64.encode(format!(
             r#"{{"user_id":"{}","exp":{}}}"#,
-            Uuid::new_v4(),
+            uuid::Uuid::new_v4(),
             exp()
         ));
         let t = format!("{header}.{claims}.");

@@ -20,6 +20,7 @@ use warp::reply::Response;
 use warp::{Filter, Reply};
 
 use crate::app::App;
+use crate::domain::{InboxId, TariffId, UserId};
 use error::respond;
 use filters::Superuser;
 use handlers::{account, admin, catalog, health, payments, webhooks};
@@ -127,9 +128,9 @@ pub fn api(app: App) -> BoxedFilter<(Response,)> {
         .and(warp::path!("tariffs" / String))
         .and(warp::patch())
         .and(superuser())
-        .and_then(|id: String, _: Superuser| async move {
-            filters::parse::<uuid::Uuid>(&id, "tariff id")
-        })
+        .and_then(
+            |id: String, _: Superuser| async move { filters::parse::<TariffId>(&id, "tariff id") },
+        )
         .and(with_app(app.clone()))
         .and(filters::json())
         .then(|id, app, patch| async move { respond(admin::tariff_patch(app, id, patch).await) });
@@ -152,7 +153,7 @@ pub fn api(app: App) -> BoxedFilter<(Response,)> {
         .and(warp::get())
         .and(superuser())
         .and_then(
-            |id: String, _: Superuser| async move { filters::parse::<uuid::Uuid>(&id, "user id") },
+            |id: String, _: Superuser| async move { filters::parse::<UserId>(&id, "user id") },
         )
         .and(with_app(app.clone()))
         .then(|id, app| async move { respond(admin::user(app, id).await) });
@@ -167,9 +168,9 @@ pub fn api(app: App) -> BoxedFilter<(Response,)> {
         .and(warp::path!("webhooks" / String / "replay"))
         .and(warp::post())
         .and(superuser())
-        .and_then(|id: String, _: Superuser| async move {
-            filters::parse::<uuid::Uuid>(&id, "webhook id")
-        })
+        .and_then(
+            |id: String, _: Superuser| async move { filters::parse::<InboxId>(&id, "webhook id") },
+        )
         .and(with_app(app.clone()))
         .then(|id, app| async move { respond(admin::webhook_replay(app, id).await) });
     let admin = admin_tariffs

@@ -14,7 +14,10 @@ use utoipa::{Modify, OpenApi};
 use warp::reply::Response;
 use warp::Reply;
 
-use crate::domain::{Money, PaySystem, PaymentStatus, Period, PeriodUnit, SubscriptionStatus};
+use crate::domain::{
+    InboxStatus, Money, PaySystem, PaymentKind, PaymentStatus, Period, PeriodUnit,
+    SubscriptionStatus,
+};
 use crate::http::error::ErrorBody;
 use crate::http::handlers::health::{Health, Readiness};
 use crate::http::handlers::views::RefundView;
@@ -23,8 +26,6 @@ use crate::http::handlers::webhooks::{CodeAnswer, WebhookAck};
 use crate::http::handlers::{account, admin, catalog, health, payments, webhooks};
 use crate::service::purchase::{BuyRequest, BuyResponse};
 use crate::service::refunds::RefundRequest;
-
-pub use schemas::{InboxState, PaymentKind};
 
 #[derive(OpenApi)]
 #[openapi(
@@ -74,7 +75,7 @@ pub use schemas::{InboxState, PaymentKind};
         PaymentStatus,
         SubscriptionStatus,
         PaymentKind,
-        InboxState,
+        InboxStatus,
         schemas::NotificationKind,
         schemas::Tariff,
         schemas::PaySystemInfo,
@@ -169,13 +170,12 @@ pub mod schemas {
     use utoipa::openapi::schema::{ObjectBuilder, Schema, Type};
     use utoipa::openapi::RefOr;
     use utoipa::{PartialSchema, ToSchema};
-    use uuid::Uuid;
 
-    use crate::domain::{Money, PaySystem, Period};
+    use crate::domain::InboxStatus;
+    use crate::domain::{InboxId, MethodId, Money, PaySystem, Period, TariffId, UserId};
     use crate::http::handlers::views::RefundView;
     use crate::http::handlers::views::{PaymentView, SubscriptionView};
     use crate::providers::cloudpayments::wire::Kind;
-    use crate::store::webhook_inbox::InboxStatus;
 
     fn string_enum(values: impl IntoIterator<Item = &'static str>) -> RefOr<Schema> {
         ObjectBuilder::new()
@@ -186,35 +186,6 @@ pub mod schemas {
 
     fn number() -> ObjectBuilder {
         ObjectBuilder::new().schema_type(Type::Number)
-    }
-
-    /// `store::PaymentKind` (serialized `snake_case`).
-    #[derive(ToSchema)]
-    #[schema(rename_all = "snake_case")]
-    pub enum PaymentKind {
-        Purchase,
-        Renewal,
-    }
-
-    /// Status of a stored notification.
-    pub struct InboxState;
-    impl PartialSchema for InboxState {
-        fn schema() -> RefOr<Schema> {
-            string_enum(
-                [
-                    InboxStatus::Received,
-                    InboxStatus::Processed,
-                    InboxStatus::Failed,
-                    InboxStatus::Ignored,
-                ]
-                .map(InboxStatus::as_str),
-            )
-        }
-    }
-    impl ToSchema for InboxState {
-        fn name() -> std::borrow::Cow<'static, str> {
-            "InboxStatus".into()
-        }
     }
 
     /// CloudPayments notification kind: the last segment of its URL.
@@ -233,7 +204,7 @@ pub mod schemas {
     /// A tariff (`store::Tariff` as it serializes itself).
     #[derive(ToSchema)]
     pub struct Tariff {
-        id: Uuid,
+        id: TariffId,
         #[schema(example = "month")]
         alias: String,
         #[schema(example = "Monthly")]
@@ -258,8 +229,8 @@ pub mod schemas {
     /// A saved payment method (`store::PaymentMethod`; the provider's token is never shown).
     #[derive(ToSchema)]
     pub struct PaymentMethod {
-        id: Uuid,
-        user_id: Uuid,
+        id: MethodId,
+        user_id: UserId,
         pay_system: PaySystem,
         #[schema(example = "Bank card *4444")]
         title: String,
@@ -272,7 +243,7 @@ pub mod schemas {
     /// One viewer's account as operators see it (`admin::user`).
     #[derive(ToSchema)]
     pub struct UserAccount {
-        user_id: Uuid,
+        user_id: UserId,
         #[schema(required = true)]
         subscription: Option<SubscriptionView>,
         /// The newest 100.
@@ -285,13 +256,13 @@ pub mod schemas {
     /// A stored notification (`admin::inbox_view`); personal fields of the body are redacted.
     #[derive(ToSchema)]
     pub struct InboxRow {
-        id: Uuid,
+        id: InboxId,
         provider: PaySystem,
         event: String,
         object_id: String,
         #[schema(required = true)]
         ops_webhook_id: Option<String>,
-        status: InboxState,
+        status: InboxStatus,
         #[schema(required = true)]
         outcome: Option<String>,
         #[schema(required = true)]

@@ -11,12 +11,13 @@ use std::time::Duration;
 
 use chrono::{DateTime, Utc};
 use sha2::{Digest, Sha256};
-use uuid::Uuid;
 
 use super::{Job, JobError};
 use crate::app::App;
 use crate::config::JobsConfig;
+use crate::domain::PaymentId;
 use crate::domain::PaymentStatus;
+use crate::domain::SubscriptionId;
 use crate::service::create::{self, Sent};
 use crate::store::payments::NewRenewal;
 use crate::store::{payments, subscriptions, tariffs, Payment, StoreError};
@@ -82,7 +83,11 @@ impl Job for Renewer {
 /// The provider idempotence key of one renewal attempt: the same inputs always give
 /// the same key, so a crashed attempt is re-sent, never duplicated. 64 hex chars
 /// (YooKassa's limit).
-pub fn renewal_key(subscription_id: Uuid, period_start: DateTime<Utc>, attempt: i32) -> String {
+pub fn renewal_key(
+    subscription_id: SubscriptionId,
+    period_start: DateTime<Utc>,
+    attempt: i32,
+) -> String {
     let digest = Sha256::digest(
         format!(
             "renewal:{subscription_id}:{}:{attempt}",
@@ -94,7 +99,10 @@ pub fn renewal_key(subscription_id: Uuid, period_start: DateTime<Utc>, attempt: 
 }
 
 /// Charges one claimed subscription; answers what the provider said (None: nothing to charge).
-pub async fn renew_one(app: &App, subscription_id: Uuid) -> Result<Option<Sent>, JobError> {
+pub async fn renew_one(
+    app: &App,
+    subscription_id: SubscriptionId,
+) -> Result<Option<Sent>, JobError> {
     let Some(payment) = prepare(app, subscription_id).await? else {
         return Ok(None);
     };
@@ -114,7 +122,10 @@ pub async fn renew_one(app: &App, subscription_id: Uuid) -> Result<Option<Sent>,
 /// Under the subscription's row lock: the open renewal of the period that starts at
 /// `current_period_end`, or a new one committed here. None when the subscription is
 /// no longer due (canceled, expired, method unusable) or the period is already paid.
-pub async fn prepare(app: &App, subscription_id: Uuid) -> Result<Option<Payment>, JobError> {
+pub async fn prepare(
+    app: &App,
+    subscription_id: SubscriptionId,
+) -> Result<Option<Payment>, JobError> {
     let lease = app.config.jobs.renewer_lease;
     let mut db = app.db.get().await?;
     let tx = db.transaction().await?;
@@ -146,7 +157,7 @@ pub async fn prepare(app: &App, subscription_id: Uuid) -> Result<Option<Payment>
     let payment = payments::insert_renewal(
         &tx,
         &NewRenewal {
-            id: Uuid::new_v4(),
+            id: PaymentId::new(),
             user_id: sub.user_id,
             tariff_id: sub.tariff_id,
             subscription_id: sub.id,
@@ -176,7 +187,7 @@ mod tests {
 
     #[test]
     fn renewal_keys_are_stable_and_differ_per_attempt() {
-        let sub = Uuid::nil();
+        let sub = SubscriptionId::from_uuid(uuid::Uuid::nil());
         let at = DateTime::from_timestamp(1_700_000_000, 123_000).unwrap();
         assert_eq!(renewal_key(sub, at, 0), renewal_key(sub, at, 0));
         assert_ne!(renewal_key(sub, at, 0), renewal_key(sub, at, 1));

@@ -12,8 +12,9 @@ use std::time::Duration;
 
 use async_trait::async_trait;
 use chrono::{DateTime, Utc};
-use uuid::Uuid;
 
+use crate::domain::PaymentId;
+use crate::domain::UserId;
 use crate::domain::{Money, PaySystem, PaymentStatus, RefundStatus};
 pub use webhook::{Notification, Webhooks};
 
@@ -27,7 +28,7 @@ pub struct ProviderPayment {
     pub status: PaymentStatus,
     pub amount: Money,
     /// Our payment id, as we put it in the provider's metadata.
-    pub our_id: Option<Uuid>,
+    pub our_id: Option<PaymentId>,
     /// The provider's test flag.
     pub test: bool,
     /// YooKassa: the shop that receives the money. CloudPayments: the payer's
@@ -58,8 +59,8 @@ pub struct Cancellation {
 
 #[derive(Debug, Clone)]
 pub struct CreatePayment {
-    pub our_id: Uuid,
-    pub user_id: Uuid,
+    pub our_id: PaymentId,
+    pub user_id: UserId,
     pub amount: Money,
     pub description: String,
     /// Persisted before the call and re-sent on every retry of the same create.
@@ -198,7 +199,7 @@ pub trait Provider: Webhooks + Send + Sync {
     /// window was searched; an unreadable page or item naming our id is an error.
     async fn find_payment(
         &self,
-        our_id: Uuid,
+        our_id: PaymentId,
         from: DateTime<Utc>,
         to: DateTime<Utc>,
     ) -> Result<Option<ProviderPayment>, ProviderError>;

@@ -9,6 +9,7 @@ use std::net::IpAddr;
 
 use super::cloudpayments::{self, CheckCode, Kind};
 use super::ProviderError;
+use crate::domain::InboxStatus;
 use crate::domain::{PaySystem, PaymentStatus};
 
 /// Which notification URL was called.
@@ -166,7 +167,7 @@ pub fn restore(system: PaySystem, stored: &Stored<'_>) -> Result<Notification, U
 pub enum Outcome {
     /// Stored; where processing left the row (`processed`, `ignored`, `failed`, or
     /// `received`: queued for the retry worker).
-    Stored(&'static str),
+    Stored(InboxStatus),
     /// A CloudPayments `check`, decided.
     Checked(CheckCode),
 }
@@ -181,7 +182,7 @@ pub struct WebhookReply {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum ReplyBody {
     /// `{"status": …}` (YooKassa: any 200 stops its retries).
-    Ack(&'static str),
+    Ack(InboxStatus),
     /// `{"code": N}` (CloudPayments: 0 accepts; a `check` may refuse with 10..=13).
     Code(u8),
 }

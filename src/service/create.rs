@@ -8,9 +8,9 @@
 //! YooKassa's 24) a create is never re-sent: it is looked up by our id instead.
 
 use chrono::Duration as ChronoDuration;
-use uuid::Uuid;
 
 use crate::app::App;
+use crate::domain::{MethodId, PaymentId};
 use crate::domain::{PaySystem, PaymentStatus};
 use crate::providers::{CreatePayment, ProviderError};
 use crate::service::settle::{self, Refusal};
@@ -23,12 +23,12 @@ pub enum CreateError {
     #[error("{0} is not configured")]
     NotConfigured(PaySystem),
     #[error("renewal {0} has no payment method")]
-    NoMethod(Uuid),
+    NoMethod(PaymentId),
     #[error("payment method {0} vanished")]
-    MethodVanished(Uuid),
+    MethodVanished(MethodId),
     #[error("renewal {payment} is for {payment_system} but its method belongs to {method_system}")]
     ForeignMethod {
-        payment: Uuid,
+        payment: PaymentId,
         payment_system: PaySystem,
         method_system: PaySystem,
     },

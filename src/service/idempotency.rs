@@ -11,6 +11,7 @@
 //! cases. What the answer looks like stays the edge's business: the use case asks the
 //! caller to render its outcome ([`Render`]) and stores what it gets back.
 
+use crate::domain::UserId;
 use std::time::Duration;
 
 use deadpool_postgres::Transaction;
@@ -86,12 +87,13 @@ pub enum Claim {
     New,
     /// The stored answer of the first request.
     Replay(StoredAnswer),
-    /// The first request stopped after recording this resource: resume it.
+    /// The first request stopped after recording this resource (the scope says
+    /// what it is: a payment for a purchase, a refund for a refund): resume it.
     Resume(Uuid),
 }
 
 pub struct Scope<'a> {
-    pub user_id: Uuid,
+    pub user_id: UserId,
     pub scope: &'a str,
     pub key: &'a IdempotencyKey,
 }
@@ -140,9 +142,9 @@ pub async fn claim(
 pub async fn attach(
     db: &impl GenericClient,
     s: &Scope<'_>,
-    resource: Uuid,
+    resource: &Uuid,
 ) -> Result<(), StoreError> {
-    idempotency_keys::attach(db, s.key(), resource).await
+    idempotency_keys::attach(db, s.key(), *resource).await
 }
 
 /// Stores the final answer; repeats of the key return it.

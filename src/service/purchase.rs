@@ -7,6 +7,7 @@ use uuid::Uuid;
 
 use crate::app::App;
 use crate::domain::{Money, PaySystem, PaymentStatus};
+use crate::domain::{PaymentId, TariffId, UserId};
 use crate::providers::{CreatePayment, ProviderError};
 pub use crate::service::idempotency::IdempotencyKey;
 use crate::service::idempotency::{self, Claim, Keyed, Render, Scope, StoredAnswer};
@@ -17,7 +18,7 @@ use crate::store::{payments, subscriptions, tariffs, Payment};
 #[derive(Debug, Deserialize, Serialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct BuyRequest {
-    pub tariff_id: Uuid,
+    pub tariff_id: TariffId,
     /// Save the payment method and renew automatically.
     pub renew: bool,
     /// Where the viewer returns after paying; must be one of RETURN_URL_ALLOWED_ORIGINS (else 400).
@@ -27,7 +28,7 @@ pub struct BuyRequest {
 
 #[derive(Debug, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct BuyResponse {
-    pub payment_id: Uuid,
+    pub payment_id: PaymentId,
     pub status: PaymentStatus,
     /// Send the viewer here to pay.
     #[schema(required = true)]
@@ -61,7 +62,7 @@ enum Start {
 /// an unknown outcome releases the key so a retry with it resumes the same payment.
 pub async fn buy(
     app: &App,
-    user_id: Uuid,
+    user_id: UserId,
     system: PaySystem,
     req: BuyRequest,
     key: Option<IdempotencyKey>,
@@ -161,7 +162,7 @@ pub async fn buy(
 /// Claims the idempotency key (if any), checks the rules, and commits the payment row.
 async fn begin(
     app: &App,
-    user_id: Uuid,
+    user_id: UserId,
     system: PaySystem,
     req: &BuyRequest,
     return_url: Option<String>,
@@ -176,7 +177,7 @@ async fn begin(
             Claim::Replay(answer) => return Ok(Start::Replay(answer)),
             Claim::Resume(payment_id) => {
                 // The earlier request recorded its payment and then stopped: resume it.
-                let payment = payments::get(&tx, payment_id)
+                let payment = payments::get(&tx, PaymentId::from_uuid(payment_id))
                     .await?
                     .ok_or_else(|| BillingError::internal("lost payment"))?;
                 tx.commit().await?;
@@ -198,7 +199,7 @@ async fn begin(
         }
     }
 
-    let id = Uuid::new_v4();
+    let id = PaymentId::new();
     let payment = payments::insert_purchase(
         &tx,
         &NewPurchase {
@@ -217,7 +218,7 @@ async fn begin(
     )
     .await?;
     if let Some(s) = scope {
-        idempotency::attach(&tx, s, id).await?;
+        idempotency::attach(&tx, s, id.as_uuid()).await?;
     }
     tx.commit().await?;
     Ok(Start::Create(Box::new(payment)))

@@ -16,7 +16,9 @@ use deadpool_postgres::Transaction;
 use uuid::Uuid;
 
 use crate::app::App;
+use crate::domain::UserId;
 use crate::domain::{Money, PaymentStatus, RefundStatus};
+use crate::domain::{PaymentId, RefundId};
 use crate::events::{self, EventSubject, EventType};
 use crate::providers::{CreateRefund, ProviderError, ProviderRefund};
 use crate::service::idempotency::{self, Claim, IdempotencyKey, Keyed, Render, Scope};
@@ -31,10 +33,10 @@ pub enum RefundError {
     #[error(transparent)]
     Provider(#[from] ProviderError),
     #[error("refund {0} not found")]
-    NotFound(Uuid),
+    NotFound(RefundId),
     /// Money went back for a payment the provider has not (yet) shown us as succeeded.
     #[error("payment {0} has not succeeded at the provider yet")]
-    NotYetPaid(Uuid),
+    NotYetPaid(PaymentId),
 }
 
 impl From<tokio_postgres::Error> for RefundError {
@@ -54,8 +56,8 @@ pub async fn insert_system_refund(
     tx: &Transaction<'_>,
     payment: &Payment,
     reason: &str,
-) -> Result<Uuid, StoreError> {
-    let id = Uuid::new_v4();
+) -> Result<RefundId, StoreError> {
+    let id = RefundId::new();
     refunds::insert(
         tx,
         &NewRefund {
@@ -75,7 +77,7 @@ pub async fn insert_system_refund(
 /// Sends a recorded refund to the provider (same key on every retry) and records the
 /// answer. A definite refusal cancels it (and is returned); an unknown outcome leaves
 /// it pending.
-pub async fn submit(app: &App, refund_id: Uuid) -> Result<RefundStatus, RefundError> {
+pub async fn submit(app: &App, refund_id: RefundId) -> Result<RefundStatus, RefundError> {
     let (payment, pending) = {
         let db = app.db.get().await?;
         let pending = refunds::get_pending(&db, refund_id)
@@ -142,8 +144,8 @@ async fn send(
 /// back), alerted for an operator, never sent again.
 async fn refuse(
     app: &App,
-    refund_id: Uuid,
-    payment_id: Uuid,
+    refund_id: RefundId,
+    payment_id: PaymentId,
     why: &str,
 ) -> Result<(), RefundError> {
     if refunds::cancel_pending(&app.db.get().await?, refund_id, why).await? {
@@ -160,7 +162,7 @@ async fn refuse(
 /// (partially_refunded or refunded) and a full refund may change access.
 pub async fn record_result(
     app: &App,
-    refund_id: Uuid,
+    refund_id: RefundId,
     provider_id: &str,
     status: RefundStatus,
 ) -> Result<(), RefundError> {
@@ -192,7 +194,7 @@ pub async fn record_result(
 /// Money went back for a payment we have not seen succeed (its success notification
 /// still waits for a retry): apply the provider's success first, so the viewer gets
 /// what the rest of the money paid for. No lock is held across the provider read.
-async fn apply_success_first(app: &App, refund_id: Uuid) -> Result<(), RefundError> {
+async fn apply_success_first(app: &App, refund_id: RefundId) -> Result<(), RefundError> {
     let payment = {
         let db = app.db.get().await?;
         let payment_id = refunds::payment_of(&db, refund_id)
@@ -236,7 +238,7 @@ async fn apply_success_first(app: &App, refund_id: Uuid) -> Result<(), RefundErr
 /// Money went back to the viewer: move the payment and, for a full refund, access.
 async fn apply_succeeded_refund(
     tx: &Transaction<'_>,
-    payment_id: Uuid,
+    payment_id: PaymentId,
     amount: i64,
 ) -> Result<(), RefundError> {
     let payment = payments::lock(tx, payment_id)
@@ -372,8 +374,8 @@ pub struct RefundRequest {
 /// outcome (the refund, or the provider's refusal) is rendered by `render` and stored.
 pub async fn admin_refund(
     app: &App,
-    admin: Uuid,
-    payment_id: Uuid,
+    admin: UserId,
+    payment_id: PaymentId,
     req: RefundRequest,
     key: Option<IdempotencyKey>,
     render: Render<'_, Refund>,
@@ -383,7 +385,7 @@ pub async fn admin_refund(
         return Err(BillingError::BadRefundReason);
     }
     let hash = idempotency::request_hash(&[
-        payment_id.as_bytes(),
+        payment_id.as_uuid().as_bytes(),
         &serde_json::to_vec(&req).expect("serializable"),
     ]);
     let scope = key.as_ref().map(|key| Scope {
@@ -399,7 +401,7 @@ pub async fn admin_refund(
         match idempotency::claim(&tx, s, &hash).await? {
             Claim::New => {}
             Claim::Replay(answer) => return Ok(Keyed::Replayed(answer)),
-            Claim::Resume(id) => resume = Some(id),
+            Claim::Resume(id) => resume = Some(RefundId::from_uuid(id)),
         }
     }
     let refund_id = match resume {
@@ -426,7 +428,7 @@ pub async fn admin_refund(
             if amount <= 0 || amount > remaining {
                 return Err(BillingError::RefundExceedsRemaining(remaining.max(0)));
             }
-            let id = Uuid::new_v4();
+            let id = RefundId::new();
             refunds::insert(
                 &tx,
                 &NewRefund {
@@ -441,7 +443,7 @@ pub async fn admin_refund(
             )
             .await?;
             if let Some(s) = &scope {
-                idempotency::attach(&tx, s, id).await?;
+                idempotency::attach(&tx, s, id.as_uuid()).await?;
             }
             id
         }

@@ -7,11 +7,12 @@
 
 use chrono::{DateTime, Duration as ChronoDuration, Utc};
 use deadpool_postgres::Transaction;
-use uuid::Uuid;
 
 use crate::app::App;
 use crate::domain::status::is_hard_decline;
+use crate::domain::{MethodId, PaymentId};
 use crate::domain::{PaySystem, PaymentStatus, SubscriptionStatus};
+use crate::domain::{RefundId, UserId};
 use crate::events::{self, EventSubject, EventType};
 use crate::providers::ProviderPayment;
 use crate::store::payment_methods::{self, SavedMethod};
@@ -59,7 +60,7 @@ enum Failure<'a> {
 const PARTY_SHOP: &str = "shop";
 const PARTY_METHOD: &str = "payment_method";
 
-pub fn alert(kind: &'static str, message: &str, payment_id: Uuid) {
+pub fn alert(kind: &'static str, message: &str, payment_id: PaymentId) {
     metrics::counter!("billing_alerts_total", "kind" => kind).increment(1);
     tracing::error!(alert = kind, payment_id = %payment_id, "{message}");
 }
@@ -85,7 +86,7 @@ fn review_reason(app: &App, payment: &Payment, pp: &ProviderPayment) -> Option<S
         // CloudPayments names the payer: the AccountId we sent, our user id.
         PaySystem::CloudPayments => {
             if let Some(account) = &pp.account_id {
-                if Uuid::parse_str(account).ok() != Some(payment.user_id) {
+                if account.parse::<UserId>().ok() != Some(payment.user_id) {
                     return Some(format!("payer account {account:?} is not the buyer"));
                 }
             }
@@ -107,7 +108,7 @@ fn review_reason(app: &App, payment: &Payment, pp: &ProviderPayment) -> Option<S
 
 pub async fn apply(
     app: &App,
-    payment_id: Uuid,
+    payment_id: PaymentId,
     pp: &ProviderPayment,
 ) -> Result<Applied, StoreError> {
     let mut db = app.db.get().await?;
@@ -286,7 +287,7 @@ async fn other_provider_payment(
     tx: &Transaction<'_>,
     payment: &Payment,
     pp: &ProviderPayment,
-) -> Result<Option<Uuid>, StoreError> {
+) -> Result<Option<RefundId>, StoreError> {
     if pp.status != PaymentStatus::Succeeded {
         tracing::warn!(payment_id = %payment.id, other = %pp.id, status = %pp.status,
             "another provider payment names this payment; it took no money, nothing to do");
@@ -327,7 +328,7 @@ async fn other_provider_payment(
 /// the row was no longer an unanswered pending create (nothing changed).
 pub async fn renewal_refused(
     app: &App,
-    payment_id: Uuid,
+    payment_id: PaymentId,
     refusal: &Refusal,
 ) -> Result<bool, StoreError> {
     let mut db = app.db.get().await?;
@@ -374,7 +375,7 @@ async fn flag_for_review(
 /// signed notification in a currency we do not sell in): flagged, nothing granted.
 pub async fn needs_review(
     app: &App,
-    payment_id: Uuid,
+    payment_id: PaymentId,
     reason: &str,
 ) -> Result<Applied, StoreError> {
     let mut db = app.db.get().await?;
@@ -397,7 +398,7 @@ async fn save_method(
     payment: &Payment,
     provider_id: &str,
     title: &str,
-) -> Result<Uuid, StoreError> {
+) -> Result<MethodId, StoreError> {
     payment_methods::save(
         tx,
         &SavedMethod {
@@ -420,7 +421,7 @@ async fn activate_purchase(
     app: &App,
     tx: &Transaction<'_>,
     payment: &Payment,
-    method_id: Option<Uuid>,
+    method_id: Option<MethodId>,
     start: DateTime<Utc>,
     now: DateTime<Utc>,
 ) -> Result<Granted, StoreError> {

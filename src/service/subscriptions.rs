@@ -1,9 +1,9 @@
 //! Cancel and resume: auto-renewal off and on. Access is unchanged either way.
 
 use chrono::{Duration as ChronoDuration, Utc};
-use uuid::Uuid;
 
 use crate::app::App;
+use crate::domain::UserId;
 use crate::events::{self, EventSubject, EventType};
 use crate::service::BillingError;
 use crate::store::{payments, subscriptions, Subscription};
@@ -12,7 +12,7 @@ use crate::store::{payments, subscriptions, Subscription};
 /// Repeating the same request changes nothing and publishes nothing.
 pub async fn set_auto_renew(
     app: &App,
-    user_id: Uuid,
+    user_id: UserId,
     on: bool,
 ) -> Result<Subscription, BillingError> {
     let mut db = app.db.get().await?;

@@ -3,9 +3,9 @@
 
 use std::time::Duration;
 
-use uuid::Uuid;
-
 use crate::app::App;
+use crate::domain::PaymentId;
+use crate::domain::RefundId;
 use crate::domain::{Money, PaySystem, PaymentStatus, RefundStatus};
 use crate::providers::{Provider, ProviderError};
 use crate::service::settle::{self, Applied};
@@ -169,10 +169,10 @@ pub async fn refund(
 pub(crate) async fn adopt_refund(
     db: &impl GenericClient,
     system: PaySystem,
-    payment_id: Uuid,
+    payment_id: PaymentId,
     amount: Money,
     provider_refund_id: &str,
-) -> Result<Uuid, ProcessError> {
+) -> Result<RefundId, ProcessError> {
     if let Some(id) = refunds::pending_without_provider_id(db, payment_id, amount.minor()).await? {
         return Ok(id);
     }

@@ -8,11 +8,12 @@ use uuid::Uuid;
 
 use super::Cached as _;
 use super::{GenericClient, StoreError};
+use crate::domain::UserId;
 
 /// Which key: the user's, for one operation.
 #[derive(Debug, Clone, Copy)]
 pub struct KeyRef<'a> {
-    pub user_id: Uuid,
+    pub user_id: UserId,
     pub scope: &'a str,
     pub key: &'a str,
 }

@@ -2,6 +2,7 @@
 //! caller decides whether they run inside a transaction.
 
 pub mod idempotency_keys;
+mod ids;
 pub mod outbox;
 pub mod payment_methods;
 pub mod payments;
@@ -73,7 +74,8 @@ pub trait Cached: GenericClient {
 }
 
 impl<C: GenericClient> Cached for C {}
-pub use payments::{Payment, PaymentKind, PaymentMethod};
+pub use crate::domain::PaymentKind;
+pub use payments::{Payment, PaymentMethod};
 pub use subscriptions::Subscription;
 pub use tariffs::{PaySystemRow, Tariff};
 

@@ -4,16 +4,16 @@
 use chrono::{DateTime, Utc};
 use serde::Serialize;
 use tokio_postgres::Row;
-use uuid::Uuid;
 
 use super::{parse_col, GenericClient, StoreError};
 use crate::domain::PaySystem;
+use crate::domain::{MethodId, UserId};
 use crate::store::Cached as _;
 
 #[derive(Debug, Clone, Serialize)]
 pub struct PaymentMethod {
-    pub id: Uuid,
-    pub user_id: Uuid,
+    pub id: MethodId,
+    pub user_id: UserId,
     pub pay_system: PaySystem,
     #[serde(skip)]
     pub provider_method_id: String,
@@ -38,7 +38,10 @@ impl PaymentMethod {
     }
 }
 
-pub async fn get(db: &impl GenericClient, id: Uuid) -> Result<Option<PaymentMethod>, StoreError> {
+pub async fn get(
+    db: &impl GenericClient,
+    id: MethodId,
+) -> Result<Option<PaymentMethod>, StoreError> {
     db.q_opt("SELECT * FROM payment_methods WHERE id = $1", &[&id])
         .await?
         .as_ref()
@@ -49,7 +52,7 @@ pub async fn get(db: &impl GenericClient, id: Uuid) -> Result<Option<PaymentMeth
 /// The user's saved methods, newest first.
 pub async fn of_user(
     db: &impl GenericClient,
-    user_id: Uuid,
+    user_id: UserId,
 ) -> Result<Vec<PaymentMethod>, StoreError> {
     db.query(
         "SELECT * FROM payment_methods WHERE user_id = $1 ORDER BY created_at DESC",
@@ -65,14 +68,14 @@ pub async fn of_user(
 
 /// A method the provider saved; the same provider id is the same row (its title refreshed).
 pub struct SavedMethod<'a> {
-    pub user_id: Uuid,
+    pub user_id: UserId,
     pub pay_system: PaySystem,
     pub provider_method_id: &'a str,
     pub title: &'a str,
     pub livemode: bool,
 }
 
-pub async fn save(db: &impl GenericClient, m: &SavedMethod<'_>) -> Result<Uuid, StoreError> {
+pub async fn save(db: &impl GenericClient, m: &SavedMethod<'_>) -> Result<MethodId, StoreError> {
     Ok(db
         .q_one(
             "INSERT INTO payment_methods (id, user_id, pay_system, provider_method_id, title, livemode) \
@@ -80,7 +83,7 @@ pub async fn save(db: &impl GenericClient, m: &SavedMethod<'_>) -> Result<Uuid, 
              ON CONFLICT (pay_system, provider_method_id) DO UPDATE SET title = EXCLUDED.title \
              RETURNING id",
             &[
-                &Uuid::new_v4(),
+                &MethodId::new(),
                 &m.user_id,
                 &m.pay_system.as_str(),
                 &m.provider_method_id,
@@ -95,7 +98,7 @@ pub async fn save(db: &impl GenericClient, m: &SavedMethod<'_>) -> Result<Uuid, 
 /// A hard decline: the method is not charged again.
 pub async fn mark_unusable(
     db: &impl GenericClient,
-    id: Uuid,
+    id: MethodId,
     reason: &str,
 ) -> Result<(), StoreError> {
     db.exec(

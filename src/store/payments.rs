@@ -1,46 +1,20 @@
 use chrono::{DateTime, Utc};
-use serde::Serialize;
 use tokio_postgres::Row;
-use uuid::Uuid;
 
 pub use super::payment_methods::{get as get_method, PaymentMethod};
 use super::{parse_col, GenericClient, StoreError};
-use crate::domain::{Currency, Money, PaySystem, PaymentStatus};
+use crate::domain::{
+    Currency, MethodId, Money, PaySystem, PaymentId, PaymentKind, PaymentStatus, SubscriptionId,
+    TariffId, UserId,
+};
 use crate::store::Cached as _;
-
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
-#[serde(rename_all = "snake_case")]
-pub enum PaymentKind {
-    Purchase,
-    Renewal,
-}
-
-impl PaymentKind {
-    pub fn as_str(self) -> &'static str {
-        match self {
-            PaymentKind::Purchase => "purchase",
-            PaymentKind::Renewal => "renewal",
-        }
-    }
-}
-
-impl std::str::FromStr for PaymentKind {
-    type Err = String;
-    fn from_str(s: &str) -> Result<Self, Self::Err> {
-        match s {
-            "purchase" => Ok(PaymentKind::Purchase),
-            "renewal" => Ok(PaymentKind::Renewal),
-            other => Err(format!("unknown payment kind {other:?}")),
-        }
-    }
-}
 
 #[derive(Debug, Clone)]
 pub struct Payment {
-    pub id: Uuid,
-    pub user_id: Uuid,
-    pub tariff_id: Uuid,
-    pub subscription_id: Option<Uuid>,
+    pub id: PaymentId,
+    pub user_id: UserId,
+    pub tariff_id: TariffId,
+    pub subscription_id: Option<SubscriptionId>,
     pub pay_system: PaySystem,
     pub kind: PaymentKind,
     pub status: PaymentStatus,
@@ -52,7 +26,7 @@ pub struct Payment {
     pub provider_idempotence_key: String,
     pub provider_payment_id: Option<String>,
     pub confirmation_url: Option<String>,
-    pub payment_method_id: Option<Uuid>,
+    pub payment_method_id: Option<MethodId>,
     pub period_start: Option<DateTime<Utc>>,
     pub attempt: i32,
     pub cancellation_party: Option<String>,
@@ -104,7 +78,7 @@ impl Payment {
     }
 }
 
-pub async fn get(db: &impl GenericClient, id: Uuid) -> Result<Option<Payment>, StoreError> {
+pub async fn get(db: &impl GenericClient, id: PaymentId) -> Result<Option<Payment>, StoreError> {
     let sql = format!("SELECT {COLS} FROM payments WHERE id = $1");
     db.q_opt(&sql, &[&id])
         .await?
@@ -115,8 +89,8 @@ pub async fn get(db: &impl GenericClient, id: Uuid) -> Result<Option<Payment>, S
 
 pub async fn get_for_user(
     db: &impl GenericClient,
-    id: Uuid,
-    user_id: Uuid,
+    id: PaymentId,
+    user_id: UserId,
 ) -> Result<Option<Payment>, StoreError> {
     let sql = format!("SELECT {COLS} FROM payments WHERE id = $1 AND user_id = $2");
     db.q_opt(&sql, &[&id, &user_id])
@@ -126,7 +100,7 @@ pub async fn get_for_user(
         .transpose()
 }
 
-pub async fn lock(db: &impl GenericClient, id: Uuid) -> Result<Option<Payment>, StoreError> {
+pub async fn lock(db: &impl GenericClient, id: PaymentId) -> Result<Option<Payment>, StoreError> {
     let sql = format!("SELECT {COLS} FROM payments WHERE id = $1 FOR UPDATE");
     db.q_opt(&sql, &[&id])
         .await?
@@ -138,7 +112,7 @@ pub async fn lock(db: &impl GenericClient, id: Uuid) -> Result<Option<Payment>, 
 /// The user's payments, newest first, and the total count.
 pub async fn list_for_user(
     db: &impl GenericClient,
-    user_id: Uuid,
+    user_id: UserId,
     limit: i64,
     offset: i64,
 ) -> Result<(Vec<Payment>, i64), StoreError> {
@@ -170,9 +144,9 @@ pub async fn list_for_user(
 /// A purchase to record before the provider is called.
 #[derive(Debug, Clone)]
 pub struct NewPurchase<'a> {
-    pub id: Uuid,
-    pub user_id: Uuid,
-    pub tariff_id: Uuid,
+    pub id: PaymentId,
+    pub user_id: UserId,
+    pub tariff_id: TariffId,
     pub pay_system: PaySystem,
     pub amount: Money,
     pub renew: bool,
@@ -214,7 +188,7 @@ pub async fn insert_purchase(
 /// A renewal of this subscription is being charged (and not held for review).
 pub async fn renewal_in_flight(
     db: &impl GenericClient,
-    subscription_id: Uuid,
+    subscription_id: SubscriptionId,
 ) -> Result<bool, StoreError> {
     Ok(db
         .query_one(
@@ -230,7 +204,7 @@ pub async fn renewal_in_flight(
 /// leaves the column for settle to fill) and where to send the viewer.
 pub async fn record_create_answer(
     db: &impl GenericClient,
-    id: Uuid,
+    id: PaymentId,
     provider_payment_id: &str,
     confirmation_url: Option<&str>,
 ) -> Result<(), StoreError> {
@@ -244,7 +218,10 @@ pub async fn record_create_answer(
 }
 
 /// The provider refused the create: a pending purchase ends `failed`.
-pub async fn fail_pending_purchase(db: &impl GenericClient, id: Uuid) -> Result<(), StoreError> {
+pub async fn fail_pending_purchase(
+    db: &impl GenericClient,
+    id: PaymentId,
+) -> Result<(), StoreError> {
     db.execute(
         "UPDATE payments SET status = 'failed', updated_at = now() WHERE id = $1 AND status = 'pending'",
         &[&id],
@@ -259,7 +236,7 @@ pub async fn fail_pending_purchase(db: &impl GenericClient, id: Uuid) -> Result<
 /// after it succeeded (`None` otherwise).
 pub async fn record_refunded(
     db: &impl GenericClient,
-    id: Uuid,
+    id: PaymentId,
     refunded_minor: i64,
     status: PaymentStatus,
 ) -> Result<Option<Payment>, StoreError> {
@@ -277,7 +254,7 @@ pub async fn record_refunded(
 /// The end of the period the payment paid (if recorded), and the database's now.
 pub async fn paid_period_end(
     db: &impl GenericClient,
-    id: Uuid,
+    id: PaymentId,
 ) -> Result<(Option<DateTime<Utc>>, DateTime<Utc>), StoreError> {
     let row = db
         .query_one(
@@ -292,8 +269,8 @@ pub async fn paid_period_end(
 /// (for payments made before periods were recorded).
 pub async fn later_payment_pays_now(
     db: &impl GenericClient,
-    subscription_id: Uuid,
-    except: Uuid,
+    subscription_id: SubscriptionId,
+    except: PaymentId,
     after: DateTime<Utc>,
 ) -> Result<bool, StoreError> {
     Ok(db
@@ -310,8 +287,8 @@ pub async fn later_payment_pays_now(
 /// Where the paid period ending at `end` began, by the newest other payment for it.
 pub async fn period_start_ending_at(
     db: &impl GenericClient,
-    subscription_id: Uuid,
-    except: Uuid,
+    subscription_id: SubscriptionId,
+    except: PaymentId,
     end: DateTime<Utc>,
 ) -> Result<Option<DateTime<Utc>>, StoreError> {
     Ok(db
@@ -330,7 +307,7 @@ pub async fn period_start_ending_at(
 /// The provider's id, adopted when the create's answer was never recorded.
 pub async fn adopt_provider_id(
     db: &impl GenericClient,
-    id: Uuid,
+    id: PaymentId,
     provider_payment_id: &str,
 ) -> Result<(), StoreError> {
     db.exec(
@@ -349,14 +326,14 @@ pub struct StatusMove<'a> {
     pub cancellation_party: Option<&'a str>,
     pub cancellation_reason: Option<&'a str>,
     /// The method saved by this payment, if it saved one.
-    pub payment_method_id: Option<Uuid>,
+    pub payment_method_id: Option<MethodId>,
 }
 
 /// Moves the payment forward only (from a status `m.status` may follow); `None` when
 /// it may not move.
 pub async fn move_status(
     db: &impl GenericClient,
-    id: Uuid,
+    id: PaymentId,
     m: &StatusMove<'_>,
 ) -> Result<Option<Payment>, StoreError> {
     let allowed: Vec<&str> = m.status.allowed_from().iter().map(|s| s.as_str()).collect();
@@ -380,8 +357,8 @@ pub async fn move_status(
 
 pub async fn link_subscription(
     db: &impl GenericClient,
-    id: Uuid,
-    subscription_id: Uuid,
+    id: PaymentId,
+    subscription_id: SubscriptionId,
 ) -> Result<(), StoreError> {
     db.exec(
         "UPDATE payments SET subscription_id = $2 WHERE id = $1",
@@ -409,7 +386,7 @@ pub async fn insert_duplicate_charge(
     db.q_opt(
         super::sql_file!("payments/insert_duplicate_charge.sql", COLS),
         &[
-            &Uuid::new_v4(),
+            &PaymentId::new(),
             &of.user_id,
             &of.tariff_id,
             &of.pay_system.as_str(),
@@ -433,7 +410,7 @@ pub async fn insert_duplicate_charge(
 /// `None` unless it was still an unanswered pending create.
 pub async fn fail_refused_create(
     db: &impl GenericClient,
-    id: Uuid,
+    id: PaymentId,
     party: Option<&str>,
     code: &str,
 ) -> Result<Option<Payment>, StoreError> {
@@ -451,7 +428,7 @@ pub async fn fail_refused_create(
 
 pub async fn set_review_reason(
     db: &impl GenericClient,
-    id: Uuid,
+    id: PaymentId,
     reason: &str,
 ) -> Result<(), StoreError> {
     db.execute(
@@ -465,7 +442,7 @@ pub async fn set_review_reason(
 /// The period this payment paid.
 pub async fn record_paid_period(
     db: &impl GenericClient,
-    id: Uuid,
+    id: PaymentId,
     start: DateTime<Utc>,
     end: DateTime<Utc>,
 ) -> Result<(), StoreError> {
@@ -480,7 +457,7 @@ pub async fn record_paid_period(
 /// The end of the period a renewal paid (its start was set when it was charged).
 pub async fn record_period_end(
     db: &impl GenericClient,
-    id: Uuid,
+    id: PaymentId,
     end: DateTime<Utc>,
 ) -> Result<(), StoreError> {
     db.exec(
@@ -494,7 +471,7 @@ pub async fn record_period_end(
 /// Renewal creates for this period that the provider refused with `party` to blame.
 pub async fn count_refused_renewals(
     db: &impl GenericClient,
-    subscription_id: Uuid,
+    subscription_id: SubscriptionId,
     period_start: DateTime<Utc>,
     party: &str,
 ) -> Result<i64, StoreError> {
@@ -515,7 +492,7 @@ pub async fn id_by_provider_id(
     db: &impl GenericClient,
     system: PaySystem,
     provider_payment_id: &str,
-) -> Result<Option<Uuid>, StoreError> {
+) -> Result<Option<PaymentId>, StoreError> {
     Ok(db
         .q_opt(
             "SELECT id FROM payments WHERE pay_system = $1 AND provider_payment_id = $2",
@@ -528,9 +505,9 @@ pub async fn id_by_provider_id(
 /// `id`, when it names one of our payments at this provider.
 pub async fn id_at_provider(
     db: &impl GenericClient,
-    id: Uuid,
+    id: PaymentId,
     system: PaySystem,
-) -> Result<Option<Uuid>, StoreError> {
+) -> Result<Option<PaymentId>, StoreError> {
     Ok(db
         .q_opt(
             "SELECT id FROM payments WHERE id = $1 AND pay_system = $2",
@@ -545,7 +522,7 @@ pub async fn id_at_provider(
 /// Created more than `hours` ago (by the database clock): past the provider's key window.
 pub async fn older_than_hours(
     db: &impl GenericClient,
-    id: Uuid,
+    id: PaymentId,
     hours: i32,
 ) -> Result<bool, StoreError> {
     Ok(db
@@ -585,7 +562,7 @@ pub struct StillOpen {
 /// at `max`); `None` when it is no longer open or is flagged for review.
 pub async fn schedule_next_check(
     db: &impl GenericClient,
-    id: Uuid,
+    id: PaymentId,
     first: std::time::Duration,
     max: std::time::Duration,
     give_up_hours: i32,
@@ -612,7 +589,10 @@ pub async fn schedule_next_check(
 
 /// A purchase the provider kept pending too long: failed locally. True when this
 /// call moved it.
-pub async fn fail_stale_pending(db: &impl GenericClient, id: Uuid) -> Result<bool, StoreError> {
+pub async fn fail_stale_pending(
+    db: &impl GenericClient,
+    id: PaymentId,
+) -> Result<bool, StoreError> {
     Ok(db
         .exec(
             "UPDATE payments SET status = 'failed', next_check_at = NULL, updated_at = now() \
@@ -626,7 +606,7 @@ pub async fn fail_stale_pending(db: &impl GenericClient, id: Uuid) -> Result<boo
 /// The renewal of the period starting at `period_start` that is open or paid.
 pub async fn open_renewal(
     db: &impl GenericClient,
-    subscription_id: Uuid,
+    subscription_id: SubscriptionId,
     period_start: DateTime<Utc>,
 ) -> Result<Option<Payment>, StoreError> {
     db.q_opt(
@@ -643,7 +623,7 @@ pub async fn open_renewal(
 /// key with another body is refused), and at least `floor`.
 pub async fn next_renewal_attempt(
     db: &impl GenericClient,
-    subscription_id: Uuid,
+    subscription_id: SubscriptionId,
     period_start: DateTime<Utc>,
     floor: i32,
 ) -> Result<i32, StoreError> {
@@ -659,15 +639,15 @@ pub async fn next_renewal_attempt(
 
 /// A renewal charge, committed before the provider is called.
 pub struct NewRenewal<'a> {
-    pub id: Uuid,
-    pub user_id: Uuid,
-    pub tariff_id: Uuid,
-    pub subscription_id: Uuid,
+    pub id: PaymentId,
+    pub user_id: UserId,
+    pub tariff_id: TariffId,
+    pub subscription_id: SubscriptionId,
     pub pay_system: PaySystem,
     pub amount: Money,
     pub description: &'a str,
     pub idempotence_key: &'a str,
-    pub payment_method_id: Uuid,
+    pub payment_method_id: MethodId,
     pub period_start: DateTime<Utc>,
     pub attempt: i32,
     pub livemode: bool,

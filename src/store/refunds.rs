@@ -3,10 +3,10 @@
 
 use chrono::{DateTime, Utc};
 use tokio_postgres::Row;
-use uuid::Uuid;
 
 use super::{parse_col, GenericClient, StoreError};
 use crate::domain::{Currency, Money, PaySystem, RefundStatus};
+use crate::domain::{PaymentId, RefundId, UserId};
 use crate::store::Cached as _;
 
 // --- service: refunds ---
@@ -14,8 +14,8 @@ use crate::store::Cached as _;
 /// A refund as operators and viewers see it.
 #[derive(Debug, Clone)]
 pub struct Refund {
-    pub id: Uuid,
-    pub payment_id: Uuid,
+    pub id: RefundId,
+    pub payment_id: PaymentId,
     pub amount: Money,
     pub status: RefundStatus,
     pub reason: String,
@@ -41,7 +41,7 @@ impl Refund {
 const VIEW: &str = "SELECT r.id, r.payment_id, r.amount_minor, r.currency, r.status, r.reason, \
     r.initiated_by, r.created_at FROM refunds r";
 
-pub async fn get(db: &impl GenericClient, id: Uuid) -> Result<Option<Refund>, StoreError> {
+pub async fn get(db: &impl GenericClient, id: RefundId) -> Result<Option<Refund>, StoreError> {
     db.query_opt(&format!("{VIEW} WHERE r.id = $1"), &[&id])
         .await?
         .as_ref()
@@ -52,7 +52,7 @@ pub async fn get(db: &impl GenericClient, id: Uuid) -> Result<Option<Refund>, St
 /// The user's refunds, newest first (at most 200).
 pub async fn list_for_user(
     db: &impl GenericClient,
-    user_id: Uuid,
+    user_id: UserId,
 ) -> Result<Vec<Refund>, StoreError> {
     db.query(
         &format!(
@@ -77,8 +77,8 @@ pub enum Initiator {
 /// A refund to record before the provider is called.
 #[derive(Debug, Clone)]
 pub struct NewRefund<'a> {
-    pub id: Uuid,
-    pub payment_id: Uuid,
+    pub id: RefundId,
+    pub payment_id: PaymentId,
     pub pay_system: PaySystem,
     pub amount: Money,
     pub reason: &'a str,
@@ -110,7 +110,10 @@ pub async fn insert(db: &impl GenericClient, r: &NewRefund<'_>) -> Result<(), St
 }
 
 /// The payment's refunds not canceled, pending ones included, in minor units.
-pub async fn committed_minor(db: &impl GenericClient, payment_id: Uuid) -> Result<i64, StoreError> {
+pub async fn committed_minor(
+    db: &impl GenericClient,
+    payment_id: PaymentId,
+) -> Result<i64, StoreError> {
     Ok(db
         .query_one(
             "SELECT COALESCE(sum(amount_minor), 0)::bigint FROM refunds WHERE payment_id = $1 AND status <> 'canceled'",
@@ -123,7 +126,7 @@ pub async fn committed_minor(db: &impl GenericClient, payment_id: Uuid) -> Resul
 /// What the provider call of a pending refund needs.
 #[derive(Debug, Clone)]
 pub struct PendingRefund {
-    pub payment_id: Uuid,
+    pub payment_id: PaymentId,
     pub amount_minor: i64,
     pub provider_idempotence_key: String,
     pub reason: String,
@@ -131,7 +134,7 @@ pub struct PendingRefund {
 
 pub async fn get_pending(
     db: &impl GenericClient,
-    id: Uuid,
+    id: RefundId,
 ) -> Result<Option<PendingRefund>, StoreError> {
     Ok(db
         .query_opt(
@@ -148,7 +151,10 @@ pub async fn get_pending(
         }))
 }
 
-pub async fn payment_of(db: &impl GenericClient, id: Uuid) -> Result<Option<Uuid>, StoreError> {
+pub async fn payment_of(
+    db: &impl GenericClient,
+    id: RefundId,
+) -> Result<Option<PaymentId>, StoreError> {
     Ok(db
         .query_opt("SELECT payment_id FROM refunds WHERE id = $1", &[&id])
         .await?
@@ -159,7 +165,7 @@ pub async fn payment_of(db: &impl GenericClient, id: Uuid) -> Result<Option<Uuid
 /// not pending.
 pub async fn cancel_pending(
     db: &impl GenericClient,
-    id: Uuid,
+    id: RefundId,
     why: &str,
 ) -> Result<bool, StoreError> {
     Ok(db
@@ -175,12 +181,15 @@ pub async fn cancel_pending(
 /// A refund row locked for recording the provider's state.
 #[derive(Debug, Clone)]
 pub struct LockedRefund {
-    pub payment_id: Uuid,
+    pub payment_id: PaymentId,
     pub status: RefundStatus,
     pub amount_minor: i64,
 }
 
-pub async fn lock(db: &impl GenericClient, id: Uuid) -> Result<Option<LockedRefund>, StoreError> {
+pub async fn lock(
+    db: &impl GenericClient,
+    id: RefundId,
+) -> Result<Option<LockedRefund>, StoreError> {
     db.query_opt(
         "SELECT payment_id, status, amount_minor FROM refunds WHERE id = $1 FOR UPDATE",
         &[&id],
@@ -199,7 +208,7 @@ pub async fn lock(db: &impl GenericClient, id: Uuid) -> Result<Option<LockedRefu
 /// The provider's id and state; a final state is never overwritten.
 pub async fn record_provider_state(
     db: &impl GenericClient,
-    id: Uuid,
+    id: RefundId,
     provider_refund_id: &str,
     status: RefundStatus,
 ) -> Result<(), StoreError> {
@@ -220,7 +229,7 @@ pub async fn id_by_provider_id(
     db: &impl GenericClient,
     system: PaySystem,
     provider_refund_id: &str,
-) -> Result<Option<Uuid>, StoreError> {
+) -> Result<Option<RefundId>, StoreError> {
     Ok(db
         .q_opt(
             "SELECT id FROM refunds WHERE pay_system = $1 AND provider_refund_id = $2",
@@ -234,9 +243,9 @@ pub async fn id_by_provider_id(
 /// (its answer was lost).
 pub async fn pending_without_provider_id(
     db: &impl GenericClient,
-    payment_id: Uuid,
+    payment_id: PaymentId,
     amount_minor: i64,
-) -> Result<Option<Uuid>, StoreError> {
+) -> Result<Option<RefundId>, StoreError> {
     Ok(db
         .query_opt(
             "SELECT id FROM refunds WHERE payment_id = $1 AND status = 'pending' \
@@ -252,15 +261,15 @@ pub async fn pending_without_provider_id(
 pub async fn insert_made_at_provider(
     db: &impl GenericClient,
     system: PaySystem,
-    payment_id: Uuid,
+    payment_id: PaymentId,
     amount: Money,
     provider_refund_id: &str,
-) -> Result<Option<Uuid>, StoreError> {
+) -> Result<Option<RefundId>, StoreError> {
     Ok(db
         .query_opt(
             include_str!("refunds/insert_made_at_provider.sql"),
             &[
-                &Uuid::new_v4(),
+                &RefundId::new(),
                 &payment_id,
                 &system.as_str(),
                 &amount.minor(),
@@ -278,8 +287,8 @@ pub async fn insert_made_at_provider(
 /// A pending refund claimed for a follow-up.
 #[derive(Debug, Clone)]
 pub struct ClaimedRefund {
-    pub id: Uuid,
-    pub payment_id: Uuid,
+    pub id: RefundId,
+    pub payment_id: PaymentId,
     pub pay_system: PaySystem,
     pub provider_refund_id: Option<String>,
     /// Still inside the provider's idempotence-key window: safe to re-send.
@@ -314,7 +323,7 @@ pub async fn claim_due(
 /// Still open: try again after `first` doubling per attempt, capped at `max`.
 pub async fn schedule_retry(
     db: &impl GenericClient,
-    id: Uuid,
+    id: RefundId,
     why: &str,
     first: std::time::Duration,
     max: std::time::Duration,
@@ -329,7 +338,7 @@ pub async fn schedule_retry(
 
 /// Unanswered past the key window: no more tries, left pending for an operator.
 /// True when this call stopped it.
-pub async fn stop_unresolved(db: &impl GenericClient, id: Uuid) -> Result<bool, StoreError> {
+pub async fn stop_unresolved(db: &impl GenericClient, id: RefundId) -> Result<bool, StoreError> {
     Ok(db
         .exec(
             "UPDATE refunds SET next_attempt_at = NULL, updated_at = now(), \

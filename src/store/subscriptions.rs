@@ -1,16 +1,17 @@
+use crate::domain::SubscriptionId;
 use chrono::{DateTime, Utc};
 use tokio_postgres::Row;
-use uuid::Uuid;
 
 use super::{parse_col, GenericClient, StoreError};
 use crate::domain::{Currency, Money, PaySystem, Period, SubscriptionStatus};
+use crate::domain::{MethodId, TariffId, UserId};
 use crate::store::Cached as _;
 
 #[derive(Debug, Clone)]
 pub struct Subscription {
-    pub id: Uuid,
-    pub user_id: Uuid,
-    pub tariff_id: Uuid,
+    pub id: SubscriptionId,
+    pub user_id: UserId,
+    pub tariff_id: TariffId,
     pub pay_system: PaySystem,
     pub status: SubscriptionStatus,
     pub price: Money,
@@ -18,7 +19,7 @@ pub struct Subscription {
     pub current_period_start: DateTime<Utc>,
     pub current_period_end: DateTime<Utc>,
     pub auto_renew: bool,
-    pub payment_method_id: Option<Uuid>,
+    pub payment_method_id: Option<MethodId>,
     pub next_charge_at: Option<DateTime<Utc>>,
     pub renewal_attempts: i32,
     pub past_due_since: Option<DateTime<Utc>>,
@@ -61,7 +62,7 @@ impl Subscription {
 /// The user's live subscription if any, else the most recent one.
 pub async fn current_for_user(
     db: &impl GenericClient,
-    user_id: Uuid,
+    user_id: UserId,
 ) -> Result<Option<Subscription>, StoreError> {
     let sql = format!(
         "SELECT {COLS} FROM subscriptions WHERE user_id = $1 \
@@ -77,7 +78,7 @@ pub async fn current_for_user(
 /// Locks and returns the user's live (active or past_due) subscription.
 pub async fn lock_live_for_user(
     db: &impl GenericClient,
-    user_id: Uuid,
+    user_id: UserId,
 ) -> Result<Option<Subscription>, StoreError> {
     let sql = format!(
         "SELECT {COLS} FROM subscriptions WHERE user_id = $1 AND status IN ('active','past_due') FOR UPDATE"
@@ -89,7 +90,10 @@ pub async fn lock_live_for_user(
         .transpose()
 }
 
-pub async fn lock(db: &impl GenericClient, id: Uuid) -> Result<Option<Subscription>, StoreError> {
+pub async fn lock(
+    db: &impl GenericClient,
+    id: SubscriptionId,
+) -> Result<Option<Subscription>, StoreError> {
     let sql = format!("SELECT {COLS} FROM subscriptions WHERE id = $1 FOR UPDATE");
     db.q_opt(&sql, &[&id])
         .await?
@@ -98,7 +102,10 @@ pub async fn lock(db: &impl GenericClient, id: Uuid) -> Result<Option<Subscripti
         .transpose()
 }
 
-pub async fn get(db: &impl GenericClient, id: Uuid) -> Result<Option<Subscription>, StoreError> {
+pub async fn get(
+    db: &impl GenericClient,
+    id: SubscriptionId,
+) -> Result<Option<Subscription>, StoreError> {
     let sql = format!("SELECT {COLS} FROM subscriptions WHERE id = $1");
     db.q_opt(&sql, &[&id])
         .await?
@@ -110,7 +117,7 @@ pub async fn get(db: &impl GenericClient, id: Uuid) -> Result<Option<Subscriptio
 /// Turns auto-renewal on or off; the caller holds the row lock.
 pub async fn set_auto_renew(
     db: &impl GenericClient,
-    id: Uuid,
+    id: SubscriptionId,
     on: bool,
     next_charge_at: Option<DateTime<Utc>>,
 ) -> Result<Subscription, StoreError> {
@@ -126,7 +133,7 @@ pub async fn set_auto_renew(
 /// The period in use was refunded: canceled now, auto-renew off.
 pub async fn cancel_refunded(
     db: &impl GenericClient,
-    id: Uuid,
+    id: SubscriptionId,
 ) -> Result<Subscription, StoreError> {
     let sql = format!(
         "UPDATE subscriptions SET status = 'canceled', auto_renew = false, next_charge_at = NULL, \
@@ -139,7 +146,7 @@ pub async fn cancel_refunded(
 /// A prepaid period was refunded: the period moves back, auto-renew off.
 pub async fn move_period_back(
     db: &impl GenericClient,
-    id: Uuid,
+    id: SubscriptionId,
     start: DateTime<Utc>,
     end: DateTime<Utc>,
 ) -> Result<Subscription, StoreError> {
@@ -155,15 +162,15 @@ pub async fn move_period_back(
 /// A subscription a first purchase starts.
 #[derive(Debug, Clone)]
 pub struct NewSubscription {
-    pub user_id: Uuid,
-    pub tariff_id: Uuid,
+    pub user_id: UserId,
+    pub tariff_id: TariffId,
     pub pay_system: PaySystem,
     pub price: Money,
     pub period: Period,
     pub start: DateTime<Utc>,
     pub end: DateTime<Utc>,
     pub auto_renew: bool,
-    pub payment_method_id: Option<Uuid>,
+    pub payment_method_id: Option<MethodId>,
     pub next_charge_at: Option<DateTime<Utc>>,
     pub livemode: bool,
 }
@@ -176,7 +183,7 @@ pub async fn insert_active(
         .q_one(
             super::sql_file!("subscriptions/insert_active.sql", COLS),
             &[
-                &Uuid::new_v4(),
+                &SubscriptionId::new(),
                 &s.user_id,
                 &s.tariff_id,
                 &s.pay_system.as_str(),
@@ -201,14 +208,14 @@ pub async fn insert_active(
 pub struct Extension {
     pub end: DateTime<Utc>,
     pub auto_renew: bool,
-    pub payment_method_id: Option<Uuid>,
+    pub payment_method_id: Option<MethodId>,
     pub next_charge_at: Option<DateTime<Utc>>,
     pub pay_system: PaySystem,
 }
 
 pub async fn extend_purchase(
     db: &impl GenericClient,
-    id: Uuid,
+    id: SubscriptionId,
     e: &Extension,
 ) -> Result<Subscription, StoreError> {
     let row = db
@@ -230,7 +237,7 @@ pub async fn extend_purchase(
 /// A renewal paid the period `start`..`end`.
 pub async fn renewed(
     db: &impl GenericClient,
-    id: Uuid,
+    id: SubscriptionId,
     start: DateTime<Utc>,
     end: DateTime<Utc>,
     next_charge_at: Option<DateTime<Utc>>,
@@ -247,7 +254,7 @@ pub async fn renewed(
 /// A renewal attempt ended without money.
 pub async fn mark_past_due(
     db: &impl GenericClient,
-    id: Uuid,
+    id: SubscriptionId,
     renewal_attempts: i32,
     next_charge_at: Option<DateTime<Utc>>,
 ) -> Result<Subscription, StoreError> {
@@ -268,7 +275,7 @@ pub async fn claim_due_renewals(
     db: &impl GenericClient,
     batch: i64,
     lease: std::time::Duration,
-) -> Result<Vec<Uuid>, StoreError> {
+) -> Result<Vec<SubscriptionId>, StoreError> {
     db.q(
         super::sql_file!("subscriptions/claim_due_renewals.sql"),
         &[&batch, &lease.as_secs_f64()],
@@ -282,7 +289,7 @@ pub async fn claim_due_renewals(
 /// Keeps a subscription whose renewal was just committed off the claim for `lease`.
 pub async fn push_next_charge(
     db: &impl GenericClient,
-    id: Uuid,
+    id: SubscriptionId,
     lease: std::time::Duration,
 ) -> Result<(), StoreError> {
     db.exec(

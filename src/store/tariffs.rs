@@ -1,15 +1,15 @@
 use chrono::{DateTime, Utc};
 use serde::Serialize;
 use tokio_postgres::Row;
-use uuid::Uuid;
 
 use super::{parse_col, GenericClient, StoreError};
+use crate::domain::TariffId;
 use crate::domain::{Currency, Money, PaySystem, Period};
 use crate::store::Cached as _;
 
 #[derive(Debug, Clone, Serialize)]
 pub struct Tariff {
-    pub id: Uuid,
+    pub id: TariffId,
     pub alias: String,
     pub name: String,
     pub description: String,
@@ -52,7 +52,7 @@ pub async fn list_active(db: &impl GenericClient) -> Result<Vec<Tariff>, StoreEr
         .collect()
 }
 
-pub async fn get(db: &impl GenericClient, id: Uuid) -> Result<Option<Tariff>, StoreError> {
+pub async fn get(db: &impl GenericClient, id: TariffId) -> Result<Option<Tariff>, StoreError> {
     let sql = format!("SELECT {TARIFF_COLS} FROM tariffs WHERE id = $1");
     db.q_opt(&sql, &[&id])
         .await?
@@ -98,7 +98,7 @@ pub async fn list_all(db: &impl GenericClient) -> Result<Vec<Tariff>, StoreError
 
 #[derive(Debug, Clone)]
 pub struct NewTariffRow<'a> {
-    pub id: Uuid,
+    pub id: TariffId,
     pub alias: &'a str,
     pub name: &'a str,
     pub description: &'a str,
@@ -146,7 +146,7 @@ pub struct TariffChange<'a> {
 /// The changed tariff, or `None` when there is no such tariff.
 pub async fn change(
     db: &impl GenericClient,
-    id: Uuid,
+    id: TariffId,
     c: &TariffChange<'_>,
 ) -> Result<Option<Tariff>, StoreError> {
     let sql = format!(

@@ -5,38 +5,10 @@
 use std::net::IpAddr;
 
 use chrono::{DateTime, Utc};
-use uuid::Uuid;
 
-use super::{GenericClient, StoreError};
-use crate::domain::PaySystem;
+use super::{parse_col, GenericClient, StoreError};
+use crate::domain::{InboxId, InboxStatus, PaySystem};
 use crate::store::Cached as _;
-
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum InboxStatus {
-    Received,
-    Processed,
-    Failed,
-    Ignored,
-}
-
-impl InboxStatus {
-    pub fn as_str(self) -> &'static str {
-        match self {
-            InboxStatus::Received => "received",
-            InboxStatus::Processed => "processed",
-            InboxStatus::Failed => "failed",
-            InboxStatus::Ignored => "ignored",
-        }
-    }
-    fn parse(s: &str) -> InboxStatus {
-        match s {
-            "processed" => InboxStatus::Processed,
-            "failed" => InboxStatus::Failed,
-            "ignored" => InboxStatus::Ignored,
-            _ => InboxStatus::Received,
-        }
-    }
-}
 
 /// A notification to store, keyed by (provider, event, object id), or by its
 /// `webhook-id` when it is an ops replay.
@@ -56,7 +28,7 @@ pub struct NewNotification<'a> {
 pub async fn insert(
     db: &impl GenericClient,
     n: &NewNotification<'_>,
-) -> Result<(Uuid, InboxStatus), StoreError> {
+) -> Result<(InboxId, InboxStatus), StoreError> {
     use sha2::{Digest, Sha256};
     let hash = Sha256::digest(n.body).to_vec();
     let ip = n.source_ip.map(|ip| ip.to_string());
@@ -65,7 +37,7 @@ pub async fn insert(
             db.q_one(
                 include_str!("webhook_inbox/insert.sql"),
                 &[
-                    &Uuid::new_v4(),
+                    &InboxId::new(),
                     &n.provider.as_str(),
                     &n.event,
                     &n.object_id,
@@ -81,7 +53,7 @@ pub async fn insert(
             db.q_one(
                 include_str!("webhook_inbox/insert_ops.sql"),
                 &[
-                    &Uuid::new_v4(),
+                    &InboxId::new(),
                     &n.provider.as_str(),
                     &n.event,
                     &n.object_id,
@@ -95,7 +67,7 @@ pub async fn insert(
             .await?
         }
     };
-    Ok((row.get(0), InboxStatus::parse(row.get::<_, &str>(1))))
+    Ok((row.try_get(0)?, parse_col(&row, "status")?))
 }
 
 /// Whether an ops replay with this `webhook-id` was stored already.
@@ -118,7 +90,7 @@ pub struct Stored {
     pub content_type: Option<String>,
 }
 
-pub async fn stored(db: &impl GenericClient, id: Uuid) -> Result<Stored, StoreError> {
+pub async fn stored(db: &impl GenericClient, id: InboxId) -> Result<Stored, StoreError> {
     let row = db
         .q_one(
             "SELECT provider, event, object_id, body, content_type FROM webhook_inbox WHERE id = $1",
@@ -140,7 +112,7 @@ pub async fn stored(db: &impl GenericClient, id: Uuid) -> Result<Stored, StoreEr
 /// status recorded and the row's provider.
 pub async fn record_outcome(
     db: &impl GenericClient,
-    id: Uuid,
+    id: InboxId,
     status: InboxStatus,
     outcome: Option<&str>,
     error: Option<&str>,
@@ -151,12 +123,12 @@ pub async fn record_outcome(
             &[&id, &status.as_str(), &outcome, &error],
         )
         .await?;
-    Ok((InboxStatus::parse(row.get::<_, &str>(0)), row.get(1)))
+    Ok((parse_col(&row, "status")?, row.try_get(1)?))
 }
 
 /// Claims up to `batch` rows due for another attempt, leasing them for 60 s (its
 /// own statement, committed at once: processing calls providers with no lock held).
-pub async fn claim_due(db: &impl GenericClient, batch: i64) -> Result<Vec<Uuid>, StoreError> {
+pub async fn claim_due(db: &impl GenericClient, batch: i64) -> Result<Vec<InboxId>, StoreError> {
     let rows = db
         .query(include_str!("webhook_inbox/claim_due.sql"), &[&batch])
         .await?;
@@ -166,7 +138,7 @@ pub async fn claim_due(db: &impl GenericClient, batch: i64) -> Result<Vec<Uuid>,
 /// A row as operators see it (`GET /api/v1/admin/webhooks`).
 #[derive(Debug, Clone)]
 pub struct InboxRow {
-    pub id: Uuid,
+    pub id: InboxId,
     pub provider: String,
     pub event: String,
     pub object_id: String,
@@ -225,7 +197,7 @@ pub async fn list(
     .collect()
 }
 
-pub async fn exists(db: &impl GenericClient, id: Uuid) -> Result<bool, StoreError> {
+pub async fn exists(db: &impl GenericClient, id: InboxId) -> Result<bool, StoreError> {
     Ok(db
         .query_opt("SELECT 1 FROM webhook_inbox WHERE id = $1", &[&id])
         .await?
@@ -233,7 +205,7 @@ pub async fn exists(db: &impl GenericClient, id: Uuid) -> Result<bool, StoreErro
 }
 
 /// One row; an error when there is none.
-pub async fn get(db: &impl GenericClient, id: Uuid) -> Result<InboxRow, StoreError> {
+pub async fn get(db: &impl GenericClient, id: InboxId) -> Result<InboxRow, StoreError> {
     InboxRow::from_row(
         &db.query_one(include_str!("webhook_inbox/get.sql"), &[&id])
             .await?,

@@ -8,6 +8,7 @@ use std::collections::HashMap;
 use std::sync::Once;
 
 use billing::config::Config;
+use billing::domain::UserId;
 use billing::server::{self, Running, ServeOptions};
 use serde_json::Value;
 use tokio_postgres::NoTls;
@@ -237,11 +238,11 @@ impl TestApp {
     }
 
     pub fn token(&self, user: Uuid) -> String {
-        self.app().keys.issue(user, false, 600)
+        self.app().keys.issue(UserId::from_uuid(user), false, 600)
     }
 
     pub fn admin_token(&self) -> String {
-        self.app().keys.issue(Uuid::new_v4(), true, 600)
+        self.app().keys.issue(UserId::new(), true, 600)
     }
 
     pub async fn get(&self, path: &str, token: Option<&str>) -> (u16, Value) {

@@ -2,13 +2,13 @@
 
 use std::collections::HashMap;
 
-use uuid::Uuid;
 use warp::reply::Response;
 use warp::Reply;
 
 use super::ok;
 use super::views::{PaymentView, SubscriptionView};
 use crate::app::App;
+use crate::domain::PaymentId;
 use crate::http::auth::User;
 use crate::http::error::ApiError;
 use crate::service::subscriptions as subs;
@@ -126,7 +126,7 @@ pub async fn payments_list(app: App, user: User, query: String) -> Result<Respon
     operation_id = "getPayment",
     summary = "One payment of this user",
     params(
-        ("id" = uuid::Uuid, Path, description = "Payment id"),
+        ("id" = PaymentId, Path, description = "Payment id"),
     ),
     security(("jwt" = [])),
     responses(
@@ -137,7 +137,7 @@ pub async fn payments_list(app: App, user: User, query: String) -> Result<Respon
         (status = 503, description = "`database_unavailable`: the database is unavailable, retry later", body = crate::http::error::ErrorBody),
     )
 )]
-pub async fn payment_get(app: App, id: Uuid, user: User) -> Result<Response, ApiError> {
+pub async fn payment_get(app: App, id: PaymentId, user: User) -> Result<Response, ApiError> {
     let db = app.db.get().await?;
     let payment = payments::get_for_user(&db, id, user.id)
         .await?

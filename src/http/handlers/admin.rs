@@ -3,7 +3,6 @@
 
 use serde::Deserialize;
 use serde_json::{json, Map, Value};
-use uuid::Uuid;
 use warp::http::StatusCode;
 use warp::reply::Response;
 use warp::Reply;
@@ -12,7 +11,9 @@ use super::account::{pagination, subscription_view};
 use super::views::{rfc3339, PaymentView, RefundView};
 use super::{json as reply, keyed, ok};
 use crate::app::App;
+use crate::domain::{InboxId, TariffId};
 use crate::domain::{Money, Period};
+use crate::domain::{PaymentId, UserId};
 use crate::http::error::ApiError;
 use crate::http::filters::Superuser;
 use crate::service::idempotency::IdempotencyKey;
@@ -109,7 +110,7 @@ pub async fn tariff_create(app: App, t: NewTariff) -> Result<Response, ApiError>
     let created = tariffs::insert(
         &app.db.get().await?,
         &NewTariffRow {
-            id: Uuid::new_v4(),
+            id: TariffId::new(),
             alias: &t.alias,
             name: t.name.trim(),
             description: &t.description,
@@ -147,7 +148,7 @@ pub struct TariffPatch {
     operation_id = "adminPatchTariff",
     summary = "Rename, describe or archive a tariff",
     params(
-        ("id" = uuid::Uuid, Path, description = "Tariff id"),
+        ("id" = TariffId, Path, description = "Tariff id"),
     ),
     request_body = TariffPatch,
     security(("jwt" = [])),
@@ -162,7 +163,7 @@ pub struct TariffPatch {
         (status = 503, description = "`database_unavailable`: the database is unavailable, retry later", body = crate::http::error::ErrorBody),
     )
 )]
-pub async fn tariff_patch(app: App, id: Uuid, value: Value) -> Result<Response, ApiError> {
+pub async fn tariff_patch(app: App, id: TariffId, value: Value) -> Result<Response, ApiError> {
     if value.get("price").is_some() || value.get("period").is_some() {
         return Err(ApiError::conflict(
             "tariff_immutable",
@@ -195,7 +196,7 @@ pub async fn tariff_patch(app: App, id: Uuid, value: Value) -> Result<Response, 
     operation_id = "adminRefund",
     summary = "Refund a payment, fully (no amount) or partly",
     params(
-        ("id" = uuid::Uuid, Path, description = "Payment id"),
+        ("id" = PaymentId, Path, description = "Payment id"),
         ("Idempotency-Key" = Option<String>, Header, min_length = 1, max_length = 255, description = "Scoped to the user, kept 24 h. The same key with the same body returns the same answer; with another body 422; while the first request is still running 409."),
     ),
     request_body = crate::service::refunds::RefundRequest,
@@ -215,7 +216,7 @@ pub async fn tariff_patch(app: App, id: Uuid, value: Value) -> Result<Response, 
 )]
 pub async fn refund(
     app: App,
-    payment_id: Uuid,
+    payment_id: PaymentId,
     Superuser(admin): Superuser,
     key: Option<IdempotencyKey>,
     req: RefundRequest,
@@ -237,7 +238,7 @@ pub async fn refund(
     operation_id = "adminUser",
     summary = "One viewer's subscription, payments, refunds and saved methods",
     params(
-        ("user_id" = uuid::Uuid, Path),
+        ("user_id" = UserId, Path),
     ),
     security(("jwt" = [])),
     responses(
@@ -248,7 +249,7 @@ pub async fn refund(
         (status = 503, description = "`database_unavailable`: the database is unavailable, retry later", body = crate::http::error::ErrorBody),
     )
 )]
-pub async fn user(app: App, user_id: Uuid) -> Result<Response, ApiError> {
+pub async fn user(app: App, user_id: UserId) -> Result<Response, ApiError> {
     let db = app.db.get().await?;
     let subscription = match subscriptions::current_for_user(&db, user_id).await? {
         Some(s) => Some(subscription_view(&db, &s).await?),
@@ -353,7 +354,7 @@ fn inbox_view(r: &InboxRow) -> Value {
     operation_id = "adminWebhooks",
     summary = "The webhook inbox, newest first",
     params(
-        ("status" = Option<crate::http::openapi::InboxState>, Query),
+        ("status" = Option<crate::domain::InboxStatus>, Query),
         ("provider" = Option<crate::domain::PaySystem>, Query),
         ("limit" = Option<i64>, Query, minimum = 1, maximum = 100, description = "Page size, 1..=100, default 10; anything else is 400"),
         ("page" = Option<i64>, Query, minimum = 1, maximum = 1000000, description = "1-based page number, default 1; anything else is 400"),
@@ -409,7 +410,7 @@ pub async fn webhooks_list(app: App, query: String) -> Result<Response, ApiError
     operation_id = "adminReplayWebhook",
     summary = "Process a stored notification again (idempotent)",
     params(
-        ("id" = uuid::Uuid, Path, description = "Inbox row id"),
+        ("id" = InboxId, Path, description = "Inbox row id"),
     ),
     security(("jwt" = [])),
     responses(
@@ -421,7 +422,7 @@ pub async fn webhooks_list(app: App, query: String) -> Result<Response, ApiError
         (status = 503, description = "`database_unavailable`: the database is unavailable, retry later", body = crate::http::error::ErrorBody),
     )
 )]
-pub async fn webhook_replay(app: App, id: Uuid) -> Result<Response, ApiError> {
+pub async fn webhook_replay(app: App, id: InboxId) -> Result<Response, ApiError> {
     let db = app.db.get().await?;
     if !webhook_inbox::exists(&db, id).await? {
         return Err(ApiError::not_found(

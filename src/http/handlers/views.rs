@@ -3,10 +3,11 @@
 use chrono::{DateTime, SecondsFormat, Utc};
 use serde::Serialize;
 use utoipa::ToSchema;
-use uuid::Uuid;
 
+use crate::domain::PaymentKind;
+use crate::domain::RefundId;
 use crate::domain::{Money, PaySystem, PaymentStatus, Period, SubscriptionStatus};
-use crate::http::openapi::PaymentKind;
+use crate::domain::{PaymentId, SubscriptionId, TariffId};
 use crate::store::{Payment, Subscription, Tariff};
 
 pub fn rfc3339(t: DateTime<Utc>) -> String {
@@ -15,7 +16,7 @@ pub fn rfc3339(t: DateTime<Utc>) -> String {
 
 #[derive(Serialize, ToSchema)]
 pub struct TariffRef {
-    pub id: Uuid,
+    pub id: TariffId,
     pub alias: String,
     pub name: String,
 }
@@ -24,9 +25,8 @@ pub struct TariffRef {
 #[derive(Serialize, ToSchema)]
 #[schema(as = Subscription)]
 pub struct SubscriptionView {
-    pub id: Uuid,
-    #[schema(value_type = SubscriptionStatus)]
-    pub status: &'static str,
+    pub id: SubscriptionId,
+    pub status: SubscriptionStatus,
     pub tariff: TariffRef,
     /// The price the subscription was bought at.
     pub price: Money,
@@ -54,7 +54,7 @@ impl SubscriptionView {
         let renewing = sub.auto_renew && sub.status.is_live();
         SubscriptionView {
             id: sub.id,
-            status: sub.status.as_str(),
+            status: sub.status,
             tariff: TariffRef {
                 id: tariff.id,
                 alias: tariff.alias.clone(),
@@ -77,19 +77,16 @@ impl SubscriptionView {
 #[derive(Serialize, ToSchema)]
 #[schema(as = Payment)]
 pub struct PaymentView {
-    pub id: Uuid,
-    #[schema(value_type = PaymentStatus)]
-    pub status: &'static str,
+    pub id: PaymentId,
+    pub status: PaymentStatus,
     pub amount: Money,
     /// Sum refunded so far (`"0.00"` when none).
     pub refunded_amount: Money,
-    #[schema(value_type = PaySystem)]
-    pub pay_system: &'static str,
-    #[schema(value_type = PaymentKind)]
-    pub kind: &'static str,
-    pub tariff_id: Uuid,
+    pub pay_system: PaySystem,
+    pub kind: PaymentKind,
+    pub tariff_id: TariffId,
     #[schema(required = true)]
-    pub subscription_id: Option<Uuid>,
+    pub subscription_id: Option<SubscriptionId>,
     /// Present only while the payment is pending or waiting_for_capture.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub confirmation_url: Option<String>,
@@ -107,11 +104,11 @@ impl From<&Payment> for PaymentView {
     fn from(p: &Payment) -> Self {
         PaymentView {
             id: p.id,
-            status: p.status.as_str(),
+            status: p.status,
             amount: p.amount,
             refunded_amount: Money::new(p.refunded_minor, p.amount.currency()),
-            pay_system: p.pay_system.as_str(),
-            kind: p.kind.as_str(),
+            pay_system: p.pay_system,
+            kind: p.kind,
             tariff_id: p.tariff_id,
             subscription_id: p.subscription_id,
             confirmation_url: p.confirmation_url.clone().filter(|_| p.status.is_open()),
@@ -126,8 +123,8 @@ impl From<&Payment> for PaymentView {
 /// A refund, as operators see it.
 #[derive(Debug, Serialize, ToSchema)]
 pub struct RefundView {
-    pub id: Uuid,
-    pub payment_id: Uuid,
+    pub id: RefundId,
+    pub payment_id: PaymentId,
     pub amount: Money,
     pub status: crate::domain::RefundStatus,
     pub reason: String,

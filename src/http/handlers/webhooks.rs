@@ -12,6 +12,7 @@ use warp::reply::Response;
 
 use super::json as reply_json;
 use crate::app::App;
+use crate::domain::InboxStatus;
 use crate::http::error::ApiError;
 use crate::http::webhook_auth;
 use crate::providers::cloudpayments::Kind;
@@ -22,8 +23,7 @@ use crate::service::webhooks;
 /// `received` (queued for the retry worker).
 #[derive(Serialize, utoipa::ToSchema)]
 pub struct WebhookAck {
-    #[schema(value_type = crate::http::openapi::InboxState)]
-    pub status: &'static str,
+    pub status: InboxStatus,
 }
 
 /// CloudPayments' answer: 0 accepts; a `check` may refuse with 10..=13.

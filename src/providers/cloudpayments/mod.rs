@@ -27,13 +27,13 @@ use async_trait::async_trait;
 use chrono::{DateTime, Utc};
 use reqwest::StatusCode;
 use serde_json::{json, Map, Value};
-use uuid::Uuid;
 
 use super::{
     CreatePayment, CreateRefund, Provider, ProviderError, ProviderPayment, ProviderRefund,
     RetryPolicy, METHOD_REFUSED,
 };
 use crate::config::Secret;
+use crate::domain::PaymentId;
 use crate::domain::{Money, PaySystem, PaymentStatus, RefundStatus};
 
 pub struct CloudPayments {
@@ -303,7 +303,7 @@ impl Provider for CloudPayments {
     /// `payments/find` searches by InvoiceId alone: the window is not needed.
     async fn find_payment(
         &self,
-        our_id: Uuid,
+        our_id: PaymentId,
         _from: DateTime<Utc>,
         _to: DateTime<Utc>,
     ) -> Result<Option<ProviderPayment>, ProviderError> {

@@ -3,12 +3,12 @@
 //! is answered with a code that decides whether the viewer may pay.
 
 use serde_json::{Map, Value};
-use uuid::Uuid;
 
 use super::signature::verify_content_hmac;
 use super::wire::{Fields, Kind};
 use super::CloudPayments;
 use crate::domain::{Currency, Money, PaymentStatus};
+use crate::domain::{PaymentId, UserId};
 use crate::providers::webhook::{
     Endpoint, Notification, Outcome, ParseError, Received, Rejection, ReplyBody, Stored,
     Unreadable, WebhookReply, WebhookRequest, Webhooks,
@@ -92,19 +92,19 @@ impl Notice {
     }
 
     /// Our payment id, when `InvoiceId` is one.
-    pub fn our_id(&self) -> Option<Uuid> {
+    pub fn our_id(&self) -> Option<PaymentId> {
         self.fields
             .invoice_id
             .as_deref()
-            .and_then(|s| Uuid::parse_str(s).ok())
+            .and_then(|s| s.parse().ok())
     }
 
     /// Our user id, when `AccountId` is one.
-    pub fn user_id(&self) -> Option<Uuid> {
+    pub fn user_id(&self) -> Option<UserId> {
         self.fields
             .account_id
             .as_deref()
-            .and_then(|s| Uuid::parse_str(s).ok())
+            .and_then(|s| s.parse().ok())
     }
 
     pub fn amount(&self) -> Result<Money, ProviderError> {

@@ -10,8 +10,8 @@ use std::str::FromStr;
 use chrono::{DateTime, NaiveDateTime, Utc};
 use serde::Deserialize;
 use serde_json::{Map, Value};
-use uuid::Uuid;
 
+use crate::domain::PaymentId;
 use crate::domain::{Currency, Money, PaymentStatus};
 use crate::providers::{Cancellation, ProviderError, ProviderMethod, ProviderPayment};
 
@@ -230,7 +230,7 @@ impl Fields {
             our_id: self
                 .invoice_id
                 .as_deref()
-                .and_then(|s| Uuid::parse_str(s).ok()),
+                .and_then(|s| s.parse::<PaymentId>().ok()),
             test: self.test_mode(),
             // For CloudPayments this is the payer account: our user id (settle checks it).
             account_id: Some(self.account_id.clone().unwrap_or_default()),

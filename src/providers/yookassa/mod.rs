@@ -11,7 +11,6 @@ use async_trait::async_trait;
 use chrono::{DateTime, SecondsFormat, Utc};
 use reqwest::{Method, StatusCode};
 use serde_json::{json, Value};
-use uuid::Uuid;
 
 use super::{
     CreatePayment, CreateRefund, Provider, ProviderError, ProviderPayment, ProviderRefund,
@@ -19,6 +18,7 @@ use super::{
 };
 use crate::config::Secret;
 use crate::domain::PaySystem;
+use crate::domain::PaymentId;
 
 pub struct YooKassa {
     http: reqwest::Client,
@@ -224,7 +224,7 @@ impl Provider for YooKassa {
 
     async fn find_payment(
         &self,
-        our_id: Uuid,
+        our_id: PaymentId,
         from: DateTime<Utc>,
         to: DateTime<Utc>,
     ) -> Result<Option<ProviderPayment>, ProviderError> {

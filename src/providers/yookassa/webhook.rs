@@ -8,6 +8,7 @@ use ipnet::IpNet;
 use serde::Deserialize;
 
 use super::YooKassa;
+use crate::domain::InboxStatus;
 use crate::domain::PaymentStatus;
 use crate::providers::webhook::{
     Endpoint, Notification, Outcome, ParseError, Received, Rejection, ReplyBody, Stored,
@@ -105,7 +106,7 @@ impl Webhooks for YooKassa {
         let status = match outcome {
             Outcome::Stored(status) => status,
             // YooKassa has no checks; a decided one is processed.
-            Outcome::Checked(_) => "processed",
+            Outcome::Checked(_) => InboxStatus::Processed,
         };
         WebhookReply {
             status: 200,

@@ -3,8 +3,8 @@
 
 use chrono::{DateTime, Utc};
 use serde_json::Value;
-use uuid::Uuid;
 
+use crate::domain::PaymentId;
 use crate::domain::{Currency, Money, PaymentStatus, RefundStatus};
 use crate::providers::{
     Cancellation, ProviderError, ProviderMethod, ProviderPayment, ProviderRefund,
@@ -86,7 +86,7 @@ pub fn payment(v: &Value) -> Result<ProviderPayment, ProviderError> {
         amount: money(&v["amount"])?,
         our_id: v["metadata"]["payment_id"]
             .as_str()
-            .and_then(|s| Uuid::parse_str(s).ok()),
+            .and_then(|s| s.parse::<PaymentId>().ok()),
         test: v["test"].as_bool().unwrap_or(false),
         account_id: v["recipient"]["account_id"].as_str().map(str::to_owned),
         captured_at: time(&v["captured_at"]),

@@ -9,19 +9,18 @@ pub mod ops;
 
 use std::time::Duration;
 
-use uuid::Uuid;
-
 use crate::app::App;
+use crate::domain::InboxStatus;
 use crate::domain::PaySystem;
 use crate::providers::cloudpayments::{CheckCode, Notice};
 use crate::providers::webhook::{
     self, Notification, Outcome, ParseError, Rejection, Stored, WebhookReply, WebhookRequest,
 };
-use crate::service::settle;
 use crate::service::sync::{self, ProcessError, Processed};
-use crate::store::webhook_inbox::{self, InboxStatus, NewNotification};
+use crate::store::webhook_inbox::{self, NewNotification};
 use crate::store::StoreError;
 
+use crate::domain::InboxId;
 pub use crate::service::sync::REREAD_BUDGET;
 
 /// Why a notification was not accepted.
@@ -117,7 +116,7 @@ async fn accept(
         };
     }
     if status == InboxStatus::Processed {
-        return Ok(provider.reply(Outcome::Stored(status.as_str())));
+        return Ok(provider.reply(Outcome::Stored(status)));
     }
     // Stored: whatever happens now, the retry worker has it.
     let status = match process_and_record(app, inbox_id).await {
@@ -127,11 +126,11 @@ async fn accept(
             InboxStatus::Received
         }
     };
-    Ok(provider.reply(Outcome::Stored(status.as_str())))
+    Ok(provider.reply(Outcome::Stored(status)))
 }
 
 /// Processes one inbox row and records the outcome on it.
-pub async fn process_and_record(app: &App, inbox_id: Uuid) -> Result<InboxStatus, StoreError> {
+pub async fn process_and_record(app: &App, inbox_id: InboxId) -> Result<InboxStatus, StoreError> {
     let result = match tokio::time::timeout(
         REREAD_BUDGET + Duration::from_secs(1),
         process(app, inbox_id),
@@ -144,7 +143,7 @@ pub async fn process_and_record(app: &App, inbox_id: Uuid) -> Result<InboxStatus
     finish(app, inbox_id, result).await
 }
 
-async fn process(app: &App, inbox_id: Uuid) -> Result<Processed, ProcessError> {
+async fn process(app: &App, inbox_id: InboxId) -> Result<Processed, ProcessError> {
     let row = {
         let db = app.db.get().await?;
         webhook_inbox::stored(&db, inbox_id).await?
@@ -177,7 +176,11 @@ async fn process(app: &App, inbox_id: Uuid) -> Result<Processed, ProcessError> {
 }
 
 /// Answers a stored `check` and records the answer on its inbox row.
-pub async fn answer_check(app: &App, inbox_id: Uuid, n: &Notice) -> Result<CheckCode, StoreError> {
+pub async fn answer_check(
+    app: &App,
+    inbox_id: InboxId,
+    n: &Notice,
+) -> Result<CheckCode, StoreError> {
     let code = cloudpayments::check_code(app, n).await?;
     finish(
         app,
@@ -195,7 +198,7 @@ pub async fn answer_check(app: &App, inbox_id: Uuid, n: &Notice) -> Result<Check
 /// to 5 min), or failed (and alerted) after 24 hours.
 pub async fn finish(
     app: &App,
-    inbox_id: Uuid,
+    inbox_id: InboxId,
     result: Result<Processed, ProcessError>,
 ) -> Result<InboxStatus, StoreError> {
     let db = app.db.get().await?;
@@ -210,14 +213,10 @@ pub async fn finish(
             .await?;
     metrics::counter!("webhooks_processed_total", "provider" => provider, "status" => final_status.as_str()).increment(1);
     if final_status == InboxStatus::Failed {
-        settle::alert(
-            "webhook_failed",
-            &format!(
-                "webhook could not be processed: {}",
-                error.unwrap_or_default()
-            ),
-            inbox_id,
-        );
+        // An alert about a notification, not a payment: it names the inbox row.
+        metrics::counter!("billing_alerts_total", "kind" => "webhook_failed").increment(1);
+        tracing::error!(alert = "webhook_failed", inbox_id = %inbox_id,
+            "webhook could not be processed: {}", error.unwrap_or_default());
     }
     Ok(final_status)
 }
