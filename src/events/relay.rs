@@ -24,6 +24,7 @@ use tokio_util::sync::CancellationToken;
 use super::EXCHANGE;
 use crate::app::App;
 use crate::store::outbox::{self, Unsent};
+use crate::store::Connect;
 use crate::store::StoreError;
 
 /// Rows per batch: publish them all, then await their confirms together.
@@ -51,18 +52,6 @@ pub enum RelayError {
     ConfirmTimeout(Duration),
     #[error(transparent)]
     Db(#[from] StoreError),
-}
-
-impl From<tokio_postgres::Error> for RelayError {
-    fn from(e: tokio_postgres::Error) -> Self {
-        RelayError::Db(e.into())
-    }
-}
-
-impl From<deadpool_postgres::PoolError> for RelayError {
-    fn from(e: deadpool_postgres::PoolError) -> Self {
-        RelayError::Db(e.into())
-    }
 }
 
 impl RelayError {
@@ -166,7 +155,7 @@ impl Broker {
 /// acked is re-sent after them: consumers order by `seq` and deduplicate by id.
 pub async fn run_once(db: &Pool, channel: &Channel, limit: i64) -> Result<usize, RelayError> {
     let rows: Vec<Unsent> = {
-        let client = db.get().await?;
+        let client = db.conn().await?;
         outbox::unsent(&client, limit).await?
     };
     if rows.is_empty() {
@@ -177,7 +166,7 @@ pub async fn run_once(db: &Pool, channel: &Channel, limit: i64) -> Result<usize,
     let acked_ids: Vec<i64> = acked.iter().map(|&i| rows[i].id).collect();
     let failed_ids: Vec<i64> = failed.iter().map(|(i, _)| rows[*i].id).collect();
 
-    let client = db.get().await?;
+    let client = db.conn().await?;
     if !acked_ids.is_empty() {
         outbox::mark_sent(&client, &acked_ids).await?;
         metrics::counter!("outbox_published_total").increment(acked_ids.len() as u64);
@@ -488,7 +477,7 @@ impl Leadership {
 /// the broker is away, which is when they matter.
 async fn gauge_loop(app: &App) {
     loop {
-        if let Ok(client) = app.db.get().await {
+        if let Ok(client) = app.db.conn().await {
             if let Ok(b) = outbox::backlog(&client).await {
                 metrics::gauge!("outbox_backlog").set(b.rows as f64);
                 metrics::gauge!("outbox_oldest_unsent_seconds").set(b.oldest_seconds);

@@ -114,6 +114,7 @@ impl From<&BillingError> for ApiError {
             B::TariffNotFound => ApiError::not_found("tariff_not_found", detail),
             B::PaymentNotFound => ApiError::not_found("payment_not_found", detail),
             B::NoActiveSubscription => ApiError::not_found("no_active_subscription", detail),
+            B::RefundNotFound(_) => ApiError::not_found("refund_not_found", detail),
             B::TariffConflict => ApiError::conflict("tariff_conflict", detail),
             B::RenewalPending => ApiError::conflict("renewal_pending", detail),
             B::NoPaymentMethod => ApiError::conflict("no_payment_method", detail),
@@ -124,6 +125,11 @@ impl From<&BillingError> for ApiError {
             B::ProviderUnavailable(_) | B::PaymentRefused => ApiError::bad_gateway(detail),
             B::RefundRefused(_) => {
                 ApiError::new(StatusCode::BAD_GATEWAY, "provider_rejected", detail)
+            }
+            // The provider's words are for our logs, not for the caller.
+            B::Provider(_) | B::PaymentNotYetPaid(_) => {
+                tracing::warn!(error = %e, "provider error");
+                ApiError::bad_gateway("the payment provider is unavailable; retry later")
             }
             B::Internal(what) => ApiError::internal(what),
         }
@@ -155,18 +161,6 @@ impl ApiError {
                 }
             }
         }
-    }
-}
-
-impl From<deadpool_postgres::PoolError> for ApiError {
-    fn from(e: deadpool_postgres::PoolError) -> Self {
-        StoreError::from(e).into()
-    }
-}
-
-impl From<tokio_postgres::Error> for ApiError {
-    fn from(e: tokio_postgres::Error) -> Self {
-        StoreError::from(e).into()
     }
 }
 

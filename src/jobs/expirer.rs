@@ -17,6 +17,7 @@ use crate::app::App;
 use crate::config::Config;
 use crate::config::JobsConfig;
 use crate::events::{self, EventSubject, EventType};
+use crate::store::{self, Connect};
 use crate::store::{subscriptions, Subscription};
 
 pub const BATCH: usize = 100;
@@ -59,8 +60,8 @@ impl Job for Expirer {
     }
     async fn run_once(&self, app: &App) -> Result<usize, JobError> {
         let batch = BATCH as i64;
-        let mut db = app.db.get().await?;
-        let tx = db.transaction().await?;
+        let mut db = app.db.conn().await?;
+        let tx = store::begin(&mut db).await?;
         let expired =
             subscriptions::expire_unrenewable(&tx, batch, app.config.refusal_grace).await?;
         let forced =
@@ -91,7 +92,7 @@ impl Job for Expirer {
             )
             .await?;
         }
-        tx.commit().await?;
+        store::commit(tx).await?;
         let ended = expired.len() + forced.len();
         metrics::counter!("subscriptions_expired_total").increment(ended as u64);
         Ok(ended + overdue.len())

@@ -8,6 +8,7 @@ use std::time::Duration;
 use super::{Job, JobError};
 use crate::app::App;
 use crate::config::JobsConfig;
+use crate::store::Connect;
 use crate::store::{idempotency_keys, webhook_inbox};
 
 pub const BATCH: usize = 1000;
@@ -41,7 +42,7 @@ impl Job for Housekeeping {
         self.idle
     }
     async fn run_once(&self, app: &App) -> Result<usize, JobError> {
-        let db = app.db.get().await?;
+        let db = app.db.conn().await?;
         let purged =
             webhook_inbox::purge_bodies(&db, app.config.webhook_body_retention, BATCH as i64)
                 .await?;

@@ -9,6 +9,7 @@ use crate::app::App;
 use crate::config::JobsConfig;
 use crate::service::webhooks;
 use crate::store::webhook_inbox;
+use crate::store::Connect;
 
 pub const BATCH: usize = 50;
 
@@ -42,7 +43,7 @@ impl Job for InboxRetry {
     }
     async fn run_once(&self, app: &App) -> Result<usize, JobError> {
         let ids = {
-            let db = app.db.get().await?;
+            let db = app.db.conn().await?;
             webhook_inbox::claim_due(&db, BATCH as i64).await?
         };
         for id in &ids {

@@ -23,7 +23,6 @@ use std::time::{Duration, Instant};
 
 use crate::app::App;
 use crate::config::Config;
-use crate::service::create::CreateError;
 use crate::service::BillingError;
 use crate::store::StoreError;
 
@@ -35,24 +34,10 @@ pub enum JobError {
     #[error(transparent)]
     Store(#[from] StoreError),
     #[error(transparent)]
-    Create(#[from] CreateError),
-    #[error(transparent)]
     Billing(#[from] BillingError),
     /// The provider (or our own re-read) did not answer: asked again later.
     #[error("not answered: {0}")]
     Unanswered(String),
-}
-
-impl From<tokio_postgres::Error> for JobError {
-    fn from(e: tokio_postgres::Error) -> Self {
-        JobError::Store(e.into())
-    }
-}
-
-impl From<deadpool_postgres::PoolError> for JobError {
-    fn from(e: deadpool_postgres::PoolError) -> Self {
-        JobError::Store(e.into())
-    }
 }
 
 #[async_trait::async_trait]

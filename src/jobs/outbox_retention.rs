@@ -14,6 +14,7 @@ use super::{Job, JobError};
 use crate::app::App;
 use crate::config::JobsConfig;
 use crate::store::outbox;
+use crate::store::Connect;
 
 /// Rows per DELETE statement.
 pub const BATCH: usize = 1000;
@@ -51,7 +52,7 @@ impl Job for OutboxRetention {
         Duration::from_millis(50)
     }
     async fn run_once(&self, app: &App) -> Result<usize, JobError> {
-        let db = app.db.get().await?;
+        let db = app.db.conn().await?;
         let deleted = outbox::delete_sent(&db, app.config.outbox_retention, BATCH as i64).await?;
         if deleted > 0 {
             tracing::info!(deleted, "outbox retention");

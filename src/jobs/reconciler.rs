@@ -25,6 +25,7 @@ use crate::domain::PaymentStatus;
 use crate::service::create::{self, Sent};
 use crate::service::settle;
 use crate::service::sync::{self, ProcessError};
+use crate::store::Connect;
 use crate::store::{payments, Payment, PaymentKind};
 
 pub const BATCH: usize = 200;
@@ -73,7 +74,7 @@ impl Job for Reconciler {
     }
     async fn run_once(&self, app: &App) -> Result<usize, JobError> {
         let claimed: Vec<Payment> = {
-            let db = app.db.get().await?;
+            let db = app.db.conn().await?;
             payments::claim_for_reconcile(&db, BATCH as i64, self.lease).await?
         };
         use futures::StreamExt;
@@ -118,11 +119,9 @@ async fn check(app: &App, payment: &Payment) -> Result<bool, JobError> {
         // viewer has not paid yet. Look for a transaction by our id; re-sending the
         // create would open a second order once the provider forgets the key.
         None if payment.confirmation_url.is_some() => {
-            let provider = app
-                .providers
-                .get(payment.pay_system)
-                .cloned()
-                .ok_or(create::CreateError::NotConfigured(payment.pay_system))?;
+            let provider = app.providers.get(payment.pay_system).cloned().ok_or(
+                crate::service::BillingError::PaySystemNotEnabled(payment.pay_system),
+            )?;
             // CloudPayments finds by InvoiceId; the window only bounds list-based look-ups.
             let until = Utc::now() + ChronoDuration::hours(1);
             match provider
@@ -159,7 +158,7 @@ async fn check(app: &App, payment: &Payment) -> Result<bool, JobError> {
 /// Still open after the check: back off (RECONCILE_AFTER doubling, capped), and after
 /// a day of provider-confirmed pending, fail it locally and alert.
 async fn after_check(app: &App, payment: &Payment, answered: bool) -> Result<(), JobError> {
-    let db = app.db.get().await?;
+    let db = app.db.conn().await?;
     let Some(open) = payments::schedule_next_check(
         &db,
         payment.id,

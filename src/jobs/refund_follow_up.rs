@@ -19,9 +19,11 @@ use super::{Job, JobError};
 use crate::app::App;
 use crate::config::JobsConfig;
 use crate::domain::RefundStatus;
-use crate::service::refunds::{self, RefundError};
+use crate::service::refunds;
 use crate::service::settle;
+use crate::service::BillingError;
 use crate::store::refunds::{self as stored, ClaimedRefund};
+use crate::store::Connect;
 
 pub const BATCH: usize = 20;
 pub const FIRST_RETRY: Duration = Duration::from_secs(60);
@@ -75,7 +77,7 @@ impl Job for RefundFollowUp {
     }
     async fn run_once(&self, app: &App) -> Result<usize, JobError> {
         let claimed = {
-            let db = app.db.get().await?;
+            let db = app.db.conn().await?;
             stored::claim_due(&db, BATCH as i64, self.lease, RESEND_WINDOW_HOURS).await?
         };
         for c in &claimed {
@@ -109,8 +111,7 @@ async fn follow(app: &App, c: &ClaimedRefund) -> Next {
             Ok(RefundStatus::Pending) => Next::Open("answered pending".into()),
             Ok(_) => Next::Final,
             // Canceled and alerted by `submit`.
-            Err(RefundError::Provider(e)) if e.is_definite() => Next::Final,
-            Err(RefundError::NotFound(_)) => Next::Final,
+            Err(BillingError::RefundRefused(_) | BillingError::RefundNotFound(_)) => Next::Final,
             Err(e) => Next::Open(e.to_string()),
         },
         None => Next::Unresolved,
@@ -118,7 +119,7 @@ async fn follow(app: &App, c: &ClaimedRefund) -> Next {
 }
 
 async fn schedule(app: &App, c: &ClaimedRefund, next: Next) -> Result<(), JobError> {
-    let db = app.db.get().await?;
+    let db = app.db.conn().await?;
     match next {
         Next::Final => {}
         Next::Open(why) => {

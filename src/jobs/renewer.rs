@@ -20,6 +20,7 @@ use crate::domain::PaymentStatus;
 use crate::domain::SubscriptionId;
 use crate::service::create::{self, Sent};
 use crate::store::payments::NewRenewal;
+use crate::store::{self, Connect};
 use crate::store::{payments, subscriptions, tariffs, Payment, StoreError};
 
 pub const BATCH: usize = 200;
@@ -64,7 +65,7 @@ impl Job for Renewer {
     }
     async fn run_once(&self, app: &App) -> Result<usize, JobError> {
         let ids = {
-            let db = app.db.get().await?;
+            let db = app.db.conn().await?;
             subscriptions::claim_due_renewals(&db, BATCH as i64, self.lease).await?
         };
         use futures::StreamExt;
@@ -127,8 +128,8 @@ pub async fn prepare(
     subscription_id: SubscriptionId,
 ) -> Result<Option<Payment>, JobError> {
     let lease = app.config.jobs.renewer_lease;
-    let mut db = app.db.get().await?;
-    let tx = db.transaction().await?;
+    let mut db = app.db.conn().await?;
+    let tx = store::begin(&mut db).await?;
     let Some(sub) = subscriptions::lock(&tx, subscription_id).await? else {
         return Ok(None);
     };
@@ -139,12 +140,12 @@ pub async fn prepare(
         _ => None,
     };
     let Some(method) = method else {
-        tx.commit().await?;
+        store::commit(tx).await?;
         return Ok(None);
     };
     let period_start = sub.current_period_end;
     if let Some(p) = payments::open_renewal(&tx, sub.id, period_start).await? {
-        tx.commit().await?;
+        store::commit(tx).await?;
         return Ok((p.status != PaymentStatus::Succeeded).then_some(p));
     }
     let attempt =
@@ -177,7 +178,7 @@ pub async fn prepare(
     )
     .await?;
     subscriptions::push_next_charge(&tx, sub.id, lease).await?;
-    tx.commit().await?;
+    store::commit(tx).await?;
     Ok(Some(payment))
 }
 

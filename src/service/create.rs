@@ -10,37 +10,12 @@
 use chrono::Duration as ChronoDuration;
 
 use crate::app::App;
-use crate::domain::{MethodId, PaymentId};
-use crate::domain::{PaySystem, PaymentStatus};
+use crate::domain::PaymentStatus;
 use crate::providers::{CreatePayment, ProviderError};
 use crate::service::settle::{self, Refusal};
-use crate::store::{payments, GenericClient, Payment, PaymentKind, StoreError};
-
-/// Why a create could not be sent or its answer not recorded. None of these says
-/// anything about the money: the row stays pending and is tried again.
-#[derive(Debug, thiserror::Error)]
-pub enum CreateError {
-    #[error("{0} is not configured")]
-    NotConfigured(PaySystem),
-    #[error("renewal {0} has no payment method")]
-    NoMethod(PaymentId),
-    #[error("payment method {0} vanished")]
-    MethodVanished(MethodId),
-    #[error("renewal {payment} is for {payment_system} but its method belongs to {method_system}")]
-    ForeignMethod {
-        payment: PaymentId,
-        payment_system: PaySystem,
-        method_system: PaySystem,
-    },
-    #[error(transparent)]
-    Store(#[from] StoreError),
-}
-
-impl From<deadpool_postgres::PoolError> for CreateError {
-    fn from(e: deadpool_postgres::PoolError) -> Self {
-        CreateError::Store(e.into())
-    }
-}
+use crate::service::BillingError;
+use crate::store::Connect;
+use crate::store::{payments, GenericClient, Payment, PaymentKind};
 
 /// YooKassa keeps idempotence keys 24 h: a create older than this is looked up, not re-sent.
 pub const RESEND_WINDOW_HOURS: i64 = 23;
@@ -78,23 +53,22 @@ pub async fn request_for(
     app: &App,
     db: &impl GenericClient,
     payment: &Payment,
-) -> Result<CreatePayment, CreateError> {
+) -> Result<CreatePayment, BillingError> {
     let saved_method_id = match payment.kind {
         PaymentKind::Purchase => None,
         PaymentKind::Renewal => {
-            let method_id = payment
-                .payment_method_id
-                .ok_or(CreateError::NoMethod(payment.id))?;
-            let method = payments::get_method(db, method_id)
-                .await?
-                .ok_or(CreateError::MethodVanished(method_id))?;
+            let method_id = payment.payment_method_id.ok_or_else(|| {
+                BillingError::internal(format!("renewal {} has no payment method", payment.id))
+            })?;
+            let method = payments::get_method(db, method_id).await?.ok_or_else(|| {
+                BillingError::internal(format!("payment method {method_id} vanished"))
+            })?;
             // A saved method is only meaningful to the provider that saved it.
             if method.pay_system != payment.pay_system {
-                return Err(CreateError::ForeignMethod {
-                    payment: payment.id,
-                    payment_system: payment.pay_system,
-                    method_system: method.pay_system,
-                });
+                return Err(BillingError::internal(format!(
+                    "renewal {} is for {} but its method belongs to {}",
+                    payment.id, payment.pay_system, method.pay_system
+                )));
             }
             Some(method.provider_method_id)
         }
@@ -121,14 +95,14 @@ pub async fn request_for(
 /// Sends the create for `payment` (no lock is held across the call) and records the
 /// answer: the provider id, and through `settle::apply` any non-pending state. A row
 /// past the key window is looked up instead of re-sent.
-pub async fn send(app: &App, payment: &Payment) -> Result<Sent, CreateError> {
+pub async fn send(app: &App, payment: &Payment) -> Result<Sent, BillingError> {
     let provider = app
         .providers
         .get(payment.pay_system)
         .cloned()
-        .ok_or(CreateError::NotConfigured(payment.pay_system))?;
+        .ok_or(BillingError::PaySystemNotEnabled(payment.pay_system))?;
     let req = {
-        let db = app.db.get().await?;
+        let db = app.db.conn().await?;
         if payments::older_than_hours(&db, payment.id, RESEND_WINDOW_HOURS as i32).await? {
             drop(db);
             return look_up(app, payment).await;
@@ -137,7 +111,7 @@ pub async fn send(app: &App, payment: &Payment) -> Result<Sent, CreateError> {
     };
     match provider.create_payment(&req).await {
         Ok(pp) => {
-            let db = app.db.get().await?;
+            let db = app.db.conn().await?;
             payments::record_create_answer(&db, payment.id, &pp.id, pp.confirmation_url.as_deref())
                 .await?;
             drop(db);
@@ -184,13 +158,13 @@ fn code_of(e: &ProviderError) -> String {
 
 /// Nothing was created at the provider: a purchase is failed; a renewal is failed
 /// and its subscription moves on (past_due, dunning or hard decline) in one transaction.
-async fn fail(app: &App, payment: &Payment, refusal: &Refusal) -> Result<(), CreateError> {
+async fn fail(app: &App, payment: &Payment, refusal: &Refusal) -> Result<(), BillingError> {
     match payment.kind {
         PaymentKind::Renewal => {
             settle::renewal_refused(app, payment.id, refusal).await?;
         }
         PaymentKind::Purchase => {
-            let db = app.db.get().await?;
+            let db = app.db.conn().await?;
             payments::fail_refused_create(&db, payment.id, None, refusal.code()).await?;
         }
     }
@@ -200,12 +174,12 @@ async fn fail(app: &App, payment: &Payment, refusal: &Refusal) -> Result<(), Cre
 /// Past the key window: find the provider's payment by our id and adopt it, or, once
 /// the whole window was searched, conclude there is none. An unanswered or
 /// unfinished search is `Unknown` (asked again later), never "not found".
-async fn look_up(app: &App, payment: &Payment) -> Result<Sent, CreateError> {
+async fn look_up(app: &App, payment: &Payment) -> Result<Sent, BillingError> {
     let provider = app
         .providers
         .get(payment.pay_system)
         .cloned()
-        .ok_or(CreateError::NotConfigured(payment.pay_system))?;
+        .ok_or(BillingError::PaySystemNotEnabled(payment.pay_system))?;
     let (from, to) = lookup_window(payment.created_at);
     match provider.find_payment(payment.id, from, to).await {
         Ok(Some(pp)) => {

@@ -1,7 +1,7 @@
 //! The service layer's one error: each variant names a business outcome a caller
 //! can act on. Only `http::error` turns them into status codes.
 
-use crate::domain::{PaySystem, PaymentStatus};
+use crate::domain::{PaySystem, PaymentId, PaymentStatus, RefundId};
 use crate::providers::ProviderError;
 use crate::store::StoreError;
 
@@ -31,6 +31,8 @@ pub enum BillingError {
     PaymentNotFound,
     #[error("no active or past_due subscription")]
     NoActiveSubscription,
+    #[error("refund {0} not found")]
+    RefundNotFound(RefundId),
 
     // The state does not allow it.
     #[error("another tariff is active; cancel it and wait for it to end, or buy the same tariff to extend it")]
@@ -59,6 +61,15 @@ pub enum BillingError {
     /// The provider refused the refund for good: it ended `canceled`.
     #[error("the provider refused the refund: {0}")]
     RefundRefused(String),
+    /// A provider error a use case has no better name for: unreachable, or an
+    /// answer that says nothing definite. Whatever was being done is kept and
+    /// resumed with the same key.
+    #[error("provider: {0}")]
+    Provider(#[from] ProviderError),
+    /// Money went back for a payment the provider has not (yet) shown us as
+    /// succeeded: the refund is applied once the payment's success is.
+    #[error("payment {0} has not succeeded at the provider yet")]
+    PaymentNotYetPaid(PaymentId),
 
     /// A broken invariant of ours (a bug), never the caller's fault.
     #[error("internal: {0}")]
@@ -68,26 +79,5 @@ pub enum BillingError {
 impl BillingError {
     pub fn internal(what: impl std::fmt::Display) -> Self {
         BillingError::Internal(what.to_string())
-    }
-}
-
-impl From<tokio_postgres::Error> for BillingError {
-    fn from(e: tokio_postgres::Error) -> Self {
-        BillingError::Store(e.into())
-    }
-}
-
-impl From<deadpool_postgres::PoolError> for BillingError {
-    fn from(e: deadpool_postgres::PoolError) -> Self {
-        BillingError::Store(e.into())
-    }
-}
-
-/// A provider error reaching a use case that has no better name for it: the outcome
-/// is treated as unknown (a definite refusal is named by the use case itself).
-impl From<ProviderError> for BillingError {
-    fn from(e: ProviderError) -> Self {
-        tracing::warn!(error = %e, "provider error");
-        BillingError::ProviderUnavailable("the payment provider is unavailable; retry later")
     }
 }

@@ -13,6 +13,7 @@ pub use crate::service::idempotency::IdempotencyKey;
 use crate::service::idempotency::{self, Claim, Keyed, Render, Scope, StoredAnswer};
 use crate::service::BillingError;
 use crate::store::payments::NewPurchase;
+use crate::store::{self, Connect};
 use crate::store::{payments, subscriptions, tariffs, Payment};
 
 #[derive(Debug, Deserialize, Serialize, utoipa::ToSchema)]
@@ -115,7 +116,7 @@ pub async fn buy(
     let outcome = match provider.create_payment(&create).await {
         Ok(pp) => {
             payments::record_create_answer(
-                &app.db.get().await?,
+                &app.db.conn().await?,
                 payment.id,
                 &pp.id,
                 pp.confirmation_url.as_deref(),
@@ -125,7 +126,7 @@ pub async fn buy(
             if pp.status != PaymentStatus::Pending {
                 crate::service::settle::apply(app, payment.id, &pp).await?;
             }
-            let current = payments::get(&app.db.get().await?, payment.id)
+            let current = payments::get(&app.db.conn().await?, payment.id)
                 .await?
                 .unwrap_or(payment.clone());
             Ok(BuyResponse {
@@ -141,7 +142,7 @@ pub async fn buy(
             // client retry with it resumes too.
             tracing::warn!(payment_id = %payment.id, error = %cause, "provider unavailable during create");
             if let Some(s) = &scope {
-                idempotency::release(&app.db.get().await?, s).await?;
+                idempotency::release(&app.db.conn().await?, s).await?;
             }
             return Err(BillingError::ProviderUnavailable(
                 "the payment provider is unavailable; retry later",
@@ -149,12 +150,12 @@ pub async fn buy(
         }
         Err(e) => {
             tracing::error!(payment_id = %payment.id, error = %e, "provider refused the create");
-            payments::fail_pending_purchase(&app.db.get().await?, payment.id).await?;
+            payments::fail_pending_purchase(&app.db.conn().await?, payment.id).await?;
             Err(BillingError::PaymentRefused)
         }
     };
     if let Some(s) = &scope {
-        idempotency::complete(&app.db.get().await?, s, &render(&outcome)).await?;
+        idempotency::complete(&app.db.conn().await?, s, &render(&outcome)).await?;
     }
     outcome.map(Keyed::Fresh)
 }
@@ -169,8 +170,8 @@ async fn begin(
     scope: Option<&Scope<'_>>,
     hash: &[u8],
 ) -> Result<Start, BillingError> {
-    let mut db = app.db.get().await?;
-    let tx = db.transaction().await?;
+    let mut db = app.db.conn().await?;
+    let tx = store::begin(&mut db).await?;
     if let Some(s) = scope {
         match idempotency::claim(&tx, s, hash).await? {
             Claim::New => {}
@@ -180,7 +181,7 @@ async fn begin(
                 let payment = payments::get(&tx, PaymentId::from_uuid(payment_id))
                     .await?
                     .ok_or_else(|| BillingError::internal("lost payment"))?;
-                tx.commit().await?;
+                store::commit(tx).await?;
                 return Ok(Start::Create(Box::new(payment)));
             }
         }
@@ -220,6 +221,6 @@ async fn begin(
     if let Some(s) = scope {
         idempotency::attach(&tx, s, id.as_uuid()).await?;
     }
-    tx.commit().await?;
+    store::commit(tx).await?;
     Ok(Start::Create(Box::new(payment)))
 }

@@ -24,32 +24,8 @@ use crate::providers::{CreateRefund, ProviderError, ProviderRefund};
 use crate::service::idempotency::{self, Claim, IdempotencyKey, Keyed, Render, Scope};
 use crate::service::{settle, BillingError};
 use crate::store::refunds::{self, Initiator, NewRefund, Refund};
+use crate::store::{self, Connect};
 use crate::store::{payments, subscriptions, Payment, StoreError, Subscription};
-
-#[derive(Debug, thiserror::Error)]
-pub enum RefundError {
-    #[error(transparent)]
-    Store(#[from] StoreError),
-    #[error(transparent)]
-    Provider(#[from] ProviderError),
-    #[error("refund {0} not found")]
-    NotFound(RefundId),
-    /// Money went back for a payment the provider has not (yet) shown us as succeeded.
-    #[error("payment {0} has not succeeded at the provider yet")]
-    NotYetPaid(PaymentId),
-}
-
-impl From<tokio_postgres::Error> for RefundError {
-    fn from(e: tokio_postgres::Error) -> Self {
-        RefundError::Store(e.into())
-    }
-}
-
-impl From<deadpool_postgres::PoolError> for RefundError {
-    fn from(e: deadpool_postgres::PoolError) -> Self {
-        RefundError::Store(e.into())
-    }
-}
 
 /// A full refund the service starts by itself (e.g. a payment that cannot apply).
 pub async fn insert_system_refund(
@@ -77,15 +53,15 @@ pub async fn insert_system_refund(
 /// Sends a recorded refund to the provider (same key on every retry) and records the
 /// answer. A definite refusal cancels it (and is returned); an unknown outcome leaves
 /// it pending.
-pub async fn submit(app: &App, refund_id: RefundId) -> Result<RefundStatus, RefundError> {
+pub async fn submit(app: &App, refund_id: RefundId) -> Result<RefundStatus, BillingError> {
     let (payment, pending) = {
-        let db = app.db.get().await?;
+        let db = app.db.conn().await?;
         let pending = refunds::get_pending(&db, refund_id)
             .await?
-            .ok_or(RefundError::NotFound(refund_id))?;
+            .ok_or(BillingError::RefundNotFound(refund_id))?;
         let payment = payments::get(&db, pending.payment_id)
             .await?
-            .ok_or(RefundError::NotFound(refund_id))?;
+            .ok_or(BillingError::RefundNotFound(refund_id))?;
         (payment, pending)
     };
     let answer = match send(
@@ -100,7 +76,7 @@ pub async fn submit(app: &App, refund_id: RefundId) -> Result<RefundStatus, Refu
         Ok(answer) => answer,
         Err(e) if e.is_definite() => {
             refuse(app, refund_id, payment.id, &e.to_string()).await?;
-            return Err(e.into());
+            return Err(BillingError::RefundRefused(e.to_string()));
         }
         Err(e) => return Err(e.into()),
     };
@@ -147,8 +123,8 @@ async fn refuse(
     refund_id: RefundId,
     payment_id: PaymentId,
     why: &str,
-) -> Result<(), RefundError> {
-    if refunds::cancel_pending(&app.db.get().await?, refund_id, why).await? {
+) -> Result<(), BillingError> {
+    if refunds::cancel_pending(&app.db.conn().await?, refund_id, why).await? {
         settle::alert(
             "refund_refused",
             &format!("refund {refund_id} refused by the provider: {why}"),
@@ -165,22 +141,22 @@ pub async fn record_result(
     refund_id: RefundId,
     provider_id: &str,
     status: RefundStatus,
-) -> Result<(), RefundError> {
+) -> Result<(), BillingError> {
     if status == RefundStatus::Succeeded {
         apply_success_first(app, refund_id).await?;
     }
-    let mut db = app.db.get().await?;
-    let tx = db.transaction().await?;
+    let mut db = app.db.conn().await?;
+    let tx = store::begin(&mut db).await?;
     let locked = refunds::lock(&tx, refund_id)
         .await?
-        .ok_or(RefundError::NotFound(refund_id))?;
+        .ok_or(BillingError::RefundNotFound(refund_id))?;
     let payment_id = locked.payment_id;
     let was_pending = locked.status == RefundStatus::Pending;
     refunds::record_provider_state(&tx, refund_id, provider_id, status).await?;
     if was_pending && status == RefundStatus::Succeeded {
         apply_succeeded_refund(&tx, payment_id, locked.amount_minor).await?;
     }
-    tx.commit().await?;
+    store::commit(tx).await?;
     if was_pending && status == RefundStatus::Canceled {
         settle::alert(
             "refund_refused",
@@ -194,15 +170,15 @@ pub async fn record_result(
 /// Money went back for a payment we have not seen succeed (its success notification
 /// still waits for a retry): apply the provider's success first, so the viewer gets
 /// what the rest of the money paid for. No lock is held across the provider read.
-async fn apply_success_first(app: &App, refund_id: RefundId) -> Result<(), RefundError> {
+async fn apply_success_first(app: &App, refund_id: RefundId) -> Result<(), BillingError> {
     let payment = {
-        let db = app.db.get().await?;
+        let db = app.db.conn().await?;
         let payment_id = refunds::payment_of(&db, refund_id)
             .await?
-            .ok_or(RefundError::NotFound(refund_id))?;
+            .ok_or(BillingError::RefundNotFound(refund_id))?;
         payments::get(&db, payment_id)
             .await?
-            .ok_or(RefundError::NotFound(refund_id))?
+            .ok_or(BillingError::RefundNotFound(refund_id))?
     };
     if payment.status.is_paid() {
         return Ok(());
@@ -211,7 +187,7 @@ async fn apply_success_first(app: &App, refund_id: RefundId) -> Result<(), Refun
         .providers
         .get(payment.pay_system)
         .cloned()
-        .ok_or(RefundError::NotYetPaid(payment.id))?;
+        .ok_or(BillingError::PaymentNotYetPaid(payment.id))?;
     let read = async {
         match &payment.provider_payment_id {
             Some(pid) => provider.get_payment(pid).await.map(Some),
@@ -228,10 +204,10 @@ async fn apply_success_first(app: &App, refund_id: RefundId) -> Result<(), Refun
         // Boxed: `apply` may submit an automatic refund, which records its result here.
         Box::pin(settle::apply(app, payment.id, &pp)).await?;
     }
-    let db = app.db.get().await?;
+    let db = app.db.conn().await?;
     match payments::get(&db, payment.id).await? {
         Some(p) if p.status.is_paid() => Ok(()),
-        _ => Err(RefundError::NotYetPaid(payment.id)),
+        _ => Err(BillingError::PaymentNotYetPaid(payment.id)),
     }
 }
 
@@ -240,7 +216,7 @@ async fn apply_succeeded_refund(
     tx: &Transaction<'_>,
     payment_id: PaymentId,
     amount: i64,
-) -> Result<(), RefundError> {
+) -> Result<(), BillingError> {
     let payment = payments::lock(tx, payment_id)
         .await?
         .ok_or_else(|| StoreError::Corrupt("refund without payment".into()))?;
@@ -257,7 +233,7 @@ async fn apply_succeeded_refund(
     // Forward only, in SQL too: a payment is refunded only after it succeeded.
     let moved = payments::record_refunded(tx, payment.id, refunded, status)
         .await?
-        .ok_or(RefundError::NotYetPaid(payment.id))?;
+        .ok_or(BillingError::PaymentNotYetPaid(payment.id))?;
     let mut sub_after = sub.clone();
     if status == PaymentStatus::Refunded && payment.status != PaymentStatus::Refunded {
         if let Some(sub) = sub.filter(|s| s.status.is_live()) {
@@ -394,8 +370,8 @@ pub async fn admin_refund(
         key,
     });
 
-    let mut db = app.db.get().await?;
-    let tx = db.transaction().await?;
+    let mut db = app.db.conn().await?;
+    let tx = store::begin(&mut db).await?;
     let mut resume = None;
     if let Some(s) = &scope {
         match idempotency::claim(&tx, s, &hash).await? {
@@ -448,33 +424,31 @@ pub async fn admin_refund(
             id
         }
     };
-    tx.commit().await?;
+    store::commit(tx).await?;
     // No connection is kept while the provider is called.
     drop(db);
 
     let outcome = match submit(app, refund_id).await {
-        Ok(_) => refunds::get(&app.db.get().await?, refund_id)
+        Ok(_) => refunds::get(&app.db.conn().await?, refund_id)
             .await?
             .ok_or_else(|| BillingError::internal("refund vanished")),
         // `submit` has already canceled it and alerted.
-        Err(RefundError::Provider(e)) if e.is_definite() => {
-            Err(BillingError::RefundRefused(e.to_string()))
-        }
-        Err(RefundError::Provider(e)) => {
+        Err(e @ BillingError::RefundRefused(_)) => Err(e),
+        Err(e @ (BillingError::Provider(_) | BillingError::PaymentNotYetPaid(_))) => {
             // Outcome unknown: the refund stays pending (still counted against what is
             // left) and `jobs::refund_follow_up` re-sends it with the same key.
             tracing::warn!(refund_id = %refund_id, error = %e, "refund outcome unknown; it will be followed up");
             if let Some(s) = &scope {
-                idempotency::release(&app.db.get().await?, s).await?;
+                idempotency::release(&app.db.conn().await?, s).await?;
             }
             return Err(BillingError::ProviderUnavailable(
                 "the provider's answer is unknown; the refund is queued and will be followed up",
             ));
         }
-        Err(e) => return Err(BillingError::internal(e)),
+        Err(e) => return Err(e),
     };
     if let Some(s) = &scope {
-        idempotency::complete(&app.db.get().await?, s, &render(&outcome)).await?;
+        idempotency::complete(&app.db.conn().await?, s, &render(&outcome)).await?;
     }
     outcome.map(Keyed::Fresh)
 }

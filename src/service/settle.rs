@@ -18,6 +18,7 @@ use crate::providers::ProviderPayment;
 use crate::store::payment_methods::{self, SavedMethod};
 use crate::store::payments::{DuplicateCharge, StatusMove};
 use crate::store::subscriptions::{Extension, NewSubscription};
+use crate::store::Connect;
 use crate::store::{self, payments, subscriptions, Payment, PaymentKind, StoreError, Subscription};
 
 #[derive(Debug, Clone, PartialEq)]
@@ -111,15 +112,15 @@ pub async fn apply(
     payment_id: PaymentId,
     pp: &ProviderPayment,
 ) -> Result<Applied, StoreError> {
-    let mut db = app.db.get().await?;
-    let tx = db.transaction().await?;
+    let mut db = app.db.conn().await?;
+    let tx = store::begin(&mut db).await?;
     let payment = payments::lock(&tx, payment_id)
         .await?
         .ok_or_else(|| StoreError::Corrupt(format!("payment {payment_id} vanished")))?;
 
     if let Some(reason) = review_reason(app, &payment, pp) {
         flag_for_review(&tx, &payment, &reason).await?;
-        tx.commit().await?;
+        store::commit(tx).await?;
         return Ok(Applied::NeedsReview(reason));
     }
 
@@ -127,7 +128,7 @@ pub async fn apply(
     if let Some(ours) = payment.provider_payment_id.as_deref() {
         if !pp.id.is_empty() && pp.id != ours {
             let refund = other_provider_payment(&tx, &payment, pp).await?;
-            tx.commit().await?;
+            store::commit(tx).await?;
             drop(db);
             if let Some(refund_id) = refund {
                 if let Err(e) = super::refunds::submit(app, refund_id).await {
@@ -146,7 +147,7 @@ pub async fn apply(
 
     let target = pp.status;
     if !payment.status.can_move_to(target) {
-        tx.commit().await?;
+        store::commit(tx).await?;
         return Ok(Applied::Unchanged);
     }
 
@@ -179,7 +180,7 @@ pub async fn apply(
     )
     .await?;
     let Some(mut moved) = updated else {
-        tx.commit().await?;
+        store::commit(tx).await?;
         return Ok(Applied::Unchanged);
     };
 
@@ -266,7 +267,7 @@ pub async fn apply(
         // waiting_for_capture grants nothing (we always ask capture: true); failed is ours alone.
         _ => {}
     }
-    tx.commit().await?;
+    store::commit(tx).await?;
     // Give the connection back before the provider call below.
     drop(db);
     metrics::counter!("payments_settled_total", "status" => target.as_str()).increment(1);
@@ -331,8 +332,8 @@ pub async fn renewal_refused(
     payment_id: PaymentId,
     refusal: &Refusal,
 ) -> Result<bool, StoreError> {
-    let mut db = app.db.get().await?;
-    let tx = db.transaction().await?;
+    let mut db = app.db.conn().await?;
+    let tx = store::begin(&mut db).await?;
     let party = match refusal {
         Refusal::Method(_) => PARTY_METHOD,
         Refusal::Ours(_) => PARTY_SHOP,
@@ -340,7 +341,7 @@ pub async fn renewal_refused(
     let failed =
         payments::fail_refused_create(&tx, payment_id, Some(party), refusal.code()).await?;
     let Some(payment) = failed else {
-        tx.commit().await?;
+        store::commit(tx).await?;
         return Ok(false);
     };
     if let Some(sub_id) = payment.subscription_id {
@@ -349,7 +350,7 @@ pub async fn renewal_refused(
             renewal_failed(app, &tx, &payment, sub, Failure::Refused(refusal), now).await?;
         }
     }
-    tx.commit().await?;
+    store::commit(tx).await?;
     Ok(true)
 }
 
@@ -378,13 +379,13 @@ pub async fn needs_review(
     payment_id: PaymentId,
     reason: &str,
 ) -> Result<Applied, StoreError> {
-    let mut db = app.db.get().await?;
-    let tx = db.transaction().await?;
+    let mut db = app.db.conn().await?;
+    let tx = store::begin(&mut db).await?;
     let payment = payments::lock(&tx, payment_id)
         .await?
         .ok_or_else(|| StoreError::Corrupt(format!("payment {payment_id} vanished")))?;
     flag_for_review(&tx, &payment, reason).await?;
-    tx.commit().await?;
+    store::commit(tx).await?;
     Ok(Applied::NeedsReview(reason.to_owned()))
 }
 

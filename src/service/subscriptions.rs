@@ -6,6 +6,7 @@ use crate::app::App;
 use crate::domain::UserId;
 use crate::events::{self, EventSubject, EventType};
 use crate::service::BillingError;
+use crate::store::{self, Connect};
 use crate::store::{payments, subscriptions, Subscription};
 
 /// Turns auto-renewal of the user's live subscription on or off, under its row lock.
@@ -15,13 +16,13 @@ pub async fn set_auto_renew(
     user_id: UserId,
     on: bool,
 ) -> Result<Subscription, BillingError> {
-    let mut db = app.db.get().await?;
-    let tx = db.transaction().await?;
+    let mut db = app.db.conn().await?;
+    let tx = store::begin(&mut db).await?;
     let sub = subscriptions::lock_live_for_user(&tx, user_id)
         .await?
         .ok_or(BillingError::NoActiveSubscription)?;
     if sub.auto_renew == on {
-        tx.commit().await?;
+        store::commit(tx).await?;
         return Ok(sub);
     }
     let next_charge_at = if on {
@@ -47,6 +48,6 @@ pub async fn set_auto_renew(
         EventType::SubscriptionAutoRenewDisabled
     };
     events::record(&tx, event, EventSubject::subscription(&sub)).await?;
-    tx.commit().await?;
+    store::commit(tx).await?;
     Ok(sub)
 }

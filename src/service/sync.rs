@@ -9,6 +9,7 @@ use crate::domain::RefundId;
 use crate::domain::{Money, PaySystem, PaymentStatus, RefundStatus};
 use crate::providers::{Provider, ProviderError};
 use crate::service::settle::{self, Applied};
+use crate::store::Connect;
 use crate::store::{payments, refunds, GenericClient, StoreError};
 
 /// The provider's answer must come within this budget (a degraded provider must
@@ -42,12 +43,6 @@ impl From<StoreError> for ProcessError {
         } else {
             ProcessError::Permanent(e.to_string())
         }
-    }
-}
-
-impl From<deadpool_postgres::PoolError> for ProcessError {
-    fn from(e: deadpool_postgres::PoolError) -> Self {
-        StoreError::from(e).into()
     }
 }
 
@@ -91,7 +86,7 @@ pub async fn payment(
         return Ok(Processed::Ignored("unknown at the provider".into()));
     };
     let payment_id = {
-        let db = app.db.get().await?;
+        let db = app.db.conn().await?;
         match (
             payments::id_by_provider_id(&db, system, &pp.id).await?,
             pp.our_id,
@@ -137,7 +132,7 @@ pub async fn refund(
         return Ok(Processed::Ignored("refund unknown at the provider".into()));
     };
     let ours = {
-        let db = app.db.get().await?;
+        let db = app.db.conn().await?;
         match refunds::id_by_provider_id(&db, system, &pr.id).await? {
             Some(id) => id,
             None => {

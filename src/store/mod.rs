@@ -74,6 +74,32 @@ pub trait Cached: GenericClient {
 }
 
 impl<C: GenericClient> Cached for C {}
+
+/// A pooled connection and its transactions, failing as `StoreError`: the layers
+/// above know only `StoreError`, never the driver's or the pool's error types.
+#[async_trait::async_trait]
+pub trait Connect {
+    async fn conn(&self) -> Result<deadpool_postgres::Client, StoreError>;
+}
+
+#[async_trait::async_trait]
+impl Connect for deadpool_postgres::Pool {
+    async fn conn(&self) -> Result<deadpool_postgres::Client, StoreError> {
+        Ok(self.get().await?)
+    }
+}
+
+/// Opens a transaction on a pooled connection.
+pub async fn begin(
+    client: &mut deadpool_postgres::Client,
+) -> Result<deadpool_postgres::Transaction<'_>, StoreError> {
+    Ok(client.transaction().await?)
+}
+
+/// Commits what `begin` opened.
+pub async fn commit(tx: deadpool_postgres::Transaction<'_>) -> Result<(), StoreError> {
+    Ok(tx.commit().await?)
+}
 pub use crate::domain::PaymentKind;
 pub use payments::{Payment, PaymentMethod};
 pub use subscriptions::Subscription;

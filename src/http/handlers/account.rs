@@ -12,6 +12,7 @@ use crate::domain::PaymentId;
 use crate::http::auth::User;
 use crate::http::error::ApiError;
 use crate::service::subscriptions as subs;
+use crate::store::Connect;
 use crate::store::{payments, subscriptions, tariffs, GenericClient, Subscription};
 
 pub async fn subscription_view(
@@ -43,7 +44,7 @@ pub async fn subscription_view(
     )
 )]
 pub async fn profile(app: App, user: User) -> Result<Response, ApiError> {
-    let db = app.db.get().await?;
+    let db = app.db.conn().await?;
     let sub = subscriptions::current_for_user(&db, user.id)
         .await?
         .ok_or_else(|| {
@@ -68,7 +69,7 @@ pub async fn profile(app: App, user: User) -> Result<Response, ApiError> {
 )]
 pub async fn cancel(app: App, user: User) -> Result<Response, ApiError> {
     let sub = subs::set_auto_renew(&app, user.id, false).await?;
-    let db = app.db.get().await?;
+    let db = app.db.conn().await?;
     Ok(ok(&subscription_view(&db, &sub).await?))
 }
 
@@ -89,7 +90,7 @@ pub async fn cancel(app: App, user: User) -> Result<Response, ApiError> {
 )]
 pub async fn resume(app: App, user: User) -> Result<Response, ApiError> {
     let sub = subs::set_auto_renew(&app, user.id, true).await?;
-    let db = app.db.get().await?;
+    let db = app.db.conn().await?;
     Ok(ok(&subscription_view(&db, &sub).await?))
 }
 
@@ -113,7 +114,7 @@ pub async fn resume(app: App, user: User) -> Result<Response, ApiError> {
 )]
 pub async fn payments_list(app: App, user: User, query: String) -> Result<Response, ApiError> {
     let (limit, page) = pagination(&query)?;
-    let db = app.db.get().await?;
+    let db = app.db.conn().await?;
     let (rows, total) = payments::list_for_user(&db, user.id, limit, (page - 1) * limit).await?;
     let views: Vec<PaymentView> = rows.iter().map(PaymentView::from).collect();
     Ok(warp::reply::with_header(ok(&views), "x-total-count", total.to_string()).into_response())
@@ -138,7 +139,7 @@ pub async fn payments_list(app: App, user: User, query: String) -> Result<Respon
     )
 )]
 pub async fn payment_get(app: App, id: PaymentId, user: User) -> Result<Response, ApiError> {
-    let db = app.db.get().await?;
+    let db = app.db.conn().await?;
     let payment = payments::get_for_user(&db, id, user.id)
         .await?
         .ok_or_else(|| ApiError::not_found("payment_not_found", "no such payment"))?;

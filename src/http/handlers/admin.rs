@@ -22,6 +22,7 @@ use crate::service::{webhooks, BillingError};
 use crate::store::refunds::Refund;
 use crate::store::tariffs::{NewTariffRow, TariffChange};
 use crate::store::webhook_inbox::{self, InboxRow};
+use crate::store::Connect;
 use crate::store::{self, payments, subscriptions, tariffs, Tariff};
 
 #[utoipa::path(
@@ -39,7 +40,7 @@ use crate::store::{self, payments, subscriptions, tariffs, Tariff};
     )
 )]
 pub async fn tariffs_list(app: App) -> Result<Response, ApiError> {
-    let list: Vec<Tariff> = tariffs::list_all(&app.db.get().await?).await?;
+    let list: Vec<Tariff> = tariffs::list_all(&app.db.conn().await?).await?;
     Ok(ok(&list))
 }
 
@@ -108,7 +109,7 @@ pub async fn tariff_create(app: App, t: NewTariff) -> Result<Response, ApiError>
     let period = Period::new(t.period.count, t.period.unit)
         .map_err(|e| ApiError::bad_request("bad_field", e))?;
     let created = tariffs::insert(
-        &app.db.get().await?,
+        &app.db.conn().await?,
         &NewTariffRow {
             id: TariffId::new(),
             alias: &t.alias,
@@ -176,7 +177,7 @@ pub async fn tariff_patch(app: App, id: TariffId, value: Value) -> Result<Respon
         check_text("name", n, 200)?;
     }
     let changed = tariffs::change(
-        &app.db.get().await?,
+        &app.db.conn().await?,
         id,
         &TariffChange {
             name: patch.name.as_deref().map(str::trim),
@@ -250,7 +251,7 @@ pub async fn refund(
     )
 )]
 pub async fn user(app: App, user_id: UserId) -> Result<Response, ApiError> {
-    let db = app.db.get().await?;
+    let db = app.db.conn().await?;
     let subscription = match subscriptions::current_for_user(&db, user_id).await? {
         Some(s) => Some(subscription_view(&db, &s).await?),
         None => None,
@@ -390,7 +391,7 @@ pub async fn webhooks_list(app: App, query: String) -> Result<Response, ApiError
         }
     }
     let (limit, page) = pagination(&query)?;
-    let db = app.db.get().await?;
+    let db = app.db.conn().await?;
     let rows = webhook_inbox::list(
         &db,
         status.map(String::as_str),
@@ -423,7 +424,7 @@ pub async fn webhooks_list(app: App, query: String) -> Result<Response, ApiError
     )
 )]
 pub async fn webhook_replay(app: App, id: InboxId) -> Result<Response, ApiError> {
-    let db = app.db.get().await?;
+    let db = app.db.conn().await?;
     if !webhook_inbox::exists(&db, id).await? {
         return Err(ApiError::not_found(
             "webhook_not_found",

@@ -7,6 +7,7 @@ use crate::app::App;
 use crate::domain::PaySystem;
 use crate::http::error::ApiError;
 use crate::store::tariffs;
+use crate::store::Connect;
 
 #[utoipa::path(
     get,
@@ -20,7 +21,7 @@ use crate::store::tariffs;
     )
 )]
 pub async fn list_tariffs(app: App) -> Result<Response, ApiError> {
-    let db = app.db.get().await?;
+    let db = app.db.conn().await?;
     Ok(ok(&tariffs::list_active(&db).await?))
 }
 
@@ -36,7 +37,7 @@ pub async fn list_tariffs(app: App) -> Result<Response, ApiError> {
     )
 )]
 pub async fn list_pay_systems(app: App) -> Result<Response, ApiError> {
-    let db = app.db.get().await?;
+    let db = app.db.conn().await?;
     let systems: Vec<_> = tariffs::list_pay_systems(&db)
         .await?
         .into_iter()

@@ -9,6 +9,7 @@ use warp::Reply;
 
 use super::json;
 use crate::app::App;
+use crate::store::Connect;
 
 /// `{"status": "ok"}`: the process is up.
 #[derive(Serialize, utoipa::ToSchema)]
@@ -66,7 +67,7 @@ pub async fn healthz() -> Response {
 )]
 pub async fn readyz(app: App) -> Response {
     let probe = async {
-        let db = app.db.get().await.ok()?;
+        let db = app.db.conn().await.ok()?;
         let b = crate::store::outbox::backlog(&db).await.ok()?;
         Some((b.rows, b.oldest_seconds))
     };

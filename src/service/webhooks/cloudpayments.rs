@@ -6,6 +6,7 @@ use crate::domain::{PaySystem, RefundStatus};
 use crate::providers::cloudpayments::{CheckCode, Notice};
 use crate::service::settle::{self, Applied};
 use crate::service::sync::{self, ProcessError, Processed};
+use crate::store::Connect;
 use crate::store::{payments, refunds, StoreError};
 
 /// Decides a `check`: the invoice must be one of our CloudPayments payments, paid by
@@ -16,7 +17,7 @@ pub async fn check_code(app: &App, n: &Notice) -> Result<CheckCode, StoreError> 
     let Some(our) = n.our_id() else {
         return Ok(CheckCode::UnknownInvoice);
     };
-    let db = app.db.get().await?;
+    let db = app.db.conn().await?;
     let Some(payment) = payments::get(&db, our)
         .await?
         .filter(|p| p.pay_system == PaySystem::CloudPayments)
@@ -45,7 +46,7 @@ pub async fn check_code(app: &App, n: &Notice) -> Result<CheckCode, StoreError> 
 pub async fn payment(app: &App, n: &Notice) -> Result<Processed, ProcessError> {
     let system = PaySystem::CloudPayments;
     let payment = {
-        let db = app.db.get().await?;
+        let db = app.db.conn().await?;
         let by_transaction = match n.transaction_id() {
             Some(t) => payments::id_by_provider_id(&db, system, t).await?,
             None => None,
@@ -108,7 +109,7 @@ pub async fn refund(app: &App, n: &Notice) -> Result<Processed, ProcessError> {
         .transaction_id()
         .ok_or_else(|| ProcessError::Permanent("refund without TransactionId".into()))?;
     let ours = {
-        let db = app.db.get().await?;
+        let db = app.db.conn().await?;
         match refunds::id_by_provider_id(&db, system, refund_id).await? {
             Some(id) => id,
             None => {

@@ -18,6 +18,7 @@ use crate::providers::webhook::{
 };
 use crate::service::sync::{self, ProcessError, Processed};
 use crate::store::webhook_inbox::{self, NewNotification};
+use crate::store::Connect;
 use crate::store::StoreError;
 
 use crate::domain::InboxId;
@@ -92,7 +93,7 @@ async fn accept(
         source_ip: req.source_ip,
     };
     let stored = async {
-        let db = app.db.get().await?;
+        let db = app.db.conn().await?;
         webhook_inbox::insert(&db, &new).await
     };
     let (inbox_id, status) = match stored.await {
@@ -145,7 +146,7 @@ pub async fn process_and_record(app: &App, inbox_id: InboxId) -> Result<InboxSta
 
 async fn process(app: &App, inbox_id: InboxId) -> Result<Processed, ProcessError> {
     let row = {
-        let db = app.db.get().await?;
+        let db = app.db.conn().await?;
         webhook_inbox::stored(&db, inbox_id).await?
     };
     let system: PaySystem = row.provider.parse().map_err(ProcessError::Permanent)?;
@@ -201,7 +202,7 @@ pub async fn finish(
     inbox_id: InboxId,
     result: Result<Processed, ProcessError>,
 ) -> Result<InboxStatus, StoreError> {
-    let db = app.db.get().await?;
+    let db = app.db.conn().await?;
     let (status, outcome, error) = match result {
         Ok(Processed::Done(o)) => (InboxStatus::Processed, Some(o), None),
         Ok(Processed::Ignored(o)) => (InboxStatus::Ignored, Some(o), None),

@@ -9,7 +9,8 @@ use sha2::Sha256;
 use super::WebhookError;
 use crate::app::App;
 use crate::providers::webhook::{Rejection, WebhookRequest};
-use crate::store::{webhook_inbox, StoreError};
+use crate::store::Connect;
+use crate::store::webhook_inbox;
 
 /// Any of these makes a request an ops replay, whatever else it carries.
 const HEADERS: [&str; 3] = ["webhook-id", "webhook-timestamp", "webhook-signature"];
@@ -111,7 +112,7 @@ pub async fn authenticate(
         )
     })?;
     let id = id.expect("verified").to_owned();
-    let db = app.db.get().await.map_err(StoreError::from)?;
+    let db = app.db.conn().await?;
     if webhook_inbox::ops_id_used(&db, &id).await? {
         return Err(replayed());
     }
