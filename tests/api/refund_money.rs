@@ -3,14 +3,12 @@
 //! have not yet seen succeed, and the follow-up of refunds the provider left open.
 //! Time moves by shifting the rows' timestamps, never by sleeping.
 
-mod common;
-
 use std::sync::Arc;
 
+use crate::helpers::*;
 use billing::jobs::renewer;
 use billing::providers::sandbox::{Outcome, Sandbox};
 use chrono::{DateTime, Utc};
-use common::*;
 use serde_json::{json, Value};
 use uuid::Uuid;
 

@@ -1,16 +1,14 @@
 //! CloudPayments: the adapter, the signed webhook and the fake, over real HTTP
 //! against real PostgreSQL.
 
-mod common;
-
 use std::sync::Arc;
 
+use crate::helpers::*;
 use billing::domain::{Currency, Money, PaymentId, PaymentStatus, UserId};
 use billing::http::webhook_auth::sign_content_hmac;
 use billing::providers::sandbox::cloudpayments::CloudPaymentsSandbox;
 use billing::providers::{CreatePayment, CreateRefund};
 use billing::service::settle::{self, Applied};
-use common::*;
 use serde_json::{json, Value};
 use uuid::Uuid;
 

@@ -1,14 +1,12 @@
 //! Background jobs: reconciler, renewer, expirer. Driven by `run_once`; time moves
 //! by rewriting rows' timestamps, never by sleeping.
 
-mod common;
-
+use crate::helpers::*;
 use billing::domain::SubscriptionId;
 use billing::jobs::{expirer, reconciler, renewer};
 use billing::providers::sandbox::{Outcome, Sandbox};
 use billing::service::create;
 use chrono::{DateTime, Months, Utc};
-use common::*;
 use uuid::Uuid;
 
 fn uuid(s: &str) -> Uuid {

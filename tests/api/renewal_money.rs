@@ -3,16 +3,14 @@
 //! service and PostgreSQL, the fake providers over real HTTP with their fault knobs,
 //! and the clock moved by rewriting rows.
 
-mod common;
-
 use std::sync::Arc;
 
+use crate::helpers::*;
 use billing::jobs::{expirer, reconciler, renewer};
 use billing::providers::sandbox::cloudpayments::CloudPaymentsSandbox;
 use billing::providers::sandbox::{Garble, Outcome, Sandbox};
 use billing::service::create;
 use chrono::{DateTime, Duration, Months, SecondsFormat, Utc};
-use common::*;
 use serde_json::{json, Value};
 use uuid::Uuid;
 

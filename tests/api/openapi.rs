@@ -2,12 +2,10 @@
 //! (every `$ref` resolves, every path parameter is declared), and real answers of
 //! the real routes fit the schemas documented for their route and status.
 
-mod common;
-
 use std::collections::BTreeSet;
 
+use crate::helpers::*;
 use billing::providers::sandbox::Outcome;
-use common::*;
 use serde_json::{json, Value};
 use uuid::Uuid;
 

@@ -1,9 +1,7 @@
 //! The purchase flow: buy, YooKassa (a fake over real HTTP), webhook confirmation.
 
-mod common;
-
+use crate::helpers::*;
 use billing::providers::sandbox::Outcome;
-use common::*;
 use serde_json::{json, Value};
 use uuid::Uuid;
 
@@ -425,15 +423,17 @@ async fn a_provider_that_times_out_on_reread_is_retried_by_the_worker() {
 async fn unknown_events_and_unknown_payments_are_200_and_ignored() {
     let (app, _fake) = with_fake_yookassa(|_| {}).await;
     let fixture: Value = serde_json::from_str(include_str!(
-        "../fixtures/yookassa/unknown.payout.succeeded.json"
+        "../../fixtures/yookassa/unknown.payout.succeeded.json"
     ))
     .unwrap();
     let status = app
         .notify(fixture["event"].as_str().unwrap(), &fixture["object"])
         .await;
     assert_eq!(status, 200);
-    let fixture: Value =
-        serde_json::from_str(include_str!("../fixtures/yookassa/payment.succeeded.json")).unwrap();
+    let fixture: Value = serde_json::from_str(include_str!(
+        "../../fixtures/yookassa/payment.succeeded.json"
+    ))
+    .unwrap();
     assert_eq!(
         app.notify("payment.succeeded", &fixture["object"]).await,
         200,

@@ -1,18 +1,16 @@
 //! The outbox relay against the real RabbitMQ and PostgreSQL: what a consumer of
 //! `billing.events` receives, and what stays in the outbox.
 
-mod common;
-
 use std::collections::HashMap;
 use std::future::Future;
 use std::time::Duration;
 
+use crate::helpers::broker::*;
+use crate::helpers::*;
 use billing::events::{self, relay, EventSubject, EventType};
 use billing::jobs::outbox_retention;
 use billing::store::{subscriptions, Subscription};
 use chrono::{DateTime, Utc};
-use common::broker::*;
-use common::*;
 use serde_json::{json, Value};
 use uuid::Uuid;
 

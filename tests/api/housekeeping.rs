@@ -1,9 +1,7 @@
 //! Retention: raw notification bodies and Idempotency-Key rows are not kept forever.
 
-mod common;
-
+use crate::helpers::*;
 use billing::providers::sandbox::Outcome;
-use common::*;
 use uuid::Uuid;
 
 #[tokio::test]

@@ -1,9 +1,7 @@
 //! Refunds and the operator's routes.
 
-mod common;
-
+use crate::helpers::*;
 use billing::providers::sandbox::{Outcome, Sandbox};
-use common::*;
 use serde_json::{json, Value};
 use std::sync::Arc;
 use uuid::Uuid;

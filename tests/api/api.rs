@@ -1,8 +1,6 @@
 //! Black-box tests of the foundation routes against the real PostgreSQL.
 
-mod common;
-
-use common::*;
+use crate::helpers::*;
 use serde_json::{json, Value};
 use uuid::Uuid;
 
