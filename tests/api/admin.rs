@@ -1,13 +1,13 @@
 //! Refunds and the operator's routes.
 
 use crate::helpers::*;
-use billing::providers::sandbox::{Outcome, Sandbox};
+use billing::providers::sandbox::Outcome;
 use serde_json::{json, Value};
-use std::sync::Arc;
 use uuid::Uuid;
 
 /// A user with an active subscription paid through the fake; answers (user, payment id, provider id).
-async fn paid(app: &TestApp, fake: &Arc<Sandbox>) -> (Uuid, String, String) {
+async fn paid(app: &TestApp) -> (Uuid, String, String) {
+    let fake = app.yookassa();
     let user = Uuid::new_v4();
     let (status, body) = app.buy(user, MONTH_TARIFF, true, None).await;
     assert_eq!(status, 201, "{body}");
@@ -45,8 +45,9 @@ async fn refund(app: &TestApp, payment: &str, body: Value, key: Option<&str>) ->
 
 #[tokio::test]
 async fn a_full_refund_revokes_access_and_publishes_events() {
-    let (app, fake) = with_fake_yookassa(|_| {}).await;
-    let (user, id, pid) = paid(&app, &fake).await;
+    let app = TestApp::builder().fake_yookassa().start().await;
+    let fake = app.yookassa();
+    let (user, id, pid) = paid(&app).await;
     let (status, body) = refund(&app, &id, json!({"reason": "viewer asked"}), None).await;
     assert_eq!(status, 201, "{body}");
     assert_eq!(
@@ -82,8 +83,9 @@ async fn a_full_refund_revokes_access_and_publishes_events() {
 
 #[tokio::test]
 async fn partial_refunds_add_up_and_cannot_exceed_the_payment() {
-    let (app, fake) = with_fake_yookassa(|_| {}).await;
-    let (user, id, _) = paid(&app, &fake).await;
+    let app = TestApp::builder().fake_yookassa().start().await;
+    let fake = app.yookassa();
+    let (user, id, _) = paid(&app).await;
     let part = |v: &str| json!({"amount": {"value": v, "currency": "RUB"}, "reason": "partial"});
     assert_eq!(refund(&app, &id, part("100.00"), None).await.0, 201);
     assert_eq!(refund(&app, &id, part("150.00"), None).await.0, 201);
@@ -122,8 +124,9 @@ async fn partial_refunds_add_up_and_cannot_exceed_the_payment() {
 
 #[tokio::test]
 async fn a_refund_with_an_idempotency_key_is_made_once() {
-    let (app, fake) = with_fake_yookassa(|_| {}).await;
-    let (_, id, _) = paid(&app, &fake).await;
+    let app = TestApp::builder().fake_yookassa().start().await;
+    let fake = app.yookassa();
+    let (_, id, _) = paid(&app).await;
     let body = json!({"amount": {"value": "10.00", "currency": "RUB"}, "reason": "goodwill"});
     let first = refund(&app, &id, body.clone(), Some("r-1")).await;
     let second = refund(&app, &id, body, Some("r-1")).await;
@@ -135,8 +138,9 @@ async fn a_refund_with_an_idempotency_key_is_made_once() {
 
 #[tokio::test]
 async fn a_duplicate_refund_notification_changes_nothing() {
-    let (app, fake) = with_fake_yookassa(|_| {}).await;
-    let (_, id, _) = paid(&app, &fake).await;
+    let app = TestApp::builder().fake_yookassa().start().await;
+    let fake = app.yookassa();
+    let (_, id, _) = paid(&app).await;
     let (_, body) = refund(
         &app,
         &id,
@@ -175,12 +179,13 @@ async fn a_duplicate_refund_notification_changes_nothing() {
 
 #[tokio::test]
 async fn a_refund_made_in_the_providers_dashboard_is_recorded_and_applied() {
-    let (app, fake) = with_fake_yookassa(|_| {}).await;
-    let (user, id, pid) = paid(&app, &fake).await;
+    let app = TestApp::builder().fake_yookassa().start().await;
+    let fake = app.yookassa();
+    let (user, id, pid) = paid(&app).await;
     // The operator refunds in YooKassa's dashboard: the provider's API, not ours.
     let resp = reqwest::Client::new()
         .post(format!("{}/refunds", fake_api(&app).await))
-        .basic_auth("test-shop", Some("test_secret"))
+        .basic_auth(YOOKASSA_SHOP_ID, Some(YOOKASSA_SECRET_KEY))
         .header("idempotence-key", "dashboard-1")
         .json(&json!({"payment_id": pid, "amount": {"value": "299.00", "currency": "RUB"}}))
         .send()
@@ -212,7 +217,7 @@ async fn fake_api(app: &TestApp) -> String {
 
 #[tokio::test]
 async fn refunds_of_unpaid_or_unknown_payments_are_refused() {
-    let (app, _fake) = with_fake_yookassa(|_| {}).await;
+    let app = TestApp::builder().fake_yookassa().start().await;
     let (_, body) = app.buy(Uuid::new_v4(), MONTH_TARIFF, false, None).await;
     let pending = body["payment_id"].as_str().unwrap();
     let (status, body) = refund(&app, pending, json!({"reason": "x"}), None).await;
@@ -355,8 +360,8 @@ async fn tariff_changes_show_in_the_public_catalogue() {
 
 #[tokio::test]
 async fn support_sees_one_viewers_account() {
-    let (app, fake) = with_fake_yookassa(|_| {}).await;
-    let (user, id, _) = paid(&app, &fake).await;
+    let app = TestApp::builder().fake_yookassa().start().await;
+    let (user, id, _) = paid(&app).await;
     refund(
         &app,
         &id,
@@ -385,8 +390,8 @@ async fn support_sees_one_viewers_account() {
 
 #[tokio::test]
 async fn the_inbox_is_listed_redacted_and_replay_is_idempotent() {
-    let (app, fake) = with_fake_yookassa(|_| {}).await;
-    let (user, _, pid) = paid(&app, &fake).await;
+    let app = TestApp::builder().fake_yookassa().start().await;
+    let (user, _, pid) = paid(&app).await;
     let admin = app.admin_token();
     let (status, list) = app
         .get(

@@ -1,36 +1,13 @@
 //! CloudPayments: the adapter, the signed webhook and the fake, over real HTTP
 //! against real PostgreSQL.
 
-use std::sync::Arc;
-
 use crate::helpers::*;
 use billing::domain::{Currency, Money, PaymentId, PaymentStatus, UserId};
 use billing::http::webhook_auth::sign_content_hmac;
-use billing::providers::sandbox::cloudpayments::CloudPaymentsSandbox;
 use billing::providers::{CreatePayment, CreateRefund};
 use billing::service::settle::{self, Applied};
 use serde_json::{json, Value};
 use uuid::Uuid;
-
-const PUBLIC_ID: &str = "pk_test_cinema";
-const API_SECRET: &str = "cp-api-secret-for-tests";
-
-async fn with_fake_cloudpayments() -> (TestApp, Arc<CloudPaymentsSandbox>) {
-    let fake = CloudPaymentsSandbox::new(PUBLIC_ID, API_SECRET, true);
-    let addr = fake.spawn("127.0.0.1:0".parse().unwrap()).await.unwrap();
-    let app = TestApp::start_with(|env| {
-        env.insert("CLOUDPAYMENTS_PUBLIC_ID".into(), PUBLIC_ID.into());
-        env.insert("CLOUDPAYMENTS_API_SECRET".into(), API_SECRET.into());
-        env.insert(
-            "CLOUDPAYMENTS_API_URL".into(),
-            format!("http://{addr}/sandbox/cloudpayments"),
-        );
-        env.insert("JWT_SECRET_KEY".into(), "test-jwt-key".into());
-    })
-    .await;
-    fake.set_webhook_url(&format!("{}/webhooks/cloudpayments", app.url));
-    (app, fake)
-}
 
 async fn buy(app: &TestApp, user: Uuid, renew: bool) -> (u16, Value) {
     let req = app
@@ -45,7 +22,8 @@ async fn buy(app: &TestApp, user: Uuid, renew: bool) -> (u16, Value) {
 }
 
 /// Buys and answers (our payment id, the fake's order id).
-async fn bought(app: &TestApp, fake: &CloudPaymentsSandbox, user: Uuid) -> (String, String) {
+async fn bought(app: &TestApp, user: Uuid) -> (String, String) {
+    let fake = app.cloudpayments();
     let (status, body) = buy(app, user, true).await;
     assert_eq!(status, 201, "{body}");
     let payment_id = body["payment_id"].as_str().unwrap().to_owned();
@@ -74,7 +52,7 @@ async fn post_notification(
 
 async fn post_json(app: &TestApp, kind: &str, body: &Value) -> (u16, Value) {
     let raw = serde_json::to_vec(body).unwrap();
-    post_notification(app, kind, &raw, "application/json", Some(API_SECRET)).await
+    post_notification(app, kind, &raw, "application/json", Some(CP_API_SECRET)).await
 }
 
 /// A pay notification for our payment, as CloudPayments would send it.
@@ -102,7 +80,8 @@ async fn payment_row(app: &TestApp, id: &str) -> tokio_postgres::Row {
 
 #[tokio::test]
 async fn a_purchase_through_the_checkout_page_activates_a_subscription_with_the_saved_token() {
-    let (app, fake) = with_fake_cloudpayments().await;
+    let app = TestApp::builder().fake_cloudpayments().start().await;
+    let fake = app.cloudpayments();
     let user = Uuid::new_v4();
     let (status, body) = buy(&app, user, true).await;
     assert_eq!(status, 201, "{body}");
@@ -188,10 +167,11 @@ async fn a_purchase_through_the_checkout_page_activates_a_subscription_with_the_
 
 #[tokio::test]
 async fn a_form_encoded_notification_verifies_and_applies() {
-    let (app, fake) = with_fake_cloudpayments().await;
+    let app = TestApp::builder().fake_cloudpayments().start().await;
+    let fake = app.cloudpayments();
     fake.set_form_notifications(true);
     let user = Uuid::new_v4();
-    let (payment_id, order) = bought(&app, &fake, user).await;
+    let (payment_id, order) = bought(&app, user).await;
     let t = fake
         .pay_order(&order, None)
         .await
@@ -216,7 +196,7 @@ async fn a_form_encoded_notification_verifies_and_applies() {
 
     // And by hand: TestMode as `1`, the amount as text.
     let user2 = Uuid::new_v4();
-    let (payment2, _) = bought(&app, &fake, user2).await;
+    let (payment2, _) = bought(&app, user2).await;
     let form = format!(
         "TransactionId=555&Amount=299.00&Currency=RUB&InvoiceId={payment2}&AccountId={user2}&TestMode=1&Status=Completed&Token=tk_form&CardLastFour=1111"
     );
@@ -225,7 +205,7 @@ async fn a_form_encoded_notification_verifies_and_applies() {
         "pay",
         form.as_bytes(),
         "application/x-www-form-urlencoded",
-        Some(API_SECRET),
+        Some(CP_API_SECRET),
     )
     .await;
     assert_eq!((status, answer), (200, json!({"code": 0})));
@@ -237,9 +217,9 @@ async fn a_form_encoded_notification_verifies_and_applies() {
 
 #[tokio::test]
 async fn a_missing_or_wrong_content_hmac_is_401_and_stores_nothing() {
-    let (app, fake) = with_fake_cloudpayments().await;
+    let app = TestApp::builder().fake_cloudpayments().start().await;
     let user = Uuid::new_v4();
-    let (payment_id, _) = bought(&app, &fake, user).await;
+    let (payment_id, _) = bought(&app, user).await;
     let body = serde_json::to_vec(&pay_body(&payment_id, user, 777)).unwrap();
 
     let (status, err) = post_notification(&app, "pay", &body, "application/json", None).await;
@@ -261,7 +241,7 @@ async fn a_missing_or_wrong_content_hmac_is_401_and_stores_nothing() {
         .header("content-type", "application/json")
         .header(
             "Content-HMAC",
-            sign_content_hmac(API_SECRET.as_bytes(), b"{}"),
+            sign_content_hmac(CP_API_SECRET.as_bytes(), b"{}"),
         )
         .body(body.clone())
         .send()
@@ -293,9 +273,9 @@ async fn a_missing_or_wrong_content_hmac_is_401_and_stores_nothing() {
 
 #[tokio::test]
 async fn check_answers_by_code_and_unknown_kinds_are_404() {
-    let (app, fake) = with_fake_cloudpayments().await;
+    let app = TestApp::builder().fake_cloudpayments().start().await;
     let user = Uuid::new_v4();
-    let (payment_id, _) = bought(&app, &fake, user).await;
+    let (payment_id, _) = bought(&app, user).await;
     let base = pay_body(&payment_id, user, 900);
     let with = |field: &str, value: Value| {
         let mut b = base.clone();
@@ -359,7 +339,7 @@ async fn check_answers_by_code_and_unknown_kinds_are_404() {
 
 #[tokio::test]
 async fn a_pay_that_disagrees_with_our_payment_grants_nothing() {
-    let (app, fake) = with_fake_cloudpayments().await;
+    let app = TestApp::builder().fake_cloudpayments().start().await;
     let mismatches = [
         ("Amount", json!(1.00)),
         ("Currency", json!("USD")),
@@ -368,7 +348,7 @@ async fn a_pay_that_disagrees_with_our_payment_grants_nothing() {
     ];
     for (i, (field, value)) in mismatches.into_iter().enumerate() {
         let user = Uuid::new_v4();
-        let (payment_id, _) = bought(&app, &fake, user).await;
+        let (payment_id, _) = bought(&app, user).await;
         let mut body = pay_body(&payment_id, user, 7_000 + i as i64);
         body[field] = value;
         let (status, answer) = post_json(&app, "pay", &body).await;
@@ -386,9 +366,9 @@ async fn a_pay_that_disagrees_with_our_payment_grants_nothing() {
 
 #[tokio::test]
 async fn repeated_pay_notifications_activate_once() {
-    let (app, fake) = with_fake_cloudpayments().await;
+    let app = TestApp::builder().fake_cloudpayments().start().await;
     let user = Uuid::new_v4();
-    let (payment_id, _) = bought(&app, &fake, user).await;
+    let (payment_id, _) = bought(&app, user).await;
     let body = pay_body(&payment_id, user, 4242);
     let sends = (0..10).map(|_| post_json(&app, "pay", &body));
     for (status, answer) in futures::future::join_all(sends).await {
@@ -405,9 +385,10 @@ async fn repeated_pay_notifications_activate_once() {
 
 #[tokio::test]
 async fn a_declined_attempt_cancels_with_the_mapped_reason_and_lends_no_id() {
-    let (app, fake) = with_fake_cloudpayments().await;
+    let app = TestApp::builder().fake_cloudpayments().start().await;
+    let fake = app.cloudpayments();
     let user = Uuid::new_v4();
-    let (payment_id, order) = bought(&app, &fake, user).await;
+    let (payment_id, order) = bought(&app, user).await;
     let t = fake.pay_order(&order, Some(5051)).await.unwrap().unwrap();
     assert_eq!(t["Status"], "Declined");
     let row = payment_row(&app, &payment_id).await;
@@ -427,7 +408,7 @@ async fn a_declined_attempt_cancels_with_the_mapped_reason_and_lends_no_id() {
 
 #[tokio::test]
 async fn pay_systems_list_cloudpayments_when_configured() {
-    let (app, _fake) = with_fake_cloudpayments().await;
+    let app = TestApp::builder().fake_cloudpayments().start().await;
     let (status, body) = app.get("/api/v1/pay-systems", None).await;
     assert_eq!(status, 200);
     let aliases: Vec<&str> = body
@@ -440,12 +421,9 @@ async fn pay_systems_list_cloudpayments_when_configured() {
 }
 
 /// A paid subscription with a saved token: (subscription id, token, period end).
-async fn subscribed(
-    app: &TestApp,
-    fake: &CloudPaymentsSandbox,
-    user: Uuid,
-) -> (Uuid, String, chrono::DateTime<chrono::Utc>) {
-    let (_, order) = bought(app, fake, user).await;
+async fn subscribed(app: &TestApp, user: Uuid) -> (Uuid, String, chrono::DateTime<chrono::Utc>) {
+    let fake = app.cloudpayments();
+    let (_, order) = bought(app, user).await;
     let t = fake.pay_order(&order, None).await.unwrap().unwrap();
     let row = app
         .sql()
@@ -489,9 +467,10 @@ async fn renewal_row(
 #[tokio::test]
 async fn a_renewal_charges_the_saved_token_once_and_extends_the_period() {
     // The renewer job is not on this branch: drive its two steps directly.
-    let (app, fake) = with_fake_cloudpayments().await;
+    let app = TestApp::builder().fake_cloudpayments().start().await;
+    let fake = app.cloudpayments();
     let user = Uuid::new_v4();
-    let (sub, token, end) = subscribed(&app, &fake, user).await;
+    let (sub, token, end) = subscribed(&app, user).await;
     let (payment_id, key) = renewal_row(&app, user, sub, end).await;
     let provider = app
         .app()
@@ -553,9 +532,10 @@ async fn a_renewal_charges_the_saved_token_once_and_extends_the_period() {
 
 #[tokio::test]
 async fn a_hard_decline_of_a_renewal_stops_using_the_token() {
-    let (app, fake) = with_fake_cloudpayments().await;
+    let app = TestApp::builder().fake_cloudpayments().start().await;
+    let fake = app.cloudpayments();
     let user = Uuid::new_v4();
-    let (sub, token, end) = subscribed(&app, &fake, user).await;
+    let (sub, token, end) = subscribed(&app, user).await;
     fake.decline_token(&token, 5054);
     let (payment_id, key) = renewal_row(&app, user, sub, end).await;
     let provider = app.app().providers.cloudpayments.clone().unwrap();
@@ -593,12 +573,13 @@ async fn a_hard_decline_of_a_renewal_stops_using_the_token() {
 
 #[tokio::test]
 async fn refunds_ours_are_matched_by_id_and_dashboard_ones_are_recorded() {
-    let (app, fake) = with_fake_cloudpayments().await;
+    let app = TestApp::builder().fake_cloudpayments().start().await;
+    let fake = app.cloudpayments();
     let provider = app.app().providers.cloudpayments.clone().unwrap();
 
     // Ours: a partial refund through the API, then its notification matches it.
     let user = Uuid::new_v4();
-    let (_, order) = bought(&app, &fake, user).await;
+    let (_, order) = bought(&app, user).await;
     let t = fake.pay_order(&order, None).await.unwrap().unwrap();
     let refund = provider
         .create_refund(&CreateRefund {
@@ -641,7 +622,7 @@ async fn refunds_ours_are_matched_by_id_and_dashboard_ones_are_recorded() {
 
     // Theirs: a full refund made in the merchant dashboard.
     let user2 = Uuid::new_v4();
-    let (_, order2) = bought(&app, &fake, user2).await;
+    let (_, order2) = bought(&app, user2).await;
     let t2 = fake.pay_order(&order2, None).await.unwrap().unwrap();
     let tx2 = t2["TransactionId"].as_i64().unwrap();
     assert_eq!(
@@ -677,7 +658,7 @@ async fn refunds_ours_are_matched_by_id_and_dashboard_ones_are_recorded() {
 
 #[tokio::test]
 async fn every_fixture_is_accepted_when_signed() {
-    let (app, _fake) = with_fake_cloudpayments().await;
+    let app = TestApp::builder().fake_cloudpayments().start().await;
     let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("fixtures/cloudpayments");
     for kind in [
         "check",
@@ -690,7 +671,7 @@ async fn every_fixture_is_accepted_when_signed() {
     ] {
         let raw = std::fs::read(dir.join(format!("{kind}.json"))).unwrap();
         let (status, answer) =
-            post_notification(&app, kind, &raw, "application/json", Some(API_SECRET)).await;
+            post_notification(&app, kind, &raw, "application/json", Some(CP_API_SECRET)).await;
         assert_eq!(status, 200, "{kind}: {answer}");
         // No such invoice here: check refuses it, every other kind is accepted.
         let expected = if kind == "check" { 10 } else { 0 };
@@ -701,7 +682,8 @@ async fn every_fixture_is_accepted_when_signed() {
 
 #[tokio::test]
 async fn a_failed_call_is_retried_with_the_same_request_id() {
-    let (app, fake) = with_fake_cloudpayments().await;
+    let app = TestApp::builder().fake_cloudpayments().start().await;
+    let fake = app.cloudpayments();
     fake.fail_requests(1);
     let user = Uuid::new_v4();
     let (status, body) = buy(&app, user, false).await;
@@ -726,7 +708,8 @@ async fn a_failed_call_is_retried_with_the_same_request_id() {
 
 #[tokio::test]
 async fn a_payment_whose_pay_notification_is_lost_is_found_by_the_reconciler() {
-    let (app, fake) = with_fake_cloudpayments().await;
+    let app = TestApp::builder().fake_cloudpayments().start().await;
+    let fake = app.cloudpayments();
     let user = Uuid::new_v4();
     let (status, body) = buy(&app, user, true).await;
     assert_eq!(status, 201, "{body}");
@@ -774,7 +757,8 @@ async fn a_payment_whose_pay_notification_is_lost_is_found_by_the_reconciler() {
 
 #[tokio::test]
 async fn the_renewer_charges_the_saved_token_once_per_period() {
-    let (app, fake) = with_fake_cloudpayments().await;
+    let app = TestApp::builder().fake_cloudpayments().start().await;
+    let fake = app.cloudpayments();
     let user = Uuid::new_v4();
     let (_, body) = buy(&app, user, true).await;
     let order = fake
@@ -836,9 +820,10 @@ async fn the_renewer_charges_the_saved_token_once_per_period() {
 
 #[tokio::test]
 async fn a_refund_notification_that_arrives_before_its_pay_is_kept_and_applied_later() {
-    let (app, fake) = with_fake_cloudpayments().await;
+    let app = TestApp::builder().fake_cloudpayments().start().await;
+    let fake = app.cloudpayments();
     let user = Uuid::new_v4();
-    let (payment_id, order) = bought(&app, &fake, user).await;
+    let (payment_id, order) = bought(&app, user).await;
     // The pay notification is lost on the way; support refunds part of it at once.
     fake.lose_notifications(true);
     let t = fake.pay_order(&order, None).await.unwrap().unwrap();

@@ -61,7 +61,7 @@ async fn record_committed(app: &TestApp, event: EventType, sub: &Subscription) -
 
 #[tokio::test]
 async fn events_arrive_with_the_designed_properties_in_commit_order() {
-    let app = TestApp::start_opts(with_broker, WITH_WORKERS).await;
+    let app = TestApp::builder().rabbitmq().workers().start().await;
     let mut queue = TestQueue::bind().await;
     let db = app.sql().await;
     let user = Uuid::new_v4();
@@ -182,7 +182,7 @@ async fn events_arrive_with_the_designed_properties_in_commit_order() {
 
 #[tokio::test]
 async fn a_rolled_back_change_publishes_nothing() {
-    let mut app = TestApp::start_opts(with_broker, WITH_WORKERS).await;
+    let mut app = TestApp::builder().rabbitmq().workers().start().await;
     let mut queue = TestQueue::bind().await;
     let user = Uuid::new_v4();
     let sub = load(
@@ -229,7 +229,7 @@ async fn a_rolled_back_change_publishes_nothing() {
 async fn events_wait_in_the_outbox_while_the_broker_is_unreachable_and_arrive_once_after_a_restart()
 {
     // The harness points AMQP_URL at a closed port.
-    let mut app = TestApp::start_opts(|_| {}, WITH_WORKERS).await;
+    let mut app = TestApp::builder().workers().start().await;
     let db = app.sql().await;
     let user = Uuid::new_v4();
     seed_subscription(&db, user, true, true).await;
@@ -304,7 +304,7 @@ async fn two_relays_deliver_a_thousand_events_exactly_once() {
     const SUBSCRIPTIONS: usize = 10;
     const ROUNDS: usize = 100;
 
-    let mut app = TestApp::start_opts(with_broker, WITH_WORKERS).await;
+    let mut app = TestApp::builder().rabbitmq().workers().start().await;
     let db = app.sql().await;
     // The first server is elected before the second starts, so stopping it half-way
     // makes the standby take over.
@@ -401,7 +401,7 @@ async fn two_relays_deliver_a_thousand_events_exactly_once() {
 
 #[tokio::test]
 async fn the_relay_is_elected_again_when_its_lock_connection_dies() {
-    let app = TestApp::start_opts(with_broker, WITH_WORKERS).await;
+    let app = TestApp::builder().rabbitmq().workers().start().await;
     let mut queue = TestQueue::bind().await;
     let db = app.sql().await;
     let user = Uuid::new_v4();
@@ -480,10 +480,10 @@ async fn relay_run_once_publishes_one_batch_and_returns_its_size() {
 #[tokio::test]
 async fn retention_sweep_deletes_only_sent_rows_older_than_the_limit() {
     // No workers, so no relay publishes the old unsent row behind the test's back.
-    let app = TestApp::start_with(|env| {
-        env.insert("OUTBOX_RETENTION".into(), "2d".into());
-    })
-    .await;
+    let app = TestApp::builder()
+        .config(|c| c.outbox_retention = Duration::from_secs(2 * 86_400))
+        .start()
+        .await;
     let retention = app.app().config.outbox_retention;
     assert_eq!(retention, Duration::from_secs(2 * 86_400));
     let db = app.sql().await;
@@ -539,25 +539,13 @@ async fn retention_sweep_deletes_only_sent_rows_older_than_the_limit() {
 
 #[tokio::test]
 async fn a_purchase_publishes_payment_succeeded_then_subscription_activated() {
-    let fake = billing::providers::sandbox::Sandbox::new("test-shop", "test_secret", true);
-    let addr = fake.spawn("127.0.0.1:0".parse().unwrap()).await.unwrap();
-    let app = TestApp::start_opts(
-        |env| {
-            with_broker(env);
-            env.insert("YOOKASSA_SHOP_ID".into(), "test-shop".into());
-            env.insert("YOOKASSA_SECRET_KEY".into(), "test_secret".into());
-            env.insert("JWT_SECRET_KEY".into(), "test-jwt-key".into());
-            env.insert(
-                "YOOKASSA_API_URL".into(),
-                format!("http://{addr}/sandbox/yookassa/v3"),
-            );
-            env.insert("YOOKASSA_RETURN_URL".into(), RETURN_URL.into());
-            env.insert("YOOKASSA_WEBHOOK_ALLOWED_IPS".into(), "127.0.0.1/32".into());
-        },
-        WITH_WORKERS,
-    )
-    .await;
-    fake.set_webhook_url(&format!("{}/webhooks/yookassa", app.url));
+    let app = TestApp::builder()
+        .fake_yookassa()
+        .rabbitmq()
+        .workers()
+        .start()
+        .await;
+    let fake = app.yookassa();
     let mut queue = TestQueue::bind().await;
     let user = Uuid::new_v4();
     let (status, body) = app.buy(user, MONTH_TARIFF, true, None).await;

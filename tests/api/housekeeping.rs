@@ -1,15 +1,19 @@
 //! Retention: raw notification bodies and Idempotency-Key rows are not kept forever.
 
 use crate::helpers::*;
+use std::time::Duration;
+
 use billing::providers::sandbox::Outcome;
 use uuid::Uuid;
 
 #[tokio::test]
 async fn old_bodies_are_purged_keeping_hash_and_outcome_and_failed_ones_stay_longer() {
-    let (app, fake) = with_fake_yookassa(|env| {
-        env.insert("WEBHOOK_BODY_RETENTION".into(), "1d".into());
-    })
-    .await;
+    let app = TestApp::builder()
+        .fake_yookassa()
+        .config(|c| c.webhook_body_retention = Duration::from_secs(86_400))
+        .start()
+        .await;
+    let fake = app.yookassa();
     let user = Uuid::new_v4();
     let (_, body) = app.buy(user, MONTH_TARIFF, false, Some("key-1")).await;
     let pid = app.provider_id(body["payment_id"].as_str().unwrap()).await;

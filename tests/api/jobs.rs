@@ -4,7 +4,7 @@
 use crate::helpers::*;
 use billing::domain::SubscriptionId;
 use billing::jobs::{expirer, reconciler, renewer};
-use billing::providers::sandbox::{Outcome, Sandbox};
+use billing::providers::sandbox::Outcome;
 use billing::service::create;
 use chrono::{DateTime, Months, Utc};
 use uuid::Uuid;
@@ -22,7 +22,8 @@ async fn bought(app: &TestApp, user: Uuid, renew: bool) -> (Uuid, String) {
 }
 
 /// Bought with renew=true, paid and notified: an active subscription with a saved method.
-async fn subscribed(app: &TestApp, fake: &Sandbox, user: Uuid) -> Uuid {
+async fn subscribed(app: &TestApp, user: Uuid) -> Uuid {
+    let fake = app.yookassa();
     let (_, pid) = bought(app, user, true).await;
     fake.settle(&pid, Outcome::Succeed).unwrap();
     assert_eq!(fake.notify(&pid).await.unwrap(), 200);
@@ -107,7 +108,8 @@ fn count(types: &[String], t: &str) -> usize {
 
 #[tokio::test]
 async fn a_payment_whose_webhook_never_comes_is_activated_by_the_reconciler() {
-    let (app, fake) = with_fake_yookassa(|_| {}).await;
+    let app = TestApp::builder().fake_yookassa().start().await;
+    let fake = app.yookassa();
     let user = Uuid::new_v4();
     let (id, pid) = bought(&app, user, false).await;
     fake.settle(&pid, Outcome::Succeed).unwrap();
@@ -134,7 +136,7 @@ async fn a_payment_whose_webhook_never_comes_is_activated_by_the_reconciler() {
 
 #[tokio::test]
 async fn a_payment_the_provider_keeps_pending_is_rechecked_with_backoff() {
-    let (app, _fake) = with_fake_yookassa(|_| {}).await;
+    let app = TestApp::builder().fake_yookassa().start().await;
     let (id, _) = bought(&app, Uuid::new_v4(), false).await;
     let db = app.sql().await;
     make_checks_due(&db).await;
@@ -160,7 +162,8 @@ async fn a_payment_the_provider_keeps_pending_is_rechecked_with_backoff() {
 
 #[tokio::test]
 async fn a_payment_the_provider_cancels_ends_canceled() {
-    let (app, fake) = with_fake_yookassa(|_| {}).await;
+    let app = TestApp::builder().fake_yookassa().start().await;
+    let fake = app.yookassa();
     let (id, pid) = bought(&app, Uuid::new_v4(), false).await;
     fake.settle(&pid, Outcome::Decline("expired_on_confirmation".into()))
         .unwrap();
@@ -174,7 +177,8 @@ async fn a_payment_the_provider_cancels_ends_canceled() {
 
 #[tokio::test]
 async fn a_payment_pending_for_a_day_is_failed_locally_and_a_later_success_still_applies() {
-    let (app, fake) = with_fake_yookassa(|_| {}).await;
+    let app = TestApp::builder().fake_yookassa().start().await;
+    let fake = app.yookassa();
     let user = Uuid::new_v4();
     let (id, pid) = bought(&app, user, false).await;
     let db = app.sql().await;
@@ -200,7 +204,8 @@ async fn a_payment_pending_for_a_day_is_failed_locally_and_a_later_success_still
 
 #[tokio::test]
 async fn a_purchase_whose_create_answer_was_lost_is_resent_with_the_same_key() {
-    let (app, fake) = with_fake_yookassa(|_| {}).await;
+    let app = TestApp::builder().fake_yookassa().start().await;
+    let fake = app.yookassa();
     // Every attempt of the client fails: the buy answers 502, the row has no provider id.
     fake.fail_creates(3);
     let (status, body) = app.buy(Uuid::new_v4(), MONTH_TARIFF, false, None).await;
@@ -228,7 +233,8 @@ async fn a_purchase_whose_create_answer_was_lost_is_resent_with_the_same_key() {
 
 #[tokio::test]
 async fn a_due_subscription_renews_once() {
-    let (app, fake) = with_fake_yookassa(|_| {}).await;
+    let app = TestApp::builder().fake_yookassa().start().await;
+    let fake = app.yookassa();
     let db = app.sql().await;
     let (sub, pm) = due(&db).await;
     let before = sub_row(&db, sub).await;
@@ -266,7 +272,8 @@ async fn a_due_subscription_renews_once() {
 
 #[tokio::test]
 async fn the_renewal_charges_the_subscriptions_price_not_todays_tariff() {
-    let (app, fake) = with_fake_yookassa(|_| {}).await;
+    let app = TestApp::builder().fake_yookassa().start().await;
+    let fake = app.yookassa();
     let db = app.sql().await;
     let (sub, _) = due(&db).await;
     db.execute(
@@ -282,7 +289,8 @@ async fn the_renewal_charges_the_subscriptions_price_not_todays_tariff() {
 
 #[tokio::test]
 async fn two_concurrent_renewers_charge_200_due_subscriptions_exactly_once() {
-    let (app, fake) = with_fake_yookassa(|_| {}).await;
+    let app = TestApp::builder().fake_yookassa().start().await;
+    let fake = app.yookassa();
     let db = app.sql().await;
     for _ in 0..200 {
         seed_subscription(&db, Uuid::new_v4(), true, true).await;
@@ -327,7 +335,8 @@ async fn two_concurrent_renewers_charge_200_due_subscriptions_exactly_once() {
 
 #[tokio::test]
 async fn a_renewal_sent_before_a_crash_is_resent_by_the_reconciler_with_the_same_key() {
-    let (app, fake) = with_fake_yookassa(|_| {}).await;
+    let app = TestApp::builder().fake_yookassa().start().await;
+    let fake = app.yookassa();
     let db = app.sql().await;
     let (sub, _) = due(&db).await;
     // The row is committed, the charge reaches the provider, then the process dies.
@@ -366,7 +375,8 @@ async fn a_renewal_sent_before_a_crash_is_resent_by_the_reconciler_with_the_same
 
 #[tokio::test]
 async fn a_renewal_whose_answer_was_lost_is_resent_by_the_renewer_and_charged_once() {
-    let (app, fake) = with_fake_yookassa(|_| {}).await;
+    let app = TestApp::builder().fake_yookassa().start().await;
+    let fake = app.yookassa();
     let db = app.sql().await;
     let (sub, _) = due(&db).await;
     // The charge is made but the answer to the first request is lost.
@@ -407,7 +417,8 @@ async fn a_renewal_whose_answer_was_lost_is_resent_by_the_renewer_and_charged_on
 
 #[tokio::test]
 async fn insufficient_funds_makes_past_due_and_a_scheduled_retry_renews() {
-    let (app, fake) = with_fake_yookassa(|_| {}).await;
+    let app = TestApp::builder().fake_yookassa().start().await;
+    let fake = app.yookassa();
     let db = app.sql().await;
     let (sub, pm) = due(&db).await;
     let before = sub_row(&db, sub).await;
@@ -467,7 +478,8 @@ async fn insufficient_funds_makes_past_due_and_a_scheduled_retry_renews() {
 
 #[tokio::test]
 async fn exhausted_retries_expire_the_subscription_at_the_period_end() {
-    let (app, fake) = with_fake_yookassa(|_| {}).await;
+    let app = TestApp::builder().fake_yookassa().start().await;
+    let fake = app.yookassa();
     let db = app.sql().await;
     let (sub, pm) = due(&db).await;
     fake.decline_method(&pm, "insufficient_funds");
@@ -496,7 +508,8 @@ async fn exhausted_retries_expire_the_subscription_at_the_period_end() {
 
 #[tokio::test]
 async fn a_hard_decline_is_not_retried_and_the_method_becomes_unusable() {
-    let (app, fake) = with_fake_yookassa(|_| {}).await;
+    let app = TestApp::builder().fake_yookassa().start().await;
+    let fake = app.yookassa();
     let db = app.sql().await;
     let (sub, pm) = due(&db).await;
     fake.decline_method(&pm, "permission_revoked");
@@ -524,9 +537,10 @@ async fn a_hard_decline_is_not_retried_and_the_method_becomes_unusable() {
 
 #[tokio::test]
 async fn cancel_stops_renewal_and_the_expirer_ends_it_at_the_period_end() {
-    let (app, fake) = with_fake_yookassa(|_| {}).await;
+    let app = TestApp::builder().fake_yookassa().start().await;
+    let fake = app.yookassa();
     let user = Uuid::new_v4();
-    let sub = subscribed(&app, &fake, user).await;
+    let sub = subscribed(&app, user).await;
     let (status, body) = app
         .post(
             "/api/v1/subscriptions/cancel",
@@ -551,9 +565,10 @@ async fn cancel_stops_renewal_and_the_expirer_ends_it_at_the_period_end() {
 
 #[tokio::test]
 async fn resume_after_cancel_charges_again() {
-    let (app, fake) = with_fake_yookassa(|_| {}).await;
+    let app = TestApp::builder().fake_yookassa().start().await;
+    let fake = app.yookassa();
     let user = Uuid::new_v4();
-    let sub = subscribed(&app, &fake, user).await;
+    let sub = subscribed(&app, user).await;
     let token = app.token(user);
     let (status, _) = app
         .post(
@@ -586,7 +601,7 @@ async fn resume_after_cancel_charges_again() {
 
 #[tokio::test]
 async fn a_renewal_still_pending_a_day_after_the_period_end_is_expired() {
-    let (app, _fake) = with_fake_yookassa(|_| {}).await;
+    let app = TestApp::builder().fake_yookassa().start().await;
     let db = app.sql().await;
     let (sub, _) = due(&db).await;
     let payment = renewer::prepare(app.app(), SubscriptionId::from_uuid(sub))
@@ -613,7 +628,7 @@ async fn a_renewal_still_pending_a_day_after_the_period_end_is_expired() {
 
 #[tokio::test]
 async fn a_renewal_pending_at_the_period_end_keeps_access_as_past_due() {
-    let (app, _fake) = with_fake_yookassa(|_| {}).await;
+    let app = TestApp::builder().fake_yookassa().start().await;
     let db = app.sql().await;
     let (sub, _) = due(&db).await;
     let payment = renewer::prepare(app.app(), SubscriptionId::from_uuid(sub))
@@ -653,7 +668,8 @@ async fn a_renewal_pending_at_the_period_end_keeps_access_as_past_due() {
 
 #[tokio::test]
 async fn a_renewal_pending_for_a_day_is_not_failed_by_the_reconciler() {
-    let (app, fake) = with_fake_yookassa(|_| {}).await;
+    let app = TestApp::builder().fake_yookassa().start().await;
+    let fake = app.yookassa();
     let db = app.sql().await;
     let (sub, _) = due(&db).await;
     let payment = renewer::prepare(app.app(), SubscriptionId::from_uuid(sub))
@@ -698,10 +714,8 @@ async fn workers_only_starts_the_jobs_without_a_listener() {
     let client = db.client().await;
     let sub = seed_subscription(&client, Uuid::new_v4(), false, false).await;
     end_period(&client, sub).await;
-    let env = base_env(&db);
-    let config = billing::config::Config::from_lookup(|k| env.get(k).cloned()).unwrap();
     let running = billing::server::start(
-        config,
+        base_config(&db),
         billing::server::ServeOptions {
             api: false,
             workers: true,

@@ -262,7 +262,8 @@ async fn send(
 
 #[tokio::test]
 async fn real_answers_fit_the_schemas_documented_for_their_route_and_status() {
-    let (app, fake) = with_fake_yookassa(|_| {}).await;
+    let app = TestApp::builder().fake_yookassa().start().await;
+    let fake = app.yookassa();
     let doc = document(&app).await;
     let user = Uuid::new_v4();
     let token = app.token(user);

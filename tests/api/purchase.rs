@@ -15,7 +15,8 @@ async fn bought(app: &TestApp, user: Uuid, renew: bool) -> (String, String) {
 
 #[tokio::test]
 async fn the_full_purchase_activates_a_subscription_for_one_period() {
-    let (app, fake) = with_fake_yookassa(|_| {}).await;
+    let app = TestApp::builder().fake_yookassa().start().await;
+    let fake = app.yookassa();
     let user = Uuid::new_v4();
     let (status, body) = app.buy(user, MONTH_TARIFF, true, None).await;
     assert_eq!(status, 201, "{body}");
@@ -73,7 +74,8 @@ async fn the_full_purchase_activates_a_subscription_for_one_period() {
 
 #[tokio::test]
 async fn twenty_concurrent_identical_notifications_activate_once() {
-    let (app, fake) = with_fake_yookassa(|_| {}).await;
+    let app = TestApp::builder().fake_yookassa().start().await;
+    let fake = app.yookassa();
     let user = Uuid::new_v4();
     let (_, pid) = bought(&app, user, false).await;
     let object = fake.settle(&pid, Outcome::Succeed).unwrap();
@@ -103,7 +105,8 @@ async fn twenty_concurrent_identical_notifications_activate_once() {
 }
 
 async fn deliver_in_order(final_outcome: Outcome, order: &[&str]) -> (String, i64, Vec<String>) {
-    let (app, fake) = with_fake_yookassa(|_| {}).await;
+    let app = TestApp::builder().fake_yookassa().start().await;
+    let fake = app.yookassa();
     let user = Uuid::new_v4();
     let (id, pid) = bought(&app, user, false).await;
     let base = fake.payment(&pid).unwrap();
@@ -162,7 +165,8 @@ async fn every_order_of_notifications_ends_in_the_providers_final_state() {
 
 #[tokio::test]
 async fn a_stale_waiting_for_capture_after_success_changes_nothing() {
-    let (app, fake) = with_fake_yookassa(|_| {}).await;
+    let app = TestApp::builder().fake_yookassa().start().await;
+    let fake = app.yookassa();
     let user = Uuid::new_v4();
     let (_, pid) = bought(&app, user, false).await;
     let waiting = fake.settle(&pid, Outcome::WaitForCapture).unwrap();
@@ -200,7 +204,8 @@ async fn a_stale_waiting_for_capture_after_success_changes_nothing() {
 
 #[tokio::test]
 async fn a_forged_success_activates_nothing_and_does_not_block_the_genuine_one() {
-    let (app, fake) = with_fake_yookassa(|_| {}).await;
+    let app = TestApp::builder().fake_yookassa().start().await;
+    let fake = app.yookassa();
     let user = Uuid::new_v4();
     let (_, pid) = bought(&app, user, false).await;
     let mut forged = fake.payment(&pid).unwrap();
@@ -230,7 +235,8 @@ async fn a_forged_success_activates_nothing_and_does_not_block_the_genuine_one()
 
 #[tokio::test]
 async fn an_amount_mismatch_grants_nothing_and_is_counted() {
-    let (app, fake) = with_fake_yookassa(|_| {}).await;
+    let app = TestApp::builder().fake_yookassa().start().await;
+    let fake = app.yookassa();
     let user = Uuid::new_v4();
     let (id, pid) = bought(&app, user, false).await;
     fake.patch(&pid, "amount", json!({"value": "2.99", "currency": "RUB"}));
@@ -255,7 +261,8 @@ async fn an_amount_mismatch_grants_nothing_and_is_counted() {
 
 #[tokio::test]
 async fn a_currency_mismatch_grants_nothing() {
-    let (app, fake) = with_fake_yookassa(|_| {}).await;
+    let app = TestApp::builder().fake_yookassa().start().await;
+    let fake = app.yookassa();
     let (_, pid) = bought(&app, Uuid::new_v4(), false).await;
     fake.patch(
         &pid,
@@ -275,11 +282,15 @@ async fn a_currency_mismatch_grants_nothing() {
 #[tokio::test]
 async fn a_disallowed_ip_is_403_and_stores_nothing() {
     // Default allow-list: YooKassa's ranges only (test mode does not add loopback).
-    let (app, fake) = with_fake_yookassa(|env| {
-        env.remove("YOOKASSA_WEBHOOK_ALLOWED_IPS");
-        env.insert("TRUSTED_PROXIES".into(), "127.0.0.1/32".into());
-    })
-    .await;
+    let app = TestApp::builder()
+        .fake_yookassa()
+        .config(|c| {
+            c.yookassa.allowed_ips = yookassa_ips();
+            c.trusted_proxies = cidrs("127.0.0.1/32");
+        })
+        .start()
+        .await;
+    let fake = app.yookassa();
     let (_, pid) = bought(&app, Uuid::new_v4(), false).await;
     let object = fake.settle(&pid, Outcome::Succeed).unwrap();
     assert_eq!(app.notify("payment.succeeded", &object).await, 403);
@@ -331,10 +342,12 @@ async fn ops_post(app: &TestApp, body: &Value, id: &str, ts: i64, key: &[u8]) ->
 
 #[tokio::test]
 async fn ops_signatures_decide_whatever_the_ip() {
-    let (app, fake) = with_fake_yookassa(|env| {
-        env.remove("YOOKASSA_WEBHOOK_ALLOWED_IPS");
-    })
-    .await;
+    let app = TestApp::builder()
+        .fake_yookassa()
+        .config(|c| c.yookassa.allowed_ips = yookassa_ips())
+        .start()
+        .await;
+    let fake = app.yookassa();
     let key = billing::config::decode_whsec(OPS_SECRET).unwrap();
     let (_, pid) = bought(&app, Uuid::new_v4(), false).await;
     let object = fake.settle(&pid, Outcome::Succeed).unwrap();
@@ -373,7 +386,8 @@ async fn ops_signatures_decide_whatever_the_ip() {
 
 #[tokio::test]
 async fn a_provider_that_times_out_on_reread_is_retried_by_the_worker() {
-    let (app, fake) = with_fake_yookassa(|_| {}).await;
+    let app = TestApp::builder().fake_yookassa().start().await;
+    let fake = app.yookassa();
     let user = Uuid::new_v4();
     let (_, pid) = bought(&app, user, false).await;
     let object = fake.settle(&pid, Outcome::Succeed).unwrap();
@@ -421,7 +435,7 @@ async fn a_provider_that_times_out_on_reread_is_retried_by_the_worker() {
 
 #[tokio::test]
 async fn unknown_events_and_unknown_payments_are_200_and_ignored() {
-    let (app, _fake) = with_fake_yookassa(|_| {}).await;
+    let app = TestApp::builder().fake_yookassa().start().await;
     let fixture: Value = serde_json::from_str(include_str!(
         "../../fixtures/yookassa/unknown.payout.succeeded.json"
     ))
@@ -459,7 +473,8 @@ async fn unknown_events_and_unknown_payments_are_200_and_ignored() {
 
 #[tokio::test]
 async fn the_same_idempotency_key_returns_the_same_payment_and_calls_the_provider_once() {
-    let (app, fake) = with_fake_yookassa(|_| {}).await;
+    let app = TestApp::builder().fake_yookassa().start().await;
+    let fake = app.yookassa();
     let user = Uuid::new_v4();
     let (s1, first) = app.buy(user, MONTH_TARIFF, true, Some("order-1")).await;
     let (s2, second) = app.buy(user, MONTH_TARIFF, true, Some("order-1")).await;
@@ -496,7 +511,8 @@ async fn the_same_idempotency_key_returns_the_same_payment_and_calls_the_provide
 
 #[tokio::test]
 async fn a_crashed_request_is_resumed_with_the_same_provider_key() {
-    let (app, fake) = with_fake_yookassa(|_| {}).await;
+    let app = TestApp::builder().fake_yookassa().start().await;
+    let fake = app.yookassa();
     let user = Uuid::new_v4();
     fake.fail_creates(10);
     let (status, body) = app.buy(user, MONTH_TARIFF, false, Some("k-502")).await;
@@ -528,7 +544,8 @@ async fn a_crashed_request_is_resumed_with_the_same_provider_key() {
 
 #[tokio::test]
 async fn a_lost_create_answer_is_retried_with_the_same_key_and_creates_once() {
-    let (app, fake) = with_fake_yookassa(|_| {}).await;
+    let app = TestApp::builder().fake_yookassa().start().await;
+    let fake = app.yookassa();
     fake.lose_create_answers(1);
     let (status, body) = app.buy(Uuid::new_v4(), MONTH_TARIFF, false, None).await;
     assert_eq!(status, 201, "{body}");
@@ -542,7 +559,8 @@ async fn a_lost_create_answer_is_retried_with_the_same_key_and_creates_once() {
 
 #[tokio::test]
 async fn buy_rejects_conflicts_unknowns_and_bad_input() {
-    let (app, fake) = with_fake_yookassa(|_| {}).await;
+    let app = TestApp::builder().fake_yookassa().start().await;
+    let fake = app.yookassa();
     let user = Uuid::new_v4();
     let (_, pid) = bought(&app, user, false).await;
     fake.settle(&pid, Outcome::Succeed);
@@ -648,7 +666,7 @@ async fn buy_rejects_conflicts_unknowns_and_bad_input() {
 
 #[tokio::test]
 async fn a_pending_renewal_blocks_a_purchase_with_409() {
-    let (app, _fake) = with_fake_yookassa(|_| {}).await;
+    let app = TestApp::builder().fake_yookassa().start().await;
     let user = Uuid::new_v4();
     let db = app.sql().await;
     let sub = seed_subscription(&db, user, true, true).await;
@@ -748,17 +766,17 @@ async fn a_declined_sandbox_card_cancels_the_payment() {
 
 #[tokio::test]
 async fn billing_replay_signs_fixtures_and_the_service_accepts_them_once() {
-    let (app, fake) = with_fake_yookassa(|_| {}).await;
+    let app = TestApp::builder().fake_yookassa().start().await;
+    let fake = app.yookassa();
     let user = Uuid::new_v4();
     let (payment_id, pid) = bought(&app, user, false).await;
     fake.settle(&pid, Outcome::Succeed);
-    let mut env: std::collections::HashMap<String, String> = base_env(&app.db);
-    env.insert("OPS_WEBHOOK_SECRET".into(), OPS_SECRET.into());
-    let config = billing::config::Config::from_lookup(|k| env.get(k).cloned()).unwrap();
+    // `billing replay` reads the service's configuration: its database and OPS_WEBHOOK_SECRET.
+    let config = &app.app().config;
     let files = vec![std::path::PathBuf::from(
         "fixtures/yookassa/payment.succeeded.json",
     )];
-    let ok = billing::replay::run(&config, &files, &app.url, Some(&payment_id))
+    let ok = billing::replay::run(config, &files, &app.url, Some(&payment_id))
         .await
         .unwrap();
     assert!(ok);
@@ -769,7 +787,7 @@ async fn billing_replay_signs_fixtures_and_the_service_accepts_them_once() {
     );
     // A second replay has a fresh webhook-id and is processed again, changing nothing.
     assert!(
-        billing::replay::run(&config, &files, &app.url, Some(&payment_id))
+        billing::replay::run(config, &files, &app.url, Some(&payment_id))
             .await
             .unwrap()
     );
@@ -788,11 +806,15 @@ async fn billing_replay_signs_fixtures_and_the_service_accepts_them_once() {
 async fn a_forged_forwarded_for_line_before_the_proxys_own_line_is_not_believed() {
     // Behind a proxy that appends its own X-Forwarded-For line, the sender's forged
     // line comes first; the hops of all lines, in order, form one list.
-    let (app, fake) = with_fake_yookassa(|env| {
-        env.remove("YOOKASSA_WEBHOOK_ALLOWED_IPS");
-        env.insert("TRUSTED_PROXIES".into(), "127.0.0.1/32".into());
-    })
-    .await;
+    let app = TestApp::builder()
+        .fake_yookassa()
+        .config(|c| {
+            c.yookassa.allowed_ips = yookassa_ips();
+            c.trusted_proxies = cidrs("127.0.0.1/32");
+        })
+        .start()
+        .await;
+    let fake = app.yookassa();
     let (_, pid) = bought(&app, Uuid::new_v4(), false).await;
     let object = fake.settle(&pid, Outcome::Succeed).unwrap();
     let body = json!({"type": "notification", "event": "payment.succeeded", "object": object});
@@ -826,7 +848,8 @@ async fn inbox_status(db: &tokio_postgres::Client, object_id: &str) -> String {
 
 #[tokio::test]
 async fn deadlocks_serialization_failures_and_unique_violations_leave_the_inbox_row_for_retry() {
-    let (app, fake) = with_fake_yookassa(|_| {}).await;
+    let app = TestApp::builder().fake_yookassa().start().await;
+    let fake = app.yookassa();
     // A fault injected in the real database: every payment update raises the SQLSTATE
     // named in `fault` while it has a row.
     app.sql()

@@ -3,11 +3,9 @@
 //! have not yet seen succeed, and the follow-up of refunds the provider left open.
 //! Time moves by shifting the rows' timestamps, never by sleeping.
 
-use std::sync::Arc;
-
 use crate::helpers::*;
 use billing::jobs::renewer;
-use billing::providers::sandbox::{Outcome, Sandbox};
+use billing::providers::sandbox::Outcome;
 use chrono::{DateTime, Utc};
 use serde_json::{json, Value};
 use uuid::Uuid;
@@ -41,7 +39,8 @@ fn part(value: &str) -> Value {
 
 /// A viewer with an active subscription (renew on, card saved) paid through the fake;
 /// answers (user, payment id, provider id).
-async fn paid(app: &TestApp, fake: &Arc<Sandbox>) -> (Uuid, String, String) {
+async fn paid(app: &TestApp) -> (Uuid, String, String) {
+    let fake = app.yookassa();
     let user = Uuid::new_v4();
     let (status, body) = app.buy(user, MONTH_TARIFF, true, None).await;
     assert_eq!(status, 201, "{body}");
@@ -126,9 +125,10 @@ async fn sub_of(db: &tokio_postgres::Client, user: Uuid) -> Sub {
 
 #[tokio::test]
 async fn an_unreadable_refund_answer_keeps_the_refund_pending_and_it_is_made_once() {
-    let (app, fake) = with_fake_yookassa(|_| {}).await;
+    let app = TestApp::builder().fake_yookassa().start().await;
+    let fake = app.yookassa();
     let db = app.sql().await;
-    let (_, id, pid) = paid(&app, &fake).await;
+    let (_, id, pid) = paid(&app).await;
 
     // The provider makes the refund, but its answer is cut off after the status line.
     fake.cut_refund_answers(true);
@@ -166,9 +166,9 @@ async fn an_unreadable_refund_answer_keeps_the_refund_pending_and_it_is_made_onc
 
 #[tokio::test]
 async fn fully_refunding_last_months_purchase_keeps_the_access_a_renewal_paid_for() {
-    let (app, fake) = with_fake_yookassa(|_| {}).await;
+    let app = TestApp::builder().fake_yookassa().start().await;
     let db = app.sql().await;
-    let (user, purchase, _) = paid(&app, &fake).await;
+    let (user, purchase, _) = paid(&app).await;
 
     // A month later: the purchase's period is over and the renewal pays this one.
     time_passes(&db, "1 month 1 hour").await;
@@ -197,9 +197,9 @@ async fn fully_refunding_last_months_purchase_keeps_the_access_a_renewal_paid_fo
 
 #[tokio::test]
 async fn fully_refunding_a_prepaid_renewal_moves_the_period_end_back() {
-    let (app, fake) = with_fake_yookassa(|_| {}).await;
+    let app = TestApp::builder().fake_yookassa().start().await;
     let db = app.sql().await;
-    let (user, _, _) = paid(&app, &fake).await;
+    let (user, _, _) = paid(&app).await;
 
     // Half a day before the end: the renewal is charged RENEW_BEFORE early.
     time_passes(&db, "1 month -12 hours").await;
@@ -244,7 +244,8 @@ async fn fully_refunding_a_prepaid_renewal_moves_the_period_end_back() {
 #[tokio::test]
 async fn a_dashboard_refund_of_a_payment_whose_success_was_not_applied_yet_applies_the_success_first(
 ) {
-    let (app, fake) = with_fake_yookassa(|_| {}).await;
+    let app = TestApp::builder().fake_yookassa().start().await;
+    let fake = app.yookassa();
     let db = app.sql().await;
     let user = Uuid::new_v4();
     let (status, body) = app.buy(user, MONTH_TARIFF, true, None).await;
@@ -265,7 +266,7 @@ async fn a_dashboard_refund_of_a_payment_whose_success_was_not_applied_yet_appli
             "{}/refunds",
             app.app().config.yookassa.api_url.clone().unwrap()
         ))
-        .basic_auth("test-shop", Some("test_secret"))
+        .basic_auth(YOOKASSA_SHOP_ID, Some(YOOKASSA_SECRET_KEY))
         .header("idempotence-key", "dashboard-1")
         .json(&json!({"payment_id": pid, "amount": {"value": "100.00", "currency": "RUB"}}))
         .send()
@@ -299,9 +300,10 @@ async fn a_dashboard_refund_of_a_payment_whose_success_was_not_applied_yet_appli
 
 #[tokio::test]
 async fn a_refund_the_provider_refuses_is_final_alerted_and_never_resent() {
-    let (app, fake) = with_fake_yookassa(|_| {}).await;
+    let app = TestApp::builder().fake_yookassa().start().await;
+    let fake = app.yookassa();
     let db = app.sql().await;
-    let (_, id, pid) = paid(&app, &fake).await;
+    let (_, id, pid) = paid(&app).await;
 
     // Our refund's outcome is unknown (the provider is down) ...
     fake.set_down(true);
@@ -315,7 +317,7 @@ async fn a_refund_the_provider_refuses_is_final_alerted_and_never_resent() {
             "{}/refunds",
             app.app().config.yookassa.api_url.clone().unwrap()
         ))
-        .basic_auth("test-shop", Some("test_secret"))
+        .basic_auth(YOOKASSA_SHOP_ID, Some(YOOKASSA_SECRET_KEY))
         .header("idempotence-key", "dashboard-1")
         .json(&json!({"payment_id": pid, "amount": {"value": "299.00", "currency": "RUB"}}))
         .send()
@@ -348,9 +350,10 @@ async fn a_refund_the_provider_refuses_is_final_alerted_and_never_resent() {
 
 #[tokio::test]
 async fn a_refund_unanswered_past_the_key_window_is_not_resent() {
-    let (app, fake) = with_fake_yookassa(|_| {}).await;
+    let app = TestApp::builder().fake_yookassa().start().await;
+    let fake = app.yookassa();
     let db = app.sql().await;
-    let (_, id, _) = paid(&app, &fake).await;
+    let (_, id, _) = paid(&app).await;
 
     fake.set_down(true);
     let (status, body) = refund(&app, &id, part("100.00")).await;
@@ -381,9 +384,10 @@ async fn a_refund_unanswered_past_the_key_window_is_not_resent() {
 
 #[tokio::test]
 async fn a_refund_answered_pending_is_reread_with_backoff_until_final() {
-    let (app, fake) = with_fake_yookassa(|_| {}).await;
+    let app = TestApp::builder().fake_yookassa().start().await;
+    let fake = app.yookassa();
     let db = app.sql().await;
-    let (_, id, _) = paid(&app, &fake).await;
+    let (_, id, _) = paid(&app).await;
 
     fake.hold_refunds(true);
     let (status, body) = refund(&app, &id, part("100.00")).await;
@@ -438,9 +442,10 @@ async fn a_refund_answered_pending_is_reread_with_backoff_until_final() {
 
 #[tokio::test]
 async fn a_refund_notification_for_our_refund_whose_answer_was_lost_matches_it() {
-    let (app, fake) = with_fake_yookassa(|_| {}).await;
+    let app = TestApp::builder().fake_yookassa().start().await;
+    let fake = app.yookassa();
     let db = app.sql().await;
-    let (_, id, _) = paid(&app, &fake).await;
+    let (_, id, _) = paid(&app).await;
 
     // The provider makes the refund, but its answer never reaches us.
     fake.cut_refund_answers(true);

@@ -3,19 +3,13 @@
 //! service and PostgreSQL, the fake providers over real HTTP with their fault knobs,
 //! and the clock moved by rewriting rows.
 
-use std::sync::Arc;
-
 use crate::helpers::*;
 use billing::jobs::{expirer, reconciler, renewer};
-use billing::providers::sandbox::cloudpayments::CloudPaymentsSandbox;
-use billing::providers::sandbox::{Garble, Outcome, Sandbox};
+use billing::providers::sandbox::{Garble, Outcome};
 use billing::service::create;
 use chrono::{DateTime, Duration, Months, SecondsFormat, Utc};
 use serde_json::{json, Value};
 use uuid::Uuid;
-
-const CP_PUBLIC_ID: &str = "pk_test_cinema";
-const CP_SECRET: &str = "cp-api-secret-for-tests";
 
 // ----- helpers -----
 
@@ -106,7 +100,8 @@ fn hours_from_now(t: DateTime<Utc>) -> i64 {
 
 #[tokio::test]
 async fn a_renewal_refused_for_shop_credentials_keeps_the_cards_and_expires_after_the_grace() {
-    let (app, fake) = with_fake_yookassa(|_| {}).await;
+    let app = TestApp::builder().fake_yookassa().start().await;
+    let fake = app.yookassa();
     let db = app.sql().await;
     let (sub, _) = due(&db).await;
     let (other, _) = due(&db).await;
@@ -187,7 +182,8 @@ async fn a_renewal_refused_for_shop_credentials_keeps_the_cards_and_expires_afte
 
 #[tokio::test]
 async fn a_renewal_refused_with_autopayments_disabled_is_ours_not_the_viewers() {
-    let (app, fake) = with_fake_yookassa(|_| {}).await;
+    let app = TestApp::builder().fake_yookassa().start().await;
+    let fake = app.yookassa();
     let db = app.sql().await;
     let (sub, _) = due(&db).await;
     fake.refuse_creates(Some((403, "forbidden", None)));
@@ -202,7 +198,8 @@ async fn a_renewal_refused_with_autopayments_disabled_is_ours_not_the_viewers() 
 
 #[tokio::test]
 async fn a_renewal_refused_for_the_saved_method_is_a_hard_decline() {
-    let (app, fake) = with_fake_yookassa(|_| {}).await;
+    let app = TestApp::builder().fake_yookassa().start().await;
+    let fake = app.yookassa();
     let db = app.sql().await;
     let (sub, _) = due(&db).await;
     // YooKassa: the saved method is unknown, revoked or not allowed for this charge.
@@ -227,7 +224,7 @@ async fn a_renewal_refused_for_the_saved_method_is_a_hard_decline() {
 
 #[tokio::test]
 async fn no_subscription_outlives_its_period_dunning_and_grace_without_a_payment() {
-    let (app, _fake) = with_fake_yookassa(|_| {}).await;
+    let app = TestApp::builder().fake_yookassa().start().await;
     let db = app.sql().await;
     // Whatever left it so (a bug, a lost update), a charge is still "scheduled".
     let stuck = seed_subscription(&db, Uuid::new_v4(), true, true).await;
@@ -252,9 +249,14 @@ async fn no_subscription_outlives_its_period_dunning_and_grace_without_a_payment
 
 #[tokio::test]
 async fn a_cloudpayments_token_refusal_is_a_hard_decline() {
-    let (app, _yk, cp) = with_both_fakes().await;
+    let app = TestApp::builder()
+        .fake_yookassa()
+        .fake_cloudpayments()
+        .start()
+        .await;
+    let cp = app.cloudpayments();
     let user = Uuid::new_v4();
-    let (sub, token) = subscribed_cloudpayments(&app, &cp, user).await;
+    let (sub, token) = subscribed_cloudpayments(&app, user).await;
     cp.refuse_token(&token, "Token not found");
     let db = app.sql().await;
     make_due(&db, sub).await;
@@ -273,7 +275,8 @@ async fn a_cloudpayments_token_refusal_is_a_hard_decline() {
 
 #[tokio::test]
 async fn an_unreadable_renewal_answer_is_resent_with_the_same_key_and_charged_once() {
-    let (app, fake) = with_fake_yookassa(|_| {}).await;
+    let app = TestApp::builder().fake_yookassa().start().await;
+    let fake = app.yookassa();
     let db = app.sql().await;
     for (n, how) in [Garble::CutOff, Garble::NotJson].into_iter().enumerate() {
         let (sub, _) = due(&db).await;
@@ -312,7 +315,8 @@ async fn an_unreadable_renewal_answer_is_resent_with_the_same_key_and_charged_on
 
 #[tokio::test]
 async fn an_unreadable_purchase_answer_leaves_the_payment_pending_under_its_key() {
-    let (app, fake) = with_fake_yookassa(|_| {}).await;
+    let app = TestApp::builder().fake_yookassa().start().await;
+    let fake = app.yookassa();
     fake.garble_create_answers(3, Garble::CutOff);
     let user = Uuid::new_v4();
     let (status, body) = app.buy(user, MONTH_TARIFF, true, None).await;
@@ -339,11 +343,8 @@ async fn an_unreadable_purchase_answer_leaves_the_payment_pending_under_its_key(
 
 /// A renewal row sent to the provider before a crash (the answer never recorded),
 /// whose creation is moved `age` back on both sides. Answers (sub, payment id, provider id).
-async fn renewal_sent_before_a_crash(
-    app: &TestApp,
-    fake: &Sandbox,
-    age: Duration,
-) -> (Uuid, Uuid, String) {
+async fn renewal_sent_before_a_crash(app: &TestApp, age: Duration) -> (Uuid, Uuid, String) {
+    let fake = app.yookassa();
     let db = app.sql().await;
     let (sub, _) = due(&db).await;
     let payment = renewer::prepare(app.app(), billing::domain::SubscriptionId::from_uuid(sub))
@@ -377,10 +378,11 @@ async fn renewal_sent_before_a_crash(
 
 #[tokio::test]
 async fn a_renewal_create_older_than_23h_is_looked_up_not_resent_when_its_lease_lapses() {
-    let (app, fake) = with_fake_yookassa(|_| {}).await;
+    let app = TestApp::builder().fake_yookassa().start().await;
+    let fake = app.yookassa();
     let db = app.sql().await;
     let (sub, payment, pid) =
-        renewal_sent_before_a_crash(&app, &fake, Duration::minutes(23 * 60 + 30)).await;
+        renewal_sent_before_a_crash(&app, Duration::minutes(23 * 60 + 30)).await;
     let key: String = db
         .query_one(
             "SELECT provider_idempotence_key FROM payments WHERE id = $1",
@@ -406,10 +408,11 @@ async fn a_renewal_create_older_than_23h_is_looked_up_not_resent_when_its_lease_
 
 #[tokio::test]
 async fn the_look_up_pages_a_long_newest_first_list_and_skips_unreadable_items() {
-    let (app, fake) = with_fake_yookassa(|_| {}).await;
+    let app = TestApp::builder().fake_yookassa().start().await;
+    let fake = app.yookassa();
     let db = app.sql().await;
     let (sub, _payment, pid) =
-        renewal_sent_before_a_crash(&app, &fake, Duration::minutes(23 * 60 + 30)).await;
+        renewal_sent_before_a_crash(&app, Duration::minutes(23 * 60 + 30)).await;
     // Busy shop: 2 100 payments made since, newest listed first, one of them unreadable.
     for i in 0..2100 {
         let id = format!("bulk-{i:05}");
@@ -432,7 +435,8 @@ async fn the_look_up_pages_a_long_newest_first_list_and_skips_unreadable_items()
 
 #[tokio::test]
 async fn a_second_provider_payment_for_a_settled_renewal_is_alerted_and_refunded() {
-    let (app, fake) = with_fake_yookassa(|_| {}).await;
+    let app = TestApp::builder().fake_yookassa().start().await;
+    let fake = app.yookassa();
     let db = app.sql().await;
     let (sub, _) = due(&db).await;
     assert_eq!(renewer::run_once(app.app()).await.unwrap(), 1);
@@ -498,29 +502,10 @@ async fn a_second_provider_payment_for_a_settled_renewal_is_alerted_and_refunded
 
 // ----- scenario 6: renewals go to the provider of the saved method -----
 
-async fn with_both_fakes() -> (TestApp, Arc<Sandbox>, Arc<CloudPaymentsSandbox>) {
-    let cp = CloudPaymentsSandbox::new(CP_PUBLIC_ID, CP_SECRET, true);
-    let addr = cp.spawn("127.0.0.1:0".parse().unwrap()).await.unwrap();
-    let (app, yk) = with_fake_yookassa(|env| {
-        env.insert("CLOUDPAYMENTS_PUBLIC_ID".into(), CP_PUBLIC_ID.into());
-        env.insert("CLOUDPAYMENTS_API_SECRET".into(), CP_SECRET.into());
-        env.insert(
-            "CLOUDPAYMENTS_API_URL".into(),
-            format!("http://{addr}/sandbox/cloudpayments"),
-        );
-    })
-    .await;
-    cp.set_webhook_url(&format!("{}/webhooks/cloudpayments", app.url));
-    (app, yk, cp)
-}
-
 /// Buys the monthly tariff through CloudPayments and pays on its page: answers the
 /// live subscription and the saved token.
-async fn subscribed_cloudpayments(
-    app: &TestApp,
-    cp: &CloudPaymentsSandbox,
-    user: Uuid,
-) -> (Uuid, String) {
+async fn subscribed_cloudpayments(app: &TestApp, user: Uuid) -> (Uuid, String) {
+    let cp = app.cloudpayments();
     let (status, body) = read(
         app.http
             .post(format!(
@@ -558,7 +543,12 @@ async fn subscribed_cloudpayments(
 
 #[tokio::test]
 async fn a_same_tariff_purchase_through_the_other_provider_keeps_renewals_working() {
-    let (app, yk, cp) = with_both_fakes().await;
+    let app = TestApp::builder()
+        .fake_yookassa()
+        .fake_cloudpayments()
+        .start()
+        .await;
+    let (yk, cp) = (app.yookassa(), app.cloudpayments());
     let user = Uuid::new_v4();
     // First bought through YooKassa, with its card saved.
     let (status, body) = app.buy(user, MONTH_TARIFF, true, None).await;
@@ -567,7 +557,7 @@ async fn a_same_tariff_purchase_through_the_other_provider_keeps_renewals_workin
     yk.settle(&pid, Outcome::Succeed).unwrap();
     assert_eq!(yk.notify(&pid).await.unwrap(), 200);
     // Then the same tariff again through CloudPayments: its token is now the saved method.
-    let (sub, token) = subscribed_cloudpayments(&app, &cp, user).await;
+    let (sub, token) = subscribed_cloudpayments(&app, user).await;
     let db = app.sql().await;
     let before = sub_row(&db, sub).await;
     let shown: String = db
@@ -614,7 +604,8 @@ async fn a_same_tariff_purchase_through_the_other_provider_keeps_renewals_workin
 
 #[tokio::test]
 async fn a_repeated_buy_is_409_for_as_long_as_the_provider_call_can_take() {
-    let (app, fake) = with_fake_yookassa(|_| {}).await;
+    let app = TestApp::builder().fake_yookassa().start().await;
+    let fake = app.yookassa();
     fake.set_create_delay(Some(std::time::Duration::from_secs(2)));
     let user = Uuid::new_v4();
     let first = {
