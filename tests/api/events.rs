@@ -7,9 +7,10 @@ use std::time::Duration;
 
 use crate::helpers::broker::*;
 use crate::helpers::*;
+use billing::domain::UserId;
 use billing::events::{self, relay, EventSubject, EventType};
 use billing::jobs::outbox_retention;
-use billing::store::{subscriptions, Subscription};
+use billing::store::{outbox, Subscription};
 use chrono::{DateTime, Utc};
 use serde_json::{json, Value};
 use uuid::Uuid;
@@ -33,19 +34,9 @@ where
     }
 }
 
-async fn unsent(db: &tokio_postgres::Client) -> i64 {
-    db.query_one("SELECT count(*) FROM outbox WHERE sent_at IS NULL", &[])
-        .await
-        .unwrap()
-        .get(0)
-}
-
-async fn load(app: &TestApp, id: Uuid) -> Subscription {
-    let db = app.app().db.get().await.unwrap();
-    subscriptions::get(&db, billing::domain::SubscriptionId::from_uuid(id))
-        .await
-        .unwrap()
-        .expect("seeded subscription")
+/// How many events wait to be published.
+async fn unsent(app: &TestApp) -> i64 {
+    outbox::backlog(&app.conn().await).await.unwrap().rows
 }
 
 /// Records one event in its own committed transaction.
@@ -64,8 +55,8 @@ async fn events_arrive_with_the_designed_properties_in_commit_order() {
     let app = TestApp::builder().rabbitmq().workers().start().await;
     let mut queue = TestQueue::bind().await;
     let db = app.sql().await;
-    let user = Uuid::new_v4();
-    let sub_id = seed_subscription(&db, user, true, true).await;
+    let user = UserId::new();
+    let sub_id = app.seed_subscription(user, true, true).await;
     let token = app.token(user);
 
     let (status, _) = app
@@ -164,7 +155,7 @@ async fn events_arrive_with_the_designed_properties_in_commit_order() {
 
     // Marked sent only after the ack: the backlog empties.
     eventually("both rows marked sent", || async {
-        (unsent(&db).await == 0).then_some(())
+        (unsent(&app).await == 0).then_some(())
     })
     .await;
     let metrics = app.metrics().await;
@@ -184,12 +175,10 @@ async fn events_arrive_with_the_designed_properties_in_commit_order() {
 async fn a_rolled_back_change_publishes_nothing() {
     let mut app = TestApp::builder().rabbitmq().workers().start().await;
     let mut queue = TestQueue::bind().await;
-    let user = Uuid::new_v4();
-    let sub = load(
-        &app,
-        seed_subscription(&app.sql().await, user, true, true).await,
-    )
-    .await;
+    let user = UserId::new();
+    let sub = app
+        .subscription(app.seed_subscription(user, true, true).await)
+        .await;
 
     let rolled_back = {
         let mut db = app.app().db.get().await.unwrap();
@@ -219,7 +208,7 @@ async fn a_rolled_back_change_publishes_nothing() {
         "only the committed event; rolled back: {rolled_back}"
     );
     assert_eq!(
-        outbox_types(&app.sql().await).await,
+        app.outbox_types().await,
         ["subscription.auto_renew_enabled"]
     );
     queue.close().await;
@@ -231,8 +220,8 @@ async fn events_wait_in_the_outbox_while_the_broker_is_unreachable_and_arrive_on
     // The harness points AMQP_URL at a closed port.
     let mut app = TestApp::builder().workers().start().await;
     let db = app.sql().await;
-    let user = Uuid::new_v4();
-    seed_subscription(&db, user, true, true).await;
+    let user = UserId::new();
+    app.seed_subscription(user, true, true).await;
     let token = app.token(user);
     for path in ["cancel", "resume", "cancel"] {
         let (status, body) = app
@@ -314,10 +303,13 @@ async fn two_relays_deliver_a_thousand_events_exactly_once() {
     .await;
     let replica = app.start_replica(with_broker, WITH_WORKERS).await;
     let mut queue = TestQueue::bind().await;
-    let users: Vec<Uuid> = (0..SUBSCRIPTIONS).map(|_| Uuid::new_v4()).collect();
+    let users: Vec<UserId> = (0..SUBSCRIPTIONS).map(|_| UserId::new()).collect();
     let mut subs = Vec::new();
     for &user in &users {
-        subs.push(load(&app, seed_subscription(&db, user, true, true).await).await);
+        subs.push(
+            app.subscription(app.seed_subscription(user, true, true).await)
+                .await,
+        );
     }
 
     // 100 commits of 10 events each, while the relays run.
@@ -339,17 +331,11 @@ async fn two_relays_deliver_a_thousand_events_exactly_once() {
         tx.commit().await.unwrap();
     }
     let total = SUBSCRIPTIONS * ROUNDS;
-    assert_eq!(
-        db.query_one("SELECT count(*) FROM outbox", &[])
-            .await
-            .unwrap()
-            .get::<_, i64>(0),
-        total as i64
-    );
+    assert_eq!(app.outbox_types().await.len(), total);
 
     eventually(
         "every row marked sent (by the replica after the first stopped)",
-        || async { (unsent(&db).await == 0).then_some(()) },
+        || async { (unsent(&app).await == 0).then_some(()) },
     )
     .await;
     replica.stop().await;
@@ -404,8 +390,10 @@ async fn the_relay_is_elected_again_when_its_lock_connection_dies() {
     let app = TestApp::builder().rabbitmq().workers().start().await;
     let mut queue = TestQueue::bind().await;
     let db = app.sql().await;
-    let user = Uuid::new_v4();
-    let sub = load(&app, seed_subscription(&db, user, true, true).await).await;
+    let user = UserId::new();
+    let sub = app
+        .subscription(app.seed_subscription(user, true, true).await)
+        .await;
     let first = eventually("a relay holds the lock", || async {
         relay_lock_holders(&db).await.pop()
     })
@@ -441,12 +429,10 @@ async fn relay_run_once_publishes_one_batch_and_returns_its_size() {
     // No workers: this test drives the relay by hand.
     let app = TestApp::start().await;
     let mut queue = TestQueue::bind().await;
-    let user = Uuid::new_v4();
-    let sub = load(
-        &app,
-        seed_subscription(&app.sql().await, user, true, true).await,
-    )
-    .await;
+    let user = UserId::new();
+    let sub = app
+        .subscription(app.seed_subscription(user, true, true).await)
+        .await;
     for _ in 0..3 {
         record_committed(&app, EventType::SubscriptionRenewed, &sub).await;
     }
@@ -455,7 +441,7 @@ async fn relay_run_once_publishes_one_batch_and_returns_its_size() {
         .expect("RabbitMQ is running");
     let pool = &app.app().db;
     assert_eq!(relay::run_once(pool, broker.channel(), 2).await.unwrap(), 2);
-    assert_eq!(unsent(&app.sql().await).await, 1);
+    assert_eq!(unsent(&app).await, 1);
     assert_eq!(relay::run_once(pool, broker.channel(), 2).await.unwrap(), 1);
     assert_eq!(relay::run_once(pool, broker.channel(), 2).await.unwrap(), 0);
     broker.close().await;
@@ -547,11 +533,11 @@ async fn a_purchase_publishes_payment_succeeded_then_subscription_activated() {
         .await;
     let fake = app.yookassa();
     let mut queue = TestQueue::bind().await;
-    let user = Uuid::new_v4();
+    let user = UserId::new();
     let (status, body) = app.buy(user, MONTH_TARIFF, true, None).await;
     assert_eq!(status, 201, "{body}");
-    let payment_id = body["payment_id"].as_str().unwrap().to_owned();
-    let pid = app.provider_id(&payment_id).await;
+    let payment_id = payment_id(&body);
+    let pid = app.provider_id(payment_id).await;
     fake.settle(&pid, billing::providers::sandbox::Outcome::Succeed);
     assert_eq!(fake.notify(&pid).await.unwrap(), 200);
 
@@ -571,7 +557,7 @@ async fn a_purchase_publishes_payment_succeeded_then_subscription_activated() {
         assert_eq!(*m.properties.delivery_mode(), Some(2), "persistent");
         assert!(m.properties.timestamp().is_some());
         assert_eq!(m.body["version"], 1);
-        assert_eq!(m.body["data"]["payment_id"], payment_id.as_str());
+        assert_eq!(m.body["data"]["payment_id"], payment_id.to_string());
         assert_eq!(
             m.body["data"]["amount"],
             json!({"value": "299.00", "currency": "RUB"})

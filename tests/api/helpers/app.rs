@@ -18,7 +18,6 @@ use billing::providers::sandbox::cloudpayments::CloudPaymentsSandbox;
 use billing::providers::sandbox::Sandbox;
 use billing::server::{self, Running, ServeOptions};
 use serde_json::Value;
-use uuid::Uuid;
 
 use super::broker::AMQP_URL;
 use super::database::TestDb;
@@ -120,6 +119,7 @@ impl TestAppBuilder {
             url: server.url(),
             server: Some(server),
             http: reqwest::Client::new(),
+            store: billing::db::pool(&db.url, 4).expect("a pool for the test's reads"),
             db,
             config,
             yookassa,
@@ -135,6 +135,8 @@ pub struct TestApp {
     pub url: String,
     pub http: reqwest::Client,
     pub db: TestDb,
+    /// The test's own connections to its database (`app.conn()`).
+    pub(super) store: deadpool_postgres::Pool,
     /// What the server was started with (before it filled in its own URLs).
     pub config: Config,
     yookassa: Option<Arc<Sandbox>>,
@@ -205,8 +207,8 @@ impl TestApp {
         &self.server.as_ref().unwrap().app
     }
 
-    pub fn token(&self, user: Uuid) -> String {
-        self.app().keys.issue(UserId::from_uuid(user), false, 600)
+    pub fn token(&self, user: UserId) -> String {
+        self.app().keys.issue(user, false, 600)
     }
 
     pub fn admin_token(&self) -> String {
@@ -232,7 +234,7 @@ impl TestApp {
     /// Buys a tariff through YooKassa; answers (status, body).
     pub async fn buy(
         &self,
-        user: Uuid,
+        user: UserId,
         tariff: &str,
         renew: bool,
         key: Option<&str>,

@@ -7,6 +7,7 @@
 use std::time::Duration;
 
 use billing::config::Config;
+use billing::domain::UserId;
 use futures::StreamExt;
 use lapin::options::{
     BasicConsumeOptions, BasicPublishOptions, ExchangeDeclareOptions, QueueBindOptions,
@@ -58,7 +59,7 @@ impl Message {
 }
 
 /// Messages about any of these users.
-pub fn for_users(users: &[Uuid]) -> impl Fn(&Message) -> bool {
+pub fn for_users(users: &[UserId]) -> impl Fn(&Message) -> bool {
     let users: Vec<String> = users.iter().map(|u| u.to_string()).collect();
     move |m| m.user_id().is_some_and(|u| users.iter().any(|x| x == u))
 }
