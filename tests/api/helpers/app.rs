@@ -3,9 +3,10 @@
 //!
 //! ```ignore
 //! let app = TestApp::builder()
-//!     .fake_yookassa()
+//!     .fake_yookassa() // app.yookassa(): the fake, over real HTTP
+//!     .rabbitmq()
 //!     .workers()
-//!     .config(|c| c.webhook_body_retention = DAY)
+//!     .config(|c| c.reconcile_after = Duration::from_secs(60))
 //!     .start()
 //!     .await;
 //! ```

@@ -2,6 +2,13 @@
 //! starts the real server on port 0 against a database of the test's own (a clone
 //! of a template migrated once per migration set), the fake providers over real
 //! HTTP when the test asks for them.
+//!
+//! - `app`: `TestApp`, its builder over `billing::config::Config`, HTTP helpers;
+//! - `database`: the per-test database and the template it is cloned from;
+//! - `fakes`: the fake providers and the settings that point a server at them;
+//! - `store`: typed reads of what the service stored (assertions use these);
+//! - `seed`: set-up in SQL that no API can make;
+//! - `broker`: a RabbitMQ queue bound to `billing.events`.
 
 pub mod app;
 pub mod broker;
