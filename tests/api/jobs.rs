@@ -1,46 +1,37 @@
 //! Background jobs: reconciler, renewer, expirer. Driven by `run_once`; time moves
 //! by rewriting rows' timestamps, never by sleeping.
 
-mod common;
-
-use billing::domain::SubscriptionId;
+use crate::helpers::*;
+use billing::domain::{
+    PaymentId, PaymentKind, PaymentStatus, SubscriptionId, SubscriptionStatus, UserId,
+};
 use billing::jobs::{expirer, reconciler, renewer};
-use billing::providers::sandbox::{Outcome, Sandbox};
+use billing::providers::sandbox::Outcome;
 use billing::service::create;
-use chrono::{DateTime, Months, Utc};
-use common::*;
-use uuid::Uuid;
+use billing::store::subscriptions;
+use chrono::{Months, Utc};
 
-fn uuid(s: &str) -> Uuid {
-    Uuid::parse_str(s).unwrap()
-}
-
-async fn bought(app: &TestApp, user: Uuid, renew: bool) -> (Uuid, String) {
+async fn bought(app: &TestApp, user: UserId, renew: bool) -> (PaymentId, String) {
     let (status, body) = app.buy(user, MONTH_TARIFF, renew, None).await;
     assert_eq!(status, 201, "{body}");
-    let id = body["payment_id"].as_str().unwrap().to_owned();
-    let pid = app.provider_id(&id).await;
-    (uuid(&id), pid)
+    let id = payment_id(&body);
+    let pid = app.provider_id(id).await;
+    (id, pid)
 }
 
 /// Bought with renew=true, paid and notified: an active subscription with a saved method.
-async fn subscribed(app: &TestApp, fake: &Sandbox, user: Uuid) -> Uuid {
+async fn subscribed(app: &TestApp, user: UserId) -> SubscriptionId {
+    let fake = app.yookassa();
     let (_, pid) = bought(app, user, true).await;
     fake.settle(&pid, Outcome::Succeed).unwrap();
     assert_eq!(fake.notify(&pid).await.unwrap(), 200);
-    app.sql()
-        .await
-        .query_one(
-            "SELECT id FROM subscriptions WHERE user_id = $1 AND status = 'active'",
-            &[&user],
-        )
-        .await
-        .unwrap()
-        .get(0)
+    let sub = app.subscription_of(user).await;
+    assert_eq!(sub.status, SubscriptionStatus::Active);
+    sub.id
 }
 
 /// Moves the period end into the past (the start too, keeping end > start).
-async fn end_period(db: &tokio_postgres::Client, sub: Uuid) {
+async fn end_period(db: &tokio_postgres::Client, sub: SubscriptionId) {
     db.execute(
         "UPDATE subscriptions SET current_period_start = now() - interval '1 month' - interval '1 minute', \
          current_period_end = now() - interval '1 minute' WHERE id = $1",
@@ -50,47 +41,9 @@ async fn end_period(db: &tokio_postgres::Client, sub: Uuid) {
     .unwrap();
 }
 
-async fn make_checks_due(db: &tokio_postgres::Client) {
-    db.execute(
-        "UPDATE payments SET next_check_at = now() - interval '1 second' \
-         WHERE status IN ('pending', 'waiting_for_capture')",
-        &[],
-    )
-    .await
-    .unwrap();
-}
-
-struct SubRow {
-    status: String,
-    end: DateTime<Utc>,
-    next_charge_at: Option<DateTime<Utc>>,
-    attempts: i32,
-}
-
-async fn sub_row(db: &tokio_postgres::Client, sub: Uuid) -> SubRow {
-    let r = db
-        .query_one(
-            "SELECT status, current_period_end, next_charge_at, renewal_attempts FROM subscriptions WHERE id = $1",
-            &[&sub],
-        )
-        .await
-        .unwrap();
-    SubRow {
-        status: r.get(0),
-        end: r.get(1),
-        next_charge_at: r.get(2),
-        attempts: r.get(3),
-    }
-}
-
-async fn payment_status(db: &tokio_postgres::Client, id: Uuid) -> String {
-    db.query_one("SELECT status FROM payments WHERE id = $1", &[&id])
-        .await
-        .unwrap()
-        .get(0)
-}
-
-async fn check_state(db: &tokio_postgres::Client, id: Uuid) -> (i32, f64) {
+/// The payment's check attempts and the seconds until its next check (no store
+/// type carries `next_check_at`).
+async fn check_state(db: &tokio_postgres::Client, id: PaymentId) -> (i32, f64) {
     let r = db
         .query_one(
             "SELECT check_attempts, extract(epoch FROM next_check_at - now())::float8 FROM payments WHERE id = $1",
@@ -101,34 +54,30 @@ async fn check_state(db: &tokio_postgres::Client, id: Uuid) -> (i32, f64) {
     (r.get(0), r.get(1))
 }
 
-fn count(types: &[String], t: &str) -> usize {
-    types.iter().filter(|x| *x == t).count()
-}
-
 // ----- reconciler -----
 
 #[tokio::test]
 async fn a_payment_whose_webhook_never_comes_is_activated_by_the_reconciler() {
-    let (app, fake) = with_fake_yookassa(|_| {}).await;
-    let user = Uuid::new_v4();
+    let app = TestApp::builder().fake_yookassa().start().await;
+    let fake = app.yookassa();
+    let user = UserId::new();
     let (id, pid) = bought(&app, user, false).await;
     fake.settle(&pid, Outcome::Succeed).unwrap();
-    let db = app.sql().await;
     assert_eq!(
         reconciler::run_once(app.app()).await.unwrap(),
         0,
         "not due before RECONCILE_AFTER"
     );
-    make_checks_due(&db).await;
+    app.make_checks_due().await;
     assert_eq!(reconciler::run_once(app.app()).await.unwrap(), 1);
-    assert_eq!(payment_status(&db, id).await, "succeeded");
+    assert_eq!(app.payment(id).await.status, PaymentStatus::Succeeded);
     let (status, sub) = app
         .get("/api/v1/subscriptions/profile", Some(&app.token(user)))
         .await;
     assert_eq!(status, 200, "{sub}");
     assert_eq!(sub["status"], "active");
     assert_eq!(
-        outbox_types(&db).await,
+        app.outbox_types().await,
         ["payment.succeeded", "subscription.activated"]
     );
     assert_eq!(reconciler::run_once(app.app()).await.unwrap(), 0);
@@ -136,10 +85,10 @@ async fn a_payment_whose_webhook_never_comes_is_activated_by_the_reconciler() {
 
 #[tokio::test]
 async fn a_payment_the_provider_keeps_pending_is_rechecked_with_backoff() {
-    let (app, _fake) = with_fake_yookassa(|_| {}).await;
-    let (id, _) = bought(&app, Uuid::new_v4(), false).await;
+    let app = TestApp::builder().fake_yookassa().start().await;
+    let (id, _) = bought(&app, UserId::new(), false).await;
     let db = app.sql().await;
-    make_checks_due(&db).await;
+    app.make_checks_due().await;
     assert_eq!(reconciler::run_once(app.app()).await.unwrap(), 1);
     let (attempts1, wait1) = check_state(&db, id).await;
     assert_eq!(attempts1, 1);
@@ -149,7 +98,7 @@ async fn a_payment_the_provider_keeps_pending_is_rechecked_with_backoff() {
         0,
         "not re-checked before its time"
     );
-    make_checks_due(&db).await;
+    app.make_checks_due().await;
     assert_eq!(reconciler::run_once(app.app()).await.unwrap(), 1);
     let (attempts2, wait2) = check_state(&db, id).await;
     assert_eq!(attempts2, 2);
@@ -157,27 +106,28 @@ async fn a_payment_the_provider_keeps_pending_is_rechecked_with_backoff() {
         wait2 > wait1 + 60.0,
         "backoff doubles: {wait1} then {wait2}"
     );
-    assert_eq!(payment_status(&db, id).await, "pending");
+    assert_eq!(app.payment(id).await.status, PaymentStatus::Pending);
 }
 
 #[tokio::test]
 async fn a_payment_the_provider_cancels_ends_canceled() {
-    let (app, fake) = with_fake_yookassa(|_| {}).await;
-    let (id, pid) = bought(&app, Uuid::new_v4(), false).await;
+    let app = TestApp::builder().fake_yookassa().start().await;
+    let fake = app.yookassa();
+    let (id, pid) = bought(&app, UserId::new(), false).await;
     fake.settle(&pid, Outcome::Decline("expired_on_confirmation".into()))
         .unwrap();
-    let db = app.sql().await;
-    make_checks_due(&db).await;
+    app.make_checks_due().await;
     assert_eq!(reconciler::run_once(app.app()).await.unwrap(), 1);
-    assert_eq!(payment_status(&db, id).await, "canceled");
-    assert_eq!(app.count("SELECT count(*) FROM subscriptions").await, 0);
-    assert_eq!(outbox_types(&db).await, ["payment.canceled"]);
+    assert_eq!(app.payment(id).await.status, PaymentStatus::Canceled);
+    assert_eq!(app.subscriptions().await.len(), 0);
+    assert_eq!(app.outbox_types().await, ["payment.canceled"]);
 }
 
 #[tokio::test]
 async fn a_payment_pending_for_a_day_is_failed_locally_and_a_later_success_still_applies() {
-    let (app, fake) = with_fake_yookassa(|_| {}).await;
-    let user = Uuid::new_v4();
+    let app = TestApp::builder().fake_yookassa().start().await;
+    let fake = app.yookassa();
+    let user = UserId::new();
     let (id, pid) = bought(&app, user, false).await;
     let db = app.sql().await;
     db.execute(
@@ -188,77 +138,76 @@ async fn a_payment_pending_for_a_day_is_failed_locally_and_a_later_success_still
     .await
     .unwrap();
     assert_eq!(reconciler::run_once(app.app()).await.unwrap(), 1);
-    assert_eq!(payment_status(&db, id).await, "failed");
+    assert_eq!(app.payment(id).await.status, PaymentStatus::Failed);
     // Only the provider makes it final: its later success is applied.
     fake.settle(&pid, Outcome::Succeed).unwrap();
     assert_eq!(fake.notify(&pid).await.unwrap(), 200);
-    assert_eq!(payment_status(&db, id).await, "succeeded");
+    assert_eq!(app.payment(id).await.status, PaymentStatus::Succeeded);
     assert_eq!(
-        app.count("SELECT count(*) FROM subscriptions WHERE status = 'active'")
-            .await,
+        app.subscriptions_with(SubscriptionStatus::Active)
+            .await
+            .len(),
         1
     );
 }
 
 #[tokio::test]
 async fn a_purchase_whose_create_answer_was_lost_is_resent_with_the_same_key() {
-    let (app, fake) = with_fake_yookassa(|_| {}).await;
+    let app = TestApp::builder().fake_yookassa().start().await;
+    let fake = app.yookassa();
     // Every attempt of the client fails: the buy answers 502, the row has no provider id.
     fake.fail_creates(3);
-    let (status, body) = app.buy(Uuid::new_v4(), MONTH_TARIFF, false, None).await;
+    let (status, body) = app.buy(UserId::new(), MONTH_TARIFF, false, None).await;
     assert_eq!(status, 502, "{body}");
-    let db = app.sql().await;
-    let row = db
-        .query_one(
-            "SELECT id, provider_idempotence_key, provider_payment_id FROM payments",
-            &[],
-        )
-        .await
-        .unwrap();
-    let (id, key): (Uuid, String) = (row.get(0), row.get(1));
-    assert_eq!(row.get::<_, Option<String>>(2), None);
-    make_checks_due(&db).await;
+    let payments = app.payments().await;
+    assert_eq!(payments.len(), 1);
+    let (id, key) = (payments[0].id, payments[0].provider_idempotence_key.clone());
+    assert_eq!(payments[0].provider_payment_id, None);
+    app.make_checks_due().await;
     assert_eq!(reconciler::run_once(app.app()).await.unwrap(), 1);
     assert_eq!(fake.creates(), 1);
     assert_eq!(fake.requests_with_key(&key), 4, "3 failed + 1 re-send");
-    let pid = app.provider_id(&id.to_string()).await;
+    let pid = app.provider_id(id).await;
     assert!(fake.payment(&pid).is_some());
-    assert_eq!(payment_status(&db, id).await, "pending");
+    assert_eq!(app.payment(id).await.status, PaymentStatus::Pending);
 }
 
 // ----- renewer -----
 
 #[tokio::test]
 async fn a_due_subscription_renews_once() {
-    let (app, fake) = with_fake_yookassa(|_| {}).await;
-    let db = app.sql().await;
-    let (sub, pm) = due(&db).await;
-    let before = sub_row(&db, sub).await;
+    let app = TestApp::builder().fake_yookassa().start().await;
+    let fake = app.yookassa();
+    let (sub, pm) = app.due().await;
+    let before = app.subscription(sub).await;
     assert_eq!(renewer::run_once(app.app()).await.unwrap(), 1);
     assert_eq!(fake.charges(), 1);
     let charged = fake.payments().pop().unwrap();
     assert_eq!(charged["payment_method"]["id"], pm.as_str());
     assert_eq!(charged["amount"]["value"], "299.00");
 
-    let after = sub_row(&db, sub).await;
-    assert_eq!(after.status, "active");
+    let after = app.subscription(sub).await;
+    assert_eq!(after.status, SubscriptionStatus::Active);
     assert_eq!(
-        after.end,
-        before.end.checked_add_months(Months::new(1)).unwrap()
+        after.current_period_end,
+        before
+            .current_period_end
+            .checked_add_months(Months::new(1))
+            .unwrap()
     );
     assert!(after.next_charge_at.unwrap() > Utc::now());
-    let r = db
-        .query_one(
-            "SELECT status, kind, period_start, attempt FROM payments WHERE subscription_id = $1",
-            &[&sub],
-        )
+    let paid: Vec<_> = app
+        .payments()
         .await
-        .unwrap();
-    assert_eq!(r.get::<_, String>(0), "succeeded");
-    assert_eq!(r.get::<_, String>(1), "renewal");
-    assert_eq!(r.get::<_, DateTime<Utc>>(2), before.end);
-    assert_eq!(r.get::<_, i32>(3), 0);
-    let types = outbox_types(&db).await;
+        .into_iter()
+        .filter(|p| p.subscription_id == Some(sub))
+        .collect();
+    assert_eq!(paid.len(), 1, "{paid:?}");
+    assert_eq!(paid[0].status, PaymentStatus::Succeeded);
+    assert_eq!(paid[0].kind, PaymentKind::Renewal);
+    assert_eq!(paid[0].period_start, Some(before.current_period_end));
+    assert_eq!(paid[0].attempt, 0);
+    let types = app.outbox_types().await;
     assert_eq!(count(&types, "subscription.renewed"), 1, "{types:?}");
     assert_eq!(count(&types, "payment.succeeded"), 1, "{types:?}");
 
@@ -268,9 +217,10 @@ async fn a_due_subscription_renews_once() {
 
 #[tokio::test]
 async fn the_renewal_charges_the_subscriptions_price_not_todays_tariff() {
-    let (app, fake) = with_fake_yookassa(|_| {}).await;
+    let app = TestApp::builder().fake_yookassa().start().await;
+    let fake = app.yookassa();
     let db = app.sql().await;
-    let (sub, _) = due(&db).await;
+    let (sub, _) = app.due().await;
     db.execute(
         "UPDATE subscriptions SET price_minor = 19900 WHERE id = $1",
         &[&sub],
@@ -279,15 +229,19 @@ async fn the_renewal_charges_the_subscriptions_price_not_todays_tariff() {
     .unwrap();
     assert_eq!(renewer::run_once(app.app()).await.unwrap(), 1);
     assert_eq!(fake.payments().pop().unwrap()["amount"]["value"], "199.00");
-    assert_eq!(sub_row(&db, sub).await.status, "active");
+    assert_eq!(
+        app.subscription(sub).await.status,
+        SubscriptionStatus::Active
+    );
 }
 
 #[tokio::test]
 async fn two_concurrent_renewers_charge_200_due_subscriptions_exactly_once() {
-    let (app, fake) = with_fake_yookassa(|_| {}).await;
+    let app = TestApp::builder().fake_yookassa().start().await;
+    let fake = app.yookassa();
     let db = app.sql().await;
     for _ in 0..200 {
-        seed_subscription(&db, Uuid::new_v4(), true, true).await;
+        app.seed_subscription(UserId::new(), true, true).await;
     }
     db.execute(
         "UPDATE subscriptions SET next_charge_at = now() - interval '1 second'",
@@ -315,28 +269,27 @@ async fn two_concurrent_renewers_charge_200_due_subscriptions_exactly_once() {
         .sum();
     assert_eq!(handled, 200);
     assert_eq!(fake.charges(), 200);
+    let succeeded = app.payments_with(PaymentStatus::Succeeded).await;
     assert_eq!(
-        app.count("SELECT count(*) FROM payments WHERE kind = 'renewal' AND status = 'succeeded'")
-            .await,
+        succeeded
+            .iter()
+            .filter(|p| p.kind == PaymentKind::Renewal)
+            .count(),
         200
     );
     assert_eq!(
-        app.count("SELECT count(*) FROM outbox WHERE event_type = 'subscription.renewed'")
-            .await,
+        count(&app.outbox_types().await, "subscription.renewed"),
         200
     );
 }
 
 #[tokio::test]
 async fn a_renewal_sent_before_a_crash_is_resent_by_the_reconciler_with_the_same_key() {
-    let (app, fake) = with_fake_yookassa(|_| {}).await;
-    let db = app.sql().await;
-    let (sub, _) = due(&db).await;
+    let app = TestApp::builder().fake_yookassa().start().await;
+    let fake = app.yookassa();
+    let (sub, _) = app.due().await;
     // The row is committed, the charge reaches the provider, then the process dies.
-    let payment = renewer::prepare(app.app(), SubscriptionId::from_uuid(sub))
-        .await
-        .unwrap()
-        .unwrap();
+    let payment = renewer::prepare(app.app(), sub).await.unwrap().unwrap();
     let req = create::request_for(app.app(), &app.app().db.get().await.unwrap(), &payment)
         .await
         .unwrap();
@@ -354,76 +307,87 @@ async fn a_renewal_sent_before_a_crash_is_resent_by_the_reconciler_with_the_same
         0,
         "leased: not re-claimed"
     );
-    make_checks_due(&db).await;
+    app.make_checks_due().await;
     assert_eq!(reconciler::run_once(app.app()).await.unwrap(), 1);
     assert_eq!(fake.charges(), 1, "the same key answers the same charge");
     assert_eq!(fake.requests_with_key(&payment.provider_idempotence_key), 2);
     assert_eq!(
-        payment_status(&db, *payment.id.as_uuid()).await,
-        "succeeded"
+        app.payment(payment.id).await.status,
+        PaymentStatus::Succeeded
     );
-    let types = outbox_types(&db).await;
+    let types = app.outbox_types().await;
     assert_eq!(count(&types, "subscription.renewed"), 1, "{types:?}");
 }
 
 #[tokio::test]
 async fn a_renewal_whose_answer_was_lost_is_resent_by_the_renewer_and_charged_once() {
-    let (app, fake) = with_fake_yookassa(|_| {}).await;
-    let db = app.sql().await;
-    let (sub, _) = due(&db).await;
+    let app = TestApp::builder().fake_yookassa().start().await;
+    let fake = app.yookassa();
+    let (sub, _) = app.due().await;
     // The charge is made but the answer to the first request is lost.
     fake.lose_create_answers(1);
     assert_eq!(renewer::run_once(app.app()).await.unwrap(), 1);
     // The client's own retry with the same key recovers the answer: one charge, recorded.
     assert_eq!(renewer::run_once(app.app()).await.unwrap(), 0);
     assert_eq!(fake.charges(), 1);
+    let renewals = app.payments().await;
     assert_eq!(
-        app.count("SELECT count(*) FROM payments WHERE kind = 'renewal'")
-            .await,
+        renewals
+            .iter()
+            .filter(|p| p.kind == PaymentKind::Renewal)
+            .count(),
         1
     );
-    assert_eq!(sub_row(&db, sub).await.status, "active");
+    assert_eq!(
+        app.subscription(sub).await.status,
+        SubscriptionStatus::Active
+    );
 
     // Now the provider is unreachable for the whole call: the row stays without a provider id.
-    let (sub2, _) = due(&db).await;
+    let (sub2, _) = app.due().await;
     fake.fail_creates(3);
     assert_eq!(renewer::run_once(app.app()).await.unwrap(), 1);
-    let key: String = db
-        .query_one(
-            "SELECT provider_idempotence_key FROM payments WHERE subscription_id = $1 AND provider_payment_id IS NULL",
-            &[&sub2],
-        )
+    let unsent: Vec<_> = app
+        .renewals(sub2)
         .await
-        .unwrap()
-        .get(0);
-    make_due(&db, sub2).await;
+        .into_iter()
+        .filter(|p| p.provider_payment_id.is_none())
+        .collect();
+    assert_eq!(unsent.len(), 1, "{unsent:?}");
+    let key = unsent[0].provider_idempotence_key.clone();
+    app.make_due(sub2).await;
     assert_eq!(renewer::run_once(app.app()).await.unwrap(), 1);
     assert_eq!(fake.charges(), 2);
     assert_eq!(fake.requests_with_key(&key), 4, "3 failed + the re-send");
+    let renewals = app.payments().await;
     assert_eq!(
-        app.count("SELECT count(*) FROM payments WHERE kind = 'renewal'")
-            .await,
+        renewals
+            .iter()
+            .filter(|p| p.kind == PaymentKind::Renewal)
+            .count(),
         2
     );
 }
 
 #[tokio::test]
 async fn insufficient_funds_makes_past_due_and_a_scheduled_retry_renews() {
-    let (app, fake) = with_fake_yookassa(|_| {}).await;
+    let app = TestApp::builder().fake_yookassa().start().await;
+    let fake = app.yookassa();
     let db = app.sql().await;
-    let (sub, pm) = due(&db).await;
-    let before = sub_row(&db, sub).await;
+    let (sub, pm) = app.due().await;
+    let before = app.subscription(sub).await;
     fake.decline_method(&pm, "insufficient_funds");
     assert_eq!(renewer::run_once(app.app()).await.unwrap(), 1);
-    let s = sub_row(&db, sub).await;
-    assert_eq!(s.status, "past_due");
-    assert_eq!(s.attempts, 1);
+    let s = app.subscription(sub).await;
+    assert_eq!(s.status, SubscriptionStatus::PastDue);
+    assert_eq!(s.renewal_attempts, 1);
     let retry_in = (s.next_charge_at.unwrap() - Utc::now()).num_hours();
     assert!(
         (23..=24).contains(&retry_in),
         "first retry after 1d: {retry_in}h"
     );
-    assert!(outbox_types(&db)
+    assert!(app
+        .outbox_types()
         .await
         .contains(&"subscription.past_due".to_owned()));
     assert_eq!(
@@ -439,48 +403,48 @@ async fn insufficient_funds_makes_past_due_and_a_scheduled_retry_renews() {
     )
     .await
     .unwrap();
-    make_due(&db, sub).await;
+    app.make_due(sub).await;
     assert_eq!(renewer::run_once(app.app()).await.unwrap(), 1);
     assert_eq!(fake.charges(), 2);
-    let s = sub_row(&db, sub).await;
-    assert_eq!(s.status, "active");
-    assert_eq!(s.attempts, 0);
+    let s = app.subscription(sub).await;
+    assert_eq!(s.status, SubscriptionStatus::Active);
+    assert_eq!(s.renewal_attempts, 0);
     assert_eq!(
-        s.end,
-        before.end.checked_add_months(Months::new(1)).unwrap()
+        s.current_period_end,
+        before
+            .current_period_end
+            .checked_add_months(Months::new(1))
+            .unwrap()
     );
-    let attempts: Vec<(i32, String)> = db
-        .query(
-            "SELECT attempt, status FROM payments WHERE subscription_id = $1 ORDER BY attempt",
-            &[&sub],
-        )
+    let attempts: Vec<(i32, PaymentStatus)> = app
+        .renewals(sub)
         .await
-        .unwrap()
         .iter()
-        .map(|r| (r.get(0), r.get(1)))
+        .map(|p| (p.attempt, p.status))
         .collect();
     assert_eq!(
         attempts,
-        [(0, "canceled".to_owned()), (1, "succeeded".to_owned())]
+        [(0, PaymentStatus::Canceled), (1, PaymentStatus::Succeeded)]
     );
-    let types = outbox_types(&db).await;
+    let types = app.outbox_types().await;
     assert_eq!(count(&types, "subscription.renewed"), 1, "{types:?}");
 }
 
 #[tokio::test]
 async fn exhausted_retries_expire_the_subscription_at_the_period_end() {
-    let (app, fake) = with_fake_yookassa(|_| {}).await;
+    let app = TestApp::builder().fake_yookassa().start().await;
+    let fake = app.yookassa();
     let db = app.sql().await;
-    let (sub, pm) = due(&db).await;
+    let (sub, pm) = app.due().await;
     fake.decline_method(&pm, "insufficient_funds");
     // The first attempt and the three retries of DUNNING_SCHEDULE (1d,3d,5d).
     for _ in 0..4 {
-        make_due(&db, sub).await;
+        app.make_due(sub).await;
         assert_eq!(renewer::run_once(app.app()).await.unwrap(), 1);
     }
     assert_eq!(fake.charges(), 4);
-    let s = sub_row(&db, sub).await;
-    assert_eq!(s.status, "past_due");
+    let s = app.subscription(sub).await;
+    assert_eq!(s.status, SubscriptionStatus::PastDue);
     assert_eq!(s.next_charge_at, None, "no retries left");
     assert_eq!(renewer::run_once(app.app()).await.unwrap(), 0);
     assert_eq!(
@@ -490,45 +454,47 @@ async fn exhausted_retries_expire_the_subscription_at_the_period_end() {
     );
     end_period(&db, sub).await;
     assert_eq!(expirer::run_once(app.app()).await.unwrap(), 1);
-    assert_eq!(sub_row(&db, sub).await.status, "expired");
-    let types = outbox_types(&db).await;
+    assert_eq!(
+        app.subscription(sub).await.status,
+        SubscriptionStatus::Expired
+    );
+    let types = app.outbox_types().await;
     assert_eq!(count(&types, "subscription.expired"), 1, "{types:?}");
     assert_eq!(expirer::run_once(app.app()).await.unwrap(), 0);
 }
 
 #[tokio::test]
 async fn a_hard_decline_is_not_retried_and_the_method_becomes_unusable() {
-    let (app, fake) = with_fake_yookassa(|_| {}).await;
+    let app = TestApp::builder().fake_yookassa().start().await;
+    let fake = app.yookassa();
     let db = app.sql().await;
-    let (sub, pm) = due(&db).await;
+    let (sub, pm) = app.due().await;
     fake.decline_method(&pm, "permission_revoked");
     assert_eq!(renewer::run_once(app.app()).await.unwrap(), 1);
-    let s = sub_row(&db, sub).await;
-    assert_eq!(s.status, "past_due");
+    let s = app.subscription(sub).await;
+    assert_eq!(s.status, SubscriptionStatus::PastDue);
     assert_eq!(s.next_charge_at, None);
-    let usable: bool = db
-        .query_one(
-            "SELECT usable FROM payment_methods WHERE provider_method_id = $1",
-            &[&pm],
-        )
-        .await
-        .unwrap()
-        .get(0);
-    assert!(!usable);
+    let method = app.method_of(&s).await.expect("the seeded card");
+    assert_eq!(method.provider_method_id, pm);
+    assert!(!method.usable);
     // Even forced due, an unusable method is never charged.
-    make_due(&db, sub).await;
+    app.make_due(sub).await;
     assert_eq!(renewer::run_once(app.app()).await.unwrap(), 0);
     assert_eq!(fake.charges(), 1);
     end_period(&db, sub).await;
     assert_eq!(expirer::run_once(app.app()).await.unwrap(), 1);
-    assert_eq!(sub_row(&db, sub).await.status, "expired");
+    assert_eq!(
+        app.subscription(sub).await.status,
+        SubscriptionStatus::Expired
+    );
 }
 
 #[tokio::test]
 async fn cancel_stops_renewal_and_the_expirer_ends_it_at_the_period_end() {
-    let (app, fake) = with_fake_yookassa(|_| {}).await;
-    let user = Uuid::new_v4();
-    let sub = subscribed(&app, &fake, user).await;
+    let app = TestApp::builder().fake_yookassa().start().await;
+    let fake = app.yookassa();
+    let user = UserId::new();
+    let sub = subscribed(&app, user).await;
     let (status, body) = app
         .post(
             "/api/v1/subscriptions/cancel",
@@ -539,23 +505,30 @@ async fn cancel_stops_renewal_and_the_expirer_ends_it_at_the_period_end() {
     assert_eq!(status, 200, "{body}");
     assert_eq!(body["auto_renew"], false);
     let db = app.sql().await;
-    make_due(&db, sub).await;
+    app.make_due(sub).await;
     assert_eq!(renewer::run_once(app.app()).await.unwrap(), 0);
     assert_eq!(fake.charges(), 0);
     assert_eq!(expirer::run_once(app.app()).await.unwrap(), 0);
-    assert_eq!(sub_row(&db, sub).await.status, "active");
+    assert_eq!(
+        app.subscription(sub).await.status,
+        SubscriptionStatus::Active
+    );
     end_period(&db, sub).await;
     assert_eq!(expirer::run_once(app.app()).await.unwrap(), 1);
-    assert_eq!(sub_row(&db, sub).await.status, "expired");
-    let types = outbox_types(&db).await;
+    assert_eq!(
+        app.subscription(sub).await.status,
+        SubscriptionStatus::Expired
+    );
+    let types = app.outbox_types().await;
     assert_eq!(types.last().unwrap(), "subscription.expired", "{types:?}");
 }
 
 #[tokio::test]
 async fn resume_after_cancel_charges_again() {
-    let (app, fake) = with_fake_yookassa(|_| {}).await;
-    let user = Uuid::new_v4();
-    let sub = subscribed(&app, &fake, user).await;
+    let app = TestApp::builder().fake_yookassa().start().await;
+    let fake = app.yookassa();
+    let user = UserId::new();
+    let sub = subscribed(&app, user).await;
     let token = app.token(user);
     let (status, _) = app
         .post(
@@ -574,27 +547,26 @@ async fn resume_after_cancel_charges_again() {
         .await;
     assert_eq!(status, 200, "{body}");
     assert_eq!(body["auto_renew"], true);
-    let db = app.sql().await;
-    let before = sub_row(&db, sub).await;
-    make_due(&db, sub).await;
+    let before = app.subscription(sub).await;
+    app.make_due(sub).await;
     assert_eq!(renewer::run_once(app.app()).await.unwrap(), 1);
     assert_eq!(fake.charges(), 1);
-    let after = sub_row(&db, sub).await;
+    let after = app.subscription(sub).await;
     assert_eq!(
-        after.end,
-        before.end.checked_add_months(Months::new(1)).unwrap()
+        after.current_period_end,
+        before
+            .current_period_end
+            .checked_add_months(Months::new(1))
+            .unwrap()
     );
 }
 
 #[tokio::test]
 async fn a_renewal_still_pending_a_day_after_the_period_end_is_expired() {
-    let (app, _fake) = with_fake_yookassa(|_| {}).await;
+    let app = TestApp::builder().fake_yookassa().start().await;
     let db = app.sql().await;
-    let (sub, _) = due(&db).await;
-    let payment = renewer::prepare(app.app(), SubscriptionId::from_uuid(sub))
-        .await
-        .unwrap()
-        .unwrap();
+    let (sub, _) = app.due().await;
+    let payment = renewer::prepare(app.app(), sub).await.unwrap().unwrap();
     db.execute(
         "UPDATE subscriptions SET current_period_start = now() - interval '40 days', \
          current_period_end = now() - interval '25 hours' WHERE id = $1",
@@ -610,18 +582,18 @@ async fn a_renewal_still_pending_a_day_after_the_period_end_is_expired() {
     .await
     .unwrap();
     assert_eq!(expirer::run_once(app.app()).await.unwrap(), 1);
-    assert_eq!(sub_row(&db, sub).await.status, "expired");
+    assert_eq!(
+        app.subscription(sub).await.status,
+        SubscriptionStatus::Expired
+    );
 }
 
 #[tokio::test]
 async fn a_renewal_pending_at_the_period_end_keeps_access_as_past_due() {
-    let (app, _fake) = with_fake_yookassa(|_| {}).await;
+    let app = TestApp::builder().fake_yookassa().start().await;
     let db = app.sql().await;
-    let (sub, _) = due(&db).await;
-    let payment = renewer::prepare(app.app(), SubscriptionId::from_uuid(sub))
-        .await
-        .unwrap()
-        .unwrap();
+    let (sub, _) = app.due().await;
+    let payment = renewer::prepare(app.app(), sub).await.unwrap().unwrap();
     db.execute(
         "UPDATE subscriptions SET current_period_start = now() - interval '31 days', \
          current_period_end = now() - interval '1 hour' WHERE id = $1",
@@ -637,11 +609,11 @@ async fn a_renewal_pending_at_the_period_end_keeps_access_as_past_due() {
     .unwrap();
     assert_eq!(expirer::run_once(app.app()).await.unwrap(), 1);
     assert_eq!(
-        sub_row(&db, sub).await.status,
-        "past_due",
+        app.subscription(sub).await.status,
+        SubscriptionStatus::PastDue,
         "access continues while the renewal is in flight"
     );
-    let types = outbox_types(&db).await;
+    let types = app.outbox_types().await;
     assert_eq!(
         types.last().map(String::as_str),
         Some("subscription.past_due")
@@ -655,13 +627,11 @@ async fn a_renewal_pending_at_the_period_end_keeps_access_as_past_due() {
 
 #[tokio::test]
 async fn a_renewal_pending_for_a_day_is_not_failed_by_the_reconciler() {
-    let (app, fake) = with_fake_yookassa(|_| {}).await;
+    let app = TestApp::builder().fake_yookassa().start().await;
+    let fake = app.yookassa();
     let db = app.sql().await;
-    let (sub, _) = due(&db).await;
-    let payment = renewer::prepare(app.app(), SubscriptionId::from_uuid(sub))
-        .await
-        .unwrap()
-        .unwrap();
+    let (sub, _) = app.due().await;
+    let payment = renewer::prepare(app.app(), sub).await.unwrap().unwrap();
     // Sent to the provider, which keeps it pending (e.g. receipt-first fiscalisation).
     billing::service::create::send(app.app(), &payment)
         .await
@@ -673,23 +643,12 @@ async fn a_renewal_pending_for_a_day_is_not_failed_by_the_reconciler() {
     )
     .await
     .unwrap();
-    let pid: String = db
-        .query_one(
-            "SELECT provider_payment_id FROM payments WHERE id = $1",
-            &[&payment.id],
-        )
-        .await
-        .unwrap()
-        .get(0);
+    let pid = app.provider_id(payment.id).await;
     fake.patch(&pid, "status", serde_json::json!("pending"));
     reconciler::run_once(app.app()).await.unwrap();
-    let status: String = db
-        .query_one("SELECT status FROM payments WHERE id = $1", &[&payment.id])
-        .await
-        .unwrap()
-        .get(0);
     assert_eq!(
-        status, "pending",
+        app.payment(payment.id).await.status,
+        PaymentStatus::Pending,
         "a renewal is left to the provider and the expirer, never failed locally"
     );
 }
@@ -698,12 +657,10 @@ async fn a_renewal_pending_for_a_day_is_not_failed_by_the_reconciler() {
 async fn workers_only_starts_the_jobs_without_a_listener() {
     let db = TestDb::new().await;
     let client = db.client().await;
-    let sub = seed_subscription(&client, Uuid::new_v4(), false, false).await;
+    let sub = seed_subscription(&client, UserId::new(), false, false).await;
     end_period(&client, sub).await;
-    let env = base_env(&db);
-    let config = billing::config::Config::from_lookup(|k| env.get(k).cloned()).unwrap();
     let running = billing::server::start(
-        config,
+        base_config(&db),
         billing::server::ServeOptions {
             api: false,
             workers: true,
@@ -713,14 +670,19 @@ async fn workers_only_starts_the_jobs_without_a_listener() {
     .expect("starts");
     assert!(running.addr.is_none(), "no listener");
     // Each loop runs a batch as soon as it starts: the expirer ends the seeded subscription.
-    let mut status = String::new();
+    let mut status = SubscriptionStatus::Active;
     for _ in 0..100 {
-        status = sub_row(&client, sub).await.status;
-        if status == "expired" {
+        let conn = running.app.db.get().await.unwrap();
+        status = subscriptions::get(&conn, sub)
+            .await
+            .unwrap()
+            .unwrap()
+            .status;
+        if status == SubscriptionStatus::Expired {
             break;
         }
         tokio::time::sleep(std::time::Duration::from_millis(50)).await;
     }
-    assert_eq!(status, "expired");
+    assert_eq!(status, SubscriptionStatus::Expired);
     running.stop().await;
 }

@@ -1,40 +1,19 @@
 //! CloudPayments: the adapter, the signed webhook and the fake, over real HTTP
 //! against real PostgreSQL.
 
-mod common;
-
-use std::sync::Arc;
-
-use billing::domain::{Currency, Money, PaymentId, PaymentStatus, UserId};
+use crate::helpers::*;
+use billing::domain::{
+    Currency, InboxStatus, Money, PaySystem, PaymentId, PaymentKind, PaymentStatus, RefundId,
+    RefundStatus, SubscriptionId, SubscriptionStatus, TariffId, UserId,
+};
 use billing::http::webhook_auth::sign_content_hmac;
-use billing::providers::sandbox::cloudpayments::CloudPaymentsSandbox;
 use billing::providers::{CreatePayment, CreateRefund};
 use billing::service::settle::{self, Applied};
-use common::*;
+use billing::store::webhook_inbox;
 use serde_json::{json, Value};
 use uuid::Uuid;
 
-const PUBLIC_ID: &str = "pk_test_cinema";
-const API_SECRET: &str = "cp-api-secret-for-tests";
-
-async fn with_fake_cloudpayments() -> (TestApp, Arc<CloudPaymentsSandbox>) {
-    let fake = CloudPaymentsSandbox::new(PUBLIC_ID, API_SECRET, true);
-    let addr = fake.spawn("127.0.0.1:0".parse().unwrap()).await.unwrap();
-    let app = TestApp::start_with(|env| {
-        env.insert("CLOUDPAYMENTS_PUBLIC_ID".into(), PUBLIC_ID.into());
-        env.insert("CLOUDPAYMENTS_API_SECRET".into(), API_SECRET.into());
-        env.insert(
-            "CLOUDPAYMENTS_API_URL".into(),
-            format!("http://{addr}/sandbox/cloudpayments"),
-        );
-        env.insert("JWT_SECRET_KEY".into(), "test-jwt-key".into());
-    })
-    .await;
-    fake.set_webhook_url(&format!("{}/webhooks/cloudpayments", app.url));
-    (app, fake)
-}
-
-async fn buy(app: &TestApp, user: Uuid, renew: bool) -> (u16, Value) {
+async fn buy(app: &TestApp, user: UserId, renew: bool) -> (u16, Value) {
     let req = app
         .http
         .post(format!(
@@ -47,11 +26,14 @@ async fn buy(app: &TestApp, user: Uuid, renew: bool) -> (u16, Value) {
 }
 
 /// Buys and answers (our payment id, the fake's order id).
-async fn bought(app: &TestApp, fake: &CloudPaymentsSandbox, user: Uuid) -> (String, String) {
+async fn bought(app: &TestApp, user: UserId) -> (PaymentId, String) {
+    let fake = app.cloudpayments();
     let (status, body) = buy(app, user, true).await;
     assert_eq!(status, 201, "{body}");
-    let payment_id = body["payment_id"].as_str().unwrap().to_owned();
-    let order = fake.order_for_invoice(&payment_id).expect("an order");
+    let payment_id = payment_id(&body);
+    let order = fake
+        .order_for_invoice(&payment_id.to_string())
+        .expect("an order");
     (payment_id, order["Id"].as_str().unwrap().to_owned())
 }
 
@@ -76,11 +58,11 @@ async fn post_notification(
 
 async fn post_json(app: &TestApp, kind: &str, body: &Value) -> (u16, Value) {
     let raw = serde_json::to_vec(body).unwrap();
-    post_notification(app, kind, &raw, "application/json", Some(API_SECRET)).await
+    post_notification(app, kind, &raw, "application/json", Some(CP_API_SECRET)).await
 }
 
 /// A pay notification for our payment, as CloudPayments would send it.
-fn pay_body(payment_id: &str, user: Uuid, transaction: i64) -> Value {
+fn pay_body(payment_id: PaymentId, user: UserId, transaction: i64) -> Value {
     json!({
         "TransactionId": transaction, "Amount": 299.00, "Currency": "RUB",
         "InvoiceId": payment_id, "AccountId": user.to_string(), "Status": "Completed",
@@ -90,22 +72,11 @@ fn pay_body(payment_id: &str, user: Uuid, transaction: i64) -> Value {
     })
 }
 
-async fn payment_row(app: &TestApp, id: &str) -> tokio_postgres::Row {
-    app.sql()
-        .await
-        .query_one(
-            "SELECT status, provider_payment_id, review_reason, cancellation_reason, cancellation_party \
-             FROM payments WHERE id = $1",
-            &[&Uuid::parse_str(id).unwrap()],
-        )
-        .await
-        .unwrap()
-}
-
 #[tokio::test]
 async fn a_purchase_through_the_checkout_page_activates_a_subscription_with_the_saved_token() {
-    let (app, fake) = with_fake_cloudpayments().await;
-    let user = Uuid::new_v4();
+    let app = TestApp::builder().fake_cloudpayments().start().await;
+    let fake = app.cloudpayments();
+    let user = UserId::new();
     let (status, body) = buy(&app, user, true).await;
     assert_eq!(status, 201, "{body}");
     assert_eq!(body["status"], "pending");
@@ -115,9 +86,9 @@ async fn a_purchase_through_the_checkout_page_activates_a_subscription_with_the_
     );
     let url = body["confirmation_url"].as_str().unwrap();
     assert!(url.contains("/sandbox/cloudpayments/checkout/"), "{url}");
-    let payment_id = body["payment_id"].as_str().unwrap();
+    let payment_id = payment_id(&body);
 
-    let order = fake.order_for_invoice(payment_id).unwrap();
+    let order = fake.order_for_invoice(&payment_id.to_string()).unwrap();
     assert_eq!(
         order["AccountId"],
         user.to_string(),
@@ -128,9 +99,8 @@ async fn a_purchase_through_the_checkout_page_activates_a_subscription_with_the_
         json!(299.0),
         "a JSON number in major units"
     );
-    let row = payment_row(&app, payment_id).await;
     assert_eq!(
-        row.get::<_, Option<String>>(1),
+        app.payment(payment_id).await.provider_payment_id,
         None,
         "an order is not a transaction: no provider id yet"
     );
@@ -157,32 +127,34 @@ async fn a_purchase_through_the_checkout_page_activates_a_subscription_with_the_
     let transaction = fake
         .transactions()
         .into_iter()
-        .find(|t| t["InvoiceId"] == payment_id)
+        .find(|t| t["InvoiceId"] == payment_id.to_string())
         .unwrap();
-    let row = payment_row(&app, payment_id).await;
-    assert_eq!(row.get::<_, String>(0), "succeeded");
+    let payment = app.payment(payment_id).await;
+    assert_eq!(payment.status, PaymentStatus::Succeeded);
     assert_eq!(
-        row.get::<_, Option<String>>(1),
+        payment.provider_payment_id,
         Some(transaction["TransactionId"].to_string()),
         "the pay notification's TransactionId is adopted"
     );
-    let db = app.sql().await;
-    let token: String = db
-        .query_one(
-            "SELECT provider_method_id FROM payment_methods WHERE pay_system = 'cloudpayments' AND user_id = $1",
-            &[&user],
-        )
-        .await
-        .unwrap()
-        .get(0);
-    assert_eq!(token, transaction["Token"].as_str().unwrap());
+    let methods = app.methods_of(user).await;
+    let saved = methods
+        .iter()
+        .find(|m| m.pay_system == PaySystem::CloudPayments)
+        .expect("the token is saved");
     assert_eq!(
-        outbox_types(&db).await,
-        ["payment.succeeded", "subscription.activated"]
+        saved.provider_method_id,
+        transaction["Token"].as_str().unwrap()
     );
     assert_eq!(
-        app.count("SELECT count(*) FROM webhook_inbox WHERE provider = 'cloudpayments' AND status = 'processed'")
-            .await,
+        app.outbox_types().await,
+        ["payment.succeeded", "subscription.activated"]
+    );
+    let processed = app.inbox_with(InboxStatus::Processed).await;
+    assert_eq!(
+        processed
+            .iter()
+            .filter(|r| r.provider == "cloudpayments")
+            .count(),
         2,
         "check and pay, both processed"
     );
@@ -190,10 +162,11 @@ async fn a_purchase_through_the_checkout_page_activates_a_subscription_with_the_
 
 #[tokio::test]
 async fn a_form_encoded_notification_verifies_and_applies() {
-    let (app, fake) = with_fake_cloudpayments().await;
+    let app = TestApp::builder().fake_cloudpayments().start().await;
+    let fake = app.cloudpayments();
     fake.set_form_notifications(true);
-    let user = Uuid::new_v4();
-    let (payment_id, order) = bought(&app, &fake, user).await;
+    let user = UserId::new();
+    let (payment_id, order) = bought(&app, user).await;
     let t = fake
         .pay_order(&order, None)
         .await
@@ -201,24 +174,24 @@ async fn a_form_encoded_notification_verifies_and_applies() {
         .expect("check accepted");
     assert_eq!(t["Status"], "Completed");
     assert_eq!(
-        payment_row(&app, &payment_id).await.get::<_, String>(0),
-        "succeeded"
+        app.payment(payment_id).await.status,
+        PaymentStatus::Succeeded
     );
-    let content_type: String = app
-        .sql()
+    let pay = app
+        .inbox()
         .await
-        .query_one(
-            "SELECT content_type FROM webhook_inbox WHERE event = 'pay'",
-            &[],
-        )
+        .into_iter()
+        .find(|r| r.event == "pay")
+        .unwrap();
+    let stored = webhook_inbox::stored(&app.conn().await, pay.id)
         .await
-        .unwrap()
-        .get(0);
+        .unwrap();
+    let content_type = stored.content_type.unwrap();
     assert!(content_type.starts_with("application/x-www-form-urlencoded"));
 
     // And by hand: TestMode as `1`, the amount as text.
-    let user2 = Uuid::new_v4();
-    let (payment2, _) = bought(&app, &fake, user2).await;
+    let user2 = UserId::new();
+    let (payment2, _) = bought(&app, user2).await;
     let form = format!(
         "TransactionId=555&Amount=299.00&Currency=RUB&InvoiceId={payment2}&AccountId={user2}&TestMode=1&Status=Completed&Token=tk_form&CardLastFour=1111"
     );
@@ -227,22 +200,19 @@ async fn a_form_encoded_notification_verifies_and_applies() {
         "pay",
         form.as_bytes(),
         "application/x-www-form-urlencoded",
-        Some(API_SECRET),
+        Some(CP_API_SECRET),
     )
     .await;
     assert_eq!((status, answer), (200, json!({"code": 0})));
-    assert_eq!(
-        payment_row(&app, &payment2).await.get::<_, String>(0),
-        "succeeded"
-    );
+    assert_eq!(app.payment(payment2).await.status, PaymentStatus::Succeeded);
 }
 
 #[tokio::test]
 async fn a_missing_or_wrong_content_hmac_is_401_and_stores_nothing() {
-    let (app, fake) = with_fake_cloudpayments().await;
-    let user = Uuid::new_v4();
-    let (payment_id, _) = bought(&app, &fake, user).await;
-    let body = serde_json::to_vec(&pay_body(&payment_id, user, 777)).unwrap();
+    let app = TestApp::builder().fake_cloudpayments().start().await;
+    let user = UserId::new();
+    let (payment_id, _) = bought(&app, user).await;
+    let body = serde_json::to_vec(&pay_body(payment_id, user, 777)).unwrap();
 
     let (status, err) = post_notification(&app, "pay", &body, "application/json", None).await;
     assert_eq!(status, 401, "{err}");
@@ -263,7 +233,7 @@ async fn a_missing_or_wrong_content_hmac_is_401_and_stores_nothing() {
         .header("content-type", "application/json")
         .header(
             "Content-HMAC",
-            sign_content_hmac(API_SECRET.as_bytes(), b"{}"),
+            sign_content_hmac(CP_API_SECRET.as_bytes(), b"{}"),
         )
         .body(body.clone())
         .send()
@@ -280,8 +250,8 @@ async fn a_missing_or_wrong_content_hmac_is_401_and_stores_nothing() {
         .unwrap();
     assert_eq!(resp.status(), 401);
 
-    assert_eq!(app.count("SELECT count(*) FROM webhook_inbox").await, 0);
-    assert_eq!(app.count("SELECT count(*) FROM subscriptions").await, 0);
+    assert_eq!(app.inbox().await.len(), 0);
+    assert_eq!(app.subscriptions().await.len(), 0);
     let metrics = app.metrics().await;
     assert!(
         metrics
@@ -295,10 +265,10 @@ async fn a_missing_or_wrong_content_hmac_is_401_and_stores_nothing() {
 
 #[tokio::test]
 async fn check_answers_by_code_and_unknown_kinds_are_404() {
-    let (app, fake) = with_fake_cloudpayments().await;
-    let user = Uuid::new_v4();
-    let (payment_id, _) = bought(&app, &fake, user).await;
-    let base = pay_body(&payment_id, user, 900);
+    let app = TestApp::builder().fake_cloudpayments().start().await;
+    let user = UserId::new();
+    let (payment_id, _) = bought(&app, user).await;
+    let base = pay_body(payment_id, user, 900);
     let with = |field: &str, value: Value| {
         let mut b = base.clone();
         b[field] = value;
@@ -323,16 +293,11 @@ async fn check_answers_by_code_and_unknown_kinds_are_404() {
             "{body}"
         );
     }
+    let processed = app.inbox_with(InboxStatus::Processed).await;
+    assert_eq!(processed.iter().filter(|r| r.event == "check").count(), 7);
     assert_eq!(
-        app.count(
-            "SELECT count(*) FROM webhook_inbox WHERE event = 'check' AND status = 'processed'"
-        )
-        .await,
-        7
-    );
-    assert_eq!(
-        payment_row(&app, &payment_id).await.get::<_, String>(0),
-        "pending",
+        app.payment(payment_id).await.status,
+        PaymentStatus::Pending,
         "a check moves nothing"
     );
 
@@ -350,18 +315,13 @@ async fn check_answers_by_code_and_unknown_kinds_are_404() {
     )
     .await;
     assert_eq!((status, answer), (200, json!({"code": 0})));
-    assert_eq!(
-        app.count(
-            "SELECT count(*) FROM webhook_inbox WHERE event = 'recurrent' AND status = 'ignored'"
-        )
-        .await,
-        1
-    );
+    let ignored = app.inbox_with(InboxStatus::Ignored).await;
+    assert_eq!(ignored.iter().filter(|r| r.event == "recurrent").count(), 1);
 }
 
 #[tokio::test]
 async fn a_pay_that_disagrees_with_our_payment_grants_nothing() {
-    let (app, fake) = with_fake_cloudpayments().await;
+    let app = TestApp::builder().fake_cloudpayments().start().await;
     let mismatches = [
         ("Amount", json!(1.00)),
         ("Currency", json!("USD")),
@@ -369,67 +329,67 @@ async fn a_pay_that_disagrees_with_our_payment_grants_nothing() {
         ("TestMode", json!(false)),
     ];
     for (i, (field, value)) in mismatches.into_iter().enumerate() {
-        let user = Uuid::new_v4();
-        let (payment_id, _) = bought(&app, &fake, user).await;
-        let mut body = pay_body(&payment_id, user, 7_000 + i as i64);
+        let user = UserId::new();
+        let (payment_id, _) = bought(&app, user).await;
+        let mut body = pay_body(payment_id, user, 7_000 + i as i64);
         body[field] = value;
         let (status, answer) = post_json(&app, "pay", &body).await;
         assert_eq!((status, answer), (200, json!({"code": 0})), "{field}");
-        let row = payment_row(&app, &payment_id).await;
-        assert_eq!(row.get::<_, String>(0), "pending", "{field}");
+        let payment = app.payment(payment_id).await;
+        assert_eq!(payment.status, PaymentStatus::Pending, "{field}");
         assert!(
-            row.get::<_, Option<String>>(2).is_some(),
+            payment.review_reason.is_some(),
             "{field}: flagged for review"
         );
     }
-    assert_eq!(app.count("SELECT count(*) FROM subscriptions").await, 0);
-    assert!(outbox_types(&app.sql().await).await.is_empty());
+    assert_eq!(app.subscriptions().await.len(), 0);
+    assert!(app.outbox_types().await.is_empty());
 }
 
 #[tokio::test]
 async fn repeated_pay_notifications_activate_once() {
-    let (app, fake) = with_fake_cloudpayments().await;
-    let user = Uuid::new_v4();
-    let (payment_id, _) = bought(&app, &fake, user).await;
-    let body = pay_body(&payment_id, user, 4242);
+    let app = TestApp::builder().fake_cloudpayments().start().await;
+    let user = UserId::new();
+    let (payment_id, _) = bought(&app, user).await;
+    let body = pay_body(payment_id, user, 4242);
     let sends = (0..10).map(|_| post_json(&app, "pay", &body));
     for (status, answer) in futures::future::join_all(sends).await {
         assert_eq!((status, answer), (200, json!({"code": 0})));
     }
     let (status, _) = post_json(&app, "confirm", &body).await;
     assert_eq!(status, 200);
-    assert_eq!(app.count("SELECT count(*) FROM subscriptions").await, 1);
+    assert_eq!(app.subscriptions().await.len(), 1);
     assert_eq!(
-        outbox_types(&app.sql().await).await,
+        app.outbox_types().await,
         ["payment.succeeded", "subscription.activated"]
     );
 }
 
 #[tokio::test]
 async fn a_declined_attempt_cancels_with_the_mapped_reason_and_lends_no_id() {
-    let (app, fake) = with_fake_cloudpayments().await;
-    let user = Uuid::new_v4();
-    let (payment_id, order) = bought(&app, &fake, user).await;
+    let app = TestApp::builder().fake_cloudpayments().start().await;
+    let fake = app.cloudpayments();
+    let user = UserId::new();
+    let (payment_id, order) = bought(&app, user).await;
     let t = fake.pay_order(&order, Some(5051)).await.unwrap().unwrap();
     assert_eq!(t["Status"], "Declined");
-    let row = payment_row(&app, &payment_id).await;
-    assert_eq!(row.get::<_, String>(0), "canceled");
+    let payment = app.payment(payment_id).await;
+    assert_eq!(payment.status, PaymentStatus::Canceled);
     assert_eq!(
-        row.get::<_, Option<String>>(1),
-        None,
+        payment.provider_payment_id, None,
         "a declined TransactionId is not ours"
     );
     assert_eq!(
-        row.get::<_, Option<String>>(3).as_deref(),
+        payment.cancellation_reason.as_deref(),
         Some("insufficient_funds")
     );
-    assert!(row.get::<_, Option<String>>(4).unwrap().contains("5051"));
-    assert_eq!(outbox_types(&app.sql().await).await, ["payment.canceled"]);
+    assert!(payment.cancellation_party.unwrap().contains("5051"));
+    assert_eq!(app.outbox_types().await, ["payment.canceled"]);
 }
 
 #[tokio::test]
 async fn pay_systems_list_cloudpayments_when_configured() {
-    let (app, _fake) = with_fake_cloudpayments().await;
+    let app = TestApp::builder().fake_cloudpayments().start().await;
     let (status, body) = app.get("/api/v1/pay-systems", None).await;
     assert_eq!(status, 200);
     let aliases: Vec<&str> = body
@@ -444,32 +404,24 @@ async fn pay_systems_list_cloudpayments_when_configured() {
 /// A paid subscription with a saved token: (subscription id, token, period end).
 async fn subscribed(
     app: &TestApp,
-    fake: &CloudPaymentsSandbox,
-    user: Uuid,
-) -> (Uuid, String, chrono::DateTime<chrono::Utc>) {
-    let (_, order) = bought(app, fake, user).await;
+    user: UserId,
+) -> (SubscriptionId, String, chrono::DateTime<chrono::Utc>) {
+    let fake = app.cloudpayments();
+    let (_, order) = bought(app, user).await;
     let t = fake.pay_order(&order, None).await.unwrap().unwrap();
-    let row = app
-        .sql()
-        .await
-        .query_one(
-            "SELECT id, current_period_end FROM subscriptions WHERE user_id = $1",
-            &[&user],
-        )
-        .await
-        .unwrap();
+    let sub = app.subscription_of(user).await;
     (
-        row.get(0),
+        sub.id,
         t["Token"].as_str().unwrap().to_owned(),
-        row.get(1),
+        sub.current_period_end,
     )
 }
 
 /// A renewal payment row, committed before the provider call as the renewer does.
 async fn renewal_row(
     app: &TestApp,
-    user: Uuid,
-    sub: Uuid,
+    user: UserId,
+    sub: SubscriptionId,
     period_start: chrono::DateTime<chrono::Utc>,
 ) -> (PaymentId, String) {
     let id = PaymentId::new();
@@ -481,7 +433,7 @@ async fn renewal_row(
              currency, renew, description, provider_idempotence_key, livemode, period_start, attempt) \
              VALUES ($1, $2, $3, $4, 'cloudpayments', 'renewal', 'pending', 29900, 'RUB', true, \
              'Renewal: Monthly', $5, false, $6, 1)",
-            &[&id, &user, &Uuid::parse_str(MONTH_TARIFF).unwrap(), &sub, &key, &period_start],
+            &[&id, &user, &MONTH_TARIFF.parse::<TariffId>().unwrap(), &sub, &key, &period_start],
         )
         .await
         .unwrap();
@@ -491,9 +443,10 @@ async fn renewal_row(
 #[tokio::test]
 async fn a_renewal_charges_the_saved_token_once_and_extends_the_period() {
     // The renewer job is not on this branch: drive its two steps directly.
-    let (app, fake) = with_fake_cloudpayments().await;
-    let user = Uuid::new_v4();
-    let (sub, token, end) = subscribed(&app, &fake, user).await;
+    let app = TestApp::builder().fake_cloudpayments().start().await;
+    let fake = app.cloudpayments();
+    let user = UserId::new();
+    let (sub, token, end) = subscribed(&app, user).await;
     let (payment_id, key) = renewal_row(&app, user, sub, end).await;
     let provider = app
         .app()
@@ -503,7 +456,7 @@ async fn a_renewal_charges_the_saved_token_once_and_extends_the_period() {
         .expect("configured");
     let create = CreatePayment {
         our_id: payment_id,
-        user_id: UserId::from_uuid(user),
+        user_id: user,
         amount: Money::new(29_900, Currency::Rub),
         description: "Renewal: Monthly".into(),
         idempotence_key: key.clone(),
@@ -525,28 +478,17 @@ async fn a_renewal_charges_the_saved_token_once_and_extends_the_period() {
         settle::apply(app.app(), payment_id, &first).await.unwrap(),
         Applied::Moved(PaymentStatus::Succeeded)
     );
-    let row = app
-        .sql()
-        .await
-        .query_one(
-            "SELECT current_period_end, status FROM subscriptions WHERE id = $1",
-            &[&sub],
-        )
-        .await
-        .unwrap();
-    let new_end: chrono::DateTime<chrono::Utc> = row.get(0);
+    let renewed = app.subscription(sub).await;
     assert_eq!(
-        new_end,
+        renewed.current_period_end,
         end.checked_add_months(chrono::Months::new(1)).unwrap()
     );
-    assert_eq!(row.get::<_, String>(1), "active");
+    assert_eq!(renewed.status, SubscriptionStatus::Active);
     assert_eq!(
-        payment_row(&app, &payment_id.to_string())
-            .await
-            .get::<_, Option<String>>(1),
+        app.payment(payment_id).await.provider_payment_id,
         Some(first.id.clone())
     );
-    let types = outbox_types(&app.sql().await).await;
+    let types = app.outbox_types().await;
     assert_eq!(
         types.last().map(String::as_str),
         Some("subscription.renewed")
@@ -555,16 +497,17 @@ async fn a_renewal_charges_the_saved_token_once_and_extends_the_period() {
 
 #[tokio::test]
 async fn a_hard_decline_of_a_renewal_stops_using_the_token() {
-    let (app, fake) = with_fake_cloudpayments().await;
-    let user = Uuid::new_v4();
-    let (sub, token, end) = subscribed(&app, &fake, user).await;
+    let app = TestApp::builder().fake_cloudpayments().start().await;
+    let fake = app.cloudpayments();
+    let user = UserId::new();
+    let (sub, token, end) = subscribed(&app, user).await;
     fake.decline_token(&token, 5054);
     let (payment_id, key) = renewal_row(&app, user, sub, end).await;
     let provider = app.app().providers.cloudpayments.clone().unwrap();
     let pp = provider
         .create_payment(&CreatePayment {
             our_id: payment_id,
-            user_id: UserId::from_uuid(user),
+            user_id: user,
             amount: Money::new(29_900, Currency::Rub),
             description: "Renewal: Monthly".into(),
             idempotence_key: key,
@@ -579,28 +522,22 @@ async fn a_hard_decline_of_a_renewal_stops_using_the_token() {
     assert_eq!(c.reason, "card_expired");
     assert!(c.party.contains("5054"), "{}", c.party);
     settle::apply(app.app(), payment_id, &pp).await.unwrap();
-    let db = app.sql().await;
-    let row = db
-        .query_one(
-            "SELECT s.status, s.next_charge_at IS NULL, m.usable FROM subscriptions s \
-             JOIN payment_methods m ON m.id = s.payment_method_id WHERE s.id = $1",
-            &[&sub],
-        )
-        .await
-        .unwrap();
-    assert_eq!(row.get::<_, String>(0), "past_due");
-    assert!(row.get::<_, bool>(1), "a hard decline is not retried");
-    assert!(!row.get::<_, bool>(2), "the token is not used again");
+    let s = app.subscription(sub).await;
+    let method = app.method_of(&s).await.expect("a saved method");
+    assert_eq!(s.status, SubscriptionStatus::PastDue);
+    assert!(s.next_charge_at.is_none(), "a hard decline is not retried");
+    assert!(!method.usable, "the token is not used again");
 }
 
 #[tokio::test]
 async fn refunds_ours_are_matched_by_id_and_dashboard_ones_are_recorded() {
-    let (app, fake) = with_fake_cloudpayments().await;
+    let app = TestApp::builder().fake_cloudpayments().start().await;
+    let fake = app.cloudpayments();
     let provider = app.app().providers.cloudpayments.clone().unwrap();
 
     // Ours: a partial refund through the API, then its notification matches it.
-    let user = Uuid::new_v4();
-    let (_, order) = bought(&app, &fake, user).await;
+    let user = UserId::new();
+    let (_, order) = bought(&app, user).await;
     let t = fake.pay_order(&order, None).await.unwrap().unwrap();
     let refund = provider
         .create_refund(&CreateRefund {
@@ -612,14 +549,14 @@ async fn refunds_ours_are_matched_by_id_and_dashboard_ones_are_recorded() {
         .await
         .unwrap();
     assert_eq!(fake.refunds(), 1);
-    let payment_id = t["InvoiceId"].as_str().unwrap();
+    let payment_id: PaymentId = t["InvoiceId"].as_str().unwrap().parse().unwrap();
     app.sql()
         .await
         .execute(
             "INSERT INTO refunds (id, payment_id, pay_system, amount_minor, currency, status, reason, initiated_by, \
              provider_idempotence_key, provider_refund_id) VALUES ($1, $2, 'cloudpayments', 10000, 'RUB', 'pending', \
              'goodwill', 'admin', 'k1', $3)",
-            &[&Uuid::new_v4(), &Uuid::parse_str(payment_id).unwrap(), &refund.id],
+            &[&RefundId::new(), &payment_id, &refund.id],
         )
         .await
         .unwrap();
@@ -631,55 +568,44 @@ async fn refunds_ours_are_matched_by_id_and_dashboard_ones_are_recorded() {
     )
     .await;
     assert_eq!(status, 200);
+    assert_eq!(app.refunds().await.len(), 1, "matched, not duplicated");
     assert_eq!(
-        app.count("SELECT count(*) FROM refunds").await,
-        1,
-        "matched, not duplicated"
-    );
-    assert_eq!(
-        payment_row(&app, payment_id).await.get::<_, String>(0),
-        "partially_refunded"
+        app.payment(payment_id).await.status,
+        PaymentStatus::PartiallyRefunded
     );
 
     // Theirs: a full refund made in the merchant dashboard.
-    let user2 = Uuid::new_v4();
-    let (_, order2) = bought(&app, &fake, user2).await;
+    let user2 = UserId::new();
+    let (payment2, order2) = bought(&app, user2).await;
     let t2 = fake.pay_order(&order2, None).await.unwrap().unwrap();
     let tx2 = t2["TransactionId"].as_i64().unwrap();
     assert_eq!(
         fake.refund_in_dashboard(tx2, json!(299.00)).await.unwrap(),
         (200, 0)
     );
-    let db = app.sql().await;
-    let row = db
-        .query_one(
-            "SELECT r.initiated_by, r.status, r.amount_minor, p.status FROM refunds r JOIN payments p ON p.id = r.payment_id \
-             WHERE p.provider_payment_id = $1",
-            &[&tx2.to_string()],
-        )
+    let payment2 = app.payment(payment2).await;
+    assert_eq!(payment2.provider_payment_id, Some(tx2.to_string()));
+    let refunds: Vec<_> = app
+        .refunds()
         .await
-        .unwrap();
-    assert_eq!(row.get::<_, String>(0), "provider");
-    assert_eq!(row.get::<_, String>(1), "succeeded");
-    assert_eq!(row.get::<_, i64>(2), 29_900);
-    assert_eq!(row.get::<_, String>(3), "refunded");
-    let status: String = db
-        .query_one(
-            "SELECT status FROM subscriptions WHERE user_id = $1",
-            &[&user2],
-        )
-        .await
-        .unwrap()
-        .get(0);
+        .into_iter()
+        .filter(|r| r.payment_id == payment2.id)
+        .collect();
+    assert_eq!(refunds.len(), 1, "{refunds:?}");
+    assert_eq!(refunds[0].initiated_by, "provider");
+    assert_eq!(refunds[0].status, RefundStatus::Succeeded);
+    assert_eq!(refunds[0].amount.minor(), 29_900);
+    assert_eq!(payment2.status, PaymentStatus::Refunded);
     assert_eq!(
-        status, "canceled",
+        app.subscription_of(user2).await.status,
+        SubscriptionStatus::Canceled,
         "a full refund of the paid period ends access"
     );
 }
 
 #[tokio::test]
 async fn every_fixture_is_accepted_when_signed() {
-    let (app, _fake) = with_fake_cloudpayments().await;
+    let app = TestApp::builder().fake_cloudpayments().start().await;
     let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("fixtures/cloudpayments");
     for kind in [
         "check",
@@ -692,33 +618,28 @@ async fn every_fixture_is_accepted_when_signed() {
     ] {
         let raw = std::fs::read(dir.join(format!("{kind}.json"))).unwrap();
         let (status, answer) =
-            post_notification(&app, kind, &raw, "application/json", Some(API_SECRET)).await;
+            post_notification(&app, kind, &raw, "application/json", Some(CP_API_SECRET)).await;
         assert_eq!(status, 200, "{kind}: {answer}");
         // No such invoice here: check refuses it, every other kind is accepted.
         let expected = if kind == "check" { 10 } else { 0 };
         assert_eq!(answer["code"], expected, "{kind}");
     }
-    assert_eq!(app.count("SELECT count(*) FROM webhook_inbox").await, 7);
+    assert_eq!(app.inbox().await.len(), 7);
 }
 
 #[tokio::test]
 async fn a_failed_call_is_retried_with_the_same_request_id() {
-    let (app, fake) = with_fake_cloudpayments().await;
+    let app = TestApp::builder().fake_cloudpayments().start().await;
+    let fake = app.cloudpayments();
     fake.fail_requests(1);
-    let user = Uuid::new_v4();
+    let user = UserId::new();
     let (status, body) = buy(&app, user, false).await;
     assert_eq!(status, 201, "{body}");
     assert_eq!(fake.orders_created(), 1);
-    let key: String = app
-        .sql()
+    let key = app
+        .payment(payment_id(&body))
         .await
-        .query_one(
-            "SELECT provider_idempotence_key FROM payments WHERE id = $1",
-            &[&Uuid::parse_str(body["payment_id"].as_str().unwrap()).unwrap()],
-        )
-        .await
-        .unwrap()
-        .get(0);
+        .provider_idempotence_key;
     assert_eq!(
         fake.requests_with_key(&key),
         2,
@@ -728,12 +649,13 @@ async fn a_failed_call_is_retried_with_the_same_request_id() {
 
 #[tokio::test]
 async fn a_payment_whose_pay_notification_is_lost_is_found_by_the_reconciler() {
-    let (app, fake) = with_fake_cloudpayments().await;
-    let user = Uuid::new_v4();
+    let app = TestApp::builder().fake_cloudpayments().start().await;
+    let fake = app.cloudpayments();
+    let user = UserId::new();
     let (status, body) = buy(&app, user, true).await;
     assert_eq!(status, 201, "{body}");
-    let payment_id = body["payment_id"].as_str().unwrap();
-    let order = fake.order_for_invoice(payment_id).unwrap();
+    let payment_id = payment_id(&body);
+    let order = fake.order_for_invoice(&payment_id.to_string()).unwrap();
     fake.lose_notifications(true);
     let paid = fake
         .pay_order(order["Id"].as_str().unwrap(), None)
@@ -741,26 +663,22 @@ async fn a_payment_whose_pay_notification_is_lost_is_found_by_the_reconciler() {
         .unwrap()
         .unwrap();
     assert_eq!(
-        payment_row(&app, payment_id).await.get::<_, String>(0),
-        "pending",
+        app.payment(payment_id).await.status,
+        PaymentStatus::Pending,
         "no notification arrived"
     );
 
-    app.sql()
-        .await
-        .execute("UPDATE payments SET next_check_at = now()", &[])
-        .await
-        .unwrap();
+    app.make_checks_due().await;
     assert_eq!(
         billing::jobs::reconciler::run_once(app.app())
             .await
             .unwrap(),
         1
     );
-    let row = payment_row(&app, payment_id).await;
-    assert_eq!(row.get::<_, String>(0), "succeeded");
+    let payment = app.payment(payment_id).await;
+    assert_eq!(payment.status, PaymentStatus::Succeeded);
     assert_eq!(
-        row.get::<_, Option<String>>(1),
+        payment.provider_payment_id,
         Some(paid["TransactionId"].to_string())
     );
     let (_, sub) = app
@@ -776,11 +694,12 @@ async fn a_payment_whose_pay_notification_is_lost_is_found_by_the_reconciler() {
 
 #[tokio::test]
 async fn the_renewer_charges_the_saved_token_once_per_period() {
-    let (app, fake) = with_fake_cloudpayments().await;
-    let user = Uuid::new_v4();
+    let app = TestApp::builder().fake_cloudpayments().start().await;
+    let fake = app.cloudpayments();
+    let user = UserId::new();
     let (_, body) = buy(&app, user, true).await;
     let order = fake
-        .order_for_invoice(body["payment_id"].as_str().unwrap())
+        .order_for_invoice(&payment_id(&body).to_string())
         .unwrap();
     fake.pay_order(order["Id"].as_str().unwrap(), None)
         .await
@@ -791,13 +710,14 @@ async fn the_renewer_charges_the_saved_token_once_per_period() {
         .await;
     assert_eq!(before["status"], "active");
 
-    let db = app.sql().await;
-    db.execute(
-        "UPDATE subscriptions SET next_charge_at = now() - interval '1 minute'",
-        &[],
-    )
-    .await
-    .unwrap();
+    app.sql()
+        .await
+        .execute(
+            "UPDATE subscriptions SET next_charge_at = now() - interval '1 minute'",
+            &[],
+        )
+        .await
+        .unwrap();
     for _ in 0..2 {
         billing::jobs::renewer::run_once(app.app()).await.unwrap();
     }
@@ -818,17 +738,15 @@ async fn the_renewer_charges_the_saved_token_once_per_period() {
             .checked_add_months(chrono::Months::new(1))
             .unwrap()
     );
+    let renewals = app.payments_with(PaymentStatus::Succeeded).await;
     assert_eq!(
-        db.query_one(
-            "SELECT count(*) FROM payments WHERE kind = 'renewal' AND status = 'succeeded'",
-            &[]
-        )
-        .await
-        .unwrap()
-        .get::<_, i64>(0),
+        renewals
+            .iter()
+            .filter(|p| p.kind == PaymentKind::Renewal)
+            .count(),
         1
     );
-    let types = outbox_types(&db).await;
+    let types = app.outbox_types().await;
     assert_eq!(
         types.last().map(String::as_str),
         Some("subscription.renewed"),
@@ -838,9 +756,10 @@ async fn the_renewer_charges_the_saved_token_once_per_period() {
 
 #[tokio::test]
 async fn a_refund_notification_that_arrives_before_its_pay_is_kept_and_applied_later() {
-    let (app, fake) = with_fake_cloudpayments().await;
-    let user = Uuid::new_v4();
-    let (payment_id, order) = bought(&app, &fake, user).await;
+    let app = TestApp::builder().fake_cloudpayments().start().await;
+    let fake = app.cloudpayments();
+    let user = UserId::new();
+    let (payment_id, order) = bought(&app, user).await;
     // The pay notification is lost on the way; support refunds part of it at once.
     fake.lose_notifications(true);
     let t = fake.pay_order(&order, None).await.unwrap().unwrap();
@@ -850,47 +769,31 @@ async fn a_refund_notification_that_arrives_before_its_pay_is_kept_and_applied_l
         fake.refund_in_dashboard(tx, json!(100.00)).await.unwrap(),
         (200, 0)
     );
-    let db = app.sql().await;
-    let inbox: String = db
-        .query_one(
-            "SELECT status FROM webhook_inbox WHERE event = 'refund'",
-            &[],
-        )
+    let refund = app
+        .inbox()
         .await
-        .unwrap()
-        .get(0);
+        .into_iter()
+        .find(|r| r.event == "refund")
+        .unwrap();
+    let inbox: InboxStatus = refund.status.parse().unwrap();
     assert!(
-        inbox != "ignored" && inbox != "failed",
+        inbox != InboxStatus::Ignored && inbox != InboxStatus::Failed,
         "a refund that names our payment is kept for retry, got {inbox}"
     );
 
     // The pay arrives late; the stored refund is then applied by the retry worker.
     let (status, body) = post_json(&app, "pay", &t).await;
     assert_eq!((status, body["code"].as_i64()), (200, Some(0)));
-    db.execute("UPDATE webhook_inbox SET next_attempt_at = now()", &[])
-        .await
-        .unwrap();
+    app.make_inbox_due().await;
     billing::jobs::inbox_retry::run_once(app.app())
         .await
         .unwrap();
-    let row = payment_row(&app, &payment_id).await;
-    assert_eq!(row.get::<_, String>(0), "partially_refunded");
-    let refunded: i64 = db
-        .query_one(
-            "SELECT refunded_minor FROM payments WHERE id = $1",
-            &[&Uuid::parse_str(&payment_id).unwrap()],
-        )
-        .await
-        .unwrap()
-        .get(0);
-    assert_eq!(refunded, 10_000);
-    let status: String = db
-        .query_one(
-            "SELECT status FROM subscriptions WHERE user_id = $1",
-            &[&user],
-        )
-        .await
-        .unwrap()
-        .get(0);
-    assert_eq!(status, "active", "a partial refund changes no access");
+    let payment = app.payment(payment_id).await;
+    assert_eq!(payment.status, PaymentStatus::PartiallyRefunded);
+    assert_eq!(payment.refunded_minor, 10_000);
+    assert_eq!(
+        app.subscription_of(user).await.status,
+        SubscriptionStatus::Active,
+        "a partial refund changes no access"
+    );
 }

@@ -3,26 +3,22 @@
 //! service and PostgreSQL, the fake providers over real HTTP with their fault knobs,
 //! and the clock moved by rewriting rows.
 
-mod common;
-
-use std::sync::Arc;
-
+use crate::helpers::*;
+use billing::domain::{
+    PaySystem, PaymentId, PaymentStatus, SubscriptionId, SubscriptionStatus, UserId,
+};
 use billing::jobs::{expirer, reconciler, renewer};
-use billing::providers::sandbox::cloudpayments::CloudPaymentsSandbox;
-use billing::providers::sandbox::{Garble, Outcome, Sandbox};
+use billing::providers::sandbox::{Garble, Outcome};
 use billing::service::create;
+use billing::store::Subscription;
 use chrono::{DateTime, Duration, Months, SecondsFormat, Utc};
-use common::*;
 use serde_json::{json, Value};
 use uuid::Uuid;
-
-const CP_PUBLIC_ID: &str = "pk_test_cinema";
-const CP_SECRET: &str = "cp-api-secret-for-tests";
 
 // ----- helpers -----
 
 /// Moves the period end `ago` into the past, keeping one month before it.
-async fn end_period_ago(db: &tokio_postgres::Client, sub: Uuid, ago: &str) {
+async fn end_period_ago(db: &tokio_postgres::Client, sub: SubscriptionId, ago: &str) {
     db.execute(
         &format!(
             "UPDATE subscriptions SET current_period_start = now() - interval '{ago}' - interval '1 month', \
@@ -42,62 +38,9 @@ async fn end_period_ago(db: &tokio_postgres::Client, sub: Uuid, ago: &str) {
     .unwrap();
 }
 
-async fn make_checks_due(db: &tokio_postgres::Client) {
-    db.execute(
-        "UPDATE payments SET next_check_at = now() - interval '1 second' \
-         WHERE status IN ('pending', 'waiting_for_capture')",
-        &[],
-    )
-    .await
-    .unwrap();
-}
-
-#[derive(Debug)]
-struct SubRow {
-    status: String,
-    end: DateTime<Utc>,
-    next_charge_at: Option<DateTime<Utc>>,
-    attempts: i32,
-    method_usable: Option<bool>,
-}
-
-async fn sub_row(db: &tokio_postgres::Client, sub: Uuid) -> SubRow {
-    let r = db
-        .query_one(
-            "SELECT s.status, s.current_period_end, s.next_charge_at, s.renewal_attempts, m.usable \
-             FROM subscriptions s LEFT JOIN payment_methods m ON m.id = s.payment_method_id WHERE s.id = $1",
-            &[&sub],
-        )
-        .await
-        .unwrap();
-    SubRow {
-        status: r.get(0),
-        end: r.get(1),
-        next_charge_at: r.get(2),
-        attempts: r.get(3),
-        method_usable: r.get(4),
-    }
-}
-
-/// The renewal rows of a subscription: (attempt, status, cancellation_reason, provider id).
-async fn renewals(
-    db: &tokio_postgres::Client,
-    sub: Uuid,
-) -> Vec<(i32, String, Option<String>, Option<String>)> {
-    db.query(
-        "SELECT attempt, status, cancellation_reason, provider_payment_id FROM payments \
-         WHERE subscription_id = $1 AND kind = 'renewal' ORDER BY attempt",
-        &[&sub],
-    )
-    .await
-    .unwrap()
-    .iter()
-    .map(|r| (r.get(0), r.get(1), r.get(2), r.get(3)))
-    .collect()
-}
-
-fn count(types: &[String], t: &str) -> usize {
-    types.iter().filter(|x| *x == t).count()
+/// Whether the subscription's saved method may still be charged (None: it has none).
+async fn method_usable(app: &TestApp, sub: &Subscription) -> Option<bool> {
+    app.method_of(sub).await.map(|m| m.usable)
 }
 
 fn hours_from_now(t: DateTime<Utc>) -> i64 {
@@ -108,36 +51,38 @@ fn hours_from_now(t: DateTime<Utc>) -> i64 {
 
 #[tokio::test]
 async fn a_renewal_refused_for_shop_credentials_keeps_the_cards_and_expires_after_the_grace() {
-    let (app, fake) = with_fake_yookassa(|_| {}).await;
+    let app = TestApp::builder().fake_yookassa().start().await;
+    let fake = app.yookassa();
     let db = app.sql().await;
-    let (sub, _) = due(&db).await;
-    let (other, _) = due(&db).await;
+    let (sub, _) = app.due().await;
+    let (other, _) = app.due().await;
     // A key rotation: every create answers 401 invalid_credentials.
     fake.refuse_creates(Some((401, "invalid_credentials", None)));
     assert_eq!(renewer::run_once(app.app()).await.unwrap(), 2);
     for id in [sub, other] {
-        let s = sub_row(&db, id).await;
+        let s = app.subscription(id).await;
         assert_eq!(
-            s.status, "past_due",
+            s.status,
+            SubscriptionStatus::PastDue,
             "a renewal that ends without money: {s:?}"
         );
         assert_eq!(
-            s.attempts, 0,
+            s.renewal_attempts, 0,
             "our refusal uses none of the viewer's attempts"
         );
         assert_eq!(
-            s.method_usable,
+            method_usable(&app, &s).await,
             Some(true),
             "a key rotation never burns a card"
         );
         let retry = hours_from_now(s.next_charge_at.expect("retried on the dunning schedule"));
         assert!((23..=24).contains(&retry), "first retry after 1d: {retry}h");
     }
-    let rows = renewals(&db, sub).await;
+    let rows = app.renewals(sub).await;
     assert_eq!(rows.len(), 1, "{rows:?}");
-    assert_eq!(rows[0].1, "failed");
+    assert_eq!(rows[0].status, PaymentStatus::Failed);
     assert_eq!(
-        rows[0].2.as_deref(),
+        rows[0].cancellation_reason.as_deref(),
         Some("invalid_credentials"),
         "the row says why"
     );
@@ -147,75 +92,94 @@ async fn a_renewal_refused_for_shop_credentials_keeps_the_cards_and_expires_afte
         "alerted at once"
     );
     assert!(text.contains("renewal_failures_total"), "counted");
-    assert!(outbox_types(&db)
+    assert!(app
+        .outbox_types()
         .await
         .contains(&"subscription.past_due".to_owned()));
 
     // Refused again and again: still past_due, still no viewer attempt used.
     for _ in 0..4 {
-        make_due(&db, sub).await;
+        app.make_due(sub).await;
         assert_eq!(renewer::run_once(app.app()).await.unwrap(), 1);
     }
-    let s = sub_row(&db, sub).await;
-    assert_eq!((s.status.as_str(), s.attempts), ("past_due", 0), "{s:?}");
-    assert_eq!(renewals(&db, sub).await.len(), 5);
+    let s = app.subscription(sub).await;
+    assert_eq!(
+        (s.status, s.renewal_attempts),
+        (SubscriptionStatus::PastDue, 0),
+        "{s:?}"
+    );
+    assert_eq!(app.renewals(sub).await.len(), 5);
 
     // Access lasts at most REFUSAL_GRACE (3d) after the period end, then ends.
     end_period_ago(&db, sub, "2 days").await;
     expirer::run_once(app.app()).await.unwrap();
     assert_eq!(
-        sub_row(&db, sub).await.status,
-        "past_due",
+        app.subscription(sub).await.status,
+        SubscriptionStatus::PastDue,
         "within the grace"
     );
     end_period_ago(&db, sub, "3 days 1 minute").await;
     expirer::run_once(app.app()).await.unwrap();
-    assert_eq!(sub_row(&db, sub).await.status, "expired");
     assert_eq!(
-        sub_row(&db, other).await.status,
-        "past_due",
+        app.subscription(sub).await.status,
+        SubscriptionStatus::Expired
+    );
+    assert_eq!(
+        app.subscription(other).await.status,
+        SubscriptionStatus::PastDue,
         "the other period has not ended"
     );
-    let types = outbox_types(&db).await;
+    let types = app.outbox_types().await;
     assert_eq!(count(&types, "subscription.expired"), 1, "{types:?}");
 
     // Keys fixed: the next retry of the other subscription renews it.
     fake.refuse_creates(None);
-    make_due(&db, other).await;
+    app.make_due(other).await;
     assert_eq!(renewer::run_once(app.app()).await.unwrap(), 1);
-    assert_eq!(sub_row(&db, other).await.status, "active");
+    assert_eq!(
+        app.subscription(other).await.status,
+        SubscriptionStatus::Active
+    );
     assert_eq!(fake.charges(), 1);
 }
 
 #[tokio::test]
 async fn a_renewal_refused_with_autopayments_disabled_is_ours_not_the_viewers() {
-    let (app, fake) = with_fake_yookassa(|_| {}).await;
-    let db = app.sql().await;
-    let (sub, _) = due(&db).await;
+    let app = TestApp::builder().fake_yookassa().start().await;
+    let fake = app.yookassa();
+    let (sub, _) = app.due().await;
     fake.refuse_creates(Some((403, "forbidden", None)));
     assert_eq!(renewer::run_once(app.app()).await.unwrap(), 1);
-    let s = sub_row(&db, sub).await;
-    assert_eq!(s.status, "past_due", "{s:?}");
-    assert_eq!(s.attempts, 0);
-    assert_eq!(s.method_usable, Some(true));
+    let s = app.subscription(sub).await;
+    assert_eq!(s.status, SubscriptionStatus::PastDue, "{s:?}");
+    assert_eq!(s.renewal_attempts, 0);
+    assert_eq!(method_usable(&app, &s).await, Some(true));
     assert!(s.next_charge_at.is_some());
-    assert_eq!(renewals(&db, sub).await[0].2.as_deref(), Some("forbidden"));
+    assert_eq!(
+        app.renewals(sub).await[0].cancellation_reason.as_deref(),
+        Some("forbidden")
+    );
 }
 
 #[tokio::test]
 async fn a_renewal_refused_for_the_saved_method_is_a_hard_decline() {
-    let (app, fake) = with_fake_yookassa(|_| {}).await;
+    let app = TestApp::builder().fake_yookassa().start().await;
+    let fake = app.yookassa();
     let db = app.sql().await;
-    let (sub, _) = due(&db).await;
+    let (sub, _) = app.due().await;
     // YooKassa: the saved method is unknown, revoked or not allowed for this charge.
     fake.refuse_creates(Some((400, "invalid_request", Some("payment_method_id"))));
     assert_eq!(renewer::run_once(app.app()).await.unwrap(), 1);
-    let s = sub_row(&db, sub).await;
-    assert_eq!(s.status, "past_due", "{s:?}");
-    assert_eq!(s.attempts, 1, "counted against the viewer");
+    let s = app.subscription(sub).await;
+    assert_eq!(s.status, SubscriptionStatus::PastDue, "{s:?}");
+    assert_eq!(s.renewal_attempts, 1, "counted against the viewer");
     assert_eq!(s.next_charge_at, None, "no more tries");
-    assert_eq!(s.method_usable, Some(false), "the method is unusable");
-    make_due(&db, sub).await;
+    assert_eq!(
+        method_usable(&app, &s).await,
+        Some(false),
+        "the method is unusable"
+    );
+    app.make_due(sub).await;
     assert_eq!(renewer::run_once(app.app()).await.unwrap(), 0);
     assert_eq!(
         expirer::run_once(app.app()).await.unwrap(),
@@ -224,16 +188,19 @@ async fn a_renewal_refused_for_the_saved_method_is_a_hard_decline() {
     );
     end_period_ago(&db, sub, "1 minute").await;
     assert_eq!(expirer::run_once(app.app()).await.unwrap(), 1);
-    assert_eq!(sub_row(&db, sub).await.status, "expired");
+    assert_eq!(
+        app.subscription(sub).await.status,
+        SubscriptionStatus::Expired
+    );
 }
 
 #[tokio::test]
 async fn no_subscription_outlives_its_period_dunning_and_grace_without_a_payment() {
-    let (app, _fake) = with_fake_yookassa(|_| {}).await;
+    let app = TestApp::builder().fake_yookassa().start().await;
     let db = app.sql().await;
     // Whatever left it so (a bug, a lost update), a charge is still "scheduled".
-    let stuck = seed_subscription(&db, Uuid::new_v4(), true, true).await;
-    let recent = seed_subscription(&db, Uuid::new_v4(), true, true).await;
+    let stuck = app.seed_subscription(UserId::new(), true, true).await;
+    let recent = app.seed_subscription(UserId::new(), true, true).await;
     db.execute(
         "UPDATE subscriptions SET next_charge_at = now() + interval '1 hour' WHERE id = ANY($1)",
         &[&vec![stuck, recent]],
@@ -244,96 +211,115 @@ async fn no_subscription_outlives_its_period_dunning_and_grace_without_a_payment
     end_period_ago(&db, stuck, "10 days 1 minute").await;
     end_period_ago(&db, recent, "2 days").await;
     expirer::run_once(app.app()).await.unwrap();
-    assert_eq!(sub_row(&db, stuck).await.status, "expired");
     assert_eq!(
-        sub_row(&db, recent).await.status,
-        "active",
+        app.subscription(stuck).await.status,
+        SubscriptionStatus::Expired
+    );
+    assert_eq!(
+        app.subscription(recent).await.status,
+        SubscriptionStatus::Active,
         "still within its dunning"
     );
 }
 
 #[tokio::test]
 async fn a_cloudpayments_token_refusal_is_a_hard_decline() {
-    let (app, _yk, cp) = with_both_fakes().await;
-    let user = Uuid::new_v4();
-    let (sub, token) = subscribed_cloudpayments(&app, &cp, user).await;
+    let app = TestApp::builder()
+        .fake_yookassa()
+        .fake_cloudpayments()
+        .start()
+        .await;
+    let cp = app.cloudpayments();
+    let user = UserId::new();
+    let (sub, token) = subscribed_cloudpayments(&app, user).await;
     cp.refuse_token(&token, "Token not found");
     let db = app.sql().await;
-    make_due(&db, sub).await;
+    app.make_due(sub).await;
     assert_eq!(renewer::run_once(app.app()).await.unwrap(), 1);
-    let s = sub_row(&db, sub).await;
-    assert_eq!(s.status, "past_due", "{s:?}");
+    let s = app.subscription(sub).await;
+    assert_eq!(s.status, SubscriptionStatus::PastDue, "{s:?}");
     assert_eq!(s.next_charge_at, None, "no more tries");
-    assert_eq!(s.method_usable, Some(false));
-    assert_eq!(s.attempts, 1);
+    assert_eq!(method_usable(&app, &s).await, Some(false));
+    assert_eq!(s.renewal_attempts, 1);
     end_period_ago(&db, sub, "1 minute").await;
     assert_eq!(expirer::run_once(app.app()).await.unwrap(), 1);
-    assert_eq!(sub_row(&db, sub).await.status, "expired");
+    assert_eq!(
+        app.subscription(sub).await.status,
+        SubscriptionStatus::Expired
+    );
 }
 
 // ----- scenario 2: an unreadable answer is no refusal -----
 
 #[tokio::test]
 async fn an_unreadable_renewal_answer_is_resent_with_the_same_key_and_charged_once() {
-    let (app, fake) = with_fake_yookassa(|_| {}).await;
-    let db = app.sql().await;
+    let app = TestApp::builder().fake_yookassa().start().await;
+    let fake = app.yookassa();
     for (n, how) in [Garble::CutOff, Garble::NotJson].into_iter().enumerate() {
-        let (sub, _) = due(&db).await;
-        let before = sub_row(&db, sub).await;
+        let (sub, _) = app.due().await;
+        let before = app.subscription(sub).await;
         // The charge is made, but every answer the client gets (3 tries) is unreadable.
         fake.garble_create_answers(3, how);
         assert_eq!(renewer::run_once(app.app()).await.unwrap(), 1);
-        let rows = renewals(&db, sub).await;
+        let rows = app.renewals(sub).await;
         assert_eq!(rows.len(), 1, "{how:?}: {rows:?}");
-        assert_eq!(rows[0].1, "pending", "{how:?}: outcome unknown, not failed");
-        assert_eq!(sub_row(&db, sub).await.status, "active", "{how:?}");
-        let key: String = db
-            .query_one(
-                "SELECT provider_idempotence_key FROM payments WHERE subscription_id = $1",
-                &[&sub],
-            )
-            .await
-            .unwrap()
-            .get(0);
+        assert_eq!(
+            rows[0].status,
+            PaymentStatus::Pending,
+            "{how:?}: outcome unknown, not failed"
+        );
+        assert_eq!(
+            app.subscription(sub).await.status,
+            SubscriptionStatus::Active,
+            "{how:?}"
+        );
+        let key = rows[0].provider_idempotence_key.clone();
         // The lease lapses: the same key again, and the provider's answer is read this time.
-        make_due(&db, sub).await;
+        app.make_due(sub).await;
         renewer::run_once(app.app()).await.unwrap();
         assert_eq!(fake.charges(), n as u64 + 1, "{how:?}: charged once");
         assert_eq!(fake.requests_with_key(&key), 4, "{how:?}: 3 unreadable + 1");
-        let rows = renewals(&db, sub).await;
+        let rows = app.renewals(sub).await;
         assert_eq!(rows.len(), 1, "{how:?}: never a new key: {rows:?}");
-        assert_eq!(rows[0].1, "succeeded", "{how:?}");
-        let s = sub_row(&db, sub).await;
-        assert_eq!(s.status, "active");
+        assert_eq!(rows[0].status, PaymentStatus::Succeeded, "{how:?}");
+        let s = app.subscription(sub).await;
+        assert_eq!(s.status, SubscriptionStatus::Active);
         assert_eq!(
-            s.end,
-            before.end.checked_add_months(Months::new(1)).unwrap()
+            s.current_period_end,
+            before
+                .current_period_end
+                .checked_add_months(Months::new(1))
+                .unwrap()
         );
     }
 }
 
 #[tokio::test]
 async fn an_unreadable_purchase_answer_leaves_the_payment_pending_under_its_key() {
-    let (app, fake) = with_fake_yookassa(|_| {}).await;
+    let app = TestApp::builder().fake_yookassa().start().await;
+    let fake = app.yookassa();
     fake.garble_create_answers(3, Garble::CutOff);
-    let user = Uuid::new_v4();
+    let user = UserId::new();
     let (status, body) = app.buy(user, MONTH_TARIFF, true, None).await;
     assert_eq!(status, 502, "{body}");
-    let db = app.sql().await;
-    let row = db
-        .query_one(
-            "SELECT id, status, provider_idempotence_key FROM payments WHERE user_id = $1",
-            &[&user],
-        )
+    let payments: Vec<_> = app
+        .payments()
         .await
-        .unwrap();
-    let (id, status, key): (Uuid, String, String) = (row.get(0), row.get(1), row.get(2));
-    assert_eq!(status, "pending", "unknown, not refused");
-    make_checks_due(&db).await;
+        .into_iter()
+        .filter(|p| p.user_id == user)
+        .collect();
+    assert_eq!(payments.len(), 1);
+    let (id, key) = (payments[0].id, payments[0].provider_idempotence_key.clone());
+    assert_eq!(
+        payments[0].status,
+        PaymentStatus::Pending,
+        "unknown, not refused"
+    );
+    app.make_checks_due().await;
     reconciler::run_once(app.app()).await.unwrap();
     assert_eq!(fake.creates(), 1);
     assert_eq!(fake.requests_with_key(&key), 4);
-    let pid = app.provider_id(&id.to_string()).await;
+    let pid = app.provider_id(id).await;
     assert!(fake.payment(&pid).is_some());
 }
 
@@ -343,22 +329,19 @@ async fn an_unreadable_purchase_answer_leaves_the_payment_pending_under_its_key(
 /// whose creation is moved `age` back on both sides. Answers (sub, payment id, provider id).
 async fn renewal_sent_before_a_crash(
     app: &TestApp,
-    fake: &Sandbox,
     age: Duration,
-) -> (Uuid, Uuid, String) {
+) -> (SubscriptionId, PaymentId, String) {
+    let fake = app.yookassa();
     let db = app.sql().await;
-    let (sub, _) = due(&db).await;
-    let payment = renewer::prepare(app.app(), billing::domain::SubscriptionId::from_uuid(sub))
-        .await
-        .unwrap()
-        .unwrap();
+    let (sub, _) = app.due().await;
+    let payment = renewer::prepare(app.app(), sub).await.unwrap().unwrap();
     let req = create::request_for(app.app(), &app.app().db.get().await.unwrap(), &payment)
         .await
         .unwrap();
     let provider = app
         .app()
         .providers
-        .get(billing::domain::PaySystem::YooKassa)
+        .get(PaySystem::YooKassa)
         .unwrap()
         .clone();
     let pp = provider.create_payment(&req).await.unwrap();
@@ -374,44 +357,44 @@ async fn renewal_sent_before_a_crash(
         "created_at",
         json!((at + Duration::seconds(1)).to_rfc3339_opts(SecondsFormat::Millis, true)),
     );
-    (sub, *payment.id.as_uuid(), pp.id)
+    (sub, payment.id, pp.id)
 }
 
 #[tokio::test]
 async fn a_renewal_create_older_than_23h_is_looked_up_not_resent_when_its_lease_lapses() {
-    let (app, fake) = with_fake_yookassa(|_| {}).await;
-    let db = app.sql().await;
+    let app = TestApp::builder().fake_yookassa().start().await;
+    let fake = app.yookassa();
     let (sub, payment, pid) =
-        renewal_sent_before_a_crash(&app, &fake, Duration::minutes(23 * 60 + 30)).await;
-    let key: String = db
-        .query_one(
-            "SELECT provider_idempotence_key FROM payments WHERE id = $1",
-            &[&payment],
-        )
-        .await
-        .unwrap()
-        .get(0);
+        renewal_sent_before_a_crash(&app, Duration::minutes(23 * 60 + 30)).await;
+    let key = app.payment(payment).await.provider_idempotence_key;
     // The provider may have forgotten the key by now: a re-send would charge again.
     fake.expire_keys();
-    make_due(&db, sub).await;
+    app.make_due(sub).await;
     renewer::run_once(app.app()).await.unwrap();
-    make_checks_due(&db).await;
+    app.make_checks_due().await;
     reconciler::run_once(app.app()).await.unwrap();
     assert_eq!(fake.requests_with_key(&key), 1, "never re-sent after 23 h");
     assert_eq!(fake.charges(), 1, "charged once");
-    let rows = renewals(&db, sub).await;
+    let rows = app.renewals(sub).await;
     assert_eq!(rows.len(), 1, "{rows:?}");
-    assert_eq!(rows[0].1, "succeeded", "found and adopted: {rows:?}");
-    assert_eq!(rows[0].3.as_deref(), Some(pid.as_str()));
-    assert_eq!(sub_row(&db, sub).await.status, "active");
+    assert_eq!(
+        rows[0].status,
+        PaymentStatus::Succeeded,
+        "found and adopted: {rows:?}"
+    );
+    assert_eq!(rows[0].provider_payment_id.as_deref(), Some(pid.as_str()));
+    assert_eq!(
+        app.subscription(sub).await.status,
+        SubscriptionStatus::Active
+    );
 }
 
 #[tokio::test]
 async fn the_look_up_pages_a_long_newest_first_list_and_skips_unreadable_items() {
-    let (app, fake) = with_fake_yookassa(|_| {}).await;
-    let db = app.sql().await;
+    let app = TestApp::builder().fake_yookassa().start().await;
+    let fake = app.yookassa();
     let (sub, _payment, pid) =
-        renewal_sent_before_a_crash(&app, &fake, Duration::minutes(23 * 60 + 30)).await;
+        renewal_sent_before_a_crash(&app, Duration::minutes(23 * 60 + 30)).await;
     // Busy shop: 2 100 payments made since, newest listed first, one of them unreadable.
     for i in 0..2100 {
         let id = format!("bulk-{i:05}");
@@ -424,40 +407,31 @@ async fn the_look_up_pages_a_long_newest_first_list_and_skips_unreadable_items()
             fake.patch(&id, "status", json!("being_processed"));
         }
     }
-    make_checks_due(&db).await;
+    app.make_checks_due().await;
     reconciler::run_once(app.app()).await.unwrap();
-    let rows = renewals(&db, sub).await;
-    assert_eq!(rows[0].1, "succeeded", "found past 20 pages: {rows:?}");
-    assert_eq!(rows[0].3.as_deref(), Some(pid.as_str()));
+    let rows = app.renewals(sub).await;
+    assert_eq!(
+        rows[0].status,
+        PaymentStatus::Succeeded,
+        "found past 20 pages: {rows:?}"
+    );
+    assert_eq!(rows[0].provider_payment_id.as_deref(), Some(pid.as_str()));
     assert_eq!(fake.charges(), 1);
 }
 
 #[tokio::test]
 async fn a_second_provider_payment_for_a_settled_renewal_is_alerted_and_refunded() {
-    let (app, fake) = with_fake_yookassa(|_| {}).await;
-    let db = app.sql().await;
-    let (sub, _) = due(&db).await;
+    let app = TestApp::builder().fake_yookassa().start().await;
+    let fake = app.yookassa();
+    let (sub, _) = app.due().await;
     assert_eq!(renewer::run_once(app.app()).await.unwrap(), 1);
-    let rows = renewals(&db, sub).await;
-    assert_eq!(rows[0].1, "succeeded");
-    let first = rows[0].3.clone().unwrap();
-    let end = sub_row(&db, sub).await.end;
-    let payment: Uuid = db
-        .query_one(
-            "SELECT id FROM payments WHERE subscription_id = $1",
-            &[&sub],
-        )
-        .await
-        .unwrap()
-        .get(0);
+    let rows = app.renewals(sub).await;
+    assert_eq!(rows.len(), 1, "{rows:?}");
+    assert_eq!(rows[0].status, PaymentStatus::Succeeded);
+    let first = rows[0].provider_payment_id.clone().unwrap();
+    let end = app.subscription(sub).await.current_period_end;
     // The same row charged again at the provider under another key (the old defect).
-    let stored = billing::store::payments::get(
-        &app.app().db.get().await.unwrap(),
-        billing::domain::PaymentId::from_uuid(payment),
-    )
-    .await
-    .unwrap()
-    .unwrap();
+    let stored = app.payment(rows[0].id).await;
     let mut req = create::request_for(app.app(), &app.app().db.get().await.unwrap(), &stored)
         .await
         .unwrap();
@@ -465,7 +439,7 @@ async fn a_second_provider_payment_for_a_settled_renewal_is_alerted_and_refunded
     let provider = app
         .app()
         .providers
-        .get(billing::domain::PaySystem::YooKassa)
+        .get(PaySystem::YooKassa)
         .unwrap()
         .clone();
     let second = provider.create_payment(&req).await.unwrap();
@@ -480,13 +454,13 @@ async fn a_second_provider_payment_for_a_settled_renewal_is_alerted_and_refunded
         "0.00",
         "the first payment stays paid"
     );
-    let rows = renewals(&db, sub).await;
-    assert_eq!(rows[0].1, "succeeded", "{rows:?}");
-    assert_eq!(rows[0].3.as_deref(), Some(first.as_str()));
-    let s = sub_row(&db, sub).await;
+    let rows = app.renewals(sub).await;
+    assert_eq!(rows[0].status, PaymentStatus::Succeeded, "{rows:?}");
+    assert_eq!(rows[0].provider_payment_id.as_deref(), Some(first.as_str()));
+    let s = app.subscription(sub).await;
     assert_eq!(
-        (s.status.as_str(), s.end),
-        ("active", end),
+        (s.status, s.current_period_end),
+        (SubscriptionStatus::Active, end),
         "access unchanged"
     );
     assert!(app
@@ -500,29 +474,10 @@ async fn a_second_provider_payment_for_a_settled_renewal_is_alerted_and_refunded
 
 // ----- scenario 6: renewals go to the provider of the saved method -----
 
-async fn with_both_fakes() -> (TestApp, Arc<Sandbox>, Arc<CloudPaymentsSandbox>) {
-    let cp = CloudPaymentsSandbox::new(CP_PUBLIC_ID, CP_SECRET, true);
-    let addr = cp.spawn("127.0.0.1:0".parse().unwrap()).await.unwrap();
-    let (app, yk) = with_fake_yookassa(|env| {
-        env.insert("CLOUDPAYMENTS_PUBLIC_ID".into(), CP_PUBLIC_ID.into());
-        env.insert("CLOUDPAYMENTS_API_SECRET".into(), CP_SECRET.into());
-        env.insert(
-            "CLOUDPAYMENTS_API_URL".into(),
-            format!("http://{addr}/sandbox/cloudpayments"),
-        );
-    })
-    .await;
-    cp.set_webhook_url(&format!("{}/webhooks/cloudpayments", app.url));
-    (app, yk, cp)
-}
-
 /// Buys the monthly tariff through CloudPayments and pays on its page: answers the
 /// live subscription and the saved token.
-async fn subscribed_cloudpayments(
-    app: &TestApp,
-    cp: &CloudPaymentsSandbox,
-    user: Uuid,
-) -> (Uuid, String) {
+async fn subscribed_cloudpayments(app: &TestApp, user: UserId) -> (SubscriptionId, String) {
+    let cp = app.cloudpayments();
     let (status, body) = read(
         app.http
             .post(format!(
@@ -538,53 +493,42 @@ async fn subscribed_cloudpayments(
     .await;
     assert_eq!(status, 201, "{body}");
     let order = cp
-        .order_for_invoice(body["payment_id"].as_str().unwrap())
+        .order_for_invoice(&payment_id(&body).to_string())
         .unwrap();
     let t = cp
         .pay_order(order["Id"].as_str().unwrap(), None)
         .await
         .unwrap()
         .unwrap();
-    let sub: Uuid = app
-        .sql()
-        .await
-        .query_one(
-            "SELECT id FROM subscriptions WHERE user_id = $1 AND status = 'active'",
-            &[&user],
-        )
-        .await
-        .unwrap()
-        .get(0);
-    (sub, t["Token"].as_str().unwrap().to_owned())
+    let sub = app.subscription_of(user).await;
+    assert_eq!(sub.status, SubscriptionStatus::Active);
+    (sub.id, t["Token"].as_str().unwrap().to_owned())
 }
 
 #[tokio::test]
 async fn a_same_tariff_purchase_through_the_other_provider_keeps_renewals_working() {
-    let (app, yk, cp) = with_both_fakes().await;
-    let user = Uuid::new_v4();
+    let app = TestApp::builder()
+        .fake_yookassa()
+        .fake_cloudpayments()
+        .start()
+        .await;
+    let (yk, cp) = (app.yookassa(), app.cloudpayments());
+    let user = UserId::new();
     // First bought through YooKassa, with its card saved.
     let (status, body) = app.buy(user, MONTH_TARIFF, true, None).await;
     assert_eq!(status, 201, "{body}");
-    let pid = app.provider_id(body["payment_id"].as_str().unwrap()).await;
+    let pid = app.provider_id(payment_id(&body)).await;
     yk.settle(&pid, Outcome::Succeed).unwrap();
     assert_eq!(yk.notify(&pid).await.unwrap(), 200);
     // Then the same tariff again through CloudPayments: its token is now the saved method.
-    let (sub, token) = subscribed_cloudpayments(&app, &cp, user).await;
-    let db = app.sql().await;
-    let before = sub_row(&db, sub).await;
-    let shown: String = db
-        .query_one(
-            "SELECT pay_system FROM subscriptions WHERE id = $1",
-            &[&sub],
-        )
-        .await
-        .unwrap()
-        .get(0);
+    let (sub, token) = subscribed_cloudpayments(&app, user).await;
+    let before = app.subscription(sub).await;
     assert_eq!(
-        shown, "cloudpayments",
+        before.pay_system,
+        PaySystem::CloudPayments,
         "the subscription names the provider that now holds its saved method"
     );
-    make_due(&db, sub).await;
+    app.make_due(sub).await;
     assert_eq!(renewer::run_once(app.app()).await.unwrap(), 1);
     assert_eq!(
         yk.charges(),
@@ -594,31 +538,29 @@ async fn a_same_tariff_purchase_through_the_other_provider_keeps_renewals_workin
     assert_eq!(cp.charges(), 1, "the renewal goes to the method's provider");
     let charged = cp.transactions().pop().unwrap();
     assert_eq!(charged["Token"], token.as_str());
-    let s = sub_row(&db, sub).await;
-    assert_eq!(s.status, "active", "{s:?}");
+    let s = app.subscription(sub).await;
+    assert_eq!(s.status, SubscriptionStatus::Active, "{s:?}");
     assert_eq!(
-        s.end,
-        before.end.checked_add_months(Months::new(1)).unwrap()
+        s.current_period_end,
+        before
+            .current_period_end
+            .checked_add_months(Months::new(1))
+            .unwrap()
     );
-    let rows = db
-        .query(
-            "SELECT pay_system, status FROM payments WHERE subscription_id = $1 AND kind = 'renewal'",
-            &[&sub],
-        )
-        .await
-        .unwrap();
+    let rows = app.renewals(sub).await;
     assert_eq!(rows.len(), 1);
-    assert_eq!(rows[0].get::<_, String>(0), "cloudpayments");
-    assert_eq!(rows[0].get::<_, String>(1), "succeeded");
+    assert_eq!(rows[0].pay_system, PaySystem::CloudPayments);
+    assert_eq!(rows[0].status, PaymentStatus::Succeeded);
 }
 
 // ----- scenario 10: the idempotency-key lease outlasts a provider call -----
 
 #[tokio::test]
 async fn a_repeated_buy_is_409_for_as_long_as_the_provider_call_can_take() {
-    let (app, fake) = with_fake_yookassa(|_| {}).await;
+    let app = TestApp::builder().fake_yookassa().start().await;
+    let fake = app.yookassa();
     fake.set_create_delay(Some(std::time::Duration::from_secs(2)));
-    let user = Uuid::new_v4();
+    let user = UserId::new();
     let first = {
         let http = app.http.clone();
         let url = app.url.clone();
@@ -639,7 +581,7 @@ async fn a_repeated_buy_is_409_for_as_long_as_the_provider_call_can_take() {
     let db = app.sql().await;
     let mut claimed = false;
     for _ in 0..200 {
-        if app.count("SELECT count(*) FROM idempotency_keys").await == 1 {
+        if app.idempotency_keys().await == 1 {
             claimed = true;
             break;
         }
@@ -660,10 +602,8 @@ async fn a_repeated_buy_is_409_for_as_long_as_the_provider_call_can_take() {
     let (status, body) = first.await.unwrap();
     assert_eq!(status, 201, "{body}");
     assert_eq!(fake.creates(), 1);
-    let key: String = db
-        .query_one("SELECT provider_idempotence_key FROM payments", &[])
-        .await
-        .unwrap()
-        .get(0);
-    assert_eq!(fake.requests_with_key(&key), 1, "one create sent");
+    let payments = app.payments().await;
+    assert_eq!(payments.len(), 1);
+    let key = &payments[0].provider_idempotence_key;
+    assert_eq!(fake.requests_with_key(key), 1, "one create sent");
 }

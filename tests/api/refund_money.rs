@@ -3,20 +3,14 @@
 //! have not yet seen succeed, and the follow-up of refunds the provider left open.
 //! Time moves by shifting the rows' timestamps, never by sleeping.
 
-mod common;
-
-use std::sync::Arc;
-
+use crate::helpers::*;
+use billing::domain::{
+    PaymentId, PaymentKind, PaymentStatus, RefundId, RefundStatus, SubscriptionStatus, UserId,
+};
 use billing::jobs::renewer;
-use billing::providers::sandbox::{Outcome, Sandbox};
-use chrono::{DateTime, Utc};
-use common::*;
+use billing::providers::sandbox::Outcome;
+use chrono::Utc;
 use serde_json::{json, Value};
-use uuid::Uuid;
-
-fn uuid(s: &str) -> Uuid {
-    Uuid::parse_str(s).unwrap()
-}
 
 /// One operator for the whole binary: Idempotency-Keys are scoped to the user.
 fn operator(app: &TestApp) -> String {
@@ -28,7 +22,7 @@ fn operator(app: &TestApp) -> String {
     )
 }
 
-async fn refund(app: &TestApp, payment: &str, body: Value) -> (u16, Value) {
+async fn refund(app: &TestApp, payment: impl std::fmt::Display, body: Value) -> (u16, Value) {
     app.post(
         &format!("/api/v1/admin/payments/{payment}/refund"),
         Some(&operator(app)),
@@ -37,18 +31,24 @@ async fn refund(app: &TestApp, payment: &str, body: Value) -> (u16, Value) {
     .await
 }
 
+/// The id of the refund a refund request answered.
+fn refund_id(body: &Value) -> RefundId {
+    body["id"].as_str().unwrap().parse().unwrap()
+}
+
 fn part(value: &str) -> Value {
     json!({"amount": {"value": value, "currency": "RUB"}, "reason": "support"})
 }
 
 /// A viewer with an active subscription (renew on, card saved) paid through the fake;
 /// answers (user, payment id, provider id).
-async fn paid(app: &TestApp, fake: &Arc<Sandbox>) -> (Uuid, String, String) {
-    let user = Uuid::new_v4();
+async fn paid(app: &TestApp) -> (UserId, PaymentId, String) {
+    let fake = app.yookassa();
+    let user = UserId::new();
     let (status, body) = app.buy(user, MONTH_TARIFF, true, None).await;
     assert_eq!(status, 201, "{body}");
-    let id = body["payment_id"].as_str().unwrap().to_owned();
-    let pid = app.provider_id(&id).await;
+    let id = payment_id(&body);
+    let pid = app.provider_id(id).await;
     fake.settle(&pid, Outcome::Succeed).unwrap();
     assert_eq!(fake.notify(&pid).await.unwrap(), 200);
     (user, id, pid)
@@ -77,69 +77,30 @@ async fn follow_up(app: &TestApp) -> usize {
         .unwrap()
 }
 
-async fn refund_rows(db: &tokio_postgres::Client) -> Vec<(Uuid, String, i64)> {
-    db.query(
-        "SELECT id, status, amount_minor FROM refunds ORDER BY created_at",
-        &[],
-    )
-    .await
-    .unwrap()
-    .iter()
-    .map(|r| (r.get(0), r.get(1), r.get(2)))
-    .collect()
-}
-
-async fn payment_state(db: &tokio_postgres::Client, id: &str) -> (String, i64) {
-    let r = db
-        .query_one(
-            "SELECT status, refunded_minor FROM payments WHERE id = $1",
-            &[&uuid(id)],
-        )
-        .await
-        .unwrap();
-    (r.get(0), r.get(1))
-}
-
-struct Sub {
-    status: String,
-    start: DateTime<Utc>,
-    end: DateTime<Utc>,
-    auto_renew: bool,
-}
-
-async fn sub_of(db: &tokio_postgres::Client, user: Uuid) -> Sub {
-    let r = db
-        .query_one(
-            "SELECT status, current_period_start, current_period_end, auto_renew FROM subscriptions \
-             WHERE user_id = $1 ORDER BY created_at DESC LIMIT 1",
-            &[&user],
-        )
-        .await
-        .unwrap();
-    Sub {
-        status: r.get(0),
-        start: r.get(1),
-        end: r.get(2),
-        auto_renew: r.get(3),
-    }
+/// The payment's status and how much of it was refunded.
+async fn payment_state(app: &TestApp, id: PaymentId) -> (PaymentStatus, i64) {
+    let p = app.payment(id).await;
+    (p.status, p.refunded_minor)
 }
 
 // ----- scenario 2: an unreadable answer is not a refusal -----
 
 #[tokio::test]
 async fn an_unreadable_refund_answer_keeps_the_refund_pending_and_it_is_made_once() {
-    let (app, fake) = with_fake_yookassa(|_| {}).await;
+    let app = TestApp::builder().fake_yookassa().start().await;
+    let fake = app.yookassa();
     let db = app.sql().await;
-    let (_, id, pid) = paid(&app, &fake).await;
+    let (_, id, pid) = paid(&app).await;
 
     // The provider makes the refund, but its answer is cut off after the status line.
     fake.cut_refund_answers(true);
     let (status, body) = refund(&app, &id, part("100.00")).await;
     assert_ne!(status, 201, "{body}");
-    let rows = refund_rows(&db).await;
+    let rows = app.refunds().await;
     assert_eq!(rows.len(), 1);
     assert_eq!(
-        rows[0].1, "pending",
+        rows[0].status,
+        RefundStatus::Pending,
         "an unreadable answer is no refusal: the refund may have been made"
     );
 
@@ -152,10 +113,10 @@ async fn an_unreadable_refund_answer_keeps_the_refund_pending_and_it_is_made_onc
     fake.cut_refund_answers(false);
     time_passes(&db, "2 minutes").await;
     assert_eq!(follow_up(&app).await, 1);
-    assert_eq!(refund_rows(&db).await[0].1, "succeeded");
+    assert_eq!(app.refunds().await[0].status, RefundStatus::Succeeded);
     assert_eq!(
-        payment_state(&db, &id).await,
-        ("partially_refunded".into(), 10_000)
+        payment_state(&app, id).await,
+        (PaymentStatus::PartiallyRefunded, 10_000)
     );
     assert_eq!(fake.refunds(), 1, "refunded once at the provider");
     assert_eq!(
@@ -168,28 +129,32 @@ async fn an_unreadable_refund_answer_keeps_the_refund_pending_and_it_is_made_onc
 
 #[tokio::test]
 async fn fully_refunding_last_months_purchase_keeps_the_access_a_renewal_paid_for() {
-    let (app, fake) = with_fake_yookassa(|_| {}).await;
+    let app = TestApp::builder().fake_yookassa().start().await;
     let db = app.sql().await;
-    let (user, purchase, _) = paid(&app, &fake).await;
+    let (user, purchase, _) = paid(&app).await;
 
     // A month later: the purchase's period is over and the renewal pays this one.
     time_passes(&db, "1 month 1 hour").await;
     assert_eq!(renewer::run_once(app.app()).await.unwrap(), 1);
-    let renewed = sub_of(&db, user).await;
-    assert_eq!(renewed.status, "active");
-    assert!(renewed.end > Utc::now());
+    let renewed = app.subscription_of(user).await;
+    assert_eq!(renewed.status, SubscriptionStatus::Active);
+    assert!(renewed.current_period_end > Utc::now());
 
     let (status, body) = refund(&app, &purchase, json!({"reason": "charged by mistake"})).await;
     assert_eq!(status, 201, "{body}");
-    assert_eq!(payment_state(&db, &purchase).await.0, "refunded");
-    let after = sub_of(&db, user).await;
     assert_eq!(
-        after.status, "active",
+        payment_state(&app, purchase).await.0,
+        PaymentStatus::Refunded
+    );
+    let after = app.subscription_of(user).await;
+    assert_eq!(
+        after.status,
+        SubscriptionStatus::Active,
         "this month was paid by the renewal, not by the refunded purchase"
     );
-    assert_eq!(after.end, renewed.end);
+    assert_eq!(after.current_period_end, renewed.current_period_end);
     assert!(after.auto_renew);
-    let types = outbox_types(&db).await;
+    let types = app.outbox_types().await;
     assert!(types.contains(&"payment.refunded".to_owned()), "{types:?}");
     assert!(
         !types.contains(&"subscription.canceled".to_owned()),
@@ -199,42 +164,44 @@ async fn fully_refunding_last_months_purchase_keeps_the_access_a_renewal_paid_fo
 
 #[tokio::test]
 async fn fully_refunding_a_prepaid_renewal_moves_the_period_end_back() {
-    let (app, fake) = with_fake_yookassa(|_| {}).await;
+    let app = TestApp::builder().fake_yookassa().start().await;
     let db = app.sql().await;
-    let (user, _, _) = paid(&app, &fake).await;
+    let (user, _, _) = paid(&app).await;
 
     // Half a day before the end: the renewal is charged RENEW_BEFORE early.
     time_passes(&db, "1 month -12 hours").await;
-    let before = sub_of(&db, user).await;
-    assert!(before.end > Utc::now());
+    let before = app.subscription_of(user).await;
+    assert!(before.current_period_end > Utc::now());
     assert_eq!(renewer::run_once(app.app()).await.unwrap(), 1);
-    let prepaid = sub_of(&db, user).await;
-    assert!(prepaid.end > before.end);
-    let renewal: Uuid = db
-        .query_one("SELECT id FROM payments WHERE kind = 'renewal'", &[])
+    let prepaid = app.subscription_of(user).await;
+    assert!(prepaid.current_period_end > before.current_period_end);
+    let renewals: Vec<_> = app
+        .payments()
         .await
-        .unwrap()
-        .get(0);
+        .into_iter()
+        .filter(|p| p.kind == PaymentKind::Renewal)
+        .collect();
+    assert_eq!(renewals.len(), 1);
+    let renewal = renewals[0].id;
 
-    let (status, body) = refund(
-        &app,
-        &renewal.to_string(),
-        json!({"reason": "did not want to renew"}),
-    )
-    .await;
+    let (status, body) = refund(&app, renewal, json!({"reason": "did not want to renew"})).await;
     assert_eq!(status, 201, "{body}");
-    let after = sub_of(&db, user).await;
+    let after = app.subscription_of(user).await;
     assert_eq!(
-        after.status, "active",
+        after.status,
+        SubscriptionStatus::Active,
         "the period in use was paid by the purchase"
     );
-    assert_eq!(after.end, before.end, "the end moves back one period");
-    assert_eq!(after.start, before.start);
+    assert_eq!(
+        after.current_period_end, before.current_period_end,
+        "the end moves back one period"
+    );
+    assert_eq!(after.current_period_start, before.current_period_start);
     assert!(
         !after.auto_renew,
         "not charged again for the period just refunded"
     );
-    let types = outbox_types(&db).await;
+    let types = app.outbox_types().await;
     assert!(
         !types.contains(&"subscription.canceled".to_owned()),
         "{types:?}"
@@ -246,20 +213,20 @@ async fn fully_refunding_a_prepaid_renewal_moves_the_period_end_back() {
 #[tokio::test]
 async fn a_dashboard_refund_of_a_payment_whose_success_was_not_applied_yet_applies_the_success_first(
 ) {
-    let (app, fake) = with_fake_yookassa(|_| {}).await;
-    let db = app.sql().await;
-    let user = Uuid::new_v4();
+    let app = TestApp::builder().fake_yookassa().start().await;
+    let fake = app.yookassa();
+    let user = UserId::new();
     let (status, body) = app.buy(user, MONTH_TARIFF, true, None).await;
     assert_eq!(status, 201, "{body}");
-    let id = body["payment_id"].as_str().unwrap().to_owned();
-    let pid = app.provider_id(&id).await;
+    let id = payment_id(&body);
+    let pid = app.provider_id(id).await;
 
     // Paid 299; the success's re-read fails, so the notification is left for the retry worker.
     fake.settle(&pid, Outcome::Succeed).unwrap();
     fake.set_down(true);
     assert_eq!(fake.notify(&pid).await.unwrap(), 200);
     fake.set_down(false);
-    assert_eq!(payment_state(&db, &id).await.0, "pending");
+    assert_eq!(payment_state(&app, id).await.0, PaymentStatus::Pending);
 
     // Support refunds 100.00 in the provider's dashboard.
     let resp = reqwest::Client::new()
@@ -267,7 +234,7 @@ async fn a_dashboard_refund_of_a_payment_whose_success_was_not_applied_yet_appli
             "{}/refunds",
             app.app().config.yookassa.api_url.clone().unwrap()
         ))
-        .basic_auth("test-shop", Some("test_secret"))
+        .basic_auth(YOOKASSA_SHOP_ID, Some(YOOKASSA_SECRET_KEY))
         .header("idempotence-key", "dashboard-1")
         .json(&json!({"payment_id": pid, "amount": {"value": "100.00", "currency": "RUB"}}))
         .send()
@@ -280,15 +247,15 @@ async fn a_dashboard_refund_of_a_payment_whose_success_was_not_applied_yet_appli
     );
 
     assert_eq!(
-        payment_state(&db, &id).await,
-        ("partially_refunded".into(), 10_000)
+        payment_state(&app, id).await,
+        (PaymentStatus::PartiallyRefunded, 10_000)
     );
     let (status, sub) = app
         .get("/api/v1/subscriptions/profile", Some(&app.token(user)))
         .await;
     assert_eq!(status, 200, "paid 299, refunded 100: {sub}");
     assert_eq!(sub["status"], "active");
-    let types = outbox_types(&db).await;
+    let types = app.outbox_types().await;
     let succeeded = types.iter().position(|t| t == "payment.succeeded");
     let refunded = types.iter().position(|t| t == "payment.refunded");
     assert!(
@@ -301,23 +268,24 @@ async fn a_dashboard_refund_of_a_payment_whose_success_was_not_applied_yet_appli
 
 #[tokio::test]
 async fn a_refund_the_provider_refuses_is_final_alerted_and_never_resent() {
-    let (app, fake) = with_fake_yookassa(|_| {}).await;
+    let app = TestApp::builder().fake_yookassa().start().await;
+    let fake = app.yookassa();
     let db = app.sql().await;
-    let (_, id, pid) = paid(&app, &fake).await;
+    let (_, id, pid) = paid(&app).await;
 
     // Our refund's outcome is unknown (the provider is down) ...
     fake.set_down(true);
     let (status, body) = refund(&app, &id, json!({"reason": "viewer asked"})).await;
     assert_eq!(status, 502, "{body}");
     fake.set_down(false);
-    assert_eq!(refund_rows(&db).await[0].1, "pending");
+    assert_eq!(app.refunds().await[0].status, RefundStatus::Pending);
     // ... and meanwhile the payment is refunded in full in the dashboard, so ours is refused.
     let resp = reqwest::Client::new()
         .post(format!(
             "{}/refunds",
             app.app().config.yookassa.api_url.clone().unwrap()
         ))
-        .basic_auth("test-shop", Some("test_secret"))
+        .basic_auth(YOOKASSA_SHOP_ID, Some(YOOKASSA_SECRET_KEY))
         .header("idempotence-key", "dashboard-1")
         .json(&json!({"payment_id": pid, "amount": {"value": "299.00", "currency": "RUB"}}))
         .send()
@@ -330,8 +298,8 @@ async fn a_refund_the_provider_refuses_is_final_alerted_and_never_resent() {
     follow_up(&app).await;
     assert_eq!(fake.refund_requests(), posts + 1, "re-sent once");
     assert_eq!(
-        refund_rows(&db).await[0].1,
-        "canceled",
+        app.refunds().await[0].status,
+        RefundStatus::Canceled,
         "a refusal is final"
     );
     assert!(
@@ -350,9 +318,10 @@ async fn a_refund_the_provider_refuses_is_final_alerted_and_never_resent() {
 
 #[tokio::test]
 async fn a_refund_unanswered_past_the_key_window_is_not_resent() {
-    let (app, fake) = with_fake_yookassa(|_| {}).await;
+    let app = TestApp::builder().fake_yookassa().start().await;
+    let fake = app.yookassa();
     let db = app.sql().await;
-    let (_, id, _) = paid(&app, &fake).await;
+    let (_, id, _) = paid(&app).await;
 
     fake.set_down(true);
     let (status, body) = refund(&app, &id, part("100.00")).await;
@@ -369,8 +338,8 @@ async fn a_refund_unanswered_past_the_key_window_is_not_resent() {
         "not re-sent past the key window"
     );
     assert_eq!(
-        refund_rows(&db).await[0].1,
-        "pending",
+        app.refunds().await[0].status,
+        RefundStatus::Pending,
         "still counted against what is left: it may have been made"
     );
     assert!(app
@@ -383,51 +352,50 @@ async fn a_refund_unanswered_past_the_key_window_is_not_resent() {
 
 #[tokio::test]
 async fn a_refund_answered_pending_is_reread_with_backoff_until_final() {
-    let (app, fake) = with_fake_yookassa(|_| {}).await;
+    let app = TestApp::builder().fake_yookassa().start().await;
+    let fake = app.yookassa();
     let db = app.sql().await;
-    let (_, id, _) = paid(&app, &fake).await;
+    let (_, id, _) = paid(&app).await;
 
     fake.hold_refunds(true);
     let (status, body) = refund(&app, &id, part("100.00")).await;
     assert_eq!(status, 201, "{body}");
     assert_eq!(body["status"], "pending");
-    let first: String = db
-        .query_one("SELECT provider_refund_id FROM refunds", &[])
+    let ours = refund_id(&body);
+    let first = app
+        .provider_refund_id(ours)
         .await
-        .unwrap()
-        .get(0);
+        .expect("answered with the provider's id");
 
     // Still pending at the provider: re-read, then left alone for a while.
     time_passes(&db, "2 minutes").await;
     assert_eq!(follow_up(&app).await, 1);
-    assert_eq!(refund_rows(&db).await[0].1, "pending");
+    assert_eq!(app.refund(ours).await.status, RefundStatus::Pending);
     assert_eq!(follow_up(&app).await, 0, "not re-read again at once");
 
     // It succeeds at the provider; the notification is lost. The next re-read finds it.
     fake.settle_refund(&first, "succeeded");
     time_passes(&db, "1 hour").await;
     follow_up(&app).await;
-    assert_eq!(refund_rows(&db).await[0].1, "succeeded");
+    assert_eq!(app.refund(ours).await.status, RefundStatus::Succeeded);
     assert_eq!(
-        payment_state(&db, &id).await,
-        ("partially_refunded".into(), 10_000)
+        payment_state(&app, id).await,
+        (PaymentStatus::PartiallyRefunded, 10_000)
     );
 
     // A second one the provider cancels: final, alerted, and the amount can be refunded again.
     let (status, body) = refund(&app, &id, part("199.00")).await;
     assert_eq!(status, 201, "{body}");
-    let second: String = db
-        .query_one(
-            "SELECT provider_refund_id FROM refunds WHERE provider_refund_id <> $1",
-            &[&first],
-        )
+    let ours = refund_id(&body);
+    let second = app
+        .provider_refund_id(ours)
         .await
-        .unwrap()
-        .get(0);
+        .expect("answered with the provider's id");
+    assert_ne!(second, first);
     fake.settle_refund(&second, "canceled");
     time_passes(&db, "1 hour").await;
     follow_up(&app).await;
-    assert_eq!(refund_rows(&db).await[1].1, "canceled");
+    assert_eq!(app.refund(ours).await.status, RefundStatus::Canceled);
     assert!(app
         .metrics()
         .await
@@ -435,14 +403,18 @@ async fn a_refund_answered_pending_is_reread_with_backoff_until_final() {
     fake.hold_refunds(false);
     let (status, body) = refund(&app, &id, part("199.00")).await;
     assert_eq!(status, 201, "{body}");
-    assert_eq!(payment_state(&db, &id).await, ("refunded".into(), 29_900));
+    assert_eq!(
+        payment_state(&app, id).await,
+        (PaymentStatus::Refunded, 29_900)
+    );
 }
 
 #[tokio::test]
 async fn a_refund_notification_for_our_refund_whose_answer_was_lost_matches_it() {
-    let (app, fake) = with_fake_yookassa(|_| {}).await;
+    let app = TestApp::builder().fake_yookassa().start().await;
+    let fake = app.yookassa();
     let db = app.sql().await;
-    let (_, id, _) = paid(&app, &fake).await;
+    let (_, id, _) = paid(&app).await;
 
     // The provider makes the refund, but its answer never reaches us.
     fake.cut_refund_answers(true);
@@ -456,16 +428,16 @@ async fn a_refund_notification_for_our_refund_whose_answer_was_lost_matches_it()
         200
     );
 
-    let rows = refund_rows(&db).await;
+    let rows = app.refunds().await;
     assert_eq!(
         rows.len(),
         1,
         "matched to our pending refund, not recorded twice: {rows:?}"
     );
-    assert_eq!(rows[0].1, "succeeded");
+    assert_eq!(rows[0].status, RefundStatus::Succeeded);
     assert_eq!(
-        payment_state(&db, &id).await,
-        ("partially_refunded".into(), 10_000)
+        payment_state(&app, id).await,
+        (PaymentStatus::PartiallyRefunded, 10_000)
     );
 
     // Nothing is left for the follow-up to send.
@@ -473,9 +445,9 @@ async fn a_refund_notification_for_our_refund_whose_answer_was_lost_matches_it()
     time_passes(&db, "2 minutes").await;
     follow_up(&app).await;
     assert_eq!(fake.refunds(), 1);
-    assert_eq!(refund_rows(&db).await.len(), 1);
+    assert_eq!(app.refunds().await.len(), 1);
     assert_eq!(
-        payment_state(&db, &id).await,
-        ("partially_refunded".into(), 10_000)
+        payment_state(&app, id).await,
+        (PaymentStatus::PartiallyRefunded, 10_000)
     );
 }

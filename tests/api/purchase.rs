@@ -1,24 +1,24 @@
 //! The purchase flow: buy, YooKassa (a fake over real HTTP), webhook confirmation.
 
-mod common;
-
+use crate::helpers::*;
+use billing::domain::{InboxStatus, PaymentId, PaymentStatus, SubscriptionStatus, UserId};
 use billing::providers::sandbox::Outcome;
-use common::*;
 use serde_json::{json, Value};
 use uuid::Uuid;
 
-async fn bought(app: &TestApp, user: Uuid, renew: bool) -> (String, String) {
+async fn bought(app: &TestApp, user: UserId, renew: bool) -> (PaymentId, String) {
     let (status, body) = app.buy(user, MONTH_TARIFF, renew, None).await;
     assert_eq!(status, 201, "{body}");
-    let id = body["payment_id"].as_str().unwrap().to_owned();
-    let provider_id = app.provider_id(&id).await;
+    let id = payment_id(&body);
+    let provider_id = app.provider_id(id).await;
     (id, provider_id)
 }
 
 #[tokio::test]
 async fn the_full_purchase_activates_a_subscription_for_one_period() {
-    let (app, fake) = with_fake_yookassa(|_| {}).await;
-    let user = Uuid::new_v4();
+    let app = TestApp::builder().fake_yookassa().start().await;
+    let fake = app.yookassa();
+    let user = UserId::new();
     let (status, body) = app.buy(user, MONTH_TARIFF, true, None).await;
     assert_eq!(status, 201, "{body}");
     assert_eq!(body["status"], "pending");
@@ -30,12 +30,13 @@ async fn the_full_purchase_activates_a_subscription_for_one_period() {
         .as_str()
         .unwrap()
         .contains("/sandbox/checkout/"));
-    let payment_id = body["payment_id"].as_str().unwrap();
+    let payment_id = payment_id(&body);
     let pid = app.provider_id(payment_id).await;
 
     let sent = fake.payment(&pid).unwrap();
     assert_eq!(
-        sent["metadata"]["payment_id"], payment_id,
+        sent["metadata"]["payment_id"],
+        payment_id.to_string(),
         "our id travels in metadata"
     );
 
@@ -66,47 +67,38 @@ async fn the_full_purchase_activates_a_subscription_for_one_period() {
         .await;
     assert_eq!(history[0]["status"], "succeeded");
     assert_eq!(history[0]["subscription_id"], sub["id"]);
-    let db = app.sql().await;
     assert_eq!(
-        outbox_types(&db).await,
+        app.outbox_types().await,
         ["payment.succeeded", "subscription.activated"]
     );
 }
 
 #[tokio::test]
 async fn twenty_concurrent_identical_notifications_activate_once() {
-    let (app, fake) = with_fake_yookassa(|_| {}).await;
-    let user = Uuid::new_v4();
+    let app = TestApp::builder().fake_yookassa().start().await;
+    let fake = app.yookassa();
+    let user = UserId::new();
     let (_, pid) = bought(&app, user, false).await;
     let object = fake.settle(&pid, Outcome::Succeed).unwrap();
     let sends = (0..20).map(|_| app.notify("payment.succeeded", &object));
     let statuses = futures::future::join_all(sends).await;
     assert!(statuses.iter().all(|s| *s == 200), "{statuses:?}");
-    assert_eq!(app.count("SELECT count(*) FROM subscriptions").await, 1);
-    let db = app.sql().await;
-    let types = outbox_types(&db).await;
-    assert_eq!(
-        types
-            .iter()
-            .filter(|t| *t == "subscription.activated")
-            .count(),
-        1,
-        "{types:?}"
-    );
-    assert_eq!(
-        types.iter().filter(|t| *t == "payment.succeeded").count(),
-        1
-    );
-    assert_eq!(
-        app.count("SELECT deliveries::bigint FROM webhook_inbox")
-            .await,
-        20
-    );
+    assert_eq!(app.subscriptions().await.len(), 1);
+    let types = app.outbox_types().await;
+    assert_eq!(count(&types, "subscription.activated"), 1, "{types:?}");
+    assert_eq!(count(&types, "payment.succeeded"), 1);
+    let inbox = app.inbox().await;
+    assert_eq!(inbox.len(), 1, "one notification, delivered 20 times");
+    assert_eq!(inbox[0].deliveries, 20);
 }
 
-async fn deliver_in_order(final_outcome: Outcome, order: &[&str]) -> (String, i64, Vec<String>) {
-    let (app, fake) = with_fake_yookassa(|_| {}).await;
-    let user = Uuid::new_v4();
+async fn deliver_in_order(
+    final_outcome: Outcome,
+    order: &[&str],
+) -> (PaymentStatus, usize, Vec<String>) {
+    let app = TestApp::builder().fake_yookassa().start().await;
+    let fake = app.yookassa();
+    let user = UserId::new();
     let (id, pid) = bought(&app, user, false).await;
     let base = fake.payment(&pid).unwrap();
     fake.settle(&pid, final_outcome);
@@ -116,18 +108,9 @@ async fn deliver_in_order(final_outcome: Outcome, order: &[&str]) -> (String, i6
         object["status"] = json!(event.trim_start_matches("payment."));
         assert_eq!(app.notify(event, &object).await, 200);
     }
-    let status: String = app
-        .sql()
-        .await
-        .query_one(
-            "SELECT status FROM payments WHERE id = $1",
-            &[&Uuid::parse_str(&id).unwrap()],
-        )
-        .await
-        .unwrap()
-        .get(0);
-    let subs = app.count("SELECT count(*) FROM subscriptions").await;
-    let types = outbox_types(&app.sql().await).await;
+    let status = app.payment(id).await.status;
+    let subs = app.subscriptions().await.len();
+    let types = app.outbox_types().await;
     (status, subs, types)
 }
 
@@ -149,7 +132,7 @@ async fn every_order_of_notifications_ends_in_the_providers_final_state() {
     for order in orders {
         let seq: Vec<&str> = order.iter().map(|i| events[*i]).collect();
         let (status, subs, types) = deliver_in_order(Outcome::Succeed, &seq).await;
-        assert_eq!((status.as_str(), subs), ("succeeded", 1), "{seq:?}");
+        assert_eq!((status, subs), (PaymentStatus::Succeeded, 1), "{seq:?}");
         assert_eq!(
             types,
             ["payment.succeeded", "subscription.activated"],
@@ -157,15 +140,16 @@ async fn every_order_of_notifications_ends_in_the_providers_final_state() {
         );
         let (status, subs, types) =
             deliver_in_order(Outcome::Decline("insufficient_funds".into()), &seq).await;
-        assert_eq!((status.as_str(), subs), ("canceled", 0), "{seq:?}");
+        assert_eq!((status, subs), (PaymentStatus::Canceled, 0), "{seq:?}");
         assert_eq!(types, ["payment.canceled"], "{seq:?}");
     }
 }
 
 #[tokio::test]
 async fn a_stale_waiting_for_capture_after_success_changes_nothing() {
-    let (app, fake) = with_fake_yookassa(|_| {}).await;
-    let user = Uuid::new_v4();
+    let app = TestApp::builder().fake_yookassa().start().await;
+    let fake = app.yookassa();
+    let user = UserId::new();
     let (_, pid) = bought(&app, user, false).await;
     let waiting = fake.settle(&pid, Outcome::WaitForCapture).unwrap();
     assert_eq!(
@@ -173,12 +157,13 @@ async fn a_stale_waiting_for_capture_after_success_changes_nothing() {
         200
     );
     assert_eq!(
-        app.count("SELECT count(*) FROM payments WHERE status = 'waiting_for_capture'")
-            .await,
+        app.payments_with(PaymentStatus::WaitingForCapture)
+            .await
+            .len(),
         1
     );
     assert_eq!(
-        app.count("SELECT count(*) FROM subscriptions").await,
+        app.subscriptions().await.len(),
         0,
         "waiting_for_capture grants nothing"
     );
@@ -189,76 +174,59 @@ async fn a_stale_waiting_for_capture_after_success_changes_nothing() {
         app.notify("payment.waiting_for_capture", &waiting).await,
         200
     );
+    assert_eq!(app.payments_with(PaymentStatus::Succeeded).await.len(), 1);
     assert_eq!(
-        app.count("SELECT count(*) FROM payments WHERE status = 'succeeded'")
-            .await,
-        1
-    );
-    assert_eq!(
-        outbox_types(&app.sql().await).await,
+        app.outbox_types().await,
         ["payment.succeeded", "subscription.activated"]
     );
 }
 
 #[tokio::test]
 async fn a_forged_success_activates_nothing_and_does_not_block_the_genuine_one() {
-    let (app, fake) = with_fake_yookassa(|_| {}).await;
-    let user = Uuid::new_v4();
+    let app = TestApp::builder().fake_yookassa().start().await;
+    let fake = app.yookassa();
+    let user = UserId::new();
     let (_, pid) = bought(&app, user, false).await;
     let mut forged = fake.payment(&pid).unwrap();
     forged["status"] = json!("succeeded");
     forged["paid"] = json!(true);
     assert_eq!(app.notify("payment.succeeded", &forged).await, 200);
-    assert_eq!(app.count("SELECT count(*) FROM subscriptions").await, 0);
-    assert_eq!(
-        app.count("SELECT count(*) FROM payments WHERE status = 'pending'")
-            .await,
-        1
-    );
-    assert_eq!(
-        app.count("SELECT count(*) FROM webhook_inbox WHERE status = 'ignored'")
-            .await,
-        1
-    );
+    assert_eq!(app.subscriptions().await.len(), 0);
+    assert_eq!(app.payments_with(PaymentStatus::Pending).await.len(), 1);
+    assert_eq!(app.inbox_with(InboxStatus::Ignored).await.len(), 1);
 
     let genuine = fake.settle(&pid, Outcome::Succeed).unwrap();
     assert_eq!(app.notify("payment.succeeded", &genuine).await, 200);
     assert_eq!(
-        app.count("SELECT count(*) FROM subscriptions WHERE status = 'active'")
-            .await,
+        app.subscriptions_with(SubscriptionStatus::Active)
+            .await
+            .len(),
         1
     );
 }
 
 #[tokio::test]
 async fn an_amount_mismatch_grants_nothing_and_is_counted() {
-    let (app, fake) = with_fake_yookassa(|_| {}).await;
-    let user = Uuid::new_v4();
+    let app = TestApp::builder().fake_yookassa().start().await;
+    let fake = app.yookassa();
+    let user = UserId::new();
     let (id, pid) = bought(&app, user, false).await;
     fake.patch(&pid, "amount", json!({"value": "2.99", "currency": "RUB"}));
     fake.settle(&pid, Outcome::Succeed);
     assert_eq!(fake.notify(&pid).await.unwrap(), 200);
-    assert_eq!(app.count("SELECT count(*) FROM subscriptions").await, 0);
-    let review: Option<String> = app
-        .sql()
-        .await
-        .query_one(
-            "SELECT review_reason FROM payments WHERE id = $1",
-            &[&Uuid::parse_str(&id).unwrap()],
-        )
-        .await
-        .unwrap()
-        .get(0);
+    assert_eq!(app.subscriptions().await.len(), 0);
+    let review = app.payment(id).await.review_reason;
     assert!(review.unwrap().contains("amount"));
     let metrics = app.metrics().await;
     assert!(metrics.contains("payments_needs_review_total"), "{metrics}");
-    assert!(outbox_types(&app.sql().await).await.is_empty());
+    assert!(app.outbox_types().await.is_empty());
 }
 
 #[tokio::test]
 async fn a_currency_mismatch_grants_nothing() {
-    let (app, fake) = with_fake_yookassa(|_| {}).await;
-    let (_, pid) = bought(&app, Uuid::new_v4(), false).await;
+    let app = TestApp::builder().fake_yookassa().start().await;
+    let fake = app.yookassa();
+    let (_, pid) = bought(&app, UserId::new(), false).await;
     fake.patch(
         &pid,
         "amount",
@@ -266,10 +234,13 @@ async fn a_currency_mismatch_grants_nothing() {
     );
     fake.settle(&pid, Outcome::Succeed);
     fake.notify(&pid).await.unwrap();
-    assert_eq!(app.count("SELECT count(*) FROM subscriptions").await, 0);
+    assert_eq!(app.subscriptions().await.len(), 0);
+    let in_review = app.payments().await;
     assert_eq!(
-        app.count("SELECT count(*) FROM payments WHERE review_reason IS NOT NULL")
-            .await,
+        in_review
+            .iter()
+            .filter(|p| p.review_reason.is_some())
+            .count(),
         1
     );
 }
@@ -277,12 +248,16 @@ async fn a_currency_mismatch_grants_nothing() {
 #[tokio::test]
 async fn a_disallowed_ip_is_403_and_stores_nothing() {
     // Default allow-list: YooKassa's ranges only (test mode does not add loopback).
-    let (app, fake) = with_fake_yookassa(|env| {
-        env.remove("YOOKASSA_WEBHOOK_ALLOWED_IPS");
-        env.insert("TRUSTED_PROXIES".into(), "127.0.0.1/32".into());
-    })
-    .await;
-    let (_, pid) = bought(&app, Uuid::new_v4(), false).await;
+    let app = TestApp::builder()
+        .fake_yookassa()
+        .config(|c| {
+            c.yookassa.allowed_ips = yookassa_ips();
+            c.trusted_proxies = cidrs("127.0.0.1/32");
+        })
+        .start()
+        .await;
+    let fake = app.yookassa();
+    let (_, pid) = bought(&app, UserId::new(), false).await;
     let object = fake.settle(&pid, Outcome::Succeed).unwrap();
     assert_eq!(app.notify("payment.succeeded", &object).await, 403);
     let body = json!({"type": "notification", "event": "payment.succeeded", "object": object});
@@ -299,7 +274,7 @@ async fn a_disallowed_ip_is_403_and_stores_nothing() {
         403,
         "the rightmost untrusted hop is 8.8.8.8"
     );
-    assert_eq!(app.count("SELECT count(*) FROM webhook_inbox").await, 0);
+    assert_eq!(app.inbox().await.len(), 0);
 
     // Through our trusted proxy from YooKassa's range: accepted.
     let via_proxy = app
@@ -311,7 +286,7 @@ async fn a_disallowed_ip_is_403_and_stores_nothing() {
         .await
         .unwrap();
     assert_eq!(via_proxy.status(), 200);
-    assert_eq!(app.count("SELECT count(*) FROM subscriptions").await, 1);
+    assert_eq!(app.subscriptions().await.len(), 1);
 }
 
 async fn ops_post(app: &TestApp, body: &Value, id: &str, ts: i64, key: &[u8]) -> u16 {
@@ -333,12 +308,14 @@ async fn ops_post(app: &TestApp, body: &Value, id: &str, ts: i64, key: &[u8]) ->
 
 #[tokio::test]
 async fn ops_signatures_decide_whatever_the_ip() {
-    let (app, fake) = with_fake_yookassa(|env| {
-        env.remove("YOOKASSA_WEBHOOK_ALLOWED_IPS");
-    })
-    .await;
+    let app = TestApp::builder()
+        .fake_yookassa()
+        .config(|c| c.yookassa.allowed_ips = yookassa_ips())
+        .start()
+        .await;
+    let fake = app.yookassa();
     let key = billing::config::decode_whsec(OPS_SECRET).unwrap();
-    let (_, pid) = bought(&app, Uuid::new_v4(), false).await;
+    let (_, pid) = bought(&app, UserId::new(), false).await;
     let object = fake.settle(&pid, Outcome::Succeed).unwrap();
     let body = json!({"type": "notification", "event": "payment.succeeded", "object": object});
     let now = chrono::Utc::now().timestamp();
@@ -353,30 +330,27 @@ async fn ops_signatures_decide_whatever_the_ip() {
         401,
         "stale"
     );
-    assert_eq!(
-        app.count("SELECT count(*) FROM webhook_inbox").await,
-        0,
-        "rejections store nothing"
-    );
+    assert_eq!(app.inbox().await.len(), 0, "rejections store nothing");
 
     assert_eq!(
         ops_post(&app, &body, "msg_1", now, &key).await,
         200,
         "a valid signature from a disallowed IP"
     );
-    assert_eq!(app.count("SELECT count(*) FROM subscriptions").await, 1);
+    assert_eq!(app.subscriptions().await.len(), 1);
     assert_eq!(
         ops_post(&app, &body, "msg_1", now, &key).await,
         401,
         "a webhook-id is used once"
     );
-    assert_eq!(app.count("SELECT count(*) FROM webhook_inbox").await, 1);
+    assert_eq!(app.inbox().await.len(), 1);
 }
 
 #[tokio::test]
 async fn a_provider_that_times_out_on_reread_is_retried_by_the_worker() {
-    let (app, fake) = with_fake_yookassa(|_| {}).await;
-    let user = Uuid::new_v4();
+    let app = TestApp::builder().fake_yookassa().start().await;
+    let fake = app.yookassa();
+    let user = UserId::new();
     let (_, pid) = bought(&app, user, false).await;
     let object = fake.settle(&pid, Outcome::Succeed).unwrap();
     fake.set_get_delay(Some(std::time::Duration::from_secs(8)));
@@ -392,58 +366,45 @@ async fn a_provider_that_times_out_on_reread_is_retried_by_the_worker() {
         .await
         .expect("answered within the client's 7 s");
     assert_eq!(resp.status(), 200);
-    assert_eq!(app.count("SELECT count(*) FROM subscriptions").await, 0);
-    assert_eq!(
-        app.count("SELECT count(*) FROM webhook_inbox WHERE status = 'received'")
-            .await,
-        1
-    );
+    assert_eq!(app.subscriptions().await.len(), 0);
+    assert_eq!(app.inbox_with(InboxStatus::Received).await.len(), 1);
 
     fake.set_get_delay(None);
-    app.sql()
-        .await
-        .execute("UPDATE webhook_inbox SET next_attempt_at = now()", &[])
-        .await
-        .unwrap();
+    app.make_inbox_due().await;
     let n = billing::jobs::inbox_retry::run_once(app.app())
         .await
         .unwrap();
     assert_eq!(n, 1);
     assert_eq!(
-        app.count("SELECT count(*) FROM subscriptions WHERE status = 'active'")
-            .await,
+        app.subscriptions_with(SubscriptionStatus::Active)
+            .await
+            .len(),
         1
     );
-    assert_eq!(
-        app.count("SELECT count(*) FROM webhook_inbox WHERE status = 'processed'")
-            .await,
-        1
-    );
+    assert_eq!(app.inbox_with(InboxStatus::Processed).await.len(), 1);
 }
 
 #[tokio::test]
 async fn unknown_events_and_unknown_payments_are_200_and_ignored() {
-    let (app, _fake) = with_fake_yookassa(|_| {}).await;
+    let app = TestApp::builder().fake_yookassa().start().await;
     let fixture: Value = serde_json::from_str(include_str!(
-        "../fixtures/yookassa/unknown.payout.succeeded.json"
+        "../../fixtures/yookassa/unknown.payout.succeeded.json"
     ))
     .unwrap();
     let status = app
         .notify(fixture["event"].as_str().unwrap(), &fixture["object"])
         .await;
     assert_eq!(status, 200);
-    let fixture: Value =
-        serde_json::from_str(include_str!("../fixtures/yookassa/payment.succeeded.json")).unwrap();
+    let fixture: Value = serde_json::from_str(include_str!(
+        "../../fixtures/yookassa/payment.succeeded.json"
+    ))
+    .unwrap();
     assert_eq!(
         app.notify("payment.succeeded", &fixture["object"]).await,
         200,
         "not at the provider"
     );
-    assert_eq!(
-        app.count("SELECT count(*) FROM webhook_inbox WHERE status = 'ignored'")
-            .await,
-        2
-    );
+    assert_eq!(app.inbox_with(InboxStatus::Ignored).await.len(), 2);
     let (status, _) = {
         let r = app
             .http
@@ -459,14 +420,15 @@ async fn unknown_events_and_unknown_payments_are_200_and_ignored() {
 
 #[tokio::test]
 async fn the_same_idempotency_key_returns_the_same_payment_and_calls_the_provider_once() {
-    let (app, fake) = with_fake_yookassa(|_| {}).await;
-    let user = Uuid::new_v4();
+    let app = TestApp::builder().fake_yookassa().start().await;
+    let fake = app.yookassa();
+    let user = UserId::new();
     let (s1, first) = app.buy(user, MONTH_TARIFF, true, Some("order-1")).await;
     let (s2, second) = app.buy(user, MONTH_TARIFF, true, Some("order-1")).await;
     assert_eq!((s1, s2), (201, 201));
     assert_eq!(first, second);
     assert_eq!(fake.creates(), 1);
-    assert_eq!(app.count("SELECT count(*) FROM payments").await, 1);
+    assert_eq!(app.payments().await.len(), 1);
 
     let (status, body) = app.buy(user, MONTH_TARIFF, false, Some("order-1")).await;
     assert_eq!(status, 422, "{body}");
@@ -474,7 +436,7 @@ async fn the_same_idempotency_key_returns_the_same_payment_and_calls_the_provide
 
     // Another user's identical key is theirs alone.
     let (status, other) = app
-        .buy(Uuid::new_v4(), MONTH_TARIFF, true, Some("order-1"))
+        .buy(UserId::new(), MONTH_TARIFF, true, Some("order-1"))
         .await;
     assert_eq!(status, 201);
     assert_ne!(other["payment_id"], first["payment_id"]);
@@ -496,29 +458,31 @@ async fn the_same_idempotency_key_returns_the_same_payment_and_calls_the_provide
 
 #[tokio::test]
 async fn a_crashed_request_is_resumed_with_the_same_provider_key() {
-    let (app, fake) = with_fake_yookassa(|_| {}).await;
-    let user = Uuid::new_v4();
+    let app = TestApp::builder().fake_yookassa().start().await;
+    let fake = app.yookassa();
+    let user = UserId::new();
     fake.fail_creates(10);
     let (status, body) = app.buy(user, MONTH_TARIFF, false, Some("k-502")).await;
     assert_eq!(status, 502, "{body}");
     assert_eq!(body["code"], "provider_unavailable");
-    assert_eq!(app.count("SELECT count(*) FROM payments WHERE status = 'pending' AND provider_payment_id IS NULL").await, 1);
+    let unsent = app.payments_with(PaymentStatus::Pending).await;
+    assert_eq!(
+        unsent
+            .iter()
+            .filter(|p| p.provider_payment_id.is_none())
+            .count(),
+        1
+    );
 
     fake.fail_creates(0);
     let (status, body) = app.buy(user, MONTH_TARIFF, false, Some("k-502")).await;
     assert_eq!(status, 201, "{body}");
     assert_eq!(
-        app.count("SELECT count(*) FROM payments").await,
+        app.payments().await.len(),
         1,
         "resumed, not a second payment"
     );
-    let key: String = app
-        .sql()
-        .await
-        .query_one("SELECT provider_idempotence_key FROM payments", &[])
-        .await
-        .unwrap()
-        .get(0);
+    let key = app.payments().await[0].provider_idempotence_key.clone();
     assert!(
         fake.requests_with_key(&key) >= 2,
         "the same key was re-sent"
@@ -528,22 +492,27 @@ async fn a_crashed_request_is_resumed_with_the_same_provider_key() {
 
 #[tokio::test]
 async fn a_lost_create_answer_is_retried_with_the_same_key_and_creates_once() {
-    let (app, fake) = with_fake_yookassa(|_| {}).await;
+    let app = TestApp::builder().fake_yookassa().start().await;
+    let fake = app.yookassa();
     fake.lose_create_answers(1);
-    let (status, body) = app.buy(Uuid::new_v4(), MONTH_TARIFF, false, None).await;
+    let (status, body) = app.buy(UserId::new(), MONTH_TARIFF, false, None).await;
     assert_eq!(status, 201, "{body}");
     assert_eq!(fake.creates(), 1);
+    let created = app.payments().await;
     assert_eq!(
-        app.count("SELECT count(*) FROM payments WHERE provider_payment_id IS NOT NULL")
-            .await,
+        created
+            .iter()
+            .filter(|p| p.provider_payment_id.is_some())
+            .count(),
         1
     );
 }
 
 #[tokio::test]
 async fn buy_rejects_conflicts_unknowns_and_bad_input() {
-    let (app, fake) = with_fake_yookassa(|_| {}).await;
-    let user = Uuid::new_v4();
+    let app = TestApp::builder().fake_yookassa().start().await;
+    let fake = app.yookassa();
+    let user = UserId::new();
     let (_, pid) = bought(&app, user, false).await;
     fake.settle(&pid, Outcome::Succeed);
     fake.notify(&pid).await.unwrap();
@@ -612,7 +581,7 @@ async fn buy_rejects_conflicts_unknowns_and_bad_input() {
             400,
         ),
     ];
-    let before = app.count("SELECT count(*) FROM payments").await;
+    let before = app.payments().await.len();
     for (path, body, expected) in cases {
         let resp = post(path, &body).await.unwrap();
         let (status, json) = read(resp).await;
@@ -620,7 +589,7 @@ async fn buy_rejects_conflicts_unknowns_and_bad_input() {
         assert!(json["code"].is_string());
     }
     assert_eq!(
-        app.count("SELECT count(*) FROM payments").await,
+        app.payments().await.len(),
         before,
         "bad input changes nothing"
     );
@@ -648,10 +617,10 @@ async fn buy_rejects_conflicts_unknowns_and_bad_input() {
 
 #[tokio::test]
 async fn a_pending_renewal_blocks_a_purchase_with_409() {
-    let (app, _fake) = with_fake_yookassa(|_| {}).await;
-    let user = Uuid::new_v4();
+    let app = TestApp::builder().fake_yookassa().start().await;
+    let user = UserId::new();
     let db = app.sql().await;
-    let sub = seed_subscription(&db, user, true, true).await;
+    let sub = app.seed_subscription(user, true, true).await;
     db.execute(
         "INSERT INTO payments (id, user_id, tariff_id, subscription_id, pay_system, kind, status, amount_minor, currency, \
          renew, description, provider_idempotence_key, livemode, period_start) \
@@ -670,7 +639,7 @@ async fn a_pending_renewal_blocks_a_purchase_with_409() {
 async fn the_sandbox_checkout_page_completes_a_purchase_end_to_end() {
     // No provider configuration at all: sandbox mode, the built-in provider.
     let app = TestApp::start().await;
-    let user = Uuid::new_v4();
+    let user = UserId::new();
     let (status, body) = app.buy(user, MONTH_TARIFF, true, None).await;
     assert_eq!(status, 201, "{body}");
     let page_url = body["confirmation_url"].as_str().unwrap().to_owned();
@@ -722,7 +691,7 @@ async fn the_sandbox_checkout_page_completes_a_purchase_end_to_end() {
 #[tokio::test]
 async fn a_declined_sandbox_card_cancels_the_payment() {
     let app = TestApp::start().await;
-    let user = Uuid::new_v4();
+    let user = UserId::new();
     let (_, body) = app.buy(user, MONTH_TARIFF, false, None).await;
     let page_url = body["confirmation_url"].as_str().unwrap();
     let no_redirect = reqwest::Client::builder()
@@ -748,38 +717,42 @@ async fn a_declined_sandbox_card_cancels_the_payment() {
 
 #[tokio::test]
 async fn billing_replay_signs_fixtures_and_the_service_accepts_them_once() {
-    let (app, fake) = with_fake_yookassa(|_| {}).await;
-    let user = Uuid::new_v4();
+    let app = TestApp::builder().fake_yookassa().start().await;
+    let fake = app.yookassa();
+    let user = UserId::new();
     let (payment_id, pid) = bought(&app, user, false).await;
     fake.settle(&pid, Outcome::Succeed);
-    let mut env: std::collections::HashMap<String, String> = base_env(&app.db);
-    env.insert("OPS_WEBHOOK_SECRET".into(), OPS_SECRET.into());
-    let config = billing::config::Config::from_lookup(|k| env.get(k).cloned()).unwrap();
+    // `billing replay` reads the service's configuration: its database and OPS_WEBHOOK_SECRET.
+    let config = &app.app().config;
     let files = vec![std::path::PathBuf::from(
         "fixtures/yookassa/payment.succeeded.json",
     )];
-    let ok = billing::replay::run(&config, &files, &app.url, Some(&payment_id))
+    let ok = billing::replay::run(config, &files, &app.url, Some(&payment_id.to_string()))
         .await
         .unwrap();
     assert!(ok);
     assert_eq!(
-        app.count("SELECT count(*) FROM subscriptions WHERE status = 'active'")
-            .await,
+        app.subscriptions_with(SubscriptionStatus::Active)
+            .await
+            .len(),
         1
     );
     // A second replay has a fresh webhook-id and is processed again, changing nothing.
     assert!(
-        billing::replay::run(&config, &files, &app.url, Some(&payment_id))
+        billing::replay::run(config, &files, &app.url, Some(&payment_id.to_string()))
             .await
             .unwrap()
     );
     assert_eq!(
-        outbox_types(&app.sql().await).await,
+        app.outbox_types().await,
         ["payment.succeeded", "subscription.activated"]
     );
+    let replayed = app.inbox().await;
     assert_eq!(
-        app.count("SELECT count(*) FROM webhook_inbox WHERE ops_webhook_id IS NOT NULL")
-            .await,
+        replayed
+            .iter()
+            .filter(|r| r.ops_webhook_id.is_some())
+            .count(),
         2
     );
 }
@@ -788,12 +761,16 @@ async fn billing_replay_signs_fixtures_and_the_service_accepts_them_once() {
 async fn a_forged_forwarded_for_line_before_the_proxys_own_line_is_not_believed() {
     // Behind a proxy that appends its own X-Forwarded-For line, the sender's forged
     // line comes first; the hops of all lines, in order, form one list.
-    let (app, fake) = with_fake_yookassa(|env| {
-        env.remove("YOOKASSA_WEBHOOK_ALLOWED_IPS");
-        env.insert("TRUSTED_PROXIES".into(), "127.0.0.1/32".into());
-    })
-    .await;
-    let (_, pid) = bought(&app, Uuid::new_v4(), false).await;
+    let app = TestApp::builder()
+        .fake_yookassa()
+        .config(|c| {
+            c.yookassa.allowed_ips = yookassa_ips();
+            c.trusted_proxies = cidrs("127.0.0.1/32");
+        })
+        .start()
+        .await;
+    let fake = app.yookassa();
+    let (_, pid) = bought(&app, UserId::new(), false).await;
     let object = fake.settle(&pid, Outcome::Succeed).unwrap();
     let body = json!({"type": "notification", "event": "payment.succeeded", "object": object});
     let forged = app
@@ -810,23 +787,14 @@ async fn a_forged_forwarded_for_line_before_the_proxys_own_line_is_not_believed(
         403,
         "the proxy's line names 8.8.8.8 as the sender"
     );
-    assert_eq!(app.count("SELECT count(*) FROM webhook_inbox").await, 0);
-    assert_eq!(app.count("SELECT count(*) FROM subscriptions").await, 0);
-}
-
-async fn inbox_status(db: &tokio_postgres::Client, object_id: &str) -> String {
-    db.query_one(
-        "SELECT status FROM webhook_inbox WHERE object_id = $1",
-        &[&object_id],
-    )
-    .await
-    .unwrap()
-    .get(0)
+    assert_eq!(app.inbox().await.len(), 0);
+    assert_eq!(app.subscriptions().await.len(), 0);
 }
 
 #[tokio::test]
 async fn deadlocks_serialization_failures_and_unique_violations_leave_the_inbox_row_for_retry() {
-    let (app, fake) = with_fake_yookassa(|_| {}).await;
+    let app = TestApp::builder().fake_yookassa().start().await;
+    let fake = app.yookassa();
     // A fault injected in the real database: every payment update raises the SQLSTATE
     // named in `fault` while it has a row.
     app.sql()
@@ -842,15 +810,18 @@ async fn deadlocks_serialization_failures_and_unique_violations_leave_the_inbox_
         .await
         .unwrap();
     for code in ["40P01", "40001", "23505"] {
-        let (_, pid) = bought(&app, Uuid::new_v4(), false).await;
+        let (_, pid) = bought(&app, UserId::new(), false).await;
         let object = fake.settle(&pid, Outcome::Succeed).unwrap();
         let db = app.sql().await;
         db.execute("INSERT INTO fault VALUES ($1)", &[&code])
             .await
             .unwrap();
         assert_eq!(app.notify("payment.succeeded", &object).await, 200);
-        let status = inbox_status(&db, &pid).await;
-        assert_eq!(status, "received", "SQLSTATE {code} is retried, not failed");
+        assert_eq!(
+            app.inbox_status(&pid).await,
+            InboxStatus::Received,
+            "SQLSTATE {code} is retried, not failed"
+        );
 
         db.execute("DELETE FROM fault", &[]).await.unwrap();
         db.execute(
@@ -862,18 +833,22 @@ async fn deadlocks_serialization_failures_and_unique_violations_leave_the_inbox_
         billing::jobs::inbox_retry::run_once(app.app())
             .await
             .unwrap();
-        let status = inbox_status(&db, &pid).await;
-        assert_eq!(status, "processed", "after SQLSTATE {code} cleared");
+        assert_eq!(
+            app.inbox_status(&pid).await,
+            InboxStatus::Processed,
+            "after SQLSTATE {code} cleared"
+        );
     }
     assert_eq!(
-        app.count("SELECT count(*) FROM subscriptions WHERE status = 'active'")
-            .await,
+        app.subscriptions_with(SubscriptionStatus::Active)
+            .await
+            .len(),
         3,
         "each viewer got the access they paid for"
     );
 
     // A fault that outlasts a day fails the row (and alerts), as any transient error does.
-    let (_, pid) = bought(&app, Uuid::new_v4(), false).await;
+    let (_, pid) = bought(&app, UserId::new(), false).await;
     let object = fake.settle(&pid, Outcome::Succeed).unwrap();
     let db = app.sql().await;
     db.execute("INSERT INTO fault VALUES ('40P01')", &[])
@@ -890,6 +865,5 @@ async fn deadlocks_serialization_failures_and_unique_violations_leave_the_inbox_
     billing::jobs::inbox_retry::run_once(app.app())
         .await
         .unwrap();
-    let status = inbox_status(&db, &pid).await;
-    assert_eq!(status, "failed");
+    assert_eq!(app.inbox_status(&pid).await, InboxStatus::Failed);
 }

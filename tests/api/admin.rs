@@ -1,20 +1,19 @@
 //! Refunds and the operator's routes.
 
-mod common;
-
-use billing::providers::sandbox::{Outcome, Sandbox};
-use common::*;
+use crate::helpers::*;
+use billing::domain::{PaymentId, RefundId, UserId};
+use billing::providers::sandbox::Outcome;
 use serde_json::{json, Value};
-use std::sync::Arc;
 use uuid::Uuid;
 
 /// A user with an active subscription paid through the fake; answers (user, payment id, provider id).
-async fn paid(app: &TestApp, fake: &Arc<Sandbox>) -> (Uuid, String, String) {
-    let user = Uuid::new_v4();
+async fn paid(app: &TestApp) -> (UserId, PaymentId, String) {
+    let fake = app.yookassa();
+    let user = UserId::new();
     let (status, body) = app.buy(user, MONTH_TARIFF, true, None).await;
     assert_eq!(status, 201, "{body}");
-    let id = body["payment_id"].as_str().unwrap().to_owned();
-    let pid = app.provider_id(&id).await;
+    let id: PaymentId = body["payment_id"].as_str().unwrap().parse().unwrap();
+    let pid = app.provider_id(id).await;
     fake.settle(&pid, Outcome::Succeed);
     assert_eq!(fake.notify(&pid).await.unwrap(), 200);
     (user, id, pid)
@@ -30,7 +29,12 @@ fn operator(app: &TestApp) -> String {
     )
 }
 
-async fn refund(app: &TestApp, payment: &str, body: Value, key: Option<&str>) -> (u16, Value) {
+async fn refund(
+    app: &TestApp,
+    payment: impl std::fmt::Display,
+    body: Value,
+    key: Option<&str>,
+) -> (u16, Value) {
     let mut req = app
         .http
         .post(format!(
@@ -47,8 +51,9 @@ async fn refund(app: &TestApp, payment: &str, body: Value, key: Option<&str>) ->
 
 #[tokio::test]
 async fn a_full_refund_revokes_access_and_publishes_events() {
-    let (app, fake) = with_fake_yookassa(|_| {}).await;
-    let (user, id, pid) = paid(&app, &fake).await;
+    let app = TestApp::builder().fake_yookassa().start().await;
+    let fake = app.yookassa();
+    let (user, id, pid) = paid(&app).await;
     let (status, body) = refund(&app, &id, json!({"reason": "viewer asked"}), None).await;
     assert_eq!(status, 201, "{body}");
     assert_eq!(
@@ -72,7 +77,7 @@ async fn a_full_refund_revokes_access_and_publishes_events() {
     assert_eq!(sub["status"], "canceled");
     assert_eq!(sub["auto_renew"], false);
     assert_eq!(
-        outbox_types(&app.sql().await).await,
+        app.outbox_types().await,
         [
             "payment.succeeded",
             "subscription.activated",
@@ -84,8 +89,9 @@ async fn a_full_refund_revokes_access_and_publishes_events() {
 
 #[tokio::test]
 async fn partial_refunds_add_up_and_cannot_exceed_the_payment() {
-    let (app, fake) = with_fake_yookassa(|_| {}).await;
-    let (user, id, _) = paid(&app, &fake).await;
+    let app = TestApp::builder().fake_yookassa().start().await;
+    let fake = app.yookassa();
+    let (user, id, _) = paid(&app).await;
     let part = |v: &str| json!({"amount": {"value": v, "currency": "RUB"}, "reason": "partial"});
     assert_eq!(refund(&app, &id, part("100.00"), None).await.0, 201);
     assert_eq!(refund(&app, &id, part("150.00"), None).await.0, 201);
@@ -124,21 +130,23 @@ async fn partial_refunds_add_up_and_cannot_exceed_the_payment() {
 
 #[tokio::test]
 async fn a_refund_with_an_idempotency_key_is_made_once() {
-    let (app, fake) = with_fake_yookassa(|_| {}).await;
-    let (_, id, _) = paid(&app, &fake).await;
+    let app = TestApp::builder().fake_yookassa().start().await;
+    let fake = app.yookassa();
+    let (_, id, _) = paid(&app).await;
     let body = json!({"amount": {"value": "10.00", "currency": "RUB"}, "reason": "goodwill"});
     let first = refund(&app, &id, body.clone(), Some("r-1")).await;
     let second = refund(&app, &id, body, Some("r-1")).await;
     assert_eq!(first, second);
     assert_eq!(first.0, 201);
     assert_eq!(fake.refunds(), 1);
-    assert_eq!(app.count("SELECT count(*) FROM refunds").await, 1);
+    assert_eq!(app.refunds().await.len(), 1);
 }
 
 #[tokio::test]
 async fn a_duplicate_refund_notification_changes_nothing() {
-    let (app, fake) = with_fake_yookassa(|_| {}).await;
-    let (_, id, _) = paid(&app, &fake).await;
+    let app = TestApp::builder().fake_yookassa().start().await;
+    let fake = app.yookassa();
+    let (_, id, _) = paid(&app).await;
     let (_, body) = refund(
         &app,
         &id,
@@ -146,17 +154,8 @@ async fn a_duplicate_refund_notification_changes_nothing() {
         None,
     )
     .await;
-    let refund_id = Uuid::parse_str(body["id"].as_str().unwrap()).unwrap();
-    let provider_refund: String = app
-        .sql()
-        .await
-        .query_one(
-            "SELECT provider_refund_id FROM refunds WHERE id = $1",
-            &[&refund_id],
-        )
-        .await
-        .unwrap()
-        .get(0);
+    let refund_id: RefundId = body["id"].as_str().unwrap().parse().unwrap();
+    let provider_refund = app.provider_refund_id(refund_id).await.unwrap();
     let object = fake.refund_object(&provider_refund).unwrap();
     for _ in 0..3 {
         assert_eq!(
@@ -166,23 +165,20 @@ async fn a_duplicate_refund_notification_changes_nothing() {
             200
         );
     }
-    let types = outbox_types(&app.sql().await).await;
-    assert_eq!(
-        types.iter().filter(|t| *t == "payment.refunded").count(),
-        1,
-        "{types:?}"
-    );
-    assert_eq!(app.count("SELECT refunded_minor FROM payments").await, 9900);
+    let types = app.outbox_types().await;
+    assert_eq!(count(&types, "payment.refunded"), 1, "{types:?}");
+    assert_eq!(app.payment(id).await.refunded_minor, 9900);
 }
 
 #[tokio::test]
 async fn a_refund_made_in_the_providers_dashboard_is_recorded_and_applied() {
-    let (app, fake) = with_fake_yookassa(|_| {}).await;
-    let (user, id, pid) = paid(&app, &fake).await;
+    let app = TestApp::builder().fake_yookassa().start().await;
+    let fake = app.yookassa();
+    let (user, id, pid) = paid(&app).await;
     // The operator refunds in YooKassa's dashboard: the provider's API, not ours.
     let resp = reqwest::Client::new()
         .post(format!("{}/refunds", fake_api(&app).await))
-        .basic_auth("test-shop", Some("test_secret"))
+        .basic_auth(YOOKASSA_SHOP_ID, Some(YOOKASSA_SECRET_KEY))
         .header("idempotence-key", "dashboard-1")
         .json(&json!({"payment_id": pid, "amount": {"value": "299.00", "currency": "RUB"}}))
         .send()
@@ -193,11 +189,13 @@ async fn a_refund_made_in_the_providers_dashboard_is_recorded_and_applied() {
         fake.notify_raw("refund.succeeded", object).await.unwrap(),
         200
     );
-    assert_eq!(
-        app.count("SELECT count(*) FROM refunds WHERE initiated_by = 'provider'")
-            .await,
-        1
-    );
+    let by_provider = app
+        .refunds()
+        .await
+        .into_iter()
+        .filter(|r| r.initiated_by == "provider")
+        .count();
+    assert_eq!(by_provider, 1);
     let (_, payment) = app
         .get(&format!("/api/v1/payments/{id}"), Some(&app.token(user)))
         .await;
@@ -214,8 +212,8 @@ async fn fake_api(app: &TestApp) -> String {
 
 #[tokio::test]
 async fn refunds_of_unpaid_or_unknown_payments_are_refused() {
-    let (app, _fake) = with_fake_yookassa(|_| {}).await;
-    let (_, body) = app.buy(Uuid::new_v4(), MONTH_TARIFF, false, None).await;
+    let app = TestApp::builder().fake_yookassa().start().await;
+    let (_, body) = app.buy(UserId::new(), MONTH_TARIFF, false, None).await;
     let pending = body["payment_id"].as_str().unwrap();
     let (status, body) = refund(&app, pending, json!({"reason": "x"}), None).await;
     assert_eq!(
@@ -242,13 +240,13 @@ async fn refunds_of_unpaid_or_unknown_payments_are_refused() {
     )
     .await;
     assert_eq!(status, 400);
-    assert_eq!(app.count("SELECT count(*) FROM refunds").await, 0);
+    assert_eq!(app.refunds().await.len(), 0);
 }
 
 #[tokio::test]
 async fn admin_routes_need_a_superuser() {
     let app = TestApp::start().await;
-    let viewer = app.token(Uuid::new_v4());
+    let viewer = app.token(UserId::new());
     let id = Uuid::new_v4();
     let routes = [
         ("GET", "/api/v1/admin/tariffs".to_owned()),
@@ -338,7 +336,7 @@ async fn tariff_changes_show_in_the_public_catalogue() {
             .all(|t| t["alias"] != "week"),
         "archived is not sold"
     );
-    let (status, _) = app.buy(Uuid::new_v4(), id, false, None).await;
+    let (status, _) = app.buy(UserId::new(), id, false, None).await;
     assert_eq!(status, 404, "an archived tariff cannot be bought");
 
     for bad in [
@@ -357,8 +355,8 @@ async fn tariff_changes_show_in_the_public_catalogue() {
 
 #[tokio::test]
 async fn support_sees_one_viewers_account() {
-    let (app, fake) = with_fake_yookassa(|_| {}).await;
-    let (user, id, _) = paid(&app, &fake).await;
+    let app = TestApp::builder().fake_yookassa().start().await;
+    let (user, id, _) = paid(&app).await;
     refund(
         &app,
         &id,
@@ -387,8 +385,8 @@ async fn support_sees_one_viewers_account() {
 
 #[tokio::test]
 async fn the_inbox_is_listed_redacted_and_replay_is_idempotent() {
-    let (app, fake) = with_fake_yookassa(|_| {}).await;
-    let (user, _, pid) = paid(&app, &fake).await;
+    let app = TestApp::builder().fake_yookassa().start().await;
+    let (user, _, pid) = paid(&app).await;
     let admin = app.admin_token();
     let (status, list) = app
         .get(
@@ -428,7 +426,7 @@ async fn the_inbox_is_listed_redacted_and_replay_is_idempotent() {
         assert_eq!(row["status"], "processed");
     }
     assert_eq!(
-        outbox_types(&app.sql().await).await,
+        app.outbox_types().await,
         ["payment.succeeded", "subscription.activated"]
     );
     let (_, sub) = app

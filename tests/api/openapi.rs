@@ -2,12 +2,11 @@
 //! (every `$ref` resolves, every path parameter is declared), and real answers of
 //! the real routes fit the schemas documented for their route and status.
 
-mod common;
-
 use std::collections::BTreeSet;
 
+use crate::helpers::*;
+use billing::domain::UserId;
 use billing::providers::sandbox::Outcome;
-use common::*;
 use serde_json::{json, Value};
 use uuid::Uuid;
 
@@ -264,9 +263,10 @@ async fn send(
 
 #[tokio::test]
 async fn real_answers_fit_the_schemas_documented_for_their_route_and_status() {
-    let (app, fake) = with_fake_yookassa(|_| {}).await;
+    let app = TestApp::builder().fake_yookassa().start().await;
+    let fake = app.yookassa();
     let doc = document(&app).await;
-    let user = Uuid::new_v4();
+    let user = UserId::new();
     let token = app.token(user);
     let admin = app.admin_token();
     let mut checked = BTreeSet::new();
@@ -293,7 +293,7 @@ async fn real_answers_fit_the_schemas_documented_for_their_route_and_status() {
     .await;
     assert_eq!(s, 201, "{b}");
     check("POST", buy, s, &b);
-    let payment = b["payment_id"].as_str().unwrap().to_owned();
+    let payment = payment_id(&b);
     let (s, b) = send(
         &app,
         "GET",
@@ -308,7 +308,7 @@ async fn real_answers_fit_the_schemas_documented_for_their_route_and_status() {
         "an open payment shows its URL"
     );
     check("GET", "/api/v1/payments/{id}", s, &b);
-    let pid = app.provider_id(&payment).await;
+    let pid = app.provider_id(payment).await;
     fake.settle(&pid, Outcome::Succeed);
     let (s, b) = send(
         &app,

@@ -4,10 +4,10 @@
 //! parallel), so tests filter what they read, by user id, and never assume an
 //! empty queue.
 
-use std::collections::HashMap;
 use std::time::Duration;
 
-use billing::server::ServeOptions;
+use billing::config::Config;
+use billing::domain::UserId;
 use futures::StreamExt;
 use lapin::options::{
     BasicConsumeOptions, BasicPublishOptions, ExchangeDeclareOptions, QueueBindOptions,
@@ -20,17 +20,12 @@ use tokio::time::Instant;
 use uuid::Uuid;
 
 pub const AMQP_URL: &str = "amqp://guest:guest@127.0.0.1:5672/%2f";
-/// API and workers (the relay among them).
-pub const WITH_WORKERS: ServeOptions = ServeOptions {
-    api: true,
-    workers: true,
-};
 /// How long a test waits for a condition before it fails.
 pub const PATIENCE: Duration = Duration::from_secs(20);
 
-/// `start_opts` customizer: point the server at the real broker.
-pub fn with_broker(env: &mut HashMap<String, String>) {
-    env.insert("AMQP_URL".into(), AMQP_URL.into());
+/// For a replica or a restart: the real broker (what `.rabbitmq()` sets).
+pub fn with_broker(config: &mut Config) {
+    config.amqp_url = AMQP_URL.into();
 }
 
 /// One delivered message, as a consumer sees it.
@@ -64,7 +59,7 @@ impl Message {
 }
 
 /// Messages about any of these users.
-pub fn for_users(users: &[Uuid]) -> impl Fn(&Message) -> bool {
+pub fn for_users(users: &[UserId]) -> impl Fn(&Message) -> bool {
     let users: Vec<String> = users.iter().map(|u| u.to_string()).collect();
     move |m| m.user_id().is_some_and(|u| users.iter().any(|x| x == u))
 }

@@ -1,18 +1,17 @@
 //! The outbox relay against the real RabbitMQ and PostgreSQL: what a consumer of
 //! `billing.events` receives, and what stays in the outbox.
 
-mod common;
-
 use std::collections::HashMap;
 use std::future::Future;
 use std::time::Duration;
 
+use crate::helpers::broker::*;
+use crate::helpers::*;
+use billing::domain::UserId;
 use billing::events::{self, relay, EventSubject, EventType};
 use billing::jobs::outbox_retention;
-use billing::store::{subscriptions, Subscription};
+use billing::store::{outbox, Subscription};
 use chrono::{DateTime, Utc};
-use common::broker::*;
-use common::*;
 use serde_json::{json, Value};
 use uuid::Uuid;
 
@@ -35,19 +34,9 @@ where
     }
 }
 
-async fn unsent(db: &tokio_postgres::Client) -> i64 {
-    db.query_one("SELECT count(*) FROM outbox WHERE sent_at IS NULL", &[])
-        .await
-        .unwrap()
-        .get(0)
-}
-
-async fn load(app: &TestApp, id: Uuid) -> Subscription {
-    let db = app.app().db.get().await.unwrap();
-    subscriptions::get(&db, billing::domain::SubscriptionId::from_uuid(id))
-        .await
-        .unwrap()
-        .expect("seeded subscription")
+/// How many events wait to be published.
+async fn unsent(app: &TestApp) -> i64 {
+    outbox::backlog(&app.conn().await).await.unwrap().rows
 }
 
 /// Records one event in its own committed transaction.
@@ -63,11 +52,11 @@ async fn record_committed(app: &TestApp, event: EventType, sub: &Subscription) -
 
 #[tokio::test]
 async fn events_arrive_with_the_designed_properties_in_commit_order() {
-    let app = TestApp::start_opts(with_broker, WITH_WORKERS).await;
+    let app = TestApp::builder().rabbitmq().workers().start().await;
     let mut queue = TestQueue::bind().await;
     let db = app.sql().await;
-    let user = Uuid::new_v4();
-    let sub_id = seed_subscription(&db, user, true, true).await;
+    let user = UserId::new();
+    let sub_id = app.seed_subscription(user, true, true).await;
     let token = app.token(user);
 
     let (status, _) = app
@@ -166,7 +155,7 @@ async fn events_arrive_with_the_designed_properties_in_commit_order() {
 
     // Marked sent only after the ack: the backlog empties.
     eventually("both rows marked sent", || async {
-        (unsent(&db).await == 0).then_some(())
+        (unsent(&app).await == 0).then_some(())
     })
     .await;
     let metrics = app.metrics().await;
@@ -184,14 +173,12 @@ async fn events_arrive_with_the_designed_properties_in_commit_order() {
 
 #[tokio::test]
 async fn a_rolled_back_change_publishes_nothing() {
-    let mut app = TestApp::start_opts(with_broker, WITH_WORKERS).await;
+    let mut app = TestApp::builder().rabbitmq().workers().start().await;
     let mut queue = TestQueue::bind().await;
-    let user = Uuid::new_v4();
-    let sub = load(
-        &app,
-        seed_subscription(&app.sql().await, user, true, true).await,
-    )
-    .await;
+    let user = UserId::new();
+    let sub = app
+        .subscription(app.seed_subscription(user, true, true).await)
+        .await;
 
     let rolled_back = {
         let mut db = app.app().db.get().await.unwrap();
@@ -221,7 +208,7 @@ async fn a_rolled_back_change_publishes_nothing() {
         "only the committed event; rolled back: {rolled_back}"
     );
     assert_eq!(
-        outbox_types(&app.sql().await).await,
+        app.outbox_types().await,
         ["subscription.auto_renew_enabled"]
     );
     queue.close().await;
@@ -231,10 +218,10 @@ async fn a_rolled_back_change_publishes_nothing() {
 async fn events_wait_in_the_outbox_while_the_broker_is_unreachable_and_arrive_once_after_a_restart()
 {
     // The harness points AMQP_URL at a closed port.
-    let mut app = TestApp::start_opts(|_| {}, WITH_WORKERS).await;
+    let mut app = TestApp::builder().workers().start().await;
     let db = app.sql().await;
-    let user = Uuid::new_v4();
-    seed_subscription(&db, user, true, true).await;
+    let user = UserId::new();
+    app.seed_subscription(user, true, true).await;
     let token = app.token(user);
     for path in ["cancel", "resume", "cancel"] {
         let (status, body) = app
@@ -306,7 +293,7 @@ async fn two_relays_deliver_a_thousand_events_exactly_once() {
     const SUBSCRIPTIONS: usize = 10;
     const ROUNDS: usize = 100;
 
-    let mut app = TestApp::start_opts(with_broker, WITH_WORKERS).await;
+    let mut app = TestApp::builder().rabbitmq().workers().start().await;
     let db = app.sql().await;
     // The first server is elected before the second starts, so stopping it half-way
     // makes the standby take over.
@@ -316,10 +303,13 @@ async fn two_relays_deliver_a_thousand_events_exactly_once() {
     .await;
     let replica = app.start_replica(with_broker, WITH_WORKERS).await;
     let mut queue = TestQueue::bind().await;
-    let users: Vec<Uuid> = (0..SUBSCRIPTIONS).map(|_| Uuid::new_v4()).collect();
+    let users: Vec<UserId> = (0..SUBSCRIPTIONS).map(|_| UserId::new()).collect();
     let mut subs = Vec::new();
     for &user in &users {
-        subs.push(load(&app, seed_subscription(&db, user, true, true).await).await);
+        subs.push(
+            app.subscription(app.seed_subscription(user, true, true).await)
+                .await,
+        );
     }
 
     // 100 commits of 10 events each, while the relays run.
@@ -341,17 +331,11 @@ async fn two_relays_deliver_a_thousand_events_exactly_once() {
         tx.commit().await.unwrap();
     }
     let total = SUBSCRIPTIONS * ROUNDS;
-    assert_eq!(
-        db.query_one("SELECT count(*) FROM outbox", &[])
-            .await
-            .unwrap()
-            .get::<_, i64>(0),
-        total as i64
-    );
+    assert_eq!(app.outbox_types().await.len(), total);
 
     eventually(
         "every row marked sent (by the replica after the first stopped)",
-        || async { (unsent(&db).await == 0).then_some(()) },
+        || async { (unsent(&app).await == 0).then_some(()) },
     )
     .await;
     replica.stop().await;
@@ -403,11 +387,13 @@ async fn two_relays_deliver_a_thousand_events_exactly_once() {
 
 #[tokio::test]
 async fn the_relay_is_elected_again_when_its_lock_connection_dies() {
-    let app = TestApp::start_opts(with_broker, WITH_WORKERS).await;
+    let app = TestApp::builder().rabbitmq().workers().start().await;
     let mut queue = TestQueue::bind().await;
     let db = app.sql().await;
-    let user = Uuid::new_v4();
-    let sub = load(&app, seed_subscription(&db, user, true, true).await).await;
+    let user = UserId::new();
+    let sub = app
+        .subscription(app.seed_subscription(user, true, true).await)
+        .await;
     let first = eventually("a relay holds the lock", || async {
         relay_lock_holders(&db).await.pop()
     })
@@ -443,12 +429,10 @@ async fn relay_run_once_publishes_one_batch_and_returns_its_size() {
     // No workers: this test drives the relay by hand.
     let app = TestApp::start().await;
     let mut queue = TestQueue::bind().await;
-    let user = Uuid::new_v4();
-    let sub = load(
-        &app,
-        seed_subscription(&app.sql().await, user, true, true).await,
-    )
-    .await;
+    let user = UserId::new();
+    let sub = app
+        .subscription(app.seed_subscription(user, true, true).await)
+        .await;
     for _ in 0..3 {
         record_committed(&app, EventType::SubscriptionRenewed, &sub).await;
     }
@@ -457,7 +441,7 @@ async fn relay_run_once_publishes_one_batch_and_returns_its_size() {
         .expect("RabbitMQ is running");
     let pool = &app.app().db;
     assert_eq!(relay::run_once(pool, broker.channel(), 2).await.unwrap(), 2);
-    assert_eq!(unsent(&app.sql().await).await, 1);
+    assert_eq!(unsent(&app).await, 1);
     assert_eq!(relay::run_once(pool, broker.channel(), 2).await.unwrap(), 1);
     assert_eq!(relay::run_once(pool, broker.channel(), 2).await.unwrap(), 0);
     broker.close().await;
@@ -482,10 +466,10 @@ async fn relay_run_once_publishes_one_batch_and_returns_its_size() {
 #[tokio::test]
 async fn retention_sweep_deletes_only_sent_rows_older_than_the_limit() {
     // No workers, so no relay publishes the old unsent row behind the test's back.
-    let app = TestApp::start_with(|env| {
-        env.insert("OUTBOX_RETENTION".into(), "2d".into());
-    })
-    .await;
+    let app = TestApp::builder()
+        .config(|c| c.outbox_retention = Duration::from_secs(2 * 86_400))
+        .start()
+        .await;
     let retention = app.app().config.outbox_retention;
     assert_eq!(retention, Duration::from_secs(2 * 86_400));
     let db = app.sql().await;
@@ -541,31 +525,19 @@ async fn retention_sweep_deletes_only_sent_rows_older_than_the_limit() {
 
 #[tokio::test]
 async fn a_purchase_publishes_payment_succeeded_then_subscription_activated() {
-    let fake = billing::providers::sandbox::Sandbox::new("test-shop", "test_secret", true);
-    let addr = fake.spawn("127.0.0.1:0".parse().unwrap()).await.unwrap();
-    let app = TestApp::start_opts(
-        |env| {
-            with_broker(env);
-            env.insert("YOOKASSA_SHOP_ID".into(), "test-shop".into());
-            env.insert("YOOKASSA_SECRET_KEY".into(), "test_secret".into());
-            env.insert("JWT_SECRET_KEY".into(), "test-jwt-key".into());
-            env.insert(
-                "YOOKASSA_API_URL".into(),
-                format!("http://{addr}/sandbox/yookassa/v3"),
-            );
-            env.insert("YOOKASSA_RETURN_URL".into(), RETURN_URL.into());
-            env.insert("YOOKASSA_WEBHOOK_ALLOWED_IPS".into(), "127.0.0.1/32".into());
-        },
-        WITH_WORKERS,
-    )
-    .await;
-    fake.set_webhook_url(&format!("{}/webhooks/yookassa", app.url));
+    let app = TestApp::builder()
+        .fake_yookassa()
+        .rabbitmq()
+        .workers()
+        .start()
+        .await;
+    let fake = app.yookassa();
     let mut queue = TestQueue::bind().await;
-    let user = Uuid::new_v4();
+    let user = UserId::new();
     let (status, body) = app.buy(user, MONTH_TARIFF, true, None).await;
     assert_eq!(status, 201, "{body}");
-    let payment_id = body["payment_id"].as_str().unwrap().to_owned();
-    let pid = app.provider_id(&payment_id).await;
+    let payment_id = payment_id(&body);
+    let pid = app.provider_id(payment_id).await;
     fake.settle(&pid, billing::providers::sandbox::Outcome::Succeed);
     assert_eq!(fake.notify(&pid).await.unwrap(), 200);
 
@@ -585,7 +557,7 @@ async fn a_purchase_publishes_payment_succeeded_then_subscription_activated() {
         assert_eq!(*m.properties.delivery_mode(), Some(2), "persistent");
         assert!(m.properties.timestamp().is_some());
         assert_eq!(m.body["version"], 1);
-        assert_eq!(m.body["data"]["payment_id"], payment_id.as_str());
+        assert_eq!(m.body["data"]["payment_id"], payment_id.to_string());
         assert_eq!(
             m.body["data"]["amount"],
             json!({"value": "299.00", "currency": "RUB"})
