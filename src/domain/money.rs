@@ -158,7 +158,7 @@ impl fmt::Display for Money {
     }
 }
 
-/// The wire form of the design: `{"value": "299.00", "currency": "RUB"}`.
+/// The wire form of `docs/contract.md`: `{"value": "299.00", "currency": "RUB"}`.
 #[derive(Serialize, Deserialize)]
 struct MoneyWire {
     value: String,

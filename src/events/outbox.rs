@@ -36,7 +36,7 @@ impl<'a> EventSubject<'a> {
     }
 }
 
-/// Builds the event body of the design. `seq` is filled in by the INSERT.
+/// Builds the event body of `docs/contract.md`. `seq` is filled in by the INSERT.
 pub fn body(id: Uuid, event_type: EventType, subject: &EventSubject<'_>) -> Value {
     let mut data = Map::new();
     data.insert("user_id".into(), json!(subject.user_id));
