@@ -9,8 +9,8 @@ use sha2::Sha256;
 use super::WebhookError;
 use crate::app::App;
 use crate::providers::webhook::{Rejection, WebhookRequest};
-use crate::store::Connect;
 use crate::store::webhook_inbox;
+use crate::store::Connect;
 
 /// Any of these makes a request an ops replay, whatever else it carries.
 const HEADERS: [&str; 3] = ["webhook-id", "webhook-timestamp", "webhook-signature"];
