@@ -775,7 +775,7 @@ async fn a_refund_notification_that_arrives_before_its_pay_is_kept_and_applied_l
         .into_iter()
         .find(|r| r.event == "refund")
         .unwrap();
-    let inbox: InboxStatus = refund.status.parse().unwrap();
+    let inbox: InboxStatus = refund.status;
     assert!(
         inbox != InboxStatus::Ignored && inbox != InboxStatus::Failed,
         "a refund that names our payment is kept for retry, got {inbox}"

@@ -191,7 +191,7 @@ impl TestApp {
             .filter(|r| r.object_id == object_id)
             .collect();
         assert_eq!(rows.len(), 1, "one notification about {object_id}");
-        rows[0].status.parse().unwrap()
+        rows[0].status
     }
 
     /// The outbox's event types, in insert order.
