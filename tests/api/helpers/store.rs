@@ -35,20 +35,28 @@ impl TestApp {
             .unwrap_or_else(|| panic!("no payment {id}"))
     }
 
-    /// Every payment, oldest first.
-    pub async fn payments(&self) -> Vec<Payment> {
-        let sql = format!(
-            "SELECT {} FROM payments ORDER BY created_at, id",
-            payments::COLS
-        );
+    /// Every row of `table`, oldest first, read as the store reads it.
+    async fn all<T, E: std::fmt::Debug>(
+        &self,
+        table: &str,
+        cols: &str,
+        from_row: fn(&tokio_postgres::Row) -> Result<T, E>,
+    ) -> Vec<T> {
+        let sql = format!("SELECT {cols} FROM {table} ORDER BY created_at, id");
         self.conn()
             .await
             .query(&sql, &[])
             .await
             .unwrap()
             .iter()
-            .map(|r| Payment::from_row(r).unwrap())
+            .map(|r| from_row(r).unwrap())
             .collect()
+    }
+
+    /// Every payment, oldest first.
+    pub async fn payments(&self) -> Vec<Payment> {
+        self.all("payments", payments::COLS, Payment::from_row)
+            .await
     }
 
     pub async fn payments_with(&self, status: PaymentStatus) -> Vec<Payment> {
@@ -90,18 +98,8 @@ impl TestApp {
 
     /// Every subscription, oldest first.
     pub async fn subscriptions(&self) -> Vec<Subscription> {
-        let sql = format!(
-            "SELECT {} FROM subscriptions ORDER BY created_at, id",
-            subscriptions::COLS
-        );
-        self.conn()
+        self.all("subscriptions", subscriptions::COLS, Subscription::from_row)
             .await
-            .query(&sql, &[])
-            .await
-            .unwrap()
-            .iter()
-            .map(|r| Subscription::from_row(r).unwrap())
-            .collect()
     }
 
     pub async fn subscriptions_with(&self, status: SubscriptionStatus) -> Vec<Subscription> {
