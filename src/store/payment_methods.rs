@@ -2,7 +2,6 @@
 //! YooKassa `payment_method.id` or a CloudPayments token).
 
 use chrono::{DateTime, Utc};
-use serde::Serialize;
 use tokio_postgres::Row;
 
 use super::{parse_col, GenericClient, StoreError};
@@ -10,12 +9,11 @@ use crate::domain::PaySystem;
 use crate::domain::{MethodId, UserId};
 use crate::store::Cached as _;
 
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone)]
 pub struct PaymentMethod {
     pub id: MethodId,
     pub user_id: UserId,
     pub pay_system: PaySystem,
-    #[serde(skip)]
     pub provider_method_id: String,
     pub title: String,
     pub usable: bool,

@@ -1,5 +1,4 @@
 use chrono::{DateTime, Utc};
-use serde::Serialize;
 use tokio_postgres::Row;
 
 use super::{parse_col, GenericClient, StoreError};
@@ -7,7 +6,7 @@ use crate::domain::TariffId;
 use crate::domain::{Currency, Money, PaySystem, Period};
 use crate::store::Cached as _;
 
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone)]
 pub struct Tariff {
     pub id: TariffId,
     pub alias: String,
@@ -15,7 +14,6 @@ pub struct Tariff {
     pub description: String,
     pub price: Money,
     pub period: Period,
-    #[serde(skip_serializing_if = "Option::is_none")]
     pub archived_at: Option<DateTime<Utc>>,
 }
 
@@ -61,7 +59,7 @@ pub async fn get(db: &impl GenericClient, id: TariffId) -> Result<Option<Tariff>
         .transpose()
 }
 
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone)]
 pub struct PaySystemRow {
     pub alias: PaySystem,
     pub name: String,

@@ -139,7 +139,7 @@ pub async fn claim_due(db: &impl GenericClient, batch: i64) -> Result<Vec<InboxI
 #[derive(Debug, Clone)]
 pub struct InboxRow {
     pub id: InboxId,
-    pub provider: String,
+    pub provider: PaySystem,
     pub event: String,
     pub object_id: String,
     pub ops_webhook_id: Option<String>,
@@ -160,7 +160,7 @@ impl InboxRow {
     fn from_row(r: &tokio_postgres::Row) -> Result<InboxRow, StoreError> {
         Ok(InboxRow {
             id: r.try_get("id")?,
-            provider: r.try_get("provider")?,
+            provider: parse_col(r, "provider")?,
             event: r.try_get("event")?,
             object_id: r.try_get("object_id")?,
             ops_webhook_id: r.try_get("ops_webhook_id")?,

@@ -153,7 +153,7 @@ async fn a_purchase_through_the_checkout_page_activates_a_subscription_with_the_
     assert_eq!(
         processed
             .iter()
-            .filter(|r| r.provider == "cloudpayments")
+            .filter(|r| r.provider == PaySystem::CloudPayments)
             .count(),
         2,
         "check and pay, both processed"

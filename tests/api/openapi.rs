@@ -498,6 +498,29 @@ async fn real_answers_fit_the_schemas_documented_for_their_route_and_status() {
     .is_empty());
 
     assert_eq!(checked.len(), 27, "{checked:#?}");
+    // The two answers that are not JSON objects of a schema: this document (fetched
+    // above) and the Prometheus text.
+    checked.insert("GET /api/openapi.json 200".into());
+    assert!(app.metrics().await.contains("# TYPE "));
+    checked.insert("GET /metrics 200".into());
+    // Every documented operation was called above on a served route, and nothing
+    // was called that the document leaves out.
+    let called: BTreeSet<String> = checked
+        .iter()
+        .map(|c| c.rsplit_once(' ').unwrap().0.to_owned())
+        .collect();
+    let documented: BTreeSet<String> = doc["paths"]
+        .as_object()
+        .unwrap()
+        .iter()
+        .flat_map(|(path, item)| {
+            item.as_object()
+                .unwrap()
+                .keys()
+                .map(move |m| format!("{} {path}", m.to_uppercase()))
+        })
+        .collect();
+    assert_eq!(called, documented);
 }
 
 #[tokio::test]

@@ -2,13 +2,15 @@
 //! webhook inbox and its replay.
 
 use serde::Deserialize;
-use serde_json::{json, Map, Value};
+use serde_json::Value;
 use warp::http::StatusCode;
 use warp::reply::Response;
 use warp::Reply;
 
 use super::account::{pagination, subscription_view};
-use super::views::{rfc3339, PaymentView, RefundView};
+use super::views::{
+    InboxView, PaymentMethodView, PaymentView, RefundView, TariffView, UserAccount,
+};
 use super::{json as reply, keyed, ok};
 use crate::app::App;
 use crate::domain::{InboxId, TariffId};
@@ -21,9 +23,9 @@ use crate::service::refunds::{self, RefundRequest};
 use crate::service::{webhooks, BillingError};
 use crate::store::refunds::Refund;
 use crate::store::tariffs::{NewTariffRow, TariffChange};
-use crate::store::webhook_inbox::{self, InboxRow};
+use crate::store::webhook_inbox;
 use crate::store::Connect;
-use crate::store::{self, payments, subscriptions, tariffs, Tariff};
+use crate::store::{self, payments, subscriptions, tariffs};
 
 #[utoipa::path(
     get,
@@ -33,15 +35,15 @@ use crate::store::{self, payments, subscriptions, tariffs, Tariff};
     summary = "Every tariff, archived ones included",
     security(("jwt" = [])),
     responses(
-        (status = 200, description = "Tariffs, live ones first", body = [crate::http::openapi::schemas::Tariff]),
+        (status = 200, description = "Tariffs, live ones first", body = [TariffView]),
         (status = 401, description = "`unauthorized`: missing or invalid access token", body = crate::http::error::ErrorBody),
         (status = 403, description = "`forbidden`: not a superuser", body = crate::http::error::ErrorBody),
         (status = 503, description = "`database_unavailable`: the database is unavailable, retry later", body = crate::http::error::ErrorBody),
     )
 )]
 pub async fn tariffs_list(app: App) -> Result<Response, ApiError> {
-    let list: Vec<Tariff> = tariffs::list_all(&app.db.conn().await?).await?;
-    Ok(ok(&list))
+    let list = tariffs::list_all(&app.db.conn().await?).await?;
+    Ok(ok(&list.iter().map(TariffView::from).collect::<Vec<_>>()))
 }
 
 #[derive(Deserialize, utoipa::ToSchema)]
@@ -77,7 +79,7 @@ fn check_text(field: &str, value: &str, max: usize) -> Result<(), ApiError> {
     request_body = NewTariff,
     security(("jwt" = [])),
     responses(
-        (status = 201, description = "Created", body = crate::http::openapi::schemas::Tariff),
+        (status = 201, description = "Created", body = TariffView),
         (status = 400, description = "`bad_json`, `bad_body`, `bad_field` (name, description, alias or period out of bounds)", body = crate::http::error::ErrorBody),
         (status = 401, description = "`unauthorized`: missing or invalid access token", body = crate::http::error::ErrorBody),
         (status = 403, description = "`forbidden`: not a superuser", body = crate::http::error::ErrorBody),
@@ -126,7 +128,7 @@ pub async fn tariff_create(app: App, t: NewTariff) -> Result<Response, ApiError>
             format!("a tariff with alias {:?} exists", t.alias),
         )
     })?;
-    Ok(reply(StatusCode::CREATED, &created))
+    Ok(reply(StatusCode::CREATED, &TariffView::from(&created)))
 }
 
 /// Price and period never change (409 `tariff_immutable`): archive the tariff and
@@ -154,7 +156,7 @@ pub struct TariffPatch {
     request_body = TariffPatch,
     security(("jwt" = [])),
     responses(
-        (status = 200, description = "The tariff", body = crate::http::openapi::schemas::Tariff),
+        (status = 200, description = "The tariff", body = TariffView),
         (status = 400, description = "`bad_uuid`, `bad_json`, `bad_body`, `bad_field`", body = crate::http::error::ErrorBody),
         (status = 401, description = "`unauthorized`: missing or invalid access token", body = crate::http::error::ErrorBody),
         (status = 403, description = "`forbidden`: not a superuser", body = crate::http::error::ErrorBody),
@@ -187,7 +189,7 @@ pub async fn tariff_patch(app: App, id: TariffId, value: Value) -> Result<Respon
     )
     .await?
     .ok_or_else(|| ApiError::not_found("tariff_not_found", "no such tariff"))?;
-    Ok(ok(&changed))
+    Ok(ok(&TariffView::from(&changed)))
 }
 
 #[utoipa::path(
@@ -243,7 +245,7 @@ pub async fn refund(
     ),
     security(("jwt" = [])),
     responses(
-        (status = 200, description = "The account (empty lists for an unknown user)", body = crate::http::openapi::schemas::UserAccount),
+        (status = 200, description = "The account (empty lists for an unknown user)", body = UserAccount),
         (status = 400, description = "`bad_uuid`", body = crate::http::error::ErrorBody),
         (status = 401, description = "`unauthorized`: missing or invalid access token", body = crate::http::error::ErrorBody),
         (status = 403, description = "`forbidden`: not a superuser", body = crate::http::error::ErrorBody),
@@ -264,88 +266,14 @@ pub async fn user(app: App, user_id: UserId) -> Result<Response, ApiError> {
         .map(RefundView::from)
         .collect();
     let methods = store::payment_methods::of_user(&db, user_id).await?;
-    Ok(ok(&json!({
-        "user_id": user_id,
-        "subscription": subscription,
-        "payments": payments,
-        "payments_total": total,
-        "refunds": refunds,
-        "payment_methods": methods,
-    })))
-}
-
-/// Keys whose values are personal data in provider bodies (both providers' spellings).
-fn is_personal(key: &str) -> bool {
-    let k = key.to_ascii_lowercase();
-    k.contains("email")
-        || k.contains("phone")
-        || k.contains("holder")
-        || k.contains("ipaddress")
-        || k == "ip"
-        || k == "name"
-        || k == "payer"
-        || k == "address"
-        || k == "description"
-}
-
-pub fn redact(v: &Value) -> Value {
-    match v {
-        Value::Object(map) => Value::Object(
-            map.iter()
-                .map(|(k, v)| {
-                    let v = if is_personal(k) && !v.is_null() {
-                        json!("[redacted]")
-                    } else {
-                        redact(v)
-                    };
-                    (k.clone(), v)
-                })
-                .collect::<Map<_, _>>(),
-        ),
-        Value::Array(items) => Value::Array(items.iter().map(redact).collect()),
-        other => other.clone(),
-    }
-}
-
-fn body_json(raw: Option<&[u8]>) -> Value {
-    let Some(raw) = raw else { return Value::Null };
-    serde_json::from_slice::<Value>(raw)
-        .ok()
-        .or_else(|| {
-            serde_urlencoded::from_bytes::<Vec<(String, String)>>(raw)
-                .ok()
-                .map(|pairs| {
-                    Value::Object(
-                        pairs
-                            .into_iter()
-                            .map(|(k, v)| (k, Value::String(v)))
-                            .collect(),
-                    )
-                })
-        })
-        .map(|v| redact(&v))
-        .unwrap_or(Value::Null)
-}
-
-fn inbox_view(r: &InboxRow) -> Value {
-    json!({
-        "id": r.id,
-        "provider": r.provider,
-        "event": r.event,
-        "object_id": r.object_id,
-        "ops_webhook_id": r.ops_webhook_id,
-        "status": r.status,
-        "outcome": r.outcome,
-        "last_error": r.last_error,
-        "attempts": r.attempts,
-        "deliveries": r.deliveries,
-        "received_at": rfc3339(r.received_at),
-        "last_received_at": rfc3339(r.last_received_at),
-        "processed_at": r.processed_at.map(rfc3339),
-        "body_purged": r.body_purged_at.is_some(),
-        "source_ip": r.source_ip.as_ref().map(|_| "[redacted]"),
-        "body": body_json(r.body.as_deref()),
-    })
+    Ok(ok(&UserAccount {
+        user_id,
+        subscription,
+        payments,
+        payments_total: total,
+        refunds,
+        payment_methods: methods.iter().map(PaymentMethodView::from).collect(),
+    }))
 }
 
 #[utoipa::path(
@@ -362,7 +290,7 @@ fn inbox_view(r: &InboxRow) -> Value {
     ),
     security(("jwt" = [])),
     responses(
-        (status = 200, description = "Inbox rows", body = [crate::http::openapi::schemas::InboxRow]),
+        (status = 200, description = "Inbox rows", body = [InboxView]),
         (status = 400, description = "`bad_query`, `bad_status`, `bad_provider`, `bad_pagination`", body = crate::http::error::ErrorBody),
         (status = 401, description = "`unauthorized`: missing or invalid access token", body = crate::http::error::ErrorBody),
         (status = 403, description = "`forbidden`: not a superuser", body = crate::http::error::ErrorBody),
@@ -400,7 +328,7 @@ pub async fn webhooks_list(app: App, query: String) -> Result<Response, ApiError
         (page - 1) * limit,
     )
     .await?;
-    let list: Vec<Value> = rows.iter().map(inbox_view).collect();
+    let list: Vec<InboxView> = rows.iter().map(InboxView::from).collect();
     Ok(ok(&list))
 }
 
@@ -415,7 +343,7 @@ pub async fn webhooks_list(app: App, query: String) -> Result<Response, ApiError
     ),
     security(("jwt" = [])),
     responses(
-        (status = 200, description = "The inbox row after processing", body = crate::http::openapi::schemas::InboxRow),
+        (status = 200, description = "The inbox row after processing", body = InboxView),
         (status = 400, description = "`bad_uuid`", body = crate::http::error::ErrorBody),
         (status = 401, description = "`unauthorized`: missing or invalid access token", body = crate::http::error::ErrorBody),
         (status = 403, description = "`forbidden`: not a superuser", body = crate::http::error::ErrorBody),
@@ -434,24 +362,7 @@ pub async fn webhook_replay(app: App, id: InboxId) -> Result<Response, ApiError>
     webhooks::process_and_record(&app, id).await?;
     let row = webhook_inbox::get(&db, id).await?;
     Ok(
-        warp::reply::with_status(warp::reply::json(&inbox_view(&row)), StatusCode::OK)
+        warp::reply::with_status(warp::reply::json(&InboxView::from(&row)), StatusCode::OK)
             .into_response(),
     )
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn personal_fields_are_redacted_at_any_depth() {
-        let v = json!({"Email": "a@b.c", "object": {"payment_method": {"card": {"last4": "4444"}},
-            "metadata": {"customer_phone": "+7900"}}, "IpAddress": "1.2.3.4", "Amount": 299});
-        let r = redact(&v);
-        assert_eq!(r["Email"], "[redacted]");
-        assert_eq!(r["IpAddress"], "[redacted]");
-        assert_eq!(r["object"]["metadata"]["customer_phone"], "[redacted]");
-        assert_eq!(r["object"]["payment_method"]["card"]["last4"], "4444");
-        assert_eq!(r["Amount"], 299);
-    }
 }

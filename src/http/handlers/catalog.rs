@@ -3,6 +3,7 @@
 use warp::reply::Response;
 
 use super::ok;
+use super::views::{PaySystemView, TariffView};
 use crate::app::App;
 use crate::domain::PaySystem;
 use crate::http::error::ApiError;
@@ -16,13 +17,14 @@ use crate::store::Connect;
     operation_id = "listTariffs",
     summary = "Active tariffs, cheapest first",
     responses(
-        (status = 200, description = "Bare JSON array of tariffs", body = [crate::http::openapi::schemas::Tariff]),
+        (status = 200, description = "Bare JSON array of tariffs", body = [TariffView]),
         (status = 503, description = "`database_unavailable`: the database is unavailable, retry later", body = crate::http::error::ErrorBody),
     )
 )]
 pub async fn list_tariffs(app: App) -> Result<Response, ApiError> {
     let db = app.db.conn().await?;
-    Ok(ok(&tariffs::list_active(&db).await?))
+    let list = tariffs::list_active(&db).await?;
+    Ok(ok(&list.iter().map(TariffView::from).collect::<Vec<_>>()))
 }
 
 #[utoipa::path(
@@ -32,19 +34,20 @@ pub async fn list_tariffs(app: App) -> Result<Response, ApiError> {
     operation_id = "listPaySystems",
     summary = "Enabled payment providers",
     responses(
-        (status = 200, description = "Bare JSON array of providers", body = [crate::http::openapi::schemas::PaySystemInfo]),
+        (status = 200, description = "Bare JSON array of providers", body = [PaySystemView]),
         (status = 503, description = "`database_unavailable`: the database is unavailable, retry later", body = crate::http::error::ErrorBody),
     )
 )]
 pub async fn list_pay_systems(app: App) -> Result<Response, ApiError> {
     let db = app.db.conn().await?;
-    let systems: Vec<_> = tariffs::list_pay_systems(&db)
+    let systems: Vec<PaySystemView> = tariffs::list_pay_systems(&db)
         .await?
         .into_iter()
         .filter(|s| match s.alias {
             PaySystem::YooKassa => true,
             PaySystem::CloudPayments => app.config.cloudpayments.is_some(),
         })
+        .map(|s| PaySystemView::from(&s))
         .collect();
     Ok(ok(&systems))
 }

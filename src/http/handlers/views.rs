@@ -2,16 +2,71 @@
 
 use chrono::{DateTime, SecondsFormat, Utc};
 use serde::Serialize;
+use serde_json::{json, Map, Value};
 use utoipa::ToSchema;
 
-use crate::domain::PaymentKind;
-use crate::domain::RefundId;
+use crate::domain::{InboxId, InboxStatus, MethodId, PaymentKind, RefundId, UserId};
 use crate::domain::{Money, PaySystem, PaymentStatus, Period, SubscriptionStatus};
 use crate::domain::{PaymentId, SubscriptionId, TariffId};
+use crate::store::payment_methods::PaymentMethod;
+use crate::store::tariffs::PaySystemRow;
+use crate::store::webhook_inbox::InboxRow;
 use crate::store::{Payment, Subscription, Tariff};
 
 pub fn rfc3339(t: DateTime<Utc>) -> String {
     t.to_rfc3339_opts(SecondsFormat::Secs, true)
+}
+
+/// A tariff.
+#[derive(Serialize, ToSchema)]
+#[schema(as = Tariff)]
+pub struct TariffView {
+    pub id: TariffId,
+    #[schema(example = "month")]
+    pub alias: String,
+    #[schema(example = "Monthly")]
+    pub name: String,
+    pub description: String,
+    pub price: Money,
+    pub period: Period,
+    /// Present only on archived tariffs (never in the public list).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub archived_at: Option<DateTime<Utc>>,
+}
+
+impl From<&Tariff> for TariffView {
+    fn from(t: &Tariff) -> Self {
+        TariffView {
+            id: t.id,
+            alias: t.alias.clone(),
+            name: t.name.clone(),
+            description: t.description.clone(),
+            price: t.price,
+            period: t.period,
+            archived_at: t.archived_at,
+        }
+    }
+}
+
+/// A payment provider a viewer can pay with.
+#[derive(Serialize, ToSchema)]
+#[schema(as = PaySystemInfo)]
+pub struct PaySystemView {
+    pub alias: PaySystem,
+    #[schema(example = "YooKassa")]
+    pub name: String,
+    #[schema(example = json!(["RUB"]))]
+    pub currencies: Vec<String>,
+}
+
+impl From<&PaySystemRow> for PaySystemView {
+    fn from(p: &PaySystemRow) -> Self {
+        PaySystemView {
+            alias: p.alias,
+            name: p.name.clone(),
+            currencies: p.currencies.clone(),
+        }
+    }
 }
 
 #[derive(Serialize, ToSchema)]
@@ -144,5 +199,173 @@ impl From<&crate::store::refunds::Refund> for RefundView {
             initiated_by: r.initiated_by.clone(),
             created_at: rfc3339(r.created_at),
         }
+    }
+}
+
+/// A saved payment method; the provider's token is never shown.
+#[derive(Serialize, ToSchema)]
+#[schema(as = PaymentMethod)]
+pub struct PaymentMethodView {
+    pub id: MethodId,
+    pub user_id: UserId,
+    pub pay_system: PaySystem,
+    #[schema(example = "Bank card *4444")]
+    pub title: String,
+    pub usable: bool,
+    #[schema(required = true)]
+    pub unusable_reason: Option<String>,
+    pub created_at: DateTime<Utc>,
+}
+
+impl From<&PaymentMethod> for PaymentMethodView {
+    fn from(m: &PaymentMethod) -> Self {
+        PaymentMethodView {
+            id: m.id,
+            user_id: m.user_id,
+            pay_system: m.pay_system,
+            title: m.title.clone(),
+            usable: m.usable,
+            unusable_reason: m.unusable_reason.clone(),
+            created_at: m.created_at,
+        }
+    }
+}
+
+/// One viewer's account as operators see it.
+#[derive(Serialize, ToSchema)]
+pub struct UserAccount {
+    pub user_id: UserId,
+    #[schema(required = true)]
+    pub subscription: Option<SubscriptionView>,
+    /// The newest 100.
+    pub payments: Vec<PaymentView>,
+    pub payments_total: i64,
+    pub refunds: Vec<RefundView>,
+    pub payment_methods: Vec<PaymentMethodView>,
+}
+
+/// A stored notification, as operators see it; personal fields of the body and the
+/// sender's address are redacted.
+#[derive(Serialize, ToSchema)]
+#[schema(as = InboxRow)]
+pub struct InboxView {
+    pub id: InboxId,
+    pub provider: PaySystem,
+    pub event: String,
+    pub object_id: String,
+    #[schema(required = true)]
+    pub ops_webhook_id: Option<String>,
+    pub status: InboxStatus,
+    #[schema(required = true)]
+    pub outcome: Option<String>,
+    #[schema(required = true)]
+    pub last_error: Option<String>,
+    pub attempts: i32,
+    pub deliveries: i32,
+    #[schema(format = DateTime)]
+    pub received_at: String,
+    #[schema(format = DateTime)]
+    pub last_received_at: String,
+    #[schema(format = DateTime, required = true)]
+    pub processed_at: Option<String>,
+    pub body_purged: bool,
+    /// `"[redacted]"` when the sender's address was recorded, else null.
+    #[schema(required = true)]
+    pub source_ip: Option<&'static str>,
+    /// The stored body (JSON, or form fields as an object), redacted; null once purged.
+    #[schema(required = true)]
+    pub body: Option<Value>,
+}
+
+impl From<&InboxRow> for InboxView {
+    fn from(r: &InboxRow) -> Self {
+        InboxView {
+            id: r.id,
+            provider: r.provider,
+            event: r.event.clone(),
+            object_id: r.object_id.clone(),
+            ops_webhook_id: r.ops_webhook_id.clone(),
+            status: r.status,
+            outcome: r.outcome.clone(),
+            last_error: r.last_error.clone(),
+            attempts: r.attempts,
+            deliveries: r.deliveries,
+            received_at: rfc3339(r.received_at),
+            last_received_at: rfc3339(r.last_received_at),
+            processed_at: r.processed_at.map(rfc3339),
+            body_purged: r.body_purged_at.is_some(),
+            source_ip: r.source_ip.as_ref().map(|_| "[redacted]"),
+            body: r.body.as_deref().and_then(body_json),
+        }
+    }
+}
+
+/// Keys whose values are personal data in provider bodies (both providers' spellings).
+fn is_personal(key: &str) -> bool {
+    let k = key.to_ascii_lowercase();
+    k.contains("email")
+        || k.contains("phone")
+        || k.contains("holder")
+        || k.contains("ipaddress")
+        || k == "ip"
+        || k == "name"
+        || k == "payer"
+        || k == "address"
+        || k == "description"
+}
+
+fn redact(v: &Value) -> Value {
+    match v {
+        Value::Object(map) => Value::Object(
+            map.iter()
+                .map(|(k, v)| {
+                    let v = if is_personal(k) && !v.is_null() {
+                        json!("[redacted]")
+                    } else {
+                        redact(v)
+                    };
+                    (k.clone(), v)
+                })
+                .collect::<Map<_, _>>(),
+        ),
+        Value::Array(items) => Value::Array(items.iter().map(redact).collect()),
+        other => other.clone(),
+    }
+}
+
+/// A stored body as JSON (form fields become an object), redacted; `None` when it
+/// is neither.
+fn body_json(raw: &[u8]) -> Option<Value> {
+    serde_json::from_slice::<Value>(raw)
+        .ok()
+        .or_else(|| {
+            serde_urlencoded::from_bytes::<Vec<(String, String)>>(raw)
+                .ok()
+                .map(|pairs| {
+                    Value::Object(
+                        pairs
+                            .into_iter()
+                            .map(|(k, v)| (k, Value::String(v)))
+                            .collect(),
+                    )
+                })
+        })
+        .map(|v| redact(&v))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn personal_fields_are_redacted_at_any_depth() {
+        let v = json!({"Email": "a@b.c", "object": {"payment_method": {"card": {"last4": "4444"}},
+            "metadata": {"customer_phone": "+7900"}}, "IpAddress": "1.2.3.4", "Amount": 299});
+        let r = redact(&v);
+        assert_eq!(r["Email"], "[redacted]");
+        assert_eq!(r["IpAddress"], "[redacted]");
+        assert_eq!(r["object"]["metadata"]["customer_phone"], "[redacted]");
+        assert_eq!(r["object"]["payment_method"]["card"]["last4"], "4444");
+        assert_eq!(r["Amount"], 299);
     }
 }

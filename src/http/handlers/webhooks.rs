@@ -47,7 +47,7 @@ pub struct CodeAnswer {
         ("webhook-timestamp" = Option<i64>, Header, description = "Ops replay: unix seconds, within 5 minutes of now"),
         ("webhook-signature" = Option<String>, Header, description = "Ops replay: space-separated `v1,<base64 HMAC-SHA256>` of `{id}.{timestamp}.{body}`"),
     ),
-    request_body = crate::http::openapi::schemas::YooKassaNotification,
+    request_body = crate::providers::yookassa::webhook::Wire,
     security((), ("opsSignature" = [])),
     responses(
         (status = 200, description = "Accepted: stored and processed, queued for retry, a repeat, or recorded as ignored (unknown event or payment). Only 200 stops YooKassa's retries.", body = WebhookAck),
@@ -78,9 +78,9 @@ pub async fn yookassa(
     summary = "CloudPayments notifications",
     description = "One URL per notification kind, as configured in the CloudPayments merchant account. `Content-HMAC` (base64 HMAC-SHA256 of the raw body with the API secret) is verified before anything is parsed. The body is JSON or form-urlencoded (by Content-Type). The notification is stored in the inbox and applied only when InvoiceId, AccountId, Amount, Currency and TestMode match our payment. Every kind answers `{\"code\": 0}` once stored; `check` answers 10 (unknown invoice), 11 (wrong AccountId), 12 (wrong amount or currency), 13 (already paid or wrong mode) or 0; `recurrent` is recorded and ignored.",
     params(
-        ("kind" = crate::http::openapi::schemas::NotificationKind, Path, description = "Notification kind"),
+        ("kind" = crate::providers::cloudpayments::wire::Kind, Path, description = "Notification kind"),
     ),
-    request_body(content((crate::http::openapi::schemas::CloudPaymentsNotification = "application/x-www-form-urlencoded"), (crate::http::openapi::schemas::CloudPaymentsNotification = "application/json"))),
+    request_body(content((crate::providers::cloudpayments::wire::Fields = "application/x-www-form-urlencoded"), (crate::providers::cloudpayments::wire::Fields = "application/json"))),
     security(("contentHmac" = [])),
     responses(
         (status = 200, description = "Stored (and processed, or queued for retry). `check` answers its decision code; every other kind answers 0.", body = CodeAnswer),

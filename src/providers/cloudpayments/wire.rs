@@ -20,7 +20,8 @@ fn invalid(what: impl Into<String>) -> ProviderError {
 }
 
 /// The notification kinds, as the last segment of `/webhooks/cloudpayments/{kind}`.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, utoipa::ToSchema)]
+#[schema(as = CloudPaymentsKind, rename_all = "lowercase")]
 pub enum Kind {
     Check,
     Pay,
@@ -89,14 +90,17 @@ fn lenient<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Option<String>, D::
 /// The fields of a transaction, as API `Model`s and notifications name them. Every
 /// field is read as [`text`] reads it (JSON numbers and booleans by their literal
 /// text, form values as sent, empty ones absent), so a form body and a JSON body
-/// read the same.
-#[derive(Debug, Clone, Default, PartialEq, Eq, Deserialize)]
+/// read the same. Fields not listed are stored with the notification and not read.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Deserialize, utoipa::ToSchema)]
 #[serde(rename_all = "PascalCase")]
+#[schema(as = CloudPaymentsNotification)]
 pub struct Fields {
     #[serde(default, deserialize_with = "lenient")]
+    #[schema(value_type = Option<i64>)]
     pub transaction_id: Option<String>,
     /// A refund's: the transaction it gives money back from.
     #[serde(default, deserialize_with = "lenient")]
+    #[schema(value_type = Option<i64>)]
     pub payment_transaction_id: Option<String>,
     /// Our payment id.
     #[serde(default, deserialize_with = "lenient")]
@@ -107,15 +111,21 @@ pub struct Fields {
     /// A subscription's id (`recurrent`).
     #[serde(default, deserialize_with = "lenient")]
     pub id: Option<String>,
+    /// Major units (`299.00`): a JSON number, or its text in a form body; read from
+    /// its literal digits, never as a float.
     #[serde(default, deserialize_with = "lenient")]
+    #[schema(value_type = Option<f64>)]
     pub amount: Option<String>,
     #[serde(default, deserialize_with = "lenient")]
     pub currency: Option<String>,
     #[serde(default, deserialize_with = "lenient")]
     pub status: Option<String>,
+    /// A JSON boolean, `1`/`0`, or form text (`1`, `True`).
     #[serde(default, deserialize_with = "lenient")]
+    #[schema(value_type = Option<bool>)]
     pub test_mode: Option<String>,
     #[serde(default, deserialize_with = "lenient")]
+    #[schema(value_type = Option<i64>)]
     pub reason_code: Option<String>,
     #[serde(default, deserialize_with = "lenient")]
     pub reason: Option<String>,

@@ -15,15 +15,25 @@ use crate::providers::webhook::{
     WebhookReply, WebhookRequest, Webhooks,
 };
 
-/// What identifies a notification; everything else in the body is not read.
-#[derive(Debug, Deserialize)]
-struct Wire {
+/// A YooKassa notification, `{"type": "notification", "event": …, "object": {…}}`.
+/// Only the event and the object's id are read: the notification is unsigned, so the
+/// object is re-read from the YooKassa API and nothing else in the body is trusted.
+#[derive(Debug, Deserialize, utoipa::ToSchema)]
+#[schema(as = YooKassaNotification)]
+pub struct Wire {
+    /// Handled: payment.waiting_for_capture, payment.succeeded, payment.canceled,
+    /// refund.succeeded. Others are answered 200 and ignored.
+    #[schema(example = "payment.succeeded", min_length = 1, max_length = 100)]
     event: String,
     object: WireObject,
 }
 
-#[derive(Debug, Deserialize)]
-struct WireObject {
+/// The payment or refund the event is about, as it was when the event was sent.
+#[derive(Debug, Deserialize, utoipa::ToSchema)]
+#[schema(as = YooKassaObject)]
+pub struct WireObject {
+    /// The provider's payment (or refund) id.
+    #[schema(min_length = 1, max_length = 100)]
     id: String,
 }
 
