@@ -33,6 +33,8 @@ pub enum EventType {
     SubscriptionAutoRenewDisabled,
     #[serde(rename = "subscription.auto_renew_enabled")]
     SubscriptionAutoRenewEnabled,
+    #[serde(rename = "subscription.shortened")]
+    SubscriptionShortened,
 }
 
 impl EventType {
@@ -47,6 +49,7 @@ impl EventType {
         EventType::SubscriptionCanceled,
         EventType::SubscriptionAutoRenewDisabled,
         EventType::SubscriptionAutoRenewEnabled,
+        EventType::SubscriptionShortened,
     ];
 
     /// Also the routing key.
@@ -62,6 +65,7 @@ impl EventType {
             EventType::SubscriptionCanceled => "subscription.canceled",
             EventType::SubscriptionAutoRenewDisabled => "subscription.auto_renew_disabled",
             EventType::SubscriptionAutoRenewEnabled => "subscription.auto_renew_enabled",
+            EventType::SubscriptionShortened => "subscription.shortened",
         }
     }
 

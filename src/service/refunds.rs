@@ -7,8 +7,9 @@
 //! counted against what is left to refund, and `jobs::refund_follow_up` follows it up.
 //!
 //! Only a full refund changes access, decided by the period the payment paid (recorded
-//! on the payment when it succeeded): the current one ends now; a prepaid next one moves
-//! the period end back; a past one changes nothing. A refund of a payment we have not
+//! on the payment when it succeeded): the current one ends now when nothing is paid
+//! after it; a prepaid next one, or the current one while later ones are paid, gives
+//! one period back (the period end moves back); a past one changes nothing. A refund of a payment we have not
 //! yet seen succeed first applies the success, re-read from the provider.
 
 use chrono::{DateTime, Utc};
@@ -254,7 +255,7 @@ async fn apply_succeeded_refund(
 pub enum PaidPeriod {
     /// Over: the refund changes no access.
     Past,
-    /// In use now: access ends now.
+    /// In use now: access ends now, unless periods paid after it carry on.
     Current,
     /// Paid ahead (a renewal charged RENEW_BEFORE early): the period end moves back.
     Next,
@@ -271,10 +272,12 @@ pub fn paid_period(start: DateTime<Utc>, end: DateTime<Utc>, now: DateTime<Utc>)
     }
 }
 
-/// The design's "only a full refund changes access", decided by the period the payment
-/// paid: the current one → canceled now, auto-renew off; a prepaid next one → the end
-/// moves back one period (and auto-renew off, or the renewer would charge that period
-/// again at once); a past one → nothing.
+/// Rule 12, "only a full refund changes access", decided by the period the payment
+/// paid: a past one → nothing; the current one with no period paid after it →
+/// canceled now, auto-renew off; otherwise (a prepaid next period, or the current one
+/// while later ones are paid) one period is given back: the end moves back one
+/// period, auto-renew goes off (or the renewer would charge that period again at
+/// once), and `subscription.shortened` says so.
 async fn full_refund_access(
     tx: &Transaction<'_>,
     payment: &Payment,
@@ -294,9 +297,11 @@ async fn full_refund_access(
             }
         }
     };
+    // Periods paid after the refunded one keep the subscription going.
+    let paid_after = end.is_some_and(|e| e < sub.current_period_end);
     match which {
         PaidPeriod::Past => Ok(sub),
-        PaidPeriod::Current => {
+        PaidPeriod::Current if !paid_after => {
             let updated = subscriptions::cancel_refunded(tx, sub.id).await?;
             events::record(
                 tx,
@@ -306,13 +311,11 @@ async fn full_refund_access(
             .await?;
             Ok(updated)
         }
-        PaidPeriod::Next => {
-            let start = payment.period_start.expect("a prepaid period has a start");
+        PaidPeriod::Current | PaidPeriod::Next => {
             // The refunded period is normally the last one: its start is the new end.
-            let new_end = if end == Some(sub.current_period_end) {
-                start
-            } else {
-                sub.period.sub_from(sub.current_period_end)
+            let new_end = match (which, payment.period_start) {
+                (PaidPeriod::Next, Some(start)) if end == Some(sub.current_period_end) => start,
+                _ => sub.period.sub_from(sub.current_period_end),
             };
             // The period in use is the one that ends there; the payment for it says where it began.
             let new_start = if sub.current_period_start < new_end {
@@ -323,14 +326,12 @@ async fn full_refund_access(
                     .unwrap_or_else(|| sub.period.sub_from(new_end))
             };
             let updated = subscriptions::move_period_back(tx, sub.id, new_start, new_end).await?;
-            if sub.auto_renew {
-                events::record(
-                    tx,
-                    EventType::SubscriptionAutoRenewDisabled,
-                    EventSubject::subscription(&updated),
-                )
-                .await?;
-            }
+            events::record(
+                tx,
+                EventType::SubscriptionShortened,
+                EventSubject::subscription(&updated),
+            )
+            .await?;
             Ok(updated)
         }
     }

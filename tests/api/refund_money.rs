@@ -208,6 +208,87 @@ async fn fully_refunding_a_prepaid_renewal_moves_the_period_end_back() {
     );
 }
 
+// ----- found by `billing sim` (SIMULATION.md) -----
+
+fn last_subscription_event(types: &[String]) -> Option<&str> {
+    types
+        .iter()
+        .rev()
+        .map(String::as_str)
+        .find(|t| t.starts_with("subscription."))
+}
+
+/// The viewer extends the live subscription with a second purchase of its tariff.
+async fn extended(app: &TestApp, user: UserId, renew: bool) -> PaymentId {
+    let fake = app.yookassa();
+    let (status, body) = app.buy(user, MONTH_TARIFF, renew, None).await;
+    assert_eq!(status, 201, "{body}");
+    let id = payment_id(&body);
+    let pid = app.provider_id(id).await;
+    fake.settle(&pid, Outcome::Succeed).unwrap();
+    assert_eq!(fake.notify(&pid).await.unwrap(), 200);
+    id
+}
+
+/// Seeds 1 and 2 of the first simulator run: a full refund of the period in use
+/// canceled the subscription although the viewer had paid for the next one too.
+#[tokio::test]
+async fn fully_refunding_the_period_in_use_keeps_the_period_paid_after_it() {
+    let app = TestApp::builder().fake_yookassa().start().await;
+    let (user, first, _) = paid(&app).await;
+    let one = app.subscription_of(user).await;
+    extended(&app, user, true).await;
+    let two = app.subscription_of(user).await;
+    assert!(two.current_period_end > one.current_period_end);
+
+    let (status, body) = refund(&app, first, json!({"reason": "charged by mistake"})).await;
+    assert_eq!(status, 201, "{body}");
+    let after = app.subscription_of(user).await;
+    assert_eq!(
+        after.status,
+        SubscriptionStatus::Active,
+        "the second payment still pays a period"
+    );
+    assert_eq!(
+        after.current_period_end, one.current_period_end,
+        "one period is given back: the end moves back by one"
+    );
+    assert!(!after.auto_renew, "not charged again for what was just refunded");
+    let types = app.outbox_types().await;
+    assert!(
+        !types.contains(&"subscription.canceled".to_owned()),
+        "{types:?}"
+    );
+    assert_eq!(last_subscription_event(&types), Some("subscription.shortened"));
+}
+
+/// Seed 14 of the first simulator run: a refund that moved the period end back
+/// published no subscription event when auto-renewal was already off, so a consumer
+/// kept granting the refunded period.
+#[tokio::test]
+async fn moving_the_period_end_back_is_published_even_with_auto_renewal_off() {
+    let app = TestApp::builder().fake_yookassa().start().await;
+    let (user, _, _) = paid(&app).await;
+    let one = app.subscription_of(user).await;
+    let second = extended(&app, user, false).await;
+    let token = app.token(user);
+    let (status, body) = app
+        .post("/api/v1/subscriptions/cancel", Some(&token), json!({}))
+        .await;
+    assert_eq!(status, 200, "{body}");
+
+    let (status, body) = refund(&app, second, json!({"reason": "did not mean to extend"})).await;
+    assert_eq!(status, 201, "{body}");
+    let after = app.subscription_of(user).await;
+    assert_eq!(after.current_period_end, one.current_period_end);
+    let types = app.outbox_types().await;
+    assert_eq!(
+        last_subscription_event(&types),
+        Some("subscription.shortened"),
+        "{types:?}"
+    );
+}
+
 // ----- scenario 4: a refund of a payment whose success we have not applied yet -----
 
 #[tokio::test]
