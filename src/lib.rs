@@ -12,5 +12,6 @@ pub mod providers;
 pub mod replay;
 pub mod server;
 pub mod service;
+pub mod sim;
 pub mod store;
 pub mod telemetry;

@@ -65,6 +65,39 @@ enum Command {
         #[arg(long, default_value = billing::bench::DEFAULT_DATABASE_URL)]
         database_url: String,
     },
+    /// Seeded random schedules of operations and faults against the real service,
+    /// checked against the money invariants; prints a violation's operations and
+    /// the command that replays it.
+    Sim {
+        /// One seed (a replay).
+        #[arg(long, conflicts_with = "seeds")]
+        seed: Option<u64>,
+        /// A range of seeds, `A..B` (B excluded) or `A..=B`.
+        #[arg(long, value_parser = billing::sim::parse_seeds, default_value = "1..21")]
+        seeds: std::ops::Range<u64>,
+        #[arg(long, default_value_t = 50)]
+        steps: usize,
+        /// Service processes, each running every job.
+        #[arg(long, default_value_t = 2)]
+        replicas: usize,
+        /// Seeds run at once, each in its own world.
+        #[arg(long, default_value_t = 2)]
+        parallel: usize,
+        /// The service under test; this binary by default.
+        #[arg(long)]
+        service_binary: Option<std::path::PathBuf>,
+        /// How long the world must hold still to count as settled (ms): longer than
+        /// the service's longest job interval (over 30000 for a build that ignores
+        /// JOB_*_INTERVAL).
+        #[arg(long, default_value_t = 1000)]
+        quiet_ms: u64,
+        /// Write the run's figures as JSON.
+        #[arg(long)]
+        json: Option<std::path::PathBuf>,
+        /// Databases are named after this one (`_tpl`, `_0`, `_1`…), dropped and recreated.
+        #[arg(long, default_value = billing::sim::DEFAULT_DATABASE_URL)]
+        database_url: String,
+    },
 }
 
 fn main() -> ExitCode {
@@ -138,6 +171,30 @@ fn main() -> ExitCode {
                 json,
                 database_url,
             } => billing::bench::cli(scenario, n, concurrency, database_url, json).await,
+            Command::Sim {
+                seed,
+                seeds,
+                steps,
+                replicas,
+                parallel,
+                service_binary,
+                quiet_ms,
+                json,
+                database_url,
+            } => {
+                let opts = billing::sim::Options {
+                    seeds: seed.map(|s| s..s + 1).unwrap_or(seeds),
+                    steps,
+                    replicas,
+                    parallel,
+                    service_exe: service_binary.unwrap_or_else(|| {
+                        std::env::current_exe().unwrap_or_else(|_| "billing".into())
+                    }),
+                    database_url,
+                    quiet: std::time::Duration::from_millis(quiet_ms),
+                };
+                billing::sim::cli(opts, json).await
+            }
         }
     })
 }

@@ -1,4 +1,4 @@
-//! Durations as operators write them: `30s`, `2m`, `1h`, `1d`.
+//! Durations as operators write them: `250ms`, `30s`, `2m`, `1h`, `1d`.
 
 use std::time::Duration;
 
@@ -12,6 +12,7 @@ pub fn parse(text: &str) -> Result<Duration, String> {
         .parse()
         .map_err(|_| format!("{text:?} is not a duration like 30s, 2m, 1h or 1d"))?;
     let secs = match unit {
+        "ms" => return Ok(Duration::from_millis(n)),
         "s" => n,
         "m" => n * 60,
         "h" => n * 3600,
@@ -34,6 +35,7 @@ mod tests {
 
     #[test]
     fn parses_each_unit() {
+        assert_eq!(parse("250ms").unwrap(), Duration::from_millis(250));
         assert_eq!(parse("30s").unwrap(), Duration::from_secs(30));
         assert_eq!(parse("2m").unwrap(), Duration::from_secs(120));
         assert_eq!(parse("1h").unwrap(), Duration::from_secs(3600));

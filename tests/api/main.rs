@@ -17,3 +17,4 @@ mod openapi;
 mod purchase;
 mod refund_money;
 mod renewal_money;
+mod sim_smoke;

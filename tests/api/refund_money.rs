@@ -253,13 +253,19 @@ async fn fully_refunding_the_period_in_use_keeps_the_period_paid_after_it() {
         after.current_period_end, one.current_period_end,
         "one period is given back: the end moves back by one"
     );
-    assert!(!after.auto_renew, "not charged again for what was just refunded");
+    assert!(
+        !after.auto_renew,
+        "not charged again for what was just refunded"
+    );
     let types = app.outbox_types().await;
     assert!(
         !types.contains(&"subscription.canceled".to_owned()),
         "{types:?}"
     );
-    assert_eq!(last_subscription_event(&types), Some("subscription.shortened"));
+    assert_eq!(
+        last_subscription_event(&types),
+        Some("subscription.shortened")
+    );
 }
 
 /// Seed 14 of the first simulator run: a refund that moved the period end back

@@ -203,6 +203,33 @@ impl Sandbox {
             }
         }
     }
+    /// Moves every time recorded here back by `by`, as the simulator moves the
+    /// service's clock forward. A day or more forgets every idempotence key, as
+    /// YooKassa keeps them 24 h.
+    pub fn warp(&self, by: chrono::Duration) {
+        let back = |v: Option<&mut Value>| {
+            let Some(v) = v else { return };
+            if let Some(t) = v
+                .as_str()
+                .and_then(|t| chrono::DateTime::parse_from_rfc3339(t).ok())
+            {
+                *v = json!(
+                    (t.with_timezone(&Utc) - by).to_rfc3339_opts(SecondsFormat::Millis, true)
+                );
+            }
+        };
+        let mut st = self.st();
+        for p in st.payments.values_mut() {
+            back(p.get_mut("created_at"));
+            back(p.get_mut("captured_at"));
+        }
+        for r in st.refunds.values_mut() {
+            back(r.get_mut("created_at"));
+        }
+        if by >= chrono::Duration::hours(24) {
+            st.keys.clear();
+        }
+    }
     pub fn payment(&self, id: &str) -> Option<Value> {
         self.st().payments.get(id).cloned()
     }

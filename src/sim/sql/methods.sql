@@ -1,0 +1,1 @@
+SELECT pay_system, provider_method_id FROM payment_methods WHERE usable

@@ -1,0 +1,2 @@
+-- Notifications still waiting to be processed.
+SELECT count(*) FROM webhook_inbox WHERE status = 'received'
