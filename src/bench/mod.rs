@@ -192,7 +192,8 @@ fn pg_config(url: &str) -> Result<tokio_postgres::Config> {
     tokio_postgres::Config::from_str(url).map_err(BenchError::new)
 }
 
-async fn admin(url: &str) -> Result<(tokio_postgres::Client, String)> {
+/// A session on the server's `postgres` database, and the name of the one in `url`.
+pub async fn admin(url: &str) -> Result<(tokio_postgres::Client, String)> {
     let mut cfg = pg_config(url)?;
     let name = cfg
         .get_dbname()

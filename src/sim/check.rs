@@ -21,24 +21,25 @@ fn v(invariant: &'static str, detail: String) -> Violation {
 
 const PAID: [&str; 3] = ["succeeded", "partially_refunded", "refunded"];
 
-/// A YooKassa amount (`{"value": "299.00", …}`) in minor units; -1 when unreadable.
-fn minor(value: &Value) -> i64 {
-    let Some(text) = value["value"].as_str() else {
-        return -1;
+/// An amount in minor units, read exactly: a decimal string or JSON number in
+/// major units (CloudPayments' `Amount`), or YooKassa's `{"value": "299.00", …}`.
+/// `Money::parse` refuses zero, which a provider's `refunded_amount` can be; -1 when
+/// unreadable.
+pub fn minor_units(value: &Value) -> i64 {
+    let text = match value {
+        Value::Object(_) => value["value"].as_str().map(str::to_owned),
+        Value::String(s) => Some(s.clone()),
+        Value::Number(n) => Some(n.to_string()),
+        _ => None,
     };
-    let (whole, frac) = text.split_once('.').unwrap_or((text, "0"));
-    let frac = format!("{frac:0<2}");
-    match (whole.parse::<i64>(), frac[..2].parse::<i64>()) {
-        (Ok(w), Ok(f)) => w * 100 + f,
-        _ => -1,
-    }
-}
-
-/// CloudPayments amounts are numbers in major units.
-fn cp_minor(value: &Value) -> i64 {
-    value
-        .as_f64()
-        .map(|f| (f * 100.0).round() as i64)
+    text.and_then(|t| rust_decimal::Decimal::from_str_exact(&t).ok())
+        .and_then(|d| {
+            (d * rust_decimal::Decimal::from(100))
+                .trunc()
+                .to_string()
+                .parse()
+                .ok()
+        })
         .unwrap_or(-1)
 }
 
@@ -58,7 +59,9 @@ pub async fn always(world: &World) -> SimResult<Vec<Violation>> {
     for (ours, charges) in by_ours {
         let kept = charges
             .iter()
-            .filter(|c| c.get("refunded_amount").map(minor).unwrap_or(0) < minor(&c["amount"]))
+            .filter(|c| {
+                c.get("refunded_amount").map(minor_units).unwrap_or(0) < minor_units(&c["amount"])
+            })
             .count();
         if charges.len() > 1 && kept > 1 {
             out.push(v(
@@ -141,7 +144,7 @@ pub async fn settled(world: &World) -> SimResult<Vec<Violation>> {
             match fake.get(pid) {
                 Some(f) => (
                     f["status"].as_str().unwrap_or("?").to_owned(),
-                    minor(&f["amount"]),
+                    minor_units(&f["amount"]),
                 ),
                 None => {
                     out.push(v(
@@ -159,7 +162,7 @@ pub async fn settled(world: &World) -> SimResult<Vec<Violation>> {
                         Some("Declined") => "canceled".to_owned(),
                         other => other.unwrap_or("?").to_owned(),
                     },
-                    cp_minor(&t["Amount"]),
+                    minor_units(&t["Amount"]),
                 ),
                 None => ("pending".to_owned(), amount),
             }
@@ -255,7 +258,7 @@ pub async fn settled(world: &World) -> SimResult<Vec<Violation>> {
         if t["OperationType"] == "Refund" && t["Status"] == "Completed" {
             *cp_refunded
                 .entry(t["PaymentTransactionId"].to_string())
-                .or_default() += cp_minor(&t["Amount"]);
+                .or_default() += minor_units(&t["Amount"]);
         }
     }
     for p in &payments {
@@ -274,7 +277,7 @@ pub async fn settled(world: &World) -> SimResult<Vec<Violation>> {
         let theirs = if text(p, "pay_system") == "yookassa" {
             fake.get(pid)
                 .and_then(|f| f.get("refunded_amount"))
-                .map(minor)
+                .map(minor_units)
                 .unwrap_or(0)
         } else {
             cp_refunded.get(pid).copied().unwrap_or(0)

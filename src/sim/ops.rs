@@ -6,10 +6,11 @@ use std::time::Duration;
 
 use serde_json::{json, Value};
 
+use super::check::minor_units;
 use super::rng::Rng;
 use super::world::{rows, World, RETURN_URL};
 use super::SimResult;
-use crate::domain::UserId;
+use crate::domain::{PaySystem, UserId};
 use crate::providers::sandbox::{Garble, Outcome};
 
 const TARIFFS: [&str; 3] = [
@@ -41,7 +42,7 @@ const KINDS: [(&str, u64); 17] = [
 
 /// A checkout the viewer has not acted on yet.
 struct Checkout {
-    provider: &'static str,
+    provider: PaySystem,
     payment: String,
 }
 
@@ -64,7 +65,7 @@ pub struct Schedule {
     deliveries: Vec<String>,
     timed: Vec<(usize, Timed)>,
     /// The last buy, for a repeat with the same Idempotency-Key.
-    last_buy: Option<(UserId, String, Value, Option<String>)>,
+    last_buy: Option<(UserId, PaySystem, Value, Option<String>)>,
     pub log: Vec<String>,
     pub counts: BTreeMap<String, u64>,
 }
@@ -104,9 +105,9 @@ impl Schedule {
         match kind {
             "buy" | "other_provider" => {
                 let provider = if kind == "other_provider" || self.rng.chance(30) {
-                    "cloudpayments"
+                    PaySystem::CloudPayments
                 } else {
-                    "yookassa"
+                    PaySystem::YooKassa
                 };
                 let user = *self.rng.pick(&self.users).expect("users");
                 let tariff = *self.rng.pick(&TARIFFS).expect("tariffs");
@@ -127,21 +128,17 @@ impl Schedule {
                         payment: payment.to_owned(),
                     });
                 }
-                self.last_buy = Some((user, provider.to_owned(), body, key));
+                self.last_buy = Some((user, provider, body, key));
             }
             "repeat_buy" => {
                 let Some((user, provider, body, key)) = self.last_buy.clone() else {
                     return self.idle(step);
                 };
-                let answer = buy(world, &url, user, &provider, &body, key.as_deref()).await;
+                let answer = buy(world, &url, user, provider, &body, key.as_deref()).await;
                 if let Some(payment) = answer["payment_id"].as_str() {
                     if !self.checkouts.iter().any(|c| c.payment == payment) {
                         self.checkouts.push(Checkout {
-                            provider: if provider == "yookassa" {
-                                "yookassa"
-                            } else {
-                                "cloudpayments"
-                            },
+                            provider,
                             payment: payment.to_owned(),
                         });
                     }
@@ -161,7 +158,7 @@ impl Schedule {
                 let what = 'what: {
                     match (c.provider, choice) {
                         (_, 2) => "abandons".to_owned(),
-                        ("yookassa", _) => {
+                        (PaySystem::YooKassa, _) => {
                             let Some(id) = yookassa_id(world, &c.payment) else {
                                 break 'what "is not at YooKassa".to_owned();
                             };
@@ -378,18 +375,17 @@ impl Schedule {
                     .and_then(|t| t.parse().ok())
                     .unwrap_or(0);
                 // What is left at CloudPayments: it refunds no more than that.
-                let cents = |v: &Value| v.as_f64().map(|f| (f * 100.0).round() as i64).unwrap_or(0);
                 let paid = world
                     .cloudpayments
                     .transaction(tid)
-                    .map(|t| cents(&t["Amount"]))
+                    .map(|t| minor_units(&t["Amount"]))
                     .unwrap_or(0);
                 let refunded: i64 = world
                     .cloudpayments
                     .transactions()
                     .iter()
                     .filter(|t| t["OperationType"] == "Refund" && t["PaymentTransactionId"] == tid)
-                    .map(|t| cents(&t["Amount"]))
+                    .map(|t| minor_units(&t["Amount"]))
                     .sum();
                 if paid - refunded <= 0 {
                     return self.idle(step);
@@ -425,7 +421,7 @@ impl Schedule {
                 let (yookassa, rest): (Vec<_>, Vec<_>) = self
                     .checkouts
                     .drain(..)
-                    .partition(|c| c.provider == "yookassa");
+                    .partition(|c| c.provider == PaySystem::YooKassa);
                 self.checkouts = rest;
                 for c in yookassa {
                     if let Some(id) = yookassa_id(world, &c.payment) {
@@ -540,7 +536,7 @@ async fn buy(
     world: &World,
     url: &str,
     user: UserId,
-    provider: &str,
+    provider: PaySystem,
     body: &Value,
     key: Option<&str>,
 ) -> Value {

@@ -313,18 +313,7 @@ pub fn pg(e: tokio_postgres::Error) -> SimError {
 }
 
 async fn admin(url: &str) -> SimResult<(tokio_postgres::Client, String)> {
-    let mut cfg: tokio_postgres::Config = url.parse().map_err(SimError::new)?;
-    let name = cfg
-        .get_dbname()
-        .ok_or_else(|| SimError::new("the database URL names no database"))?
-        .to_owned();
-    cfg.dbname("postgres");
-    let (client, conn) = cfg
-        .connect(tokio_postgres::NoTls)
-        .await
-        .map_err(SimError::new)?;
-    tokio::spawn(conn);
-    Ok((client, name))
+    bench::admin(url).await.map_err(SimError::new)
 }
 
 /// A private queue bound to every event, read into memory by a task.
