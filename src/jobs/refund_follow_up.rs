@@ -5,9 +5,12 @@
 //!   `succeeded` or `canceled`;
 //! - never answered (the outcome is unknown): re-sent with its stored key while the
 //!   provider still keeps keys (YooKassa: 24 h, so under 23 h). Past that window the
-//!   same key could refund a second time: it is not re-sent but alerted
-//!   (`refund_unresolved`) and left pending, still counted against what is left to
-//!   refund, for an operator to resolve;
+//!   same key could refund a second time: it is never re-sent but looked up among
+//!   the payment's refunds at the provider. A refund of the same amount that none
+//!   of our rows holds is adopted; none at all means it was never made: canceled
+//!   and alerted (`refund_lost`), the amount refundable again. A provider that
+//!   cannot list refunds (CloudPayments) leaves it pending, still counted against
+//!   what is left to refund, alerted (`refund_unresolved`) for an operator;
 //! - refused for good (a parsed 4xx, or canceled at the provider): `canceled` and
 //!   alerted (`refund_refused`) by `service::refunds`, never sent again.
 //!
@@ -23,7 +26,7 @@ use crate::service::refunds;
 use crate::service::settle;
 use crate::service::BillingError;
 use crate::store::refunds::{self as stored, ClaimedRefund};
-use crate::store::Connect;
+use crate::store::{payments, Connect};
 
 pub const BATCH: usize = 20;
 pub const FIRST_RETRY: Duration = Duration::from_secs(60);
@@ -36,8 +39,11 @@ enum Next {
     Final,
     /// Still open: try again later.
     Open(String),
-    /// Unanswered past the key window: stop and alert.
+    /// Unanswered past the key window and the provider cannot list refunds: stop
+    /// and alert.
     Unresolved,
+    /// Past the key window and not among the payment's refunds: never made.
+    Lost,
 }
 
 /// `lease` (JOB_REFUND_FOLLOW_UP_LEASE, 5 min): how long a claimed refund is left
@@ -114,8 +120,60 @@ async fn follow(app: &App, c: &ClaimedRefund) -> Next {
             Err(BillingError::RefundRefused(_) | BillingError::RefundNotFound(_)) => Next::Final,
             Err(e) => Next::Open(e.to_string()),
         },
-        None => Next::Unresolved,
+        None => look_up(app, c).await,
     }
+}
+
+/// Past the key window: our refund among the payment's refunds at the provider.
+async fn look_up(app: &App, c: &ClaimedRefund) -> Next {
+    match find_at_provider(app, c).await {
+        Ok(Found::Adopted(RefundStatus::Pending)) => {
+            Next::Open("found pending at the provider".into())
+        }
+        Ok(Found::Adopted(_)) => Next::Final,
+        Ok(Found::NeverMade) => Next::Lost,
+        Ok(Found::CannotList) => Next::Unresolved,
+        Err(e) => Next::Open(e.to_string()),
+    }
+}
+
+enum Found {
+    Adopted(RefundStatus),
+    NeverMade,
+    CannotList,
+}
+
+async fn find_at_provider(app: &App, c: &ClaimedRefund) -> Result<Found, BillingError> {
+    let Some(provider) = app.providers.get(c.pay_system).cloned() else {
+        return Ok(Found::CannotList);
+    };
+    let (ours, provider_payment_id, held) = {
+        let db = app.db.conn().await?;
+        let ours = stored::get(&db, c.id)
+            .await?
+            .ok_or(BillingError::RefundNotFound(c.id))?;
+        let payment = payments::get(&db, c.payment_id)
+            .await?
+            .ok_or(BillingError::RefundNotFound(c.id))?;
+        let held = stored::provider_ids_of_payment(&db, c.payment_id).await?;
+        (ours, payment.provider_payment_id, held)
+    };
+    let Some(provider_payment_id) = provider_payment_id else {
+        return Ok(Found::CannotList);
+    };
+    let Some(theirs) = provider.list_refunds(&provider_payment_id).await? else {
+        return Ok(Found::CannotList);
+    };
+    // Any refund of the same amount that none of our rows holds: if it was another
+    // one (a dashboard refund not notified yet), what was refunded still adds up.
+    let Some(found) = theirs
+        .into_iter()
+        .find(|r| r.amount == ours.amount && !held.contains(&r.id))
+    else {
+        return Ok(Found::NeverMade);
+    };
+    refunds::record_result(app, c.id, &found.id, found.status).await?;
+    Ok(Found::Adopted(found.status))
 }
 
 async fn schedule(app: &App, c: &ClaimedRefund, next: Next) -> Result<(), JobError> {
@@ -124,6 +182,24 @@ async fn schedule(app: &App, c: &ClaimedRefund, next: Next) -> Result<(), JobErr
         Next::Final => {}
         Next::Open(why) => {
             stored::schedule_retry(&db, c.id, &why, FIRST_RETRY, MAX_BACKOFF).await?;
+        }
+        Next::Lost => {
+            if stored::cancel_pending(
+                &db,
+                c.id,
+                "never made: not among the payment's refunds at the provider past the key window",
+            )
+            .await?
+            {
+                settle::alert(
+                    "refund_lost",
+                    &format!(
+                        "refund {} was never made at the provider; the amount is refundable again",
+                        c.id
+                    ),
+                    c.payment_id,
+                );
+            }
         }
         Next::Unresolved => {
             if stored::stop_unresolved(&db, c.id).await? {

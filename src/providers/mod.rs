@@ -205,6 +205,13 @@ pub trait Provider: Webhooks + Send + Sync {
     ) -> Result<Option<ProviderPayment>, ProviderError>;
     async fn create_refund(&self, req: &CreateRefund) -> Result<ProviderRefund, ProviderError>;
     async fn get_refund(&self, provider_id: &str) -> Result<ProviderRefund, ProviderError>;
+    /// Every refund of one of the provider's payments, whoever made it, to the end
+    /// of the list; `Ok(None)` when this provider cannot list them. An unreadable
+    /// page or item is an error (the refund looked for may be the unreadable one).
+    async fn list_refunds(
+        &self,
+        provider_payment_id: &str,
+    ) -> Result<Option<Vec<ProviderRefund>>, ProviderError>;
 }
 
 /// The configured providers.

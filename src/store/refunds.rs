@@ -239,6 +239,22 @@ pub async fn id_by_provider_id(
         .map(|r| r.get(0)))
 }
 
+/// The provider's ids our refunds of this payment already hold.
+pub async fn provider_ids_of_payment(
+    db: &impl GenericClient,
+    payment_id: PaymentId,
+) -> Result<Vec<String>, StoreError> {
+    Ok(db
+        .query(
+            "SELECT provider_refund_id FROM refunds WHERE payment_id = $1 AND provider_refund_id IS NOT NULL",
+            &[&payment_id],
+        )
+        .await?
+        .iter()
+        .map(|r| r.get(0))
+        .collect())
+}
+
 /// The oldest pending refund of this payment and amount that never got a provider id
 /// (its answer was lost).
 pub async fn pending_without_provider_id(

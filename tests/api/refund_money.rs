@@ -404,7 +404,40 @@ async fn a_refund_the_provider_refuses_is_final_alerted_and_never_resent() {
 }
 
 #[tokio::test]
-async fn a_refund_unanswered_past_the_key_window_is_not_resent() {
+async fn a_refund_whose_answer_was_lost_past_the_key_window_is_found_at_the_provider() {
+    let app = TestApp::builder().fake_yookassa().start().await;
+    let fake = app.yookassa();
+    let db = app.sql().await;
+    let (_, id, _) = paid(&app).await;
+
+    // YooKassa makes the refund; its answer is cut off, and nobody follows it up
+    // for a day.
+    fake.cut_refund_answers(true);
+    let (status, body) = refund(&app, &id, part("100.00")).await;
+    assert_ne!(status, 201, "{body}");
+    fake.cut_refund_answers(false);
+    let posts = fake.refund_requests();
+
+    // Past the key window the same key could refund a second time: it is looked up
+    // among the payment's refunds instead, and adopted.
+    time_passes(&db, "24 hours").await;
+    follow_up(&app).await;
+    assert_eq!(
+        fake.refund_requests(),
+        posts,
+        "not re-sent past the key window"
+    );
+    let rows = app.refunds().await;
+    assert_eq!(rows[0].status, RefundStatus::Succeeded);
+    assert_eq!(
+        payment_state(&app, id).await,
+        (PaymentStatus::PartiallyRefunded, 10_000)
+    );
+    assert_eq!(fake.refunds(), 1);
+}
+
+#[tokio::test]
+async fn a_refund_never_made_is_canceled_past_the_key_window_and_alerted() {
     let app = TestApp::builder().fake_yookassa().start().await;
     let fake = app.yookassa();
     let db = app.sql().await;
@@ -416,7 +449,8 @@ async fn a_refund_unanswered_past_the_key_window_is_not_resent() {
     fake.set_down(false);
     let posts = fake.refund_requests();
 
-    // A day later YooKassa has forgotten the key: the same key could refund a second time.
+    // A day later the payment's refunds at YooKassa do not hold it: it was never
+    // made. It stops counting against what is left, and an operator is told.
     time_passes(&db, "24 hours").await;
     follow_up(&app).await;
     assert_eq!(
@@ -424,17 +458,41 @@ async fn a_refund_unanswered_past_the_key_window_is_not_resent() {
         posts,
         "not re-sent past the key window"
     );
-    assert_eq!(
-        app.refunds().await[0].status,
-        RefundStatus::Pending,
-        "still counted against what is left: it may have been made"
-    );
+    assert_eq!(app.refunds().await[0].status, RefundStatus::Canceled);
     assert!(app
         .metrics()
         .await
-        .contains("billing_alerts_total{kind=\"refund_unresolved\"}"));
+        .contains("billing_alerts_total{kind=\"refund_lost\"}"));
+    assert_eq!(payment_state(&app, id).await, (PaymentStatus::Succeeded, 0));
+    let (status, body) = refund(&app, &id, part("250.00")).await;
+    assert_eq!(status, 201, "the whole amount is refundable again: {body}");
+}
+
+#[tokio::test]
+async fn a_refund_past_the_key_window_stays_pending_while_its_provider_cannot_be_asked() {
+    let app = TestApp::builder().fake_yookassa().start().await;
+    let fake = app.yookassa();
+    let db = app.sql().await;
+    let (_, id, _) = paid(&app).await;
+
+    fake.set_down(true);
+    let (status, body) = refund(&app, &id, part("100.00")).await;
+    assert_eq!(status, 502, "{body}");
+    time_passes(&db, "24 hours").await;
+    follow_up(&app).await;
+    assert_eq!(
+        app.refunds().await[0].status,
+        RefundStatus::Pending,
+        "unknown until the provider answers the look-up"
+    );
     let (status, _) = refund(&app, &id, part("250.00")).await;
-    assert_eq!(status, 409);
+    assert_eq!(status, 409, "still counted against what is left");
+
+    // The provider is back: the next follow-up asks and settles it.
+    fake.set_down(false);
+    time_passes(&db, "2 hours").await;
+    follow_up(&app).await;
+    assert_eq!(app.refunds().await[0].status, RefundStatus::Canceled);
 }
 
 #[tokio::test]

@@ -371,6 +371,15 @@ impl Provider for CloudPayments {
     async fn get_refund(&self, _provider_id: &str) -> Result<ProviderRefund, ProviderError> {
         Err(ProviderError::NotFound)
     }
+
+    /// No refund lookup either: a refund whose answer was lost is learnt from its
+    /// `refund` notification, or by an operator.
+    async fn list_refunds(
+        &self,
+        _provider_payment_id: &str,
+    ) -> Result<Option<Vec<ProviderRefund>>, ProviderError> {
+        Ok(None)
+    }
 }
 
 #[cfg(test)]

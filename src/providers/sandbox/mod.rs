@@ -462,6 +462,36 @@ impl Sandbox {
         json!({"type": "list", "items": items, "next_cursor": next})
     }
 
+    /// `GET /refunds?payment_id=…`: the payment's refunds, oldest first, paged like
+    /// the payments list.
+    fn list_refunds(&self, query: &HashMap<String, String>) -> Value {
+        let st = self.st();
+        let payment = query.get("payment_id").cloned().unwrap_or_default();
+        let limit: usize = query
+            .get("limit")
+            .and_then(|l| l.parse().ok())
+            .unwrap_or(10)
+            .clamp(1, 100);
+        let start: usize = query
+            .get("cursor")
+            .and_then(|c| c.parse().ok())
+            .unwrap_or(0);
+        let mut matching: Vec<&Value> = st
+            .refunds
+            .values()
+            .filter(|r| payment.is_empty() || r["payment_id"] == payment.as_str())
+            .collect();
+        matching.sort_by_key(|r| (r["created_at"].as_str(), r["id"].as_str()));
+        let items: Vec<Value> = matching
+            .iter()
+            .skip(start)
+            .take(limit)
+            .map(|r| (*r).clone())
+            .collect();
+        let next = (start + limit < matching.len()).then(|| (start + limit).to_string());
+        json!({"type": "list", "items": items, "next_cursor": next})
+    }
+
     fn refund(&self, key: Option<String>, body: &[u8]) -> (StatusCode, Value) {
         let Some(key) = key.filter(|k| !k.is_empty()) else {
             return error(
@@ -644,6 +674,14 @@ impl Sandbox {
                     reply(answer)
                 }
             });
+        let list_refunds = api
+            .and(warp::path!("refunds"))
+            .and(warp::get())
+            .and(gate.clone())
+            .and(warp::query::<HashMap<String, String>>())
+            .map(|sb: Arc<Sandbox>, q: HashMap<String, String>| {
+                reply((StatusCode::OK, sb.list_refunds(&q)))
+            });
         let get_refund = api
             .and(warp::path!("refunds" / String))
             .and(warp::get())
@@ -666,6 +704,8 @@ impl Sandbox {
             .or(get)
             .unify()
             .or(create_refund)
+            .unify()
+            .or(list_refunds)
             .unify()
             .or(get_refund)
             .unify()

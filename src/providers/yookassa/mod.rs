@@ -301,6 +301,40 @@ impl Provider for YooKassa {
             .await?;
         wire::refund(&v).map_err(ProviderError::unreadable)
     }
+
+    /// `GET /refunds?payment_id=…`, page by page to the end.
+    async fn list_refunds(
+        &self,
+        provider_payment_id: &str,
+    ) -> Result<Option<Vec<ProviderRefund>>, ProviderError> {
+        if !wire::is_safe_id(provider_payment_id) {
+            return Err(ProviderError::NotFound);
+        }
+        let mut found = Vec::new();
+        let mut cursor: Option<String> = None;
+        for _ in 0..MAX_LIST_PAGES {
+            let mut path = format!("/refunds?limit=100&payment_id={provider_payment_id}");
+            if let Some(c) = &cursor {
+                path.push_str(&format!("&cursor={}", urlencode(c)));
+            }
+            let page = self.call(Method::GET, &path, None, None).await?;
+            let Some(items) = page["items"].as_array() else {
+                return Err(ProviderError::Unavailable(format!(
+                    "{path}: a list without items"
+                )));
+            };
+            for item in items {
+                found.push(wire::refund(item).map_err(ProviderError::unreadable)?);
+            }
+            match page["next_cursor"].as_str() {
+                Some(c) => cursor = Some(c.to_owned()),
+                None => return Ok(Some(found)),
+            }
+        }
+        Err(ProviderError::Unavailable(format!(
+            "more than {MAX_LIST_PAGES} pages of refunds of {provider_payment_id}"
+        )))
+    }
 }
 
 /// A safety stop for a window that never ends (a provider bug): 100 000 payments.
