@@ -94,6 +94,8 @@ pub struct CloudPaymentsConfig {
 #[derive(Debug, Clone)]
 pub struct Config {
     pub database_url: String,
+    /// Most PostgreSQL connections this process opens (`DATABASE_POOL_SIZE`).
+    pub database_pool_size: usize,
     pub amqp_url: String,
     pub listen_addr: SocketAddr,
     pub jwt_secret: Secret,
@@ -293,6 +295,19 @@ impl Config {
                 .collect::<Result<_, _>>()?,
         };
 
+        let database_pool_size = match var("DATABASE_POOL_SIZE") {
+            None => 32,
+            Some(v) => match v.parse::<usize>() {
+                Ok(n) if (1..=1000).contains(&n) => n,
+                _ => {
+                    return Err(err(
+                        "DATABASE_POOL_SIZE",
+                        format!("{v:?}: a whole number from 1 to 1000"),
+                    ))
+                }
+            },
+        };
+
         let log_format = match var("LOG_FORMAT").as_deref() {
             None | Some("text") => LogFormat::Text,
             Some("json") => LogFormat::Json,
@@ -302,6 +317,7 @@ impl Config {
         Ok(Config {
             database_url: var("DATABASE_URL")
                 .unwrap_or_else(|| "postgres://postgres@127.0.0.1:5432/billing".into()),
+            database_pool_size,
             amqp_url: var("AMQP_URL")
                 .unwrap_or_else(|| "amqp://guest:guest@127.0.0.1:5672/%2f".into()),
             listen_addr,
@@ -426,6 +442,17 @@ mod tests {
             .allowed_ips
             .iter()
             .any(|n| n.contains(&"127.0.0.1".parse::<std::net::IpAddr>().unwrap())));
+    }
+
+    #[test]
+    fn the_pool_size_is_a_whole_number_from_1_to_1000() {
+        assert_eq!(cfg(&[]).unwrap().database_pool_size, 32);
+        let c = cfg(&[("DATABASE_POOL_SIZE", "6")]).unwrap();
+        assert_eq!(c.database_pool_size, 6);
+        for bad in ["0", "-1", "1001", "many"] {
+            let e = cfg(&[("DATABASE_POOL_SIZE", bad)]).unwrap_err();
+            assert_eq!(e.var, "DATABASE_POOL_SIZE", "{bad}");
+        }
     }
 
     #[test]

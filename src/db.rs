@@ -13,9 +13,9 @@ mod embedded {
 pub enum DbSetupError {
     #[error("DATABASE_URL is not a PostgreSQL URL: {0}")]
     Url(tokio_postgres::Error),
-    #[error("cannot reach PostgreSQL: {0}")]
+    #[error("cannot reach PostgreSQL: {}", describe(.0))]
     Connect(tokio_postgres::Error),
-    #[error("cannot create database {name}: {source}")]
+    #[error("cannot create database {name}: {}", describe(.source))]
     Create {
         name: String,
         source: tokio_postgres::Error,
@@ -24,6 +24,18 @@ pub enum DbSetupError {
     Migrate(#[from] refinery::Error),
     #[error("pool: {0}")]
     Pool(String),
+}
+
+/// The server's own message where there is one (the driver's Display says only
+/// "db error", which hides "too many clients" and the like).
+pub fn describe(e: &tokio_postgres::Error) -> String {
+    match e.as_db_error() {
+        Some(db) => format!("{} ({})", db.message(), db.code().code()),
+        None => match std::error::Error::source(e) {
+            Some(cause) => format!("{e}: {cause}"),
+            None => e.to_string(),
+        },
+    }
 }
 
 pub fn pool(database_url: &str, max_size: usize) -> Result<Pool, DbSetupError> {

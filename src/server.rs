@@ -92,7 +92,7 @@ pub async fn start(mut config: Config, opts: ServeOptions) -> Result<Running, St
     let addr = listener.as_ref().and_then(|l| l.local_addr().ok());
     config.resolve_local_urls(addr.unwrap_or(config.listen_addr));
 
-    let pool = db::pool(&config.database_url, 32)?;
+    let pool = db::pool(&config.database_url, config.database_pool_size)?;
     let (providers, sandbox) = providers(&config, addr);
     let app = App::new(config, pool, providers, sandbox);
     let mut tasks = Vec::new();
