@@ -98,6 +98,37 @@ pub async fn always(world: &World) -> SimResult<Vec<Violation>> {
     Ok(out)
 }
 
+/// Access is money, once the jobs have acted on the time that passed: no
+/// subscription is live past its period end plus the longest wait the contract
+/// allows (the dunning schedule or the refusal grace, plus 24 h in flight; rule 8).
+pub async fn overdue(world: &World) -> SimResult<Vec<Violation>> {
+    let subs = rows(
+        &world.db,
+        include_str!("sql/subscriptions.sql"),
+        &[&ACCESS_SLACK],
+    )
+    .await?;
+    Ok(overdue_of(&subs))
+}
+
+fn overdue_of(subs: &[HashMap<String, Value>]) -> Vec<Violation> {
+    let text = |r: &HashMap<String, Value>, k: &str| r[k].as_str().unwrap_or_default().to_owned();
+    subs.iter()
+        .filter(|s| s["overdue"] == true)
+        .map(|s| {
+            v(
+                "access is money",
+                format!(
+                    "subscription {} is {} past its period end {} plus {ACCESS_SLACK}",
+                    text(s, "id"),
+                    text(s, "status"),
+                    text(s, "period_end")
+                ),
+            )
+        })
+        .collect()
+}
+
 /// Every invariant, once the world has settled.
 pub async fn settled(world: &World) -> SimResult<Vec<Violation>> {
     let mut out = always(world).await?;
@@ -220,19 +251,7 @@ pub async fn settled(world: &World) -> SimResult<Vec<Violation>> {
     }
 
     // 3. Access is money.
-    for s in &subs {
-        if s["overdue"] == true {
-            out.push(v(
-                "access is money",
-                format!(
-                    "subscription {} is {} past its period end {} plus {ACCESS_SLACK}",
-                    text(s, "id"),
-                    text(s, "status"),
-                    text(s, "period_end")
-                ),
-            ));
-        }
-    }
+    out.extend(overdue_of(&subs));
     if world.has_periods {
         for r in rows(&world.db, include_str!("sql/paid_access.sql"), &[]).await? {
             let live = r["status"] == "active" || r["status"] == "past_due";

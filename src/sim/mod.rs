@@ -64,8 +64,9 @@ pub struct Options {
     /// Databases are this URL with `_tpl` and `_<slot>` appended to its name.
     pub database_url: String,
     /// How long the world must hold still to count as settled (after a warp, and at
-    /// the end): longer than the service's longest job interval. This build's are
-    /// set to 300 ms; an old build that ignores `JOB_*_INTERVAL` needs over 30 s.
+    /// the end). Every settling job must also have completed two runs meanwhile
+    /// (read from each replica's `/metrics`), so an old build whose jobs ignore
+    /// `JOB_*_INTERVAL`, or a loaded machine, is waited for rather than misjudged.
     pub quiet: Duration,
 }
 
@@ -120,7 +121,8 @@ pub async fn run_seed(
     let mut failed_at = None;
     for step in 0..opts.steps {
         schedule.step(&mut world, step, opts.quiet).await?;
-        let found = check::always(&world).await?;
+        let mut found = std::mem::take(&mut schedule.found);
+        found.extend(check::always(&world).await?);
         if !found.is_empty() {
             violations = found;
             failed_at = Some(Some(step));
@@ -134,7 +136,7 @@ pub async fn run_seed(
         let settle = opts.quiet.max(Duration::from_millis(1500));
         for hours in [0u64, 2, 26] {
             world.warp(Duration::from_secs(hours * 3600)).await?;
-            quiet &= world.wait_quiet(settle, settle * 20).await?;
+            quiet &= world.wait_quiet(settle).await?;
         }
         // Work still in flight (a relay publishing its last rows, a job mid-batch on
         // a loaded machine) can look like a violation: a violation must survive the
@@ -145,7 +147,7 @@ pub async fn run_seed(
             if violations.is_empty() {
                 break;
             }
-            quiet &= world.wait_quiet(settle * 2, settle * 20).await?;
+            quiet &= world.wait_quiet(settle * 2).await?;
         }
         if !violations.is_empty() {
             failed_at = Some(None);
@@ -169,7 +171,7 @@ pub async fn run_seed(
 pub async fn run(opts: &Options) -> SimResult<Vec<SeedReport>> {
     let template = db_url(&opts.database_url, "tpl");
     world::template(&opts.service_exe, &template).await?;
-    let slots = opts.parallel.max(1);
+    let slots = fit_connections(opts, &template).await?;
     let free = std::sync::Arc::new(std::sync::Mutex::new((0..slots).collect::<Vec<_>>()));
     let reports: Vec<SimResult<SeedReport>> = futures::stream::iter(opts.seeds.clone())
         .map(|seed| {
@@ -211,6 +213,31 @@ pub async fn run(opts: &Options) -> SimResult<Vec<SeedReport>> {
     }
     out.sort_by_key(|r| r.seed);
     Ok(out)
+}
+
+/// How many worlds run at once: `--parallel`, unless PostgreSQL would run out of
+/// connections (each replica opens up to its pool and the relay's; the simulator
+/// holds three per world). Says so when it lowers it.
+async fn fit_connections(opts: &Options, template: &str) -> SimResult<usize> {
+    let wanted = opts.parallel.max(1);
+    let per_world = opts.replicas.max(1) * (world::POOL_SIZE + 1) + 3;
+    let (admin, _) = crate::bench::admin(template).await.map_err(SimError::new)?;
+    let row = admin
+        .query_one(
+            "SELECT current_setting('max_connections')::int - current_setting('superuser_reserved_connections')::int \
+                    - (SELECT count(*)::int FROM pg_stat_activity WHERE backend_type = 'client backend')",
+            &[],
+        )
+        .await
+        .map_err(world::pg)?;
+    let free = row.get::<_, i32>(0).max(0) as usize;
+    let fits = (free / per_world).max(1);
+    if fits < wanted {
+        eprintln!(
+            "--parallel {wanted} lowered to {fits}: each world needs up to {per_world} PostgreSQL connections and {free} are free"
+        );
+    }
+    Ok(wanted.min(fits))
 }
 
 /// The figures of a run, as `--json` writes them.

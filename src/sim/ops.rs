@@ -6,7 +6,7 @@ use std::time::Duration;
 
 use serde_json::{json, Value};
 
-use super::check::minor_units;
+use super::check::{self, minor_units, Violation};
 use super::rng::Rng;
 use super::world::{rows, World, RETURN_URL};
 use super::SimResult;
@@ -40,6 +40,62 @@ const KINDS: [(&str, u64); 17] = [
     ("idle", 3),
 ];
 
+/// Faults that hold while time passes and the jobs act on it.
+#[derive(Debug, Clone, Copy)]
+enum Window {
+    /// YooKassa refuses every create: 401 (our credentials).
+    Refused401,
+    /// YooKassa refuses every create: 403 (autopayments not enabled for the shop).
+    Refused403,
+    /// YooKassa makes every payment and its answer is cut off mid-body.
+    CutOff,
+    /// YooKassa makes every payment and answers with an HTML page.
+    NotJson,
+    /// YooKassa makes every payment and answers 500.
+    Lost,
+    /// YooKassa does not answer at all.
+    Down,
+    /// CloudPayments answers 500 to every call.
+    CloudPaymentsFailing,
+}
+
+const WINDOWS: [Window; 7] = [
+    Window::Refused401,
+    Window::Refused403,
+    Window::CutOff,
+    Window::NotJson,
+    Window::Lost,
+    Window::Down,
+    Window::CloudPaymentsFailing,
+];
+
+/// Many more calls than one window makes.
+const ALL_CALLS: u32 = 1_000_000;
+
+fn open_window(world: &World, w: Window) {
+    let fake = &world.yookassa.sandbox;
+    match w {
+        Window::Refused401 => fake.refuse_creates(Some((401, "invalid_credentials", None))),
+        Window::Refused403 => fake.refuse_creates(Some((403, "forbidden", None))),
+        Window::CutOff => fake.garble_create_answers(ALL_CALLS, Garble::CutOff),
+        Window::NotJson => fake.garble_create_answers(ALL_CALLS, Garble::NotJson),
+        Window::Lost => fake.lose_create_answers(ALL_CALLS),
+        Window::Down => fake.set_down(true),
+        Window::CloudPaymentsFailing => world.cloudpayments.fail_requests(ALL_CALLS),
+    }
+}
+
+fn close_window(world: &World, w: Window) {
+    let fake = &world.yookassa.sandbox;
+    match w {
+        Window::Refused401 | Window::Refused403 => fake.refuse_creates(None),
+        Window::CutOff | Window::NotJson => fake.garble_create_answers(0, Garble::CutOff),
+        Window::Lost => fake.lose_create_answers(0),
+        Window::Down => fake.set_down(false),
+        Window::CloudPaymentsFailing => world.cloudpayments.fail_requests(0),
+    }
+}
+
 /// A checkout the viewer has not acted on yet.
 struct Checkout {
     provider: PaySystem,
@@ -68,6 +124,8 @@ pub struct Schedule {
     last_buy: Option<(UserId, PaySystem, Value, Option<String>)>,
     pub log: Vec<String>,
     pub counts: BTreeMap<String, u64>,
+    /// Violations a step saw (checks that hold only at certain moments).
+    pub found: Vec<Violation>,
 }
 
 impl Schedule {
@@ -85,6 +143,7 @@ impl Schedule {
             last_buy: None,
             log: Vec::new(),
             counts: BTreeMap::new(),
+            found: Vec::new(),
         }
     }
 
@@ -410,11 +469,35 @@ impl Schedule {
                 self.note(kind, format!("{step}: {user} {kind}s → {answer}"));
             }
             "warp" => {
-                let hours = *self
-                    .rng
-                    .pick(&[1u64, 6, 20, 26, 72, 24 * 7, 24 * 31])
-                    .expect("choices");
-                world.warp(Duration::from_secs(hours * 3600)).await?;
+                // Sometimes time passes up to the next renewal (just past it, or
+                // past it plus more than the longest wait the contract allows), so
+                // that renewals meet the faults of the moment often.
+                let next = match self.rng.below(3) {
+                    0 => world.next_renewal().await?,
+                    _ => None,
+                };
+                let by = match next {
+                    Some(due) => {
+                        due + Duration::from_secs(
+                            *self.rng.pick(&[3600u64, 11 * 24 * 3600]).expect("choices"),
+                        )
+                    }
+                    None => Duration::from_secs(
+                        3600 * *self
+                            .rng
+                            .pick(&[1u64, 6, 20, 26, 72, 24 * 7, 24 * 31])
+                            .expect("choices"),
+                    ),
+                };
+                // A fault window: the jobs act on the new time under a fault that
+                // ends when they are done (a provider refusing, unreadable or down
+                // exactly while the renewals are charged).
+                let window = self.rng.chance(35).then(|| {
+                    let w = *self.rng.pick(&WINDOWS).expect("windows");
+                    open_window(world, w);
+                    w
+                });
+                world.warp(by).await?;
                 // YooKassa cancels a checkout left unpaid for an hour (and says so,
                 // when its notification gets through).
                 let mut expired = 0;
@@ -436,8 +519,23 @@ impl Schedule {
                     }
                 }
                 // The jobs act on the new time, under the faults of the moment.
-                world.wait_quiet(quiet, quiet * 10).await?;
-                self.note(kind, format!("{step}: time passes: {hours} h ({expired} unpaid YooKassa checkouts expire)"));
+                let settled = world.wait_quiet(quiet).await?;
+                if let Some(w) = window {
+                    close_window(world, w);
+                }
+                let hours = by.as_secs_f64() / 3600.0;
+                let to = if next.is_some() {
+                    " (past the next renewal)"
+                } else {
+                    ""
+                };
+                let under = window.map(|w| format!(", under {w:?}")).unwrap_or_default();
+                self.note(kind, format!("{step}: time passes: {hours:.1} h{to}{under} ({expired} unpaid YooKassa checkouts expire)"));
+                // Once the jobs have acted on the new time, nobody keeps access past
+                // the longest wait the contract allows (rule 8), faults or not.
+                if settled {
+                    self.found.extend(check::overdue(world).await?);
+                }
             }
             "kill" => {
                 world.kill(replica).await;

@@ -30,6 +30,23 @@ pub const BROKER: &str = "127.0.0.1:5672";
 /// (1d + 3d + 5d, longer than the refusal grace) plus 24 h for a renewal in flight.
 pub const ACCESS_SLACK: &str = "10 days";
 
+/// Each replica's PostgreSQL pool: several worlds share one server.
+pub const POOL_SIZE: usize = 4;
+const POOL_SIZE_TEXT: &str = "4";
+
+/// How long the world may take to go quiet: an old build's slowest job (the expirer)
+/// runs every 30 s, and two of its runs are waited for.
+pub const QUIET_LIMIT: Duration = Duration::from_secs(90);
+
+/// The jobs that move money and access (their runs tell a quiet world from a slow one).
+pub const SETTLING_JOBS: [&str; 5] = [
+    "inbox_retry",
+    "reconciler",
+    "renewer",
+    "expirer",
+    "refund_follow_up",
+];
+
 /// An event as the simulator's consumer received it.
 #[derive(Debug, Clone)]
 pub struct Received {
@@ -153,6 +170,8 @@ impl World {
             ("CLOUDPAYMENTS_API_SECRET", CP_SECRET),
             ("CLOUDPAYMENTS_API_URL", &self.cp_api),
             ("YOOKASSA_RETURN_URL", RETURN_URL),
+            // Several worlds share one PostgreSQL (100 connections by default).
+            ("DATABASE_POOL_SIZE", POOL_SIZE_TEXT),
             // The simulated world's clock moves by warps; its jobs run often.
             ("JOB_INBOX_RETRY_INTERVAL", "200ms"),
             ("JOB_RECONCILER_INTERVAL", "300ms"),
@@ -213,6 +232,17 @@ impl World {
         Ok(())
     }
 
+    /// How long until the next period end of a live subscription that renews.
+    pub async fn next_renewal(&self) -> SimResult<Option<Duration>> {
+        let secs: Option<f64> = self
+            .db
+            .query_one(include_str!("sql/next_renewal.sql"), &[])
+            .await
+            .map_err(pg)?
+            .get(0);
+        Ok(secs.map(|s| Duration::from_secs_f64(s.max(0.0))))
+    }
+
     /// Terminates every other PostgreSQL backend of this world's database.
     pub async fn terminate_backends(&self) -> SimResult<u64> {
         let (admin, name) = admin(&self.db_url).await?;
@@ -232,12 +262,17 @@ impl World {
         Ok(())
     }
 
-    /// Waits until the jobs have nothing left to change (the fingerprint holds still
-    /// for `quiet`), at most `limit`. Answers whether it got quiet.
-    pub async fn wait_quiet(&self, quiet: Duration, limit: Duration) -> SimResult<bool> {
+    /// Waits until the jobs have nothing left to change, at most `limit`: the
+    /// fingerprint holds still for `quiet`, and meanwhile every job that settles
+    /// money ([`SETTLING_JOBS`]) has completed two runs on every replica (so a
+    /// loaded machine, where a job runs late, does not pass for a quiet one).
+    /// Answers whether it got quiet before [`QUIET_LIMIT`] (plus ten times `quiet`).
+    pub async fn wait_quiet(&self, quiet: Duration) -> SimResult<bool> {
+        let limit = quiet * 10 + QUIET_LIMIT;
         let started = Instant::now();
         let mut last = String::new();
         let mut since = Instant::now();
+        let mut runs_then = HashMap::new();
         loop {
             let now: String = self
                 .db
@@ -248,14 +283,47 @@ impl World {
             if now != last {
                 last = now;
                 since = Instant::now();
+                runs_then = self.job_runs().await;
             } else if since.elapsed() >= quiet {
-                return Ok(true);
+                let runs_now = self.job_runs().await;
+                let ran_twice = runs_now
+                    .iter()
+                    .all(|(k, n)| *n >= runs_then.get(k).copied().unwrap_or(0) + 2);
+                if ran_twice {
+                    return Ok(true);
+                }
             }
             if started.elapsed() > limit {
                 return Ok(false);
             }
             tokio::time::sleep(Duration::from_millis(100)).await;
         }
+    }
+
+    /// Completed runs of each settling job, per running replica, from `/metrics`
+    /// (`job_runs_total{job="…"}`); a replica that does not answer counts nothing.
+    async fn job_runs(&self) -> HashMap<(String, String), u64> {
+        let mut out = HashMap::new();
+        for s in self.services.iter().flatten() {
+            let Ok(r) = self.http.get(format!("{}/metrics", s.url)).send().await else {
+                continue;
+            };
+            let Ok(text) = r.text().await else { continue };
+            for line in text.lines() {
+                let Some(rest) = line.strip_prefix("job_runs_total{job=\"") else {
+                    continue;
+                };
+                let Some((job, count)) = rest.split_once("\"} ") else {
+                    continue;
+                };
+                if SETTLING_JOBS.contains(&job) {
+                    if let Ok(n) = count.trim().parse::<f64>() {
+                        out.insert((s.url.clone(), job.to_owned()), n as u64);
+                    }
+                }
+            }
+        }
+        out
     }
 
     pub async fn stop(mut self) {
