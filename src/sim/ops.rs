@@ -40,9 +40,10 @@ const KINDS: [(&str, u64); 17] = [
     ("idle", 3),
 ];
 
-/// Faults that hold while time passes and the jobs act on it.
+/// Faults with an end: opened, then closed after some steps or once the jobs have
+/// acted on a passage of time (a fault window).
 #[derive(Debug, Clone, Copy)]
-enum Window {
+enum Fault {
     /// YooKassa refuses every create: 401 (our credentials).
     Refused401,
     /// YooKassa refuses every create: 403 (autopayments not enabled for the shop).
@@ -57,42 +58,55 @@ enum Window {
     Down,
     /// CloudPayments answers 500 to every call.
     CloudPaymentsFailing,
+    /// YooKassa makes refunds and cuts their answers off.
+    CutRefunds,
+    /// YooKassa leaves new refunds pending.
+    HoldRefunds,
+    /// CloudPayments' notifications are lost.
+    LoseCpNotifications,
 }
 
-const WINDOWS: [Window; 7] = [
-    Window::Refused401,
-    Window::Refused403,
-    Window::CutOff,
-    Window::NotJson,
-    Window::Lost,
-    Window::Down,
-    Window::CloudPaymentsFailing,
+/// The faults a passage of time may happen under.
+const WINDOWS: [Fault; 7] = [
+    Fault::Refused401,
+    Fault::Refused403,
+    Fault::CutOff,
+    Fault::NotJson,
+    Fault::Lost,
+    Fault::Down,
+    Fault::CloudPaymentsFailing,
 ];
 
 /// Many more calls than one window makes.
 const ALL_CALLS: u32 = 1_000_000;
 
-fn open_window(world: &World, w: Window) {
+fn open(world: &World, f: Fault) {
     let fake = &world.yookassa.sandbox;
-    match w {
-        Window::Refused401 => fake.refuse_creates(Some((401, "invalid_credentials", None))),
-        Window::Refused403 => fake.refuse_creates(Some((403, "forbidden", None))),
-        Window::CutOff => fake.garble_create_answers(ALL_CALLS, Garble::CutOff),
-        Window::NotJson => fake.garble_create_answers(ALL_CALLS, Garble::NotJson),
-        Window::Lost => fake.lose_create_answers(ALL_CALLS),
-        Window::Down => fake.set_down(true),
-        Window::CloudPaymentsFailing => world.cloudpayments.fail_requests(ALL_CALLS),
+    match f {
+        Fault::Refused401 => fake.refuse_creates(Some((401, "invalid_credentials", None))),
+        Fault::Refused403 => fake.refuse_creates(Some((403, "forbidden", None))),
+        Fault::CutOff => fake.garble_create_answers(ALL_CALLS, Garble::CutOff),
+        Fault::NotJson => fake.garble_create_answers(ALL_CALLS, Garble::NotJson),
+        Fault::Lost => fake.lose_create_answers(ALL_CALLS),
+        Fault::Down => fake.set_down(true),
+        Fault::CloudPaymentsFailing => world.cloudpayments.fail_requests(ALL_CALLS),
+        Fault::CutRefunds => fake.cut_refund_answers(true),
+        Fault::HoldRefunds => fake.hold_refunds(true),
+        Fault::LoseCpNotifications => world.cloudpayments.lose_notifications(true),
     }
 }
 
-fn close_window(world: &World, w: Window) {
+fn close(world: &World, f: Fault) {
     let fake = &world.yookassa.sandbox;
-    match w {
-        Window::Refused401 | Window::Refused403 => fake.refuse_creates(None),
-        Window::CutOff | Window::NotJson => fake.garble_create_answers(0, Garble::CutOff),
-        Window::Lost => fake.lose_create_answers(0),
-        Window::Down => fake.set_down(false),
-        Window::CloudPaymentsFailing => world.cloudpayments.fail_requests(0),
+    match f {
+        Fault::Refused401 | Fault::Refused403 => fake.refuse_creates(None),
+        Fault::CutOff | Fault::NotJson => fake.garble_create_answers(0, Garble::CutOff),
+        Fault::Lost => fake.lose_create_answers(0),
+        Fault::Down => fake.set_down(false),
+        Fault::CloudPaymentsFailing => world.cloudpayments.fail_requests(0),
+        Fault::CutRefunds => fake.cut_refund_answers(false),
+        Fault::HoldRefunds => fake.hold_refunds(false),
+        Fault::LoseCpNotifications => world.cloudpayments.lose_notifications(false),
     }
 }
 
@@ -100,15 +114,6 @@ fn close_window(world: &World, w: Window) {
 struct Checkout {
     provider: PaySystem,
     payment: String,
-}
-
-/// A fault with an end: undone at the step given.
-enum Timed {
-    Refuse,
-    Down,
-    CutRefunds,
-    HoldRefunds,
-    LoseCpNotifications,
 }
 
 /// What the schedule knows of its world (never the database's truth: that is for
@@ -119,7 +124,7 @@ pub struct Schedule {
     checkouts: Vec<Checkout>,
     /// YooKassa payments with a notification still to be delivered (late, out of order).
     deliveries: Vec<String>,
-    timed: Vec<(usize, Timed)>,
+    timed: Vec<(usize, Fault)>,
     /// The last buy, for a repeat with the same Idempotency-Key.
     last_buy: Option<(UserId, PaySystem, Value, Option<String>)>,
     pub log: Vec<String>,
@@ -332,30 +337,25 @@ impl Schedule {
                         format!("YooKassa: next {n} create answers are an HTML page")
                     }
                     4 => {
-                        fake.refuse_creates(Some((401, "invalid_credentials", None)));
-                        self.timed.push((until, Timed::Refuse));
+                        self.open_until(world, Fault::Refused401, until);
                         format!("YooKassa: creates refused 401 until step {until}")
                     }
                     5 => {
-                        fake.set_down(true);
-                        self.timed.push((until, Timed::Down));
+                        self.open_until(world, Fault::Down, until);
                         format!("YooKassa: down until step {until}")
                     }
                     6 => {
-                        fake.cut_refund_answers(true);
-                        self.timed.push((until, Timed::CutRefunds));
+                        self.open_until(world, Fault::CutRefunds, until);
                         format!("YooKassa: refund answers cut off until step {until}")
                     }
                     7 => {
-                        fake.hold_refunds(true);
-                        self.timed.push((until, Timed::HoldRefunds));
+                        self.open_until(world, Fault::HoldRefunds, until);
                         format!("YooKassa: refunds held pending until step {until}")
                     }
                     _ => {
                         world.cloudpayments.fail_requests(n);
                         if self.rng.chance(50) {
-                            world.cloudpayments.lose_notifications(true);
-                            self.timed.push((until, Timed::LoseCpNotifications));
+                            self.open_until(world, Fault::LoseCpNotifications, until);
                         }
                         format!("CloudPayments: next {n} calls answer 500 (notifications maybe lost until {until})")
                     }
@@ -494,7 +494,7 @@ impl Schedule {
                 // exactly while the renewals are charged).
                 let window = self.rng.chance(35).then(|| {
                     let w = *self.rng.pick(&WINDOWS).expect("windows");
-                    open_window(world, w);
+                    open(world, w);
                     w
                 });
                 world.warp(by).await?;
@@ -521,7 +521,7 @@ impl Schedule {
                 // The jobs act on the new time, under the faults of the moment.
                 let settled = world.wait_quiet(quiet).await?;
                 if let Some(w) = window {
-                    close_window(world, w);
+                    close(world, w);
                 }
                 let hours = by.as_secs_f64() / 3600.0;
                 let to = if next.is_some() {
@@ -570,11 +570,16 @@ impl Schedule {
         Ok(())
     }
 
+    fn open_until(&mut self, world: &World, f: Fault, until: usize) {
+        open(world, f);
+        self.timed.push((until, f));
+    }
+
     fn undo_due(&mut self, world: &World, step: usize) {
         let (due, keep): (Vec<_>, Vec<_>) = self.timed.drain(..).partition(|(at, _)| *at <= step);
         self.timed = keep;
         for (_, t) in due {
-            undo(world, &t);
+            close(world, t);
         }
     }
 
@@ -582,7 +587,7 @@ impl Schedule {
     /// checkouts nobody finished expire at the provider (without a notification).
     pub fn end_faults(&mut self, world: &World) {
         for (_, t) in self.timed.drain(..) {
-            undo(world, &t);
+            close(world, t);
         }
         let fake = &world.yookassa.sandbox;
         fake.fail_creates(0);
@@ -605,17 +610,6 @@ impl Schedule {
         }
         world.cloudpayments.fail_requests(0);
         world.proxy.restore();
-    }
-}
-
-fn undo(world: &World, t: &Timed) {
-    let fake = &world.yookassa.sandbox;
-    match t {
-        Timed::Refuse => fake.refuse_creates(None),
-        Timed::Down => fake.set_down(false),
-        Timed::CutRefunds => fake.cut_refund_answers(false),
-        Timed::HoldRefunds => fake.hold_refunds(false),
-        Timed::LoseCpNotifications => world.cloudpayments.lose_notifications(false),
     }
 }
 

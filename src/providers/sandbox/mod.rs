@@ -433,15 +433,6 @@ impl Sandbox {
         let st = self.st();
         let since = query.get("created_at.gte").cloned().unwrap_or_default();
         let until = query.get("created_at.lte").cloned();
-        let limit: usize = query
-            .get("limit")
-            .and_then(|l| l.parse().ok())
-            .unwrap_or(10)
-            .clamp(1, 100);
-        let start: usize = query
-            .get("cursor")
-            .and_then(|c| c.parse().ok())
-            .unwrap_or(0);
         // Newest first, as YooKassa lists. Times share one format, so text order is time order.
         let matching: Vec<&String> = st
             .order
@@ -452,14 +443,7 @@ impl Sandbox {
                 at >= since.as_str() && until.as_deref().is_none_or(|u| at <= u)
             })
             .collect();
-        let items: Vec<Value> = matching
-            .iter()
-            .skip(start)
-            .take(limit)
-            .map(|id| public(&st.payments[*id]))
-            .collect();
-        let next = (start + limit < matching.len()).then(|| (start + limit).to_string());
-        json!({"type": "list", "items": items, "next_cursor": next})
+        list_page(query, matching, |id| public(&st.payments[id]))
     }
 
     /// `GET /refunds?payment_id=…`: the payment's refunds, oldest first, paged like
@@ -467,29 +451,13 @@ impl Sandbox {
     fn list_refunds(&self, query: &HashMap<String, String>) -> Value {
         let st = self.st();
         let payment = query.get("payment_id").cloned().unwrap_or_default();
-        let limit: usize = query
-            .get("limit")
-            .and_then(|l| l.parse().ok())
-            .unwrap_or(10)
-            .clamp(1, 100);
-        let start: usize = query
-            .get("cursor")
-            .and_then(|c| c.parse().ok())
-            .unwrap_or(0);
         let mut matching: Vec<&Value> = st
             .refunds
             .values()
             .filter(|r| payment.is_empty() || r["payment_id"] == payment.as_str())
             .collect();
         matching.sort_by_key(|r| (r["created_at"].as_str(), r["id"].as_str()));
-        let items: Vec<Value> = matching
-            .iter()
-            .skip(start)
-            .take(limit)
-            .map(|r| (*r).clone())
-            .collect();
-        let next = (start + limit < matching.len()).then(|| (start + limit).to_string());
-        json!({"type": "list", "items": items, "next_cursor": next})
+        list_page(query, matching, Value::clone)
     }
 
     fn refund(&self, key: Option<String>, body: &[u8]) -> (StatusCode, Value) {
@@ -808,4 +776,31 @@ fn apply_outcome(p: &mut Value, outcome: &Outcome) {
             p["payment_method"]["saved"] = json!(false);
         }
     }
+}
+
+/// One page of a YooKassa list: `limit` (10 by default, 1 to 100) items from the
+/// `cursor` (an offset here), and the cursor of the next page if there is one.
+/// Only the page's items are rendered.
+fn list_page<T>(
+    query: &HashMap<String, String>,
+    all: Vec<T>,
+    render: impl Fn(T) -> Value,
+) -> Value {
+    let limit: usize = query
+        .get("limit")
+        .and_then(|l| l.parse().ok())
+        .unwrap_or(10)
+        .clamp(1, 100);
+    let start: usize = query
+        .get("cursor")
+        .and_then(|c| c.parse().ok())
+        .unwrap_or(0);
+    let next = (start + limit < all.len()).then(|| (start + limit).to_string());
+    let items: Vec<Value> = all
+        .into_iter()
+        .skip(start)
+        .take(limit)
+        .map(render)
+        .collect();
+    json!({"type": "list", "items": items, "next_cursor": next})
 }

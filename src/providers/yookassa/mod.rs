@@ -68,6 +68,25 @@ impl YooKassa {
         self
     }
 
+    /// One page of a list (`GET path[&cursor=…]`): its items and the next cursor.
+    async fn list_page(
+        &self,
+        path: &str,
+        cursor: Option<&str>,
+    ) -> Result<(Vec<Value>, Option<String>), ProviderError> {
+        let path = match cursor {
+            Some(c) => format!("{path}&cursor={}", urlencode(c)),
+            None => path.to_owned(),
+        };
+        let mut page = self.call(Method::GET, &path, None, None).await?;
+        let Some(Value::Array(items)) = page.get_mut("items").map(Value::take) else {
+            return Err(ProviderError::Unavailable(format!(
+                "{path}: a list without items"
+            )));
+        };
+        Ok((items, page["next_cursor"].as_str().map(str::to_owned)))
+    }
+
     async fn call(
         &self,
         method: Method,
@@ -237,19 +256,11 @@ impl Provider for YooKassa {
             urlencode(&to.to_rfc3339_opts(SecondsFormat::Millis, true)),
         );
         let mut cursor: Option<String> = None;
-        let mut pages = 0u32;
-        loop {
-            let mut path = format!("/payments?limit=100&{window}");
-            if let Some(c) = &cursor {
-                path.push_str(&format!("&cursor={}", urlencode(c)));
-            }
-            let page = self.call(Method::GET, &path, None, None).await?;
-            let Some(items) = page["items"].as_array() else {
-                return Err(ProviderError::Unavailable(format!(
-                    "{path}: a list without items"
-                )));
-            };
-            for item in items {
+        for _ in 0..MAX_LIST_PAGES {
+            let (items, next) = self
+                .list_page(&format!("/payments?limit=100&{window}"), cursor.as_deref())
+                .await?;
+            for item in &items {
                 let names_us = item["metadata"]["payment_id"].as_str() == Some(&our_id.to_string());
                 match wire::payment(item) {
                     Ok(p) if p.our_id == Some(our_id) => return Ok(Some(p)),
@@ -261,18 +272,15 @@ impl Provider for YooKassa {
                     }
                 }
             }
-            pages += 1;
-            match page["next_cursor"].as_str() {
-                Some(c) if pages < MAX_LIST_PAGES => cursor = Some(c.to_owned()),
-                // Not exhausted: say so rather than "not found".
-                Some(_) => {
-                    return Err(ProviderError::Unavailable(format!(
-                        "more than {MAX_LIST_PAGES} pages of payments in the look-up window"
-                    )))
-                }
+            match next {
+                Some(c) => cursor = Some(c),
                 None => return Ok(None),
             }
         }
+        // Not exhausted: say so rather than "not found".
+        Err(ProviderError::Unavailable(format!(
+            "more than {MAX_LIST_PAGES} pages of payments in the look-up window"
+        )))
     }
 
     async fn create_refund(&self, req: &CreateRefund) -> Result<ProviderRefund, ProviderError> {
@@ -313,21 +321,17 @@ impl Provider for YooKassa {
         let mut found = Vec::new();
         let mut cursor: Option<String> = None;
         for _ in 0..MAX_LIST_PAGES {
-            let mut path = format!("/refunds?limit=100&payment_id={provider_payment_id}");
-            if let Some(c) = &cursor {
-                path.push_str(&format!("&cursor={}", urlencode(c)));
-            }
-            let page = self.call(Method::GET, &path, None, None).await?;
-            let Some(items) = page["items"].as_array() else {
-                return Err(ProviderError::Unavailable(format!(
-                    "{path}: a list without items"
-                )));
-            };
-            for item in items {
+            let (items, next) = self
+                .list_page(
+                    &format!("/refunds?limit=100&payment_id={provider_payment_id}"),
+                    cursor.as_deref(),
+                )
+                .await?;
+            for item in &items {
                 found.push(wire::refund(item).map_err(ProviderError::unreadable)?);
             }
-            match page["next_cursor"].as_str() {
-                Some(c) => cursor = Some(c.to_owned()),
+            match next {
+                Some(c) => cursor = Some(c),
                 None => return Ok(Some(found)),
             }
         }
