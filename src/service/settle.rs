@@ -517,15 +517,21 @@ async fn renew(
         }
         (start, EventType::SubscriptionRenewed)
     };
-    let (new_start, end) = if sub.status.is_live() && period_start >= sub.current_period_end {
+    if sub.status.is_live() && period_start < sub.current_period_end {
+        // The period this renewal was charged for was paid meanwhile by a purchase of
+        // the same tariff (an extension): the money buys the period after the current
+        // end, and the payment records that period, not the one the extension holds
+        // (a refund of either then gives back its own period).
+        let end = sub.period.add_to(sub.current_period_end);
+        payments::record_paid_period(tx, payment.id, sub.current_period_end, end).await?;
+        let next = sub.auto_renew.then(|| renew_at(app, end));
+        let renewed =
+            subscriptions::renewed(tx, sub.id, sub.current_period_start, end, next).await?;
+        return Ok(Granted::Sub(renewed, status_event));
+    }
+    let (new_start, end) = if sub.status.is_live() {
         (
             sub.current_period_end,
-            sub.period.add_to(sub.current_period_end),
-        )
-    } else if sub.status.is_live() {
-        // Already extended past this period (should not happen: one renewal per period).
-        (
-            sub.current_period_start,
             sub.period.add_to(sub.current_period_end),
         )
     } else {

@@ -295,6 +295,78 @@ async fn moving_the_period_end_back_is_published_even_with_auto_renewal_off() {
     );
 }
 
+/// Seed 1155 of the long run: a renewal whose charge went through only after the
+/// viewer had extended the subscription by buying its tariff again recorded the
+/// period the extension had already paid, so refunding the extension took back
+/// a period the renewal paid for (and the checker counted one period twice).
+#[tokio::test]
+async fn a_renewal_applied_after_an_extension_pays_the_period_after_it() {
+    let app = TestApp::builder().fake_yookassa().start().await;
+    let fake = app.yookassa();
+    let db = app.sql().await;
+    let (user, _, _) = paid(&app).await;
+    time_passes(&db, "1 month -12 hours").await;
+    let due = app.subscription_of(user).await;
+
+    // The viewer opens a checkout for the same tariff; then the renewal is claimed
+    // while YooKassa is down: its row waits, unsent.
+    let (status, body) = app.buy(user, MONTH_TARIFF, true, None).await;
+    assert_eq!(status, 201, "{body}");
+    let extension = payment_id(&body);
+    fake.set_down(true);
+    assert_eq!(renewer::run_once(app.app()).await.unwrap(), 1);
+    fake.set_down(false);
+    assert_eq!(
+        fake.charges(),
+        0,
+        "the renewal was not charged while YooKassa was down"
+    );
+    // The checkout is paid: the purchase extends the subscription by the period the
+    // renewal was for.
+    let pid = app.provider_id(extension).await;
+    fake.settle(&pid, Outcome::Succeed).unwrap();
+    assert_eq!(fake.notify(&pid).await.unwrap(), 200);
+    let after_extension = app.subscription_of(user).await;
+    let month = after_extension.current_period_end - due.current_period_end;
+    assert!(month > chrono::Duration::days(27), "{month}");
+
+    // The reconciler re-sends the renewal with its key: the charge goes through now.
+    app.make_checks_due().await;
+    billing::jobs::reconciler::run_once(app.app())
+        .await
+        .unwrap();
+    let renewal = app.renewals(due.id).await;
+    assert_eq!(renewal.len(), 1, "{renewal:?}");
+    assert_eq!(renewal[0].status, PaymentStatus::Succeeded);
+    let renewed = app.subscription_of(user).await;
+    assert!(
+        renewed.current_period_end > after_extension.current_period_end + month / 2,
+        "the renewal's money buys one more period: {} then {}",
+        after_extension.current_period_end,
+        renewed.current_period_end
+    );
+    assert_eq!(
+        renewal[0].period_start,
+        Some(after_extension.current_period_end),
+        "the renewal paid the period after the extension's, not the one the extension paid"
+    );
+
+    // Each payment gives back its own period: refunding the extension keeps the renewal's.
+    let (status, body) = refund(&app, extension, json!({"reason": "did not mean to extend"})).await;
+    assert_eq!(status, 201, "{body}");
+    let after = app.subscription_of(user).await;
+    assert_eq!(after.status, SubscriptionStatus::Active);
+    // One period given back: the end is where the extension had put it (give or take
+    // the days months differ by).
+    let off = (after.current_period_end - after_extension.current_period_end).abs();
+    assert!(
+        off <= chrono::Duration::days(3),
+        "{} then {}",
+        after_extension.current_period_end,
+        after.current_period_end
+    );
+}
+
 // ----- scenario 4: a refund of a payment whose success we have not applied yet -----
 
 #[tokio::test]
