@@ -88,7 +88,7 @@ impl Job for Reconciler {
                     }
                 };
                 if let Err(e) = after_check(app, payment, answered).await {
-                    tracing::warn!(payment_id = %payment.id, error = %e, "could not schedule the next check");
+                    tracing::warn!(payment_id = %payment.id, error = %e, "reconcile follow-up failed; will retry");
                 }
             })
             .await;
@@ -172,12 +172,41 @@ async fn after_check(app: &App, payment: &Payment, answered: bool) -> Result<(),
     };
     // Renewals are never failed here: a new attempt with a new key could then charge
     // twice if the provider settles the old one late. The expirer decides for them.
-    if answered
+    if !(answered
         && open.too_old
         && open.status == PaymentStatus::Pending
-        && payment.kind == PaymentKind::Purchase
-        && payments::fail_stale_pending(&db, payment.id).await?
+        && payment.kind == PaymentKind::Purchase)
     {
+        return Ok(());
+    }
+    drop(db);
+    if let Some(checkout) = &payment.provider_checkout_id {
+        // A checkout page that outlives us (a CloudPayments order) is voided first, or
+        // the viewer could still pay for a purchase we have failed.
+        let provider = app.providers.get(payment.pay_system).cloned().ok_or(
+            crate::service::BillingError::PaySystemNotEnabled(payment.pay_system),
+        )?;
+        match provider.void_checkout(checkout).await {
+            Ok(()) => {}
+            Err(e) if e.is_transient() => return Err(JobError::Unanswered(e.to_string())),
+            Err(e) => {
+                settle::alert(
+                    "checkout_void_failed",
+                    &format!(
+                        "the checkout could not be voided, so the purchase stays pending: {e}"
+                    ),
+                    payment.id,
+                );
+                return Ok(());
+            }
+        }
+        // Paid before the void: applied now, and then not failed below.
+        if !check(app, payment).await? {
+            return Ok(());
+        }
+    }
+    let db = app.db.conn().await?;
+    if payments::fail_stale_pending(&db, payment.id).await? {
         settle::alert(
             "pending_too_long",
             "provider still has the payment pending after a day; marked failed locally",

@@ -37,6 +37,9 @@ pub struct ProviderPayment {
     pub captured_at: Option<DateTime<Utc>>,
     pub created_at: Option<DateTime<Utc>>,
     pub confirmation_url: Option<String>,
+    /// The provider's id of the checkout page when it is not the payment's (a
+    /// CloudPayments order): what `void_checkout` needs.
+    pub checkout_id: Option<String>,
     pub method: Option<ProviderMethod>,
     pub cancellation: Option<Cancellation>,
 }
@@ -212,6 +215,13 @@ pub trait Provider: Webhooks + Send + Sync {
         &self,
         provider_payment_id: &str,
     ) -> Result<Option<Vec<ProviderRefund>>, ProviderError>;
+    /// Makes a checkout page that was never paid unpayable, before we give its
+    /// purchase up. `Ok` when it can no longer be paid (already void included).
+    /// Only providers whose pages outlive our patience need it: YooKassa cancels an
+    /// unpaid confirmation itself within about an hour.
+    async fn void_checkout(&self, _checkout_id: &str) -> Result<(), ProviderError> {
+        Ok(())
+    }
 }
 
 /// The configured providers.

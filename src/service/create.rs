@@ -11,7 +11,7 @@ use chrono::Duration as ChronoDuration;
 
 use crate::app::App;
 use crate::domain::PaymentStatus;
-use crate::providers::{CreatePayment, ProviderError};
+use crate::providers::{CreatePayment, ProviderError, ProviderPayment};
 use crate::service::settle::{self, Refusal};
 use crate::service::BillingError;
 use crate::store::Connect;
@@ -112,8 +112,7 @@ pub async fn send(app: &App, payment: &Payment) -> Result<Sent, BillingError> {
     match provider.create_payment(&req).await {
         Ok(pp) => {
             let db = app.db.conn().await?;
-            payments::record_create_answer(&db, payment.id, &pp.id, pp.confirmation_url.as_deref())
-                .await?;
+            payments::record_create_answer(&db, payment.id, &answer_of(&pp)).await?;
             drop(db);
             if pp.status != PaymentStatus::Pending {
                 settle::apply(app, payment.id, &pp).await?;
@@ -199,5 +198,14 @@ async fn look_up(app: &App, payment: &Payment) -> Result<Sent, BillingError> {
             tracing::warn!(payment_id = %payment.id, error = %e, "look-up of an old create not completed; will retry");
             Ok(Sent::Unknown(e.to_string()))
         }
+    }
+}
+
+/// What the provider's answer to a create tells our row.
+pub fn answer_of(pp: &ProviderPayment) -> payments::CreateAnswer<'_> {
+    payments::CreateAnswer {
+        provider_payment_id: &pp.id,
+        confirmation_url: pp.confirmation_url.as_deref(),
+        checkout_id: pp.checkout_id.as_deref(),
     }
 }

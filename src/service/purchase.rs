@@ -118,8 +118,7 @@ pub async fn buy(
             payments::record_create_answer(
                 &app.db.conn().await?,
                 payment.id,
-                &pp.id,
-                pp.confirmation_url.as_deref(),
+                &crate::service::create::answer_of(&pp),
             )
             .await?;
             // settle takes its own connection: none is held here meanwhile.

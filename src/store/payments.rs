@@ -26,6 +26,7 @@ pub struct Payment {
     pub provider_idempotence_key: String,
     pub provider_payment_id: Option<String>,
     pub confirmation_url: Option<String>,
+    pub provider_checkout_id: Option<String>,
     pub payment_method_id: Option<MethodId>,
     pub period_start: Option<DateTime<Utc>>,
     pub attempt: i32,
@@ -41,7 +42,7 @@ pub struct Payment {
 
 pub const COLS: &str = "id, user_id, tariff_id, subscription_id, pay_system, kind, status, amount_minor, \
     currency, refunded_minor, renew, return_url, description, provider_idempotence_key, provider_payment_id, \
-    confirmation_url, payment_method_id, period_start, attempt, cancellation_party, cancellation_reason, \
+    confirmation_url, provider_checkout_id, payment_method_id, period_start, attempt, cancellation_party, cancellation_reason, \
     captured_at, review_reason, livemode, check_attempts, created_at, updated_at";
 
 impl Payment {
@@ -63,6 +64,7 @@ impl Payment {
             provider_idempotence_key: row.try_get("provider_idempotence_key")?,
             provider_payment_id: row.try_get("provider_payment_id")?,
             confirmation_url: row.try_get("confirmation_url")?,
+            provider_checkout_id: row.try_get("provider_checkout_id")?,
             payment_method_id: row.try_get("payment_method_id")?,
             period_start: row.try_get("period_start")?,
             attempt: row.try_get("attempt")?,
@@ -200,18 +202,30 @@ pub async fn renewal_in_flight(
         .get(0))
 }
 
-/// The provider's answer to a create: its id (an empty one, a CloudPayments order,
-/// leaves the column for settle to fill) and where to send the viewer.
+/// What a provider's answer to a create tells the row: its id (an empty one, a
+/// CloudPayments order, leaves the column for settle to fill), where to send the
+/// viewer, and the checkout's own id when it has one.
+pub struct CreateAnswer<'a> {
+    pub provider_payment_id: &'a str,
+    pub confirmation_url: Option<&'a str>,
+    pub checkout_id: Option<&'a str>,
+}
+
 pub async fn record_create_answer(
     db: &impl GenericClient,
     id: PaymentId,
-    provider_payment_id: &str,
-    confirmation_url: Option<&str>,
+    answer: &CreateAnswer<'_>,
 ) -> Result<(), StoreError> {
     db.execute(
         "UPDATE payments SET provider_payment_id = COALESCE(provider_payment_id, NULLIF($2, '')), \
-         confirmation_url = COALESCE(confirmation_url, $3), updated_at = now() WHERE id = $1",
-        &[&id, &provider_payment_id, &confirmation_url],
+         confirmation_url = COALESCE(confirmation_url, $3), \
+         provider_checkout_id = COALESCE(provider_checkout_id, $4), updated_at = now() WHERE id = $1",
+        &[
+            &id,
+            &answer.provider_payment_id,
+            &answer.confirmation_url,
+            &answer.checkout_id,
+        ],
     )
     .await?;
     Ok(())

@@ -797,3 +797,49 @@ async fn a_refund_notification_that_arrives_before_its_pay_is_kept_and_applied_l
         "a partial refund changes no access"
     );
 }
+
+/// Seed 297 of the simulator: a purchase left unpaid for a day was failed locally
+/// while its CloudPayments order stayed payable; the viewer paid it weeks later with
+/// the notifications lost, and the money had no payment of ours. The order is now
+/// voided before the purchase is given up.
+#[tokio::test]
+async fn an_order_we_gave_up_on_is_voided_and_cannot_be_paid_later() {
+    let app = TestApp::builder().fake_cloudpayments().start().await;
+    let fake = app.cloudpayments();
+    let (status, body) = buy(&app, UserId::new(), true).await;
+    assert_eq!(status, 201, "{body}");
+    let id = payment_id(&body);
+    let order = fake.order_for_invoice(&id.to_string()).unwrap();
+    let order_id = order["Id"].as_str().unwrap();
+    assert_eq!(
+        app.payment(id).await.provider_checkout_id.as_deref(),
+        Some(order_id),
+        "the order's id is kept"
+    );
+    app.sql()
+        .await
+        .execute(
+            "UPDATE payments SET created_at = now() - interval '25 hours', \
+             next_check_at = now() - interval '1 second' WHERE id = $1",
+            &[&id],
+        )
+        .await
+        .unwrap();
+
+    assert_eq!(
+        billing::jobs::reconciler::run_once(app.app())
+            .await
+            .unwrap(),
+        1
+    );
+    assert_eq!(app.payment(id).await.status, PaymentStatus::Failed);
+    assert_eq!(fake.order(order_id).unwrap()["Status"], "Canceled");
+    fake.lose_notifications(true);
+    let late = fake.pay_order(order_id, None).await;
+    assert!(late.is_err(), "{late:?}");
+    assert!(
+        fake.transactions().is_empty(),
+        "no money moved: {:?}",
+        fake.transactions()
+    );
+}

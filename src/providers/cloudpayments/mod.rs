@@ -274,6 +274,7 @@ impl Provider for CloudPayments {
             captured_at: None,
             created_at: None,
             confirmation_url: Some(url.to_owned()),
+            checkout_id: answer.model["Id"].as_str().map(str::to_owned),
             method: None,
             cancellation: None,
         })
@@ -379,6 +380,23 @@ impl Provider for CloudPayments {
         _provider_payment_id: &str,
     ) -> Result<Option<Vec<ProviderRefund>>, ProviderError> {
         Ok(None)
+    }
+
+    /// `orders/cancel {Id}`: an order stays payable until canceled, so a purchase we
+    /// give up on is voided first. A refusal (the order was paid meanwhile, say) is
+    /// definite: the purchase is then not given up.
+    async fn void_checkout(&self, checkout_id: &str) -> Result<(), ProviderError> {
+        let answer = self
+            .call("orders/cancel", None, &json!({"Id": checkout_id}))
+            .await?;
+        if answer.success {
+            Ok(())
+        } else {
+            Err(ProviderError::Rejected {
+                code: "order_not_canceled".into(),
+                description: answer.message.unwrap_or_default(),
+            })
+        }
     }
 }
 

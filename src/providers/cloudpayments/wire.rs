@@ -247,6 +247,7 @@ impl Fields {
             captured_at,
             created_at: time(&self.created_date_iso).or_else(|| time(&self.date_time)),
             confirmation_url: None,
+            checkout_id: None,
             method,
             cancellation,
         })

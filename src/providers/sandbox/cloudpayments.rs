@@ -285,6 +285,9 @@ impl CloudPaymentsSandbox {
         decline_code: Option<i64>,
     ) -> Result<Result<Value, i64>, String> {
         let order = self.order(order_id).ok_or("no such order")?;
+        if order["Status"] == "Canceled" {
+            return Err("the order was canceled".into());
+        }
         let id = {
             let mut st = self.st();
             st.next_id += 1;
@@ -329,6 +332,14 @@ impl CloudPaymentsSandbox {
         };
         {
             let mut st = self.st();
+            // Voided while the viewer was on the page: no money moves.
+            if st
+                .orders
+                .get(order_id)
+                .is_some_and(|o| o["Status"] == "Canceled")
+            {
+                return Err("the order was canceled".into());
+            }
             st.transactions.push(t.clone());
             if kind == "pay" {
                 if let Some(o) = st.orders.get_mut(order_id) {
@@ -436,6 +447,7 @@ impl CloudPaymentsSandbox {
             "payments/get" => self.get(&req),
             "payments/find" => self.find(&req),
             "payments/refund" => self.refund(&req),
+            "orders/cancel" => self.cancel_order(&req),
             other => {
                 return (
                     StatusCode::NOT_FOUND,
@@ -466,6 +478,20 @@ impl CloudPaymentsSandbox {
         st.orders_created += 1;
         st.orders.insert(id, order.clone());
         ok(order)
+    }
+
+    /// Voids an unpaid order (again is fine); a paid one cannot be.
+    fn cancel_order(&self, req: &Map<String, Value>) -> Value {
+        let id = wire::text(req, "Id").unwrap_or_default();
+        let mut st = self.st();
+        let Some(order) = st.orders.get_mut(&id) else {
+            return refused("Order not found", Value::Null);
+        };
+        if order["Status"] == "Paid" {
+            return refused("Order is paid", Value::Null);
+        }
+        order["Status"] = json!("Canceled");
+        ok(Value::Null)
     }
 
     fn charge(&self, req: &Map<String, Value>) -> Value {

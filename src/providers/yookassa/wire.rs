@@ -94,6 +94,8 @@ pub fn payment(v: &Value) -> Result<ProviderPayment, ProviderError> {
         confirmation_url: v["confirmation"]["confirmation_url"]
             .as_str()
             .map(str::to_owned),
+        // The confirmation page belongs to the payment: nothing else to void.
+        checkout_id: None,
         method,
         cancellation,
     })
