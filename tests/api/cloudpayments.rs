@@ -843,3 +843,59 @@ async fn an_order_we_gave_up_on_is_voided_and_cannot_be_paid_later() {
         fake.transactions()
     );
 }
+
+/// Seed 1957 of the long run: an operator refund CloudPayments failed to answer
+/// waited for its re-send; meanwhile a refund in the dashboard gave the whole
+/// payment back. The re-send must not refund it a second time: CloudPayments
+/// refuses more than what is left, and ours ends canceled, the money counted once.
+#[tokio::test]
+async fn a_queued_refund_overtaken_by_a_dashboard_refund_is_not_made_twice() {
+    let app = TestApp::builder().fake_cloudpayments().start().await;
+    let fake = app.cloudpayments();
+    let (id, order) = bought(&app, UserId::new()).await;
+    let t = fake.pay_order(&order, None).await.unwrap().unwrap();
+    assert_eq!(app.payment(id).await.status, PaymentStatus::Succeeded);
+
+    fake.fail_requests(1_000);
+    let (status, body) = app
+        .post(
+            &format!("/api/v1/admin/payments/{id}/refund"),
+            Some(&app.admin_token()),
+            json!({"reason": "viewer asked"}),
+        )
+        .await;
+    fake.fail_requests(0);
+    assert_ne!(status, 201, "{body}");
+    assert_eq!(fake.refunds(), 0, "not made yet");
+    let tx = t["TransactionId"].as_i64().unwrap();
+    assert_eq!(
+        fake.refund_in_dashboard(tx, json!(299.00)).await.unwrap(),
+        (200, 0)
+    );
+
+    app.sql()
+        .await
+        .execute("UPDATE refunds SET next_attempt_at = now()", &[])
+        .await
+        .unwrap();
+    billing::jobs::refund_follow_up::run_once(app.app())
+        .await
+        .unwrap();
+    assert_eq!(fake.refunds(), 1, "the whole payment was given back once");
+    let refunds = app.refunds().await;
+    let made: i64 = refunds
+        .iter()
+        .filter(|r| r.status == RefundStatus::Succeeded)
+        .map(|r| r.amount.minor())
+        .sum();
+    assert_eq!(made, 29_900, "{refunds:?}");
+    assert!(
+        refunds.iter().all(|r| r.status != RefundStatus::Pending),
+        "{refunds:?}"
+    );
+    let payment = app.payment(id).await;
+    assert_eq!(
+        (payment.status, payment.refunded_minor),
+        (PaymentStatus::Refunded, 29_900)
+    );
+}

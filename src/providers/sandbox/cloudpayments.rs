@@ -366,6 +366,18 @@ impl CloudPaymentsSandbox {
                 .find(|t| t["TransactionId"] == transaction_id)
                 .cloned()
                 .ok_or("no such transaction")?;
+            // The dashboard, like the API, refunds no more than what is left.
+            let mut fields = Map::new();
+            fields.insert("Amount".into(), amount.clone());
+            fields.insert("Currency".into(), payment["Currency"].clone());
+            let total = wire::money(payment.as_object().ok_or("not an object")?)
+                .map_err(|e| e.to_string())?;
+            let asked = wire::money(&fields).map_err(|e| e.to_string())?;
+            if refunded_minor(&st.transactions, &payment["TransactionId"]) + asked.minor()
+                > total.minor()
+            {
+                return Err("refund amount exceeds what is left of the payment".into());
+            }
             st.next_id += 1;
             let refund = json!({
                 "TransactionId": st.next_id, "PaymentTransactionId": transaction_id,
@@ -580,11 +592,11 @@ impl CloudPaymentsSandbox {
         ) else {
             return refused("Amount is invalid", Value::Null);
         };
-        let refunded = payment["RefundedMinor"].as_i64().unwrap_or(0);
-        if refunded + amount.minor() > total.minor() {
+        if refunded_minor(&st.transactions, &payment["TransactionId"]) + amount.minor()
+            > total.minor()
+        {
             return refused("Refund amount exceeds the payment", Value::Null);
         }
-        st.transactions[idx]["RefundedMinor"] = json!(refunded + amount.minor());
         st.next_id += 1;
         st.refunds += 1;
         let refund = json!({
@@ -726,6 +738,20 @@ impl CloudPaymentsSandbox {
         tokio::spawn(warp::serve(routes).incoming(listener).run());
         Ok(bound)
     }
+}
+
+/// What was refunded of a payment transaction, through the API or the dashboard.
+fn refunded_minor(transactions: &[Value], payment: &Value) -> i64 {
+    transactions
+        .iter()
+        .filter(|t| t["OperationType"] == "Refund" && t["PaymentTransactionId"] == *payment)
+        .filter_map(|t| {
+            let mut fields = Map::new();
+            fields.insert("Amount".into(), t["Amount"].clone());
+            fields.insert("Currency".into(), t["Currency"].clone());
+            wire::money(&fields).ok().map(|m| m.minor())
+        })
+        .sum()
 }
 
 fn escape(s: &str) -> String {
