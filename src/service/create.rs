@@ -101,13 +101,17 @@ pub async fn send(app: &App, payment: &Payment) -> Result<Sent, BillingError> {
         .get(payment.pay_system)
         .cloned()
         .ok_or(BillingError::PaySystemNotEnabled(payment.pay_system))?;
-    let req = {
+    let (req, resent) = {
         let db = app.db.conn().await?;
-        if payments::older_than_hours(&db, payment.id, RESEND_WINDOW_HOURS as i32).await? {
+        let start = payments::start_send(&db, payment.id, RESEND_WINDOW_HOURS as i32).await?;
+        if start.past_window {
             drop(db);
             return look_up(app, payment).await;
         }
-        request_for(app, &db, payment).await?
+        (
+            request_for(app, &db, payment).await?,
+            start.earlier_sends > 0,
+        )
     };
     match provider.create_payment(&req).await {
         Ok(pp) => {
@@ -124,6 +128,19 @@ pub async fn send(app: &App, payment: &Payment) -> Result<Sent, BillingError> {
             Ok(Sent::Unknown(e.to_string()))
         }
         Err(e) => {
+            if resent {
+                // This send was refused, but an earlier send of the same key, whose
+                // answer was never read, may have charged (a 401 is answered before
+                // the key is looked at): only a look-up that finds nothing proves it.
+                match find(app, payment).await? {
+                    Found::Adopted(sent) => return Ok(sent),
+                    Found::Unanswered(why) => {
+                        tracing::warn!(payment_id = %payment.id, refusal = %e, error = %why, "a re-sent create was refused and the look-up did not answer; will retry");
+                        return Ok(Sent::Unknown(why));
+                    }
+                    Found::Missing => {}
+                }
+            }
             let refusal = if e.refuses_method() {
                 Refusal::Method(code_of(&e))
             } else {
@@ -174,6 +191,36 @@ async fn fail(app: &App, payment: &Payment, refusal: &Refusal) -> Result<(), Bil
 /// the whole window was searched, conclude there is none. An unanswered or
 /// unfinished search is `Unknown` (asked again later), never "not found".
 async fn look_up(app: &App, payment: &Payment) -> Result<Sent, BillingError> {
+    match find(app, payment).await? {
+        Found::Adopted(sent) => Ok(sent),
+        Found::Missing => {
+            settle::alert(
+                "create_lost",
+                "no provider payment for a create older than the key window; marked failed",
+                payment.id,
+            );
+            fail(app, payment, &Refusal::Ours("create_lost".into())).await?;
+            Ok(Sent::Refused("no payment at the provider".into()))
+        }
+        Found::Unanswered(why) => {
+            tracing::warn!(payment_id = %payment.id, error = %why, "look-up of an old create not completed; will retry");
+            Ok(Sent::Unknown(why))
+        }
+    }
+}
+
+/// What a look-up of our payment at the provider found.
+enum Found {
+    /// The provider's payment, applied to our row.
+    Adopted(Sent),
+    /// The whole window was searched: the provider has no payment of this row.
+    Missing,
+    /// Unanswered or unfinished: nothing is known.
+    Unanswered(String),
+}
+
+/// Looks the provider's payment of this row up by our id (rule 9) and applies it.
+async fn find(app: &App, payment: &Payment) -> Result<Found, BillingError> {
     let provider = app
         .providers
         .get(payment.pay_system)
@@ -183,21 +230,10 @@ async fn look_up(app: &App, payment: &Payment) -> Result<Sent, BillingError> {
     match provider.find_payment(payment.id, from, to).await {
         Ok(Some(pp)) => {
             settle::apply(app, payment.id, &pp).await?;
-            Ok(Sent::Answered(pp.status))
+            Ok(Found::Adopted(Sent::Answered(pp.status)))
         }
-        Ok(None) => {
-            settle::alert(
-                "create_lost",
-                "no provider payment for a create older than the key window; marked failed",
-                payment.id,
-            );
-            fail(app, payment, &Refusal::Ours("create_lost".into())).await?;
-            Ok(Sent::Refused("no payment at the provider".into()))
-        }
-        Err(e) => {
-            tracing::warn!(payment_id = %payment.id, error = %e, "look-up of an old create not completed; will retry");
-            Ok(Sent::Unknown(e.to_string()))
-        }
+        Ok(None) => Ok(Found::Missing),
+        Err(e) => Ok(Found::Unanswered(e.to_string())),
     }
 }
 

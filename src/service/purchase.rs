@@ -8,7 +8,7 @@ use uuid::Uuid;
 use crate::app::App;
 use crate::domain::{Money, PaySystem, PaymentStatus};
 use crate::domain::{PaymentId, TariffId, UserId};
-use crate::providers::{CreatePayment, ProviderError};
+use crate::providers::CreatePayment;
 pub use crate::service::idempotency::IdempotencyKey;
 use crate::service::idempotency::{self, Claim, Keyed, Render, Scope, StoredAnswer};
 use crate::service::BillingError;
@@ -54,8 +54,12 @@ pub fn check_return_url(app: &App, url: Option<&str>) -> Result<Option<String>, 
 enum Start {
     /// A stored answer for this key: return it as it was.
     Replay(StoredAnswer),
-    /// A payment to create (new) or to resume (a crashed request with the same key).
-    Create(Box<Payment>),
+    /// A payment to create (new) or to resume (an earlier request with the same key
+    /// that stopped or did not learn the outcome: its create may have been made).
+    Create {
+        payment: Box<Payment>,
+        resumed: bool,
+    },
 }
 
 /// Buys `req.tariff_id` for the user. Under an Idempotency-Key the final outcome (the
@@ -95,9 +99,9 @@ pub async fn buy(
         &hash,
     )
     .await?;
-    let payment = match start {
+    let (payment, resumed) = match start {
         Start::Replay(answer) => return Ok(Keyed::Replayed(answer)),
-        Start::Create(p) => *p,
+        Start::Create { payment, resumed } => (*payment, resumed),
     };
 
     let create = CreatePayment {
@@ -135,11 +139,24 @@ pub async fn buy(
                 amount: current.amount,
             })
         }
-        Err(ProviderError::Unavailable(cause)) => {
+        // A resumed create re-sends the key of a create whose answer was never read:
+        // its refusal (a 401 is answered before the key is looked at) says nothing
+        // about that first send, which may have charged. The outcome stays unknown
+        // for the reconciler, which looks the payment up before failing it.
+        Err(e) if resumed && e.is_definite() => {
+            tracing::warn!(payment_id = %payment.id, error = %e, "a resumed create was refused; left for the reconciler to look up");
+            if let Some(s) = &scope {
+                idempotency::release(&app.db.conn().await?, s).await?;
+            }
+            return Err(BillingError::ProviderUnavailable(
+                "the payment provider is unavailable; retry later",
+            ));
+        }
+        Err(e) if !e.is_definite() => {
             // The outcome is unknown: the payment stays pending without a provider id
             // and the reconciler resumes it with the same key. The key is released so a
             // client retry with it resumes too.
-            tracing::warn!(payment_id = %payment.id, error = %cause, "provider unavailable during create");
+            tracing::warn!(payment_id = %payment.id, error = %e, "provider unavailable during create");
             if let Some(s) = &scope {
                 idempotency::release(&app.db.conn().await?, s).await?;
             }
@@ -181,7 +198,10 @@ async fn begin(
                     .await?
                     .ok_or_else(|| BillingError::internal("lost payment"))?;
                 store::commit(tx).await?;
-                return Ok(Start::Create(Box::new(payment)));
+                return Ok(Start::Create {
+                    payment: Box::new(payment),
+                    resumed: true,
+                });
             }
         }
     }
@@ -221,5 +241,8 @@ async fn begin(
         idempotency::attach(&tx, s, id.as_uuid()).await?;
     }
     store::commit(tx).await?;
-    Ok(Start::Create(Box::new(payment)))
+    Ok(Start::Create {
+        payment: Box::new(payment),
+        resumed: false,
+    })
 }

@@ -533,19 +533,34 @@ pub async fn id_at_provider(
 
 // --- jobs: reconciler, renewer, create ---
 
-/// Created more than `hours` ago (by the database clock): past the provider's key window.
-pub async fn older_than_hours(
+/// A create about to be sent: whether the row is past the key window (`hours`: then
+/// it is not sent, and not counted), and how many sends of its key came before.
+pub struct SendStart {
+    pub past_window: bool,
+    pub earlier_sends: i32,
+}
+
+/// Counts a send of the create (one statement), unless the row is past the window.
+pub async fn start_send(
     db: &impl GenericClient,
     id: PaymentId,
     hours: i32,
-) -> Result<bool, StoreError> {
-    Ok(db
+) -> Result<SendStart, StoreError> {
+    let row = db
         .q_one(
-            "SELECT created_at < now() - make_interval(hours => $2) FROM payments WHERE id = $1",
+            "UPDATE payments SET create_sends = create_sends \
+               + CASE WHEN created_at < now() - make_interval(hours => $2) THEN 0 ELSE 1 END \
+             WHERE id = $1 \
+             RETURNING created_at < now() - make_interval(hours => $2) AS past_window, create_sends",
             &[&id, &hours],
         )
-        .await?
-        .try_get(0)?)
+        .await?;
+    let past_window: bool = row.try_get("past_window")?;
+    let sends: i32 = row.try_get("create_sends")?;
+    Ok(SendStart {
+        past_window,
+        earlier_sends: if past_window { sends } else { sends - 1 },
+    })
 }
 
 /// Claims up to `batch` open payments due a check for `lease`.

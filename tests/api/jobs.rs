@@ -6,7 +6,7 @@ use billing::domain::{
     PaymentId, PaymentKind, PaymentStatus, SubscriptionId, SubscriptionStatus, UserId,
 };
 use billing::jobs::{expirer, reconciler, renewer};
-use billing::providers::sandbox::Outcome;
+use billing::providers::sandbox::{Garble, Outcome};
 use billing::service::create;
 use billing::store::subscriptions;
 use chrono::{Months, Utc};
@@ -317,6 +317,73 @@ async fn a_renewal_sent_before_a_crash_is_resent_by_the_reconciler_with_the_same
     );
     let types = app.outbox_types().await;
     assert_eq!(count(&types, "subscription.renewed"), 1, "{types:?}");
+}
+
+/// Seeds 1831 and 1886 of the simulator's long run: a renewal was charged but every
+/// answer was lost; the re-send of its key came while YooKassa refused our
+/// credentials (401, answered before the key is looked at) and was taken as proof
+/// that nothing was charged: the renewal failed, the subscription went past_due
+/// and expired, and the viewer's money had no payment of ours. A refused re-send is
+/// now checked with a look-up first.
+#[tokio::test]
+async fn a_refused_resend_of_a_renewal_whose_answer_was_lost_is_looked_up_not_failed() {
+    let app = TestApp::builder().fake_yookassa().start().await;
+    let fake = app.yookassa();
+    let (sub, _) = app.due().await;
+    let before = app.subscription(sub).await;
+    fake.garble_create_answers(1_000, Garble::CutOff);
+    assert_eq!(renewer::run_once(app.app()).await.unwrap(), 1);
+    fake.garble_create_answers(0, Garble::CutOff);
+    assert_eq!(fake.charges(), 1, "charged, though no answer was read");
+    let renewal = app.renewals(sub).await;
+    assert_eq!(renewal.len(), 1);
+    assert_eq!(renewal[0].status, PaymentStatus::Pending);
+    assert_eq!(renewal[0].provider_payment_id, None);
+
+    // The re-send with the same key is refused: our credentials, not the charge.
+    fake.refuse_creates(Some((401, "invalid_credentials", None)));
+    app.make_checks_due().await;
+    assert_eq!(reconciler::run_once(app.app()).await.unwrap(), 1);
+    fake.refuse_creates(None);
+
+    let renewal = app.renewals(sub).await;
+    assert_eq!(renewal.len(), 1, "no second attempt: {renewal:?}");
+    assert_eq!(
+        renewal[0].status,
+        PaymentStatus::Succeeded,
+        "the charge was found and applied"
+    );
+    assert!(renewal[0].provider_payment_id.is_some());
+    let after = app.subscription(sub).await;
+    assert_eq!(after.status, SubscriptionStatus::Active);
+    assert!(after.current_period_end > before.current_period_end);
+    assert_eq!(fake.charges(), 1, "charged once");
+}
+
+/// A refused re-send whose look-up finds nothing is a refusal after all: the
+/// renewal fails and the subscription moves on (past_due, retried later).
+#[tokio::test]
+async fn a_refused_resend_of_a_renewal_never_made_fails_it_after_the_look_up() {
+    let app = TestApp::builder().fake_yookassa().start().await;
+    let fake = app.yookassa();
+    let (sub, _) = app.due().await;
+    fake.fail_creates(1_000);
+    assert_eq!(renewer::run_once(app.app()).await.unwrap(), 1);
+    fake.fail_creates(0);
+    assert_eq!(fake.charges(), 0);
+
+    fake.refuse_creates(Some((401, "invalid_credentials", None)));
+    app.make_checks_due().await;
+    assert_eq!(reconciler::run_once(app.app()).await.unwrap(), 1);
+    fake.refuse_creates(None);
+    let renewal = app.renewals(sub).await;
+    assert_eq!(renewal.len(), 1);
+    assert_eq!(renewal[0].status, PaymentStatus::Failed);
+    assert_eq!(
+        app.subscription(sub).await.status,
+        SubscriptionStatus::PastDue
+    );
+    assert_eq!(fake.charges(), 0);
 }
 
 #[tokio::test]

@@ -867,3 +867,48 @@ async fn deadlocks_serialization_failures_and_unique_violations_leave_the_inbox_
         .unwrap();
     assert_eq!(app.inbox_status(&pid).await, InboxStatus::Failed);
 }
+
+/// Seed 1831's other face: a purchase whose create answer was cut off is resumed by
+/// the client's retry with the same Idempotency-Key while YooKassa refuses our
+/// credentials. The refusal of the re-send must not fail a payment the first send
+/// may have made: it stays pending, and the reconciler adopts the checkout.
+#[tokio::test]
+async fn a_refused_retry_of_a_purchase_whose_answer_was_cut_off_keeps_it_open() {
+    let app = TestApp::builder().fake_yookassa().start().await;
+    let fake = app.yookassa();
+    let user = UserId::new();
+    fake.garble_create_answers(1_000, billing::providers::sandbox::Garble::CutOff);
+    let (status, body) = app.buy(user, MONTH_TARIFF, true, Some("buy-1")).await;
+    fake.garble_create_answers(0, billing::providers::sandbox::Garble::CutOff);
+    assert_eq!(status, 502, "{body}");
+    assert_eq!(fake.payments().len(), 1, "made at the provider");
+
+    fake.refuse_creates(Some((401, "invalid_credentials", None)));
+    let (status, body) = app.buy(user, MONTH_TARIFF, true, Some("buy-1")).await;
+    fake.refuse_creates(None);
+    assert_eq!(status, 502, "{body}");
+    let payments = app.payments().await;
+    assert_eq!(payments.len(), 1, "{payments:?}");
+    assert_eq!(payments[0].status, PaymentStatus::Pending);
+
+    app.make_checks_due().await;
+    billing::jobs::reconciler::run_once(app.app())
+        .await
+        .unwrap();
+    let payment = app.payment(payments[0].id).await;
+    assert_eq!(
+        payment.status,
+        PaymentStatus::Pending,
+        "awaiting the viewer"
+    );
+    let pid = payment
+        .provider_payment_id
+        .expect("the checkout was adopted");
+    fake.settle(&pid, Outcome::Succeed).unwrap();
+    assert_eq!(fake.notify(&pid).await.unwrap(), 200);
+    assert_eq!(
+        app.payment(payments[0].id).await.status,
+        PaymentStatus::Succeeded
+    );
+    assert_eq!(fake.payments().len(), 1, "one payment at the provider");
+}
