@@ -153,7 +153,11 @@ pub async fn run_seed(
             failed_at = Some(None);
         }
     }
-    world.stop().await;
+    // A violated world's database stays for inspection (the next run with the same
+    // --database-url drops it).
+    if let Some(url) = world.stop(!violations.is_empty()).await {
+        eprintln!("seed {seed}: its database is kept for inspection: {url}");
+    }
     Ok(SeedReport {
         seed,
         steps: opts.steps,

@@ -326,13 +326,19 @@ impl World {
         out
     }
 
-    pub async fn stop(mut self) {
+    /// Stops the services and drops the database, unless it is `keep`ed for
+    /// inspection (a violation): then its URL is answered.
+    pub async fn stop(mut self, keep: bool) -> Option<String> {
         for s in self.services.iter_mut() {
             if let Some(s) = s.take() {
                 s.stop().await;
             }
         }
+        if keep {
+            return Some(self.db_url.clone());
+        }
         let _ = bench::drop_db(&self.db_url).await;
+        None
     }
 }
 
