@@ -266,28 +266,39 @@ pub fn service(app: App) -> BoxedFilter<(Response,)> {
         .map(Instant::now)
         .and(warp::method())
         .and(warp::path::full())
-        .and(warp::header::optional::<String>("x-request-id"))
+        // The raw value: one that is not text must not reject the request (warp's
+        // `optional::<String>` answers a plain-text 400 for it); it is replaced below.
+        .and(
+            warp::header::value("x-request-id")
+                .map(Some)
+                .or(warp::any().map(|| None))
+                .unify(),
+        )
         .and(routes)
         .map(
             |start: Instant,
              method: warp::http::Method,
              path: FullPath,
-             rid: Option<String>,
+             rid: Option<HeaderValue>,
              reply: Response| {
                 let mut response = reply.into_response();
                 let request_id = rid
+                    .as_ref()
+                    .and_then(|r| r.to_str().ok())
                     .filter(|r| {
                         !r.is_empty() && r.len() <= 128 && r.bytes().all(|b| b.is_ascii_graphic())
                     })
+                    .map(str::to_owned)
                     .unwrap_or_else(|| uuid::Uuid::new_v4().to_string());
                 if let Ok(v) = HeaderValue::from_str(&request_id) {
                     response.headers_mut().insert("x-request-id", v);
                 }
                 let route = routes::template(method.as_str(), path.as_str());
+                let method = method_label(&method);
                 let status = response.status().as_u16();
                 let elapsed = start.elapsed();
                 let labels = [
-                    ("method", method.as_str().to_owned()),
+                    ("method", method.to_owned()),
                     ("route", route.to_owned()),
                     ("status", status.to_string()),
                 ];
@@ -302,6 +313,23 @@ pub fn service(app: App) -> BoxedFilter<(Response,)> {
             },
         )
         .boxed()
+}
+
+/// The `method` label and log field: the methods HTTP defines, or `other`. Anything
+/// a client can send must not become a label value (one series per made-up method).
+fn method_label(method: &warp::http::Method) -> &'static str {
+    match method.as_str() {
+        "GET" => "GET",
+        "HEAD" => "HEAD",
+        "POST" => "POST",
+        "PUT" => "PUT",
+        "PATCH" => "PATCH",
+        "DELETE" => "DELETE",
+        "OPTIONS" => "OPTIONS",
+        "CONNECT" => "CONNECT",
+        "TRACE" => "TRACE",
+        _ => "other",
+    }
 }
 
 /// Serves on an already bound listener until `shutdown` fires; in-flight requests finish.

@@ -10,6 +10,7 @@ mod admin;
 mod api;
 mod bench_smoke;
 mod cloudpayments;
+mod edge;
 mod events;
 mod housekeeping;
 mod jobs;
