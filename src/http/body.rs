@@ -10,7 +10,10 @@ use super::error::{ApiError, Rejected};
 
 pub const MAX_BODY: usize = 64 * 1024;
 
-/// The raw body, at most 64 KiB; larger is 413 before anything else runs.
+/// The raw body, at most 64 KiB; larger is 413 before anything else runs. A body
+/// carrying a NUL character is 400 `bad_text`: PostgreSQL cannot store it in text or
+/// jsonb, so it would otherwise fail later as a 500 (or a 503 to a provider, which
+/// would retry it for a day).
 pub fn limited() -> impl Filter<Extract = (Bytes,), Error = warp::Rejection> + Clone {
     warp::header::optional::<u64>("content-length")
         .and_then(|len: Option<u64>| async move {
@@ -24,6 +27,32 @@ pub fn limited() -> impl Filter<Extract = (Bytes,), Error = warp::Rejection> + C
         .untuple_one()
         .and(warp::body::stream())
         .and_then(collect)
+        .and_then(|raw: Bytes| async move {
+            if has_nul(&raw) {
+                Err(warp::reject::custom(Rejected(ApiError::bad_request(
+                    "bad_text",
+                    "the body contains a NUL character (\\u0000), which no field accepts",
+                ))))
+            } else {
+                Ok(raw)
+            }
+        })
+}
+
+/// A NUL byte, or a JSON escape of one (`\u0000`, not preceded by an escaping
+/// backslash; `\\u0000` is the text `\u0000`).
+pub fn has_nul(raw: &[u8]) -> bool {
+    let mut i = 0;
+    while i < raw.len() {
+        match raw[i] {
+            0 => return true,
+            b'\\' if raw[i + 1..].starts_with(b"u0000") => return true,
+            // Any other escape: the escaped character is not a backslash to look at.
+            b'\\' => i += 2,
+            _ => i += 1,
+        }
+    }
+    false
 }
 
 async fn collect<S, B>(stream: S) -> Result<Bytes, warp::Rejection>
@@ -62,4 +91,25 @@ pub fn json<T: DeserializeOwned>(bytes: &[u8]) -> Result<T, ApiError> {
     }
     serde_json::from_slice(bytes)
         .map_err(|e| ApiError::bad_request("bad_json", format!("invalid JSON body: {e}")))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::has_nul;
+
+    #[test]
+    fn a_nul_is_found_raw_or_escaped_but_not_in_escaped_text() {
+        assert!(has_nul(br#"{"a": "x\u0000y"}"#));
+        assert!(has_nul(b"a\0b"));
+        assert!(
+            !has_nul(br#"{"a": "x\\u0000y"}"#),
+            "an escaped backslash, then text"
+        );
+        assert!(
+            has_nul(br#"{"a": "\\\u0000"}"#),
+            "an escaped backslash, then a NUL"
+        );
+        assert!(!has_nul(br#"{"a": "\u0001 %00"}"#));
+        assert!(!has_nul(br"trailing backslash \"));
+    }
 }

@@ -87,3 +87,52 @@ async fn a_request_id_that_is_not_text_is_replaced_not_refused() {
         assert_ne!(status, 500, "{path}: {body}");
     }
 }
+
+#[tokio::test]
+async fn text_with_a_nul_is_refused_at_the_edge_and_changes_nothing() {
+    let app = TestApp::builder().fake_yookassa().start().await;
+    let user = billing::domain::UserId::new();
+    let nul_url = r#"{"tariff_id": "6a1f0c52-8d0e-4c1e-9a57-0a9f1d3b2c01", "renew": false, "return_url": "http://127.0.0.1:8000/\u0000"}"#;
+    let admin = app.admin_token();
+    let cases = [
+        (
+            "/api/v1/subscriptions/yookassa/buy".to_owned(),
+            app.token(user),
+            nul_url.to_owned(),
+        ),
+        (
+            "/api/v1/admin/tariffs".to_owned(),
+            admin.clone(),
+            r#"{"alias": "x", "name": "A\u0000B", "description": "d", "price": {"value": "1.00", "currency": "RUB"}, "period": {"unit": "month", "count": 1}}"#.to_owned(),
+        ),
+        (
+            format!("/api/v1/admin/payments/{}/refund", uuid::Uuid::new_v4()),
+            admin,
+            r#"{"reason": "why\u0000"}"#.to_owned(),
+        ),
+        (
+            "/webhooks/yookassa".to_owned(),
+            String::new(),
+            r#"{"type": "notification", "event": "payment.succeeded\u0000", "object": {"id": "2f\u0000"}}"#.to_owned(),
+        ),
+    ];
+    for (path, token, body) in cases {
+        let mut req = app
+            .http
+            .post(format!("{}{path}", app.url))
+            .header("content-type", "application/json")
+            .body(body);
+        if !token.is_empty() {
+            req = req.header("authorization", token);
+        }
+        let resp = req.send().await.unwrap();
+        let status = resp.status().as_u16();
+        let json: serde_json::Value = resp.json().await.unwrap();
+        assert_eq!(status, 400, "{path}: {json}");
+        assert_eq!(json["code"], "bad_text", "{path}: {json}");
+    }
+    assert!(app.payments().await.is_empty());
+    assert!(app.inbox().await.is_empty());
+    let tariffs = app.get("/api/v1/tariffs", None).await.1;
+    assert!(!tariffs.to_string().contains("A\\u0000B"), "{tariffs}");
+}
