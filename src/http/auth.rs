@@ -1,5 +1,6 @@
 //! The auth-service access token: HS256 JWT, claim `user_id` (UUID), `exp` required
-//! with 30 s leeway, `is_superuser` true only for JSON `true` or exactly `"True"`.
+//! and `nbf` honoured with 30 s leeway, `type` (when present) `access`: a refresh
+//! token opens nothing. `is_superuser` true only for JSON `true` or exactly `"True"`.
 //! Sent raw (as the old frontend does) or as `Bearer <jwt>`.
 
 use jsonwebtoken::{Algorithm, DecodingKey, EncodingKey, Header, Validation};
@@ -20,6 +21,9 @@ struct Claims {
     user_id: Value,
     #[serde(default)]
     is_superuser: Value,
+    /// auth-service marks its tokens `access` or `refresh`.
+    #[serde(default, rename = "type")]
+    kind: Option<Value>,
 }
 
 pub struct Keys {
@@ -33,6 +37,7 @@ impl Keys {
         let mut validation = Validation::new(Algorithm::HS256);
         validation.leeway = 30;
         validation.validate_exp = true;
+        validation.validate_nbf = true;
         validation.required_spec_claims = ["exp".to_owned()].into_iter().collect();
         Keys {
             decoding: DecodingKey::from_secret(secret.as_bytes()),
@@ -55,7 +60,16 @@ impl Keys {
             None => raw,
         };
         let data = jsonwebtoken::decode::<Claims>(token, &self.decoding, &self.validation)
-            .map_err(|e| ApiError::unauthorized(format!("invalid token: {e}")))?;
+            .map_err(|e| ApiError::unauthorized(why_invalid(&e)))?;
+        match &data.claims.kind {
+            None => {}
+            Some(Value::String(k)) if k == "access" => {}
+            Some(other) => {
+                return Err(ApiError::unauthorized(format!(
+                    "only an access token opens the API; this token's type is {other}"
+                )))
+            }
+        }
         let id = data
             .claims
             .user_id
@@ -67,7 +81,13 @@ impl Keys {
         Ok(User { id, is_superuser })
     }
 
-    /// Issues a token like auth-service does (for `billing token` and tests).
+    /// Signs any claims with the service's key (tests of what a token may say).
+    pub fn sign(&self, claims: &Value) -> String {
+        jsonwebtoken::encode(&Header::new(Algorithm::HS256), claims, &self.encoding)
+            .expect("HS256 encoding cannot fail")
+    }
+
+    /// Issues an access token like auth-service does (for `billing token` and tests).
     pub fn issue(&self, user_id: UserId, is_superuser: bool, ttl_secs: i64) -> String {
         let exp = chrono::Utc::now().timestamp() + ttl_secs;
         let claims = serde_json::json!({
@@ -76,8 +96,26 @@ impl Keys {
             "exp": exp,
             "type": "access",
         });
-        jsonwebtoken::encode(&Header::new(Algorithm::HS256), &claims, &self.encoding)
-            .expect("HS256 encoding cannot fail")
+        self.sign(&claims)
+    }
+}
+
+/// Why a token was refused, in the caller's terms (not the JWT library's).
+fn why_invalid(e: &jsonwebtoken::errors::Error) -> String {
+    use jsonwebtoken::errors::ErrorKind;
+    match e.kind() {
+        ErrorKind::ExpiredSignature => "the token has expired".into(),
+        ErrorKind::ImmatureSignature => "the token is not valid yet (nbf)".into(),
+        ErrorKind::InvalidSignature => "the token's signature does not verify".into(),
+        ErrorKind::InvalidAlgorithm | ErrorKind::InvalidAlgorithmName => {
+            "the token must be signed with HS256".into()
+        }
+        ErrorKind::MissingRequiredClaim(claim) => format!("the token has no `{claim}` claim"),
+        ErrorKind::Json(_) => {
+            "the token's claims are not what auth-service issues (user_id, exp, is_superuser)"
+                .into()
+        }
+        _ => "the token is not a well-formed JWT".into(),
     }
 }
 

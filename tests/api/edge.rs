@@ -51,7 +51,10 @@ async fn made_up_methods_and_paths_add_no_metric_series() {
         "made-up methods are counted as other: {series:#?}"
     );
     assert!(!after.contains("M49X"), "a made-up method is a label value");
-    assert!(!after.contains("nothing-"), "a made-up path is a label value");
+    assert!(
+        !after.contains("nothing-"),
+        "a made-up path is a label value"
+    );
 }
 
 #[tokio::test]
@@ -135,4 +138,67 @@ async fn text_with_a_nul_is_refused_at_the_edge_and_changes_nothing() {
     assert!(app.inbox().await.is_empty());
     let tariffs = app.get("/api/v1/tariffs", None).await.1;
     assert!(!tariffs.to_string().contains("A\\u0000B"), "{tariffs}");
+}
+
+#[tokio::test]
+async fn only_an_access_token_that_is_valid_now_opens_the_api() {
+    let app = TestApp::builder().start().await;
+    let keys = &app.app().keys;
+    let now = chrono::Utc::now().timestamp();
+    let user = billing::domain::UserId::new().to_string();
+    let claims = |extra: serde_json::Value| {
+        let mut c = serde_json::json!({"user_id": user, "is_superuser": false, "exp": now + 600});
+        for (k, v) in extra.as_object().unwrap() {
+            c[k] = v.clone();
+        }
+        keys.sign(&c)
+    };
+    for (token, why) in [
+        (
+            claims(serde_json::json!({"type": "refresh"})),
+            "a refresh token",
+        ),
+        (
+            claims(serde_json::json!({"type": 1})),
+            "a type that is not text",
+        ),
+        (
+            claims(serde_json::json!({"type": "access", "nbf": now + 3600})),
+            "not valid for an hour",
+        ),
+    ] {
+        let (status, body) = app.get("/api/v1/payments/profile", Some(&token)).await;
+        assert_eq!(status, 401, "{why}: {body}");
+        assert_eq!(body["code"], "unauthorized", "{why}");
+    }
+    let (_, body) = app
+        .get(
+            "/api/v1/payments/profile",
+            Some(&claims(serde_json::json!({"type": "refresh"}))),
+        )
+        .await;
+    assert!(
+        body["detail"].as_str().unwrap().contains("access token"),
+        "{body}"
+    );
+    let (_, body) = app
+        .get(
+            "/api/v1/payments/profile",
+            Some(&keys.issue(billing::domain::UserId::new(), false, -120)),
+        )
+        .await;
+    assert_eq!(
+        body["detail"], "the token has expired",
+        "in the caller's terms: {body}"
+    );
+
+    for extra in [
+        serde_json::json!({"type": "access", "nbf": now - 60}),
+        serde_json::json!({}),
+    ] {
+        let (status, body) = app
+            .get("/api/v1/payments/profile", Some(&claims(extra.clone())))
+            .await;
+        assert_eq!(status, 200, "{extra}: {body}");
+    }
 }
