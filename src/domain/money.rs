@@ -84,19 +84,20 @@ impl Money {
     /// exactly. More than two decimal places is an error unless the extra digits are
     /// zeros; a float-looking value is fine as long as it is exact.
     pub fn parse(value: &str, currency: Currency) -> Result<Money, MoneyError> {
-        let trimmed = value.trim();
-        // Decimal::from_str accepts things like "1_000"; insist on plain digits.
-        let plain = !trimmed.is_empty()
-            && trimmed
+        // One strict grammar everywhere: digits with at most one point, a leading minus
+        // only to be told it is not positive. No spaces, no plus, no `1_000` (which
+        // Decimal::from_str accepts).
+        let plain = !value.is_empty()
+            && value
                 .chars()
                 .enumerate()
-                .all(|(i, c)| c.is_ascii_digit() || c == '.' || (i == 0 && (c == '-' || c == '+')))
-            && trimmed.chars().filter(|c| *c == '.').count() <= 1
-            && trimmed.chars().any(|c| c.is_ascii_digit());
+                .all(|(i, c)| c.is_ascii_digit() || c == '.' || (i == 0 && c == '-'))
+            && value.chars().filter(|c| *c == '.').count() <= 1
+            && value.chars().any(|c| c.is_ascii_digit());
         if !plain {
             return Err(MoneyError::NotADecimal(value.to_owned()));
         }
-        let decimal = Decimal::from_str_exact(trimmed)
+        let decimal = Decimal::from_str_exact(value)
             .map_err(|_| MoneyError::NotADecimal(value.to_owned()))?;
         Self::from_decimal(decimal, currency).map_err(|e| match e {
             MoneyError::NotADecimal(_) => MoneyError::NotADecimal(value.to_owned()),
@@ -234,7 +235,8 @@ mod tests {
     fn rejects_what_is_not_an_exact_positive_amount() {
         let rub = Currency::Rub;
         for bad in [
-            "", "abc", "1.001", "-1.00", "0", "0.00", "1e3", "1_000", "NaN", ".", "1.2.3",
+            "", "abc", "1.001", "-1.00", "0", "0.00", "1e3", "1_000", "NaN", ".", "1.2.3", "+1.00",
+            " 1.00", "1.00 ", "1 000",
         ] {
             assert!(
                 Money::parse(bad, rub).is_err(),

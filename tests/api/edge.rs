@@ -202,3 +202,32 @@ async fn only_an_access_token_that_is_valid_now_opens_the_api() {
         assert_eq!(status, 200, "{extra}: {body}");
     }
 }
+
+#[tokio::test]
+async fn money_has_one_strict_grammar() {
+    let app = TestApp::builder().start().await;
+    let admin = app.admin_token();
+    for (i, value) in ["+1.00", " 1.00", "1.00 ", "1 000", "1_000", "1e2"]
+        .iter()
+        .enumerate()
+    {
+        let (status, body) = app
+            .post(
+                "/api/v1/admin/tariffs",
+                Some(&admin),
+                serde_json::json!({"alias": format!("t{i}"), "name": "T",
+                    "price": {"value": value, "currency": "RUB"}, "period": {"count": 7, "unit": "day"}}),
+            )
+            .await;
+        assert_eq!(status, 400, "{value:?}: {body}");
+    }
+    let (status, body) = app
+        .post(
+            "/api/v1/admin/tariffs",
+            Some(&admin),
+            serde_json::json!({"alias": "ok", "name": "T",
+                "price": {"value": "1.00", "currency": "RUB"}, "period": {"count": 7, "unit": "day"}}),
+        )
+        .await;
+    assert_eq!(status, 201, "{body}");
+}
