@@ -39,6 +39,13 @@ pub struct BuyResponse {
 
 pub fn check_return_url(app: &App, url: Option<&str>) -> Result<Option<String>, BillingError> {
     let Some(raw) = url else { return Ok(None) };
+    if raw.len() > MAX_RETURN_URL {
+        return Err(BillingError::BadReturnUrl("is longer than 2048 characters"));
+    }
+    // The URL parser drops tabs and line breaks silently: refuse them instead.
+    if raw.chars().any(char::is_control) {
+        return Err(BillingError::BadReturnUrl("contains control characters"));
+    }
     let parsed =
         url::Url::parse(raw).map_err(|_| BillingError::BadReturnUrl("is not an absolute URL"))?;
     if !matches!(parsed.scheme(), "http" | "https") {
@@ -48,8 +55,17 @@ pub fn check_return_url(app: &App, url: Option<&str>) -> Result<Option<String>, 
     if !app.config.allowed_return_origins().contains(&origin) {
         return Err(BillingError::ReturnUrlNotAllowed(origin));
     }
-    Ok(Some(raw.to_owned()))
+    // What was checked is what is sent: the parsed form, not the raw text (which
+    // browsers and providers may read differently, e.g. `http://a\@b/`).
+    let normalised = parsed.to_string();
+    if normalised.len() > MAX_RETURN_URL {
+        return Err(BillingError::BadReturnUrl("is longer than 2048 characters"));
+    }
+    Ok(Some(normalised))
 }
+
+/// YooKassa's limit for `confirmation.return_url`.
+const MAX_RETURN_URL: usize = 2048;
 
 enum Start {
     /// A stored answer for this key: return it as it was.

@@ -231,3 +231,41 @@ async fn money_has_one_strict_grammar() {
         .await;
     assert_eq!(status, 201, "{body}");
 }
+
+#[tokio::test]
+async fn the_return_url_sent_to_the_provider_is_the_one_that_was_checked() {
+    let app = TestApp::builder().fake_yookassa().start().await;
+    let fake = app.yookassa();
+    let user = billing::domain::UserId::new();
+    let buy = |url: String| {
+        let app = &app;
+        async move {
+            app.post(
+                "/api/v1/subscriptions/yookassa/buy",
+                Some(&app.token(user)),
+                serde_json::json!({"tariff_id": MONTH_TARIFF, "renew": false, "return_url": url}),
+            )
+            .await
+        }
+    };
+    // Refused, creating nothing: line breaks, and longer than YooKassa takes.
+    for url in [
+        "https://cinema.example/return\r\nSet-Cookie: x=1".to_owned(),
+        format!("https://cinema.example/{}", "a".repeat(60_000)),
+    ] {
+        let (status, body) = buy(url).await;
+        assert_eq!(status, 400, "{body}");
+        assert_eq!(body["code"], "bad_return_url", "{body}");
+    }
+    assert!(fake.payments().is_empty());
+
+    // A backslash before `@` is a path to the URL parser (so the origin check
+    // passes) but a user-info separator to some readers: the parsed form goes out.
+    let (status, body) = buy(r"https://cinema.example\@evil.example/".to_owned()).await;
+    assert_eq!(status, 201, "{body}");
+    let sent = fake.payments()[0]["confirmation"]["return_url"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    assert_eq!(sent, "https://cinema.example/@evil.example/");
+}
