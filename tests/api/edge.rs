@@ -269,3 +269,66 @@ async fn the_return_url_sent_to_the_provider_is_the_one_that_was_checked() {
         .to_owned();
     assert_eq!(sent, "https://cinema.example/@evil.example/");
 }
+
+#[tokio::test]
+async fn a_tariff_description_is_capped_on_change_as_on_create() {
+    let app = TestApp::builder().start().await;
+    let admin = app.admin_token();
+    let long = "d".repeat(2001);
+    let (status, body) = app
+        .post(
+            "/api/v1/admin/tariffs",
+            Some(&admin),
+            serde_json::json!({"alias": "week", "name": "Weekly", "description": long,
+                "price": {"value": "99.00", "currency": "RUB"}, "period": {"count": 7, "unit": "day"}}),
+        )
+        .await;
+    assert_eq!(status, 400, "{body}");
+    let resp = app
+        .http
+        .patch(format!("{}/api/v1/admin/tariffs/{MONTH_TARIFF}", app.url))
+        .header("authorization", &admin)
+        .json(&serde_json::json!({"description": long}))
+        .send()
+        .await
+        .unwrap();
+    let status = resp.status().as_u16();
+    let body: serde_json::Value = resp.json().await.unwrap();
+    assert_eq!(status, 400, "{body}");
+    assert_eq!(body["code"], "bad_field");
+    let (_, tariffs) = app.get("/api/v1/tariffs", None).await;
+    assert!(!tariffs.to_string().contains(&long), "nothing changed");
+}
+
+#[tokio::test]
+async fn a_cloudpayments_card_token_is_never_shown_in_the_admin_inbox() {
+    let app = TestApp::builder().fake_cloudpayments().start().await;
+    let fake = app.cloudpayments();
+    let user = billing::domain::UserId::new();
+    let (status, body) = app
+        .post(
+            "/api/v1/subscriptions/cloudpayments/buy",
+            Some(&app.token(user)),
+            serde_json::json!({"tariff_id": MONTH_TARIFF, "renew": true}),
+        )
+        .await;
+    assert_eq!(status, 201, "{body}");
+    let order = fake
+        .order_for_invoice(body["payment_id"].as_str().unwrap())
+        .unwrap();
+    let paid = fake
+        .pay_order(order["Id"].as_str().unwrap(), None)
+        .await
+        .unwrap()
+        .unwrap();
+    let token = paid["Token"].as_str().unwrap().to_owned();
+    let (status, list) = app
+        .get(
+            "/api/v1/admin/webhooks?provider=cloudpayments",
+            Some(&app.admin_token()),
+        )
+        .await;
+    assert_eq!(status, 200, "{list}");
+    assert!(!list.as_array().unwrap().is_empty());
+    assert!(!list.to_string().contains(&token), "{list}");
+}

@@ -70,6 +70,17 @@ fn check_text(field: &str, value: &str, max: usize) -> Result<(), ApiError> {
     Ok(())
 }
 
+/// A tariff's description: at most 2 000 characters, on create and on change alike.
+fn check_description(value: &str) -> Result<(), ApiError> {
+    if value.chars().count() > 2000 {
+        return Err(ApiError::bad_request(
+            "bad_field",
+            "description must be at most 2000 characters",
+        ));
+    }
+    Ok(())
+}
+
 #[utoipa::path(
     post,
     path = "/api/v1/admin/tariffs",
@@ -90,12 +101,7 @@ fn check_text(field: &str, value: &str, max: usize) -> Result<(), ApiError> {
 )]
 pub async fn tariff_create(app: App, t: NewTariff) -> Result<Response, ApiError> {
     check_text("name", &t.name, 200)?;
-    if t.description.chars().count() > 2000 {
-        return Err(ApiError::bad_request(
-            "bad_field",
-            "description must be at most 2000 characters",
-        ));
-    }
+    check_description(&t.description)?;
     if t.alias.is_empty()
         || t.alias.len() > 64
         || !t
@@ -138,6 +144,7 @@ pub async fn tariff_create(app: App, t: NewTariff) -> Result<Response, ApiError>
 pub struct TariffPatch {
     #[schema(min_length = 1, max_length = 200)]
     name: Option<String>,
+    #[schema(max_length = 2000)]
     description: Option<String>,
     archived: Option<bool>,
 }
@@ -177,6 +184,9 @@ pub async fn tariff_patch(app: App, id: TariffId, value: Value) -> Result<Respon
         .map_err(|e| ApiError::bad_request("bad_json", format!("invalid body: {e}")))?;
     if let Some(n) = &patch.name {
         check_text("name", n, 200)?;
+    }
+    if let Some(d) = &patch.description {
+        check_description(d)?;
     }
     let changed = tariffs::change(
         &app.db.conn().await?,

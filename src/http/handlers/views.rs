@@ -312,6 +312,8 @@ fn is_personal(key: &str) -> bool {
         || k == "payer"
         || k == "address"
         || k == "description"
+        // A CloudPayments card token charges the card again: never shown.
+        || k == "token"
 }
 
 fn redact(v: &Value) -> Value {
