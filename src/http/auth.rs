@@ -111,10 +111,9 @@ fn why_invalid(e: &jsonwebtoken::errors::Error) -> String {
             "the token must be signed with HS256".into()
         }
         ErrorKind::MissingRequiredClaim(claim) => format!("the token has no `{claim}` claim"),
-        ErrorKind::Json(_) => {
-            "the token's claims are not what auth-service issues (user_id, exp, is_superuser)"
-                .into()
-        }
+        ErrorKind::Json(_) => "the token's header or claims are not what auth-service issues \
+                               (HS256; user_id, exp, is_superuser)"
+            .into(),
         _ => "the token is not a well-formed JWT".into(),
     }
 }

@@ -89,8 +89,35 @@ pub fn json<T: DeserializeOwned>(bytes: &[u8]) -> Result<T, ApiError> {
             "request body is empty; send a JSON object",
         ));
     }
-    serde_json::from_slice(bytes)
-        .map_err(|e| ApiError::bad_request("bad_json", format!("invalid JSON body: {e}")))
+    serde_json::from_slice(bytes).map_err(|e| ApiError::bad_request("bad_json", json_error(&e)))
+}
+
+/// A body's JSON error in the caller's terms: where the syntax broke, or what a
+/// field should have been, never the name of a Rust type (`struct BuyRequest`).
+pub fn json_error(e: &serde_json::Error) -> String {
+    use serde_json::error::Category;
+    match e.classify() {
+        Category::Syntax | Category::Eof | Category::Io => format!(
+            "the body is not valid JSON (line {}, column {})",
+            e.line(),
+            e.column()
+        ),
+        Category::Data => format!("invalid JSON body: {}", without_type_names(&e.to_string())),
+    }
+}
+
+/// `expected struct BuyRequest` → `expected a JSON object`.
+fn without_type_names(text: &str) -> String {
+    let mut out = String::with_capacity(text.len());
+    let mut rest = text;
+    while let Some(i) = rest.find("struct ") {
+        out.push_str(&rest[..i]);
+        out.push_str("a JSON object");
+        rest = rest[i + "struct ".len()..]
+            .trim_start_matches(|c: char| c.is_alphanumeric() || c == '_');
+    }
+    out.push_str(rest);
+    out
 }
 
 #[cfg(test)]
@@ -111,5 +138,20 @@ mod tests {
         );
         assert!(!has_nul(br#"{"a": "\u0001 %00"}"#));
         assert!(!has_nul(br"trailing backslash \"));
+    }
+
+    #[test]
+    fn json_errors_name_no_rust_types() {
+        let e = serde_json::from_str::<std::collections::BTreeMap<String, u8>>("[1]")
+            .map(|_| ())
+            .unwrap_err();
+        let text = super::json_error(&e);
+        assert!(!text.contains("BTreeMap"), "{text}");
+        assert_eq!(
+            super::without_type_names("invalid type: sequence, expected struct BuyRequest"),
+            "invalid type: sequence, expected a JSON object"
+        );
+        let syntax = serde_json::from_str::<u8>("{").unwrap_err();
+        assert!(super::json_error(&syntax).starts_with("the body is not valid JSON"));
     }
 }

@@ -181,7 +181,7 @@ pub async fn tariff_patch(app: App, id: TariffId, value: Value) -> Result<Respon
         ));
     }
     let patch: TariffPatch = serde_json::from_value(value)
-        .map_err(|e| ApiError::bad_request("bad_json", format!("invalid body: {e}")))?;
+        .map_err(|e| ApiError::bad_request("bad_json", crate::http::body::json_error(&e)))?;
     if let Some(n) = &patch.name {
         check_text("name", n, 200)?;
     }
