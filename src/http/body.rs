@@ -151,7 +151,7 @@ mod tests {
             super::without_type_names("invalid type: sequence, expected struct BuyRequest"),
             "invalid type: sequence, expected a JSON object"
         );
-        let syntax = serde_json::from_str::<u8>("{").unwrap_err();
+        let syntax = serde_json::from_str::<Vec<u8>>("[1,").unwrap_err();
         assert!(super::json_error(&syntax).starts_with("the body is not valid JSON"));
     }
 }
