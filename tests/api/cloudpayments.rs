@@ -899,3 +899,27 @@ async fn a_queued_refund_overtaken_by_a_dashboard_refund_is_not_made_twice() {
         (PaymentStatus::Refunded, 29_900)
     );
 }
+
+/// Issue 13, finding 4 (forms): a NUL arrives in a form body as `%00`. A signed
+/// notification carrying one is refused as invalid, never a 5xx that CloudPayments
+/// would retry.
+#[tokio::test]
+async fn a_form_notification_with_a_nul_is_refused_not_a_server_error() {
+    let app = TestApp::builder().fake_cloudpayments().start().await;
+    let user = UserId::new();
+    let (payment_id, _) = bought(&app, user).await;
+    let form = format!(
+        "TransactionId=556%00&Amount=299.00&Currency=RUB&InvoiceId={payment_id}&AccountId={user}&TestMode=1&Status=Completed&Token=tk%00"
+    );
+    let (status, answer) = post_notification(
+        &app,
+        "pay",
+        form.as_bytes(),
+        "application/x-www-form-urlencoded",
+        Some(CP_API_SECRET),
+    )
+    .await;
+    assert!(status < 500, "{status}: {answer}");
+    assert_ne!(answer, json!({"code": 0}), "not accepted");
+    assert_eq!(app.payment(payment_id).await.status, PaymentStatus::Pending);
+}

@@ -71,6 +71,14 @@ impl Notice {
         } else {
             let pairs: Vec<(String, String)> = serde_urlencoded::from_bytes(body)
                 .map_err(|e| invalid(format!("notification is not a form: {e}")))?;
+            // `%00` decodes to a NUL, which no text column stores (the JSON form is
+            // refused at the edge already).
+            if pairs
+                .iter()
+                .any(|(k, v)| k.contains('\0') || v.contains('\0'))
+            {
+                return Err(invalid("a form field contains a NUL character"));
+            }
             pairs
                 .into_iter()
                 .map(|(k, v)| (k, Value::String(v)))
