@@ -153,9 +153,10 @@ pub async fn run_seed(
             failed_at = Some(None);
         }
     }
-    // A violated world's database stays for inspection (the next run with the same
-    // --database-url drops it).
-    if let Some(url) = world.stop(!violations.is_empty()).await {
+    // A violated world's database stays for inspection, renamed after its seed (a
+    // later run's seed of the same number replaces it).
+    let keep = (!violations.is_empty()).then_some(seed);
+    if let Some(url) = world.stop(keep).await {
         eprintln!("seed {seed}: its database is kept for inspection: {url}");
     }
     Ok(SeedReport {

@@ -326,19 +326,47 @@ impl World {
         out
     }
 
-    /// Stops the services and drops the database, unless it is `keep`ed for
-    /// inspection (a violation): then its URL is answered.
-    pub async fn stop(mut self, keep: bool) -> Option<String> {
+    /// Stops the services and drops the database, unless it is kept for inspection
+    /// (`keep`: a violation of that seed): then it is renamed `<name>_seed<seed>`, so
+    /// the next seed of the same slot does not replace it, and its URL is answered.
+    pub async fn stop(mut self, keep: Option<u64>) -> Option<String> {
         for s in self.services.iter_mut() {
             if let Some(s) = s.take() {
                 s.stop().await;
             }
         }
-        if keep {
-            return Some(self.db_url.clone());
+        let Some(seed) = keep else {
+            let _ = bench::drop_db(&self.db_url).await;
+            return None;
+        };
+        match self.rename(seed).await {
+            Ok(url) => Some(url),
+            Err(e) => {
+                eprintln!("seed {seed}: could not keep its database: {e}");
+                None
+            }
         }
-        let _ = bench::drop_db(&self.db_url).await;
-        None
+    }
+
+    async fn rename(&self, seed: u64) -> SimResult<String> {
+        let (admin, name) = admin(&self.db_url).await?;
+        let kept = format!("{name}_seed{seed}");
+        admin
+            .execute(
+                "SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE datname = $1 AND pid <> pg_backend_pid()",
+                &[&name],
+            )
+            .await
+            .map_err(pg)?;
+        // Two statements: DROP DATABASE cannot run in the implicit transaction of one.
+        for sql in [
+            format!("DROP DATABASE IF EXISTS \"{kept}\""),
+            format!("ALTER DATABASE \"{name}\" RENAME TO \"{kept}\""),
+        ] {
+            admin.batch_execute(&sql).await.map_err(pg)?;
+        }
+        let base = self.db_url.rsplit_once('/').map_or("", |(b, _)| b);
+        Ok(format!("{base}/{kept}"))
     }
 }
 
