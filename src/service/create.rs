@@ -108,10 +108,7 @@ pub async fn send(app: &App, payment: &Payment) -> Result<Sent, BillingError> {
             drop(db);
             return look_up(app, payment).await;
         }
-        (
-            request_for(app, &db, payment).await?,
-            start.earlier_sends > 0,
-        )
+        (request_for(app, &db, payment).await?, start.resent)
     };
     match provider.create_payment(&req).await {
         Ok(pp) => {

@@ -39,9 +39,6 @@ pub struct BuyResponse {
 
 pub fn check_return_url(app: &App, url: Option<&str>) -> Result<Option<String>, BillingError> {
     let Some(raw) = url else { return Ok(None) };
-    if raw.len() > MAX_RETURN_URL {
-        return Err(BillingError::BadReturnUrl("is longer than 2048 characters"));
-    }
     // The URL parser drops tabs and line breaks silently: refuse them instead.
     if raw.chars().any(char::is_control) {
         return Err(BillingError::BadReturnUrl("contains control characters"));
@@ -155,24 +152,14 @@ pub async fn buy(
                 amount: current.amount,
             })
         }
-        // A resumed create re-sends the key of a create whose answer was never read:
-        // its refusal (a 401 is answered before the key is looked at) says nothing
-        // about that first send, which may have charged. The outcome stays unknown
-        // for the reconciler, which looks the payment up before failing it.
-        Err(e) if resumed && e.is_definite() => {
-            tracing::warn!(payment_id = %payment.id, error = %e, "a resumed create was refused; left for the reconciler to look up");
-            if let Some(s) = &scope {
-                idempotency::release(&app.db.conn().await?, s).await?;
-            }
-            return Err(BillingError::ProviderUnavailable(
-                "the payment provider is unavailable; retry later",
-            ));
-        }
-        Err(e) if !e.is_definite() => {
-            // The outcome is unknown: the payment stays pending without a provider id
-            // and the reconciler resumes it with the same key. The key is released so a
-            // client retry with it resumes too.
-            tracing::warn!(payment_id = %payment.id, error = %e, "provider unavailable during create");
+        // The outcome is unknown: the payment stays pending without a provider id and
+        // the reconciler resumes it with the same key. The key is released so a client
+        // retry with it resumes too. A resumed create's refusal is no better: it
+        // re-sends the key of a create whose answer was never read, and a 401 is
+        // answered before the key is looked at, so that first send may have charged;
+        // the reconciler looks the payment up before failing it.
+        Err(e) if resumed || !e.is_definite() => {
+            tracing::warn!(payment_id = %payment.id, error = %e, resumed, "create outcome unknown; left to the reconciler");
             if let Some(s) = &scope {
                 idempotency::release(&app.db.conn().await?, s).await?;
             }

@@ -534,10 +534,10 @@ pub async fn id_at_provider(
 // --- jobs: reconciler, renewer, create ---
 
 /// A create about to be sent: whether the row is past the key window (`hours`: then
-/// it is not sent, and not counted), and how many sends of its key came before.
+/// it is not sent, and not counted), and whether its key was sent before.
 pub struct SendStart {
     pub past_window: bool,
-    pub earlier_sends: i32,
+    pub resent: bool,
 }
 
 /// Counts a send of the create (one statement), unless the row is past the window.
@@ -559,7 +559,7 @@ pub async fn start_send(
     let sends: i32 = row.try_get("create_sends")?;
     Ok(SendStart {
         past_window,
-        earlier_sends: if past_window { sends } else { sends - 1 },
+        resent: sends > 1,
     })
 }
 

@@ -367,15 +367,7 @@ impl CloudPaymentsSandbox {
                 .cloned()
                 .ok_or("no such transaction")?;
             // The dashboard, like the API, refunds no more than what is left.
-            let mut fields = Map::new();
-            fields.insert("Amount".into(), amount.clone());
-            fields.insert("Currency".into(), payment["Currency"].clone());
-            let total = wire::money(payment.as_object().ok_or("not an object")?)
-                .map_err(|e| e.to_string())?;
-            let asked = wire::money(&fields).map_err(|e| e.to_string())?;
-            if refunded_minor(&st.transactions, &payment["TransactionId"]) + asked.minor()
-                > total.minor()
-            {
+            if over_what_is_left(&st.transactions, &payment, &amount)? {
                 return Err("refund amount exceeds what is left of the payment".into());
             }
             st.next_id += 1;
@@ -584,18 +576,10 @@ impl CloudPaymentsSandbox {
         if payment["Status"] != "Completed" || payment["OperationType"] != "Payment" {
             return refused("Transaction cannot be refunded", Value::Null);
         }
-        let mut fields = req.clone();
-        fields.insert("Currency".into(), payment["Currency"].clone());
-        let (Ok(amount), Ok(total)) = (
-            wire::money(&fields),
-            wire::money(payment.as_object().expect("object")),
-        ) else {
-            return refused("Amount is invalid", Value::Null);
-        };
-        if refunded_minor(&st.transactions, &payment["TransactionId"]) + amount.minor()
-            > total.minor()
-        {
-            return refused("Refund amount exceeds the payment", Value::Null);
+        match over_what_is_left(&st.transactions, &payment, &req["Amount"]) {
+            Err(_) => return refused("Amount is invalid", Value::Null),
+            Ok(true) => return refused("Refund amount exceeds the payment", Value::Null),
+            Ok(false) => {}
         }
         st.next_id += 1;
         st.refunds += 1;
@@ -740,18 +724,29 @@ impl CloudPaymentsSandbox {
     }
 }
 
-/// What was refunded of a payment transaction, through the API or the dashboard.
-fn refunded_minor(transactions: &[Value], payment: &Value) -> i64 {
-    transactions
+/// Whether refunding `amount` of the payment transaction would give back more than
+/// what is left of it after every refund so far, through the API or the dashboard.
+fn over_what_is_left(
+    transactions: &[Value],
+    payment: &Value,
+    amount: &Value,
+) -> Result<bool, String> {
+    let minor = |amount: &Value| {
+        let mut fields = Map::new();
+        fields.insert("Amount".into(), amount.clone());
+        fields.insert("Currency".into(), payment["Currency"].clone());
+        wire::money(&fields)
+            .map(|m| m.minor())
+            .map_err(|e| e.to_string())
+    };
+    let refunded: i64 = transactions
         .iter()
-        .filter(|t| t["OperationType"] == "Refund" && t["PaymentTransactionId"] == *payment)
-        .filter_map(|t| {
-            let mut fields = Map::new();
-            fields.insert("Amount".into(), t["Amount"].clone());
-            fields.insert("Currency".into(), t["Currency"].clone());
-            wire::money(&fields).ok().map(|m| m.minor())
+        .filter(|t| {
+            t["OperationType"] == "Refund" && t["PaymentTransactionId"] == payment["TransactionId"]
         })
-        .sum()
+        .filter_map(|t| minor(&t["Amount"]).ok())
+        .sum();
+    Ok(refunded + minor(amount)? > minor(&payment["Amount"])?)
 }
 
 fn escape(s: &str) -> String {
