@@ -117,6 +117,25 @@ pub struct Config {
     /// Explicit RETURN_URL_ALLOWED_ORIGINS; empty means "the origin of the return URL".
     pub return_url_allowed_origins: Vec<String>,
     pub log_format: LogFormat,
+    pub http: HttpLimits,
+}
+
+/// What one HTTP client may hold of the server: without these a client that sends
+/// half a request (slowloris) or nothing at all keeps a connection and a descriptor
+/// forever, and a few hundred of them starve `/healthz`.
+#[derive(Debug, Clone, Copy)]
+pub struct HttpLimits {
+    /// `HTTP_HEADER_READ_TIMEOUT`: a new connection's first request head must be
+    /// complete this long after it opens; a later one, this long after its first byte.
+    pub header_read_timeout: Duration,
+    /// `HTTP_BODY_READ_TIMEOUT`: the whole request body, from the end of the head.
+    pub body_read_timeout: Duration,
+    /// `HTTP_IDLE_TIMEOUT`: a kept-alive connection waiting for its next request.
+    /// Longer than the idle timeout of the proxy in front, so the proxy closes first.
+    pub idle_timeout: Duration,
+    /// `HTTP_MAX_CONNECTIONS`: open client connections; more wait in the listen
+    /// backlog. Lowered at start-up to what the descriptor limit leaves room for.
+    pub max_connections: usize,
 }
 
 /// How often each background job runs when it found less than a full batch
@@ -308,6 +327,30 @@ impl Config {
             },
         };
 
+        let http_timeout = |name: &'static str, default: &str| -> Result<Duration, ConfigError> {
+            match dur(name, default)? {
+                d if d.is_zero() => Err(err(name, "must be longer than zero")),
+                d => Ok(d),
+            }
+        };
+        let http = HttpLimits {
+            header_read_timeout: http_timeout("HTTP_HEADER_READ_TIMEOUT", "10s")?,
+            body_read_timeout: http_timeout("HTTP_BODY_READ_TIMEOUT", "30s")?,
+            idle_timeout: http_timeout("HTTP_IDLE_TIMEOUT", "75s")?,
+            max_connections: match var("HTTP_MAX_CONNECTIONS") {
+                None => 1024,
+                Some(v) => match v.parse::<usize>() {
+                    Ok(n) if (1..=1_000_000).contains(&n) => n,
+                    _ => {
+                        return Err(err(
+                            "HTTP_MAX_CONNECTIONS",
+                            format!("{v:?}: a whole number from 1 to 1000000"),
+                        ))
+                    }
+                },
+            },
+        };
+
         let log_format = match var("LOG_FORMAT").as_deref() {
             None | Some("text") => LogFormat::Text,
             Some("json") => LogFormat::Json,
@@ -357,6 +400,7 @@ impl Config {
             },
             return_url_allowed_origins,
             log_format,
+            http,
         })
     }
 
@@ -452,6 +496,25 @@ mod tests {
         for bad in ["0", "-1", "1001", "many"] {
             let e = cfg(&[("DATABASE_POOL_SIZE", bad)]).unwrap_err();
             assert_eq!(e.var, "DATABASE_POOL_SIZE", "{bad}");
+        }
+    }
+
+    #[test]
+    fn http_limits_have_defaults_and_refuse_zero() {
+        let c = cfg(&[]).unwrap().http;
+        assert_eq!(c.header_read_timeout, Duration::from_secs(10));
+        assert_eq!(c.body_read_timeout, Duration::from_secs(30));
+        assert_eq!(c.idle_timeout, Duration::from_secs(75));
+        assert_eq!(c.max_connections, 1024);
+        let c = cfg(&[("HTTP_IDLE_TIMEOUT", "2m"), ("HTTP_MAX_CONNECTIONS", "64")]).unwrap();
+        assert_eq!(c.http.idle_timeout, Duration::from_secs(120));
+        assert_eq!(c.http.max_connections, 64);
+        for (var, bad) in [
+            ("HTTP_HEADER_READ_TIMEOUT", "0s"),
+            ("HTTP_BODY_READ_TIMEOUT", "soon"),
+            ("HTTP_MAX_CONNECTIONS", "0"),
+        ] {
+            assert_eq!(cfg(&[(var, bad)]).unwrap_err().var, var, "{bad}");
         }
     }
 

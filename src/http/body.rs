@@ -1,6 +1,8 @@
 //! Request bodies: raw bytes with a hard 64 KiB limit (with or without
 //! Content-Length), then exact JSON parsing with a 400 that says what was wrong.
 
+use std::time::Duration;
+
 use bytes::{Buf, Bytes, BytesMut};
 use futures::StreamExt;
 use serde::de::DeserializeOwned;
@@ -11,10 +13,14 @@ use super::error::{ApiError, Rejected};
 pub const MAX_BODY: usize = 64 * 1024;
 
 /// The raw body, at most 64 KiB; larger is 413 before anything else runs. A body
+/// not complete `deadline` after the head is 408 `body_timeout` (a client that
+/// trickles it, or stops, must not hold the connection). A body
 /// carrying a NUL character is 400 `bad_text`: PostgreSQL cannot store it in text or
 /// jsonb, so it would otherwise fail later as a 500 (or a 503 to a provider, which
 /// would retry it for a day).
-pub fn limited() -> impl Filter<Extract = (Bytes,), Error = warp::Rejection> + Clone {
+pub fn limited(
+    deadline: Duration,
+) -> impl Filter<Extract = (Bytes,), Error = warp::Rejection> + Clone {
     warp::header::optional::<u64>("content-length")
         .and_then(|len: Option<u64>| async move {
             match len {
@@ -26,7 +32,14 @@ pub fn limited() -> impl Filter<Extract = (Bytes,), Error = warp::Rejection> + C
         })
         .untuple_one()
         .and(warp::body::stream())
-        .and_then(collect)
+        .and_then(move |stream| async move {
+            match tokio::time::timeout(deadline, collect(stream)).await {
+                Ok(collected) => collected,
+                Err(_) => Err(warp::reject::custom(Rejected(ApiError::body_timeout(
+                    deadline,
+                )))),
+            }
+        })
         .and_then(|raw: Bytes| async move {
             if has_nul(&raw) {
                 Err(warp::reject::custom(Rejected(ApiError::bad_request(

@@ -61,6 +61,16 @@ impl ApiError {
             "request body is over 64 KiB",
         )
     }
+    pub fn body_timeout(deadline: std::time::Duration) -> Self {
+        Self::new(
+            StatusCode::REQUEST_TIMEOUT,
+            "body_timeout",
+            format!(
+                "the request body did not arrive within {} s of its headers",
+                deadline.as_secs_f64()
+            ),
+        )
+    }
     pub fn bad_gateway(detail: impl Into<String>) -> Self {
         Self::new(StatusCode::BAD_GATEWAY, "provider_unavailable", detail)
     }

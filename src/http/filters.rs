@@ -2,7 +2,10 @@
 //! typed JSON body arrive in handlers as values. Filters run in the order a route
 //! chains them, so routes put the caller first: a stranger gets 401 before any 400.
 
+use std::convert::Infallible;
+use std::net::SocketAddr;
 use std::str::FromStr;
+use std::time::Duration;
 
 use serde::de::DeserializeOwned;
 use warp::filters::BoxedFilter;
@@ -10,6 +13,7 @@ use warp::{Filter, Rejection};
 
 use super::auth::User;
 use super::body;
+use super::conn::Peer;
 use super::error::{ApiError, Rejected};
 use crate::app::App;
 use crate::service::idempotency::IdempotencyKey;
@@ -44,11 +48,17 @@ pub fn superuser(app: App) -> BoxedFilter<(Superuser,)> {
         .boxed()
 }
 
-/// The request body as `T`: at most 64 KiB (413), exact JSON (400 `bad_json`).
-pub fn json<T: DeserializeOwned + Send + 'static>() -> BoxedFilter<(T,)> {
-    body::limited()
+/// The request body as `T`: at most 64 KiB (413), within `deadline` of the head
+/// (408), exact JSON (400 `bad_json`).
+pub fn json<T: DeserializeOwned + Send + 'static>(deadline: Duration) -> BoxedFilter<(T,)> {
+    body::limited(deadline)
         .and_then(|raw: bytes::Bytes| async move { body::json::<T>(&raw).map_err(reject) })
         .boxed()
+}
+
+/// The client's address (set by [`super::conn::serve`] on every request).
+pub fn peer() -> impl Filter<Extract = (Option<SocketAddr>,), Error = Infallible> + Clone {
+    warp::ext::optional::<Peer>().map(|p: Option<Peer>| p.map(|Peer(addr)| addr))
 }
 
 /// The optional `Idempotency-Key` (400 `bad_idempotency_key` when malformed).

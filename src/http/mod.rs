@@ -2,6 +2,7 @@
 
 pub mod auth;
 pub mod body;
+pub mod conn;
 pub mod error;
 pub mod filters;
 pub mod handlers;
@@ -36,6 +37,7 @@ fn raw_query() -> impl Filter<Extract = (String,), Error = Infallible> + Clone {
 
 /// The API routes (without the log wrapper).
 pub fn api(app: App) -> BoxedFilter<(Response,)> {
+    let body_deadline = app.config.http.body_read_timeout;
     let v1 = warp::path("api").and(warp::path("v1"));
 
     let tariffs = v1
@@ -96,16 +98,16 @@ pub fn api(app: App) -> BoxedFilter<(Response,)> {
         .untuple_one()
         .and(with_app(app.clone()))
         .and(filters::idempotency_key())
-        .and(filters::json())
+        .and(filters::json(body_deadline))
         .then(|system, user, app, key, req| async move {
             respond(payments::buy(app, system, user, key, req).await)
         });
     let webhook_yookassa = warp::path!("webhooks" / "yookassa")
         .and(warp::post())
         .and(with_app(app.clone()))
-        .and(warp::addr::remote())
+        .and(filters::peer())
         .and(warp::header::headers_cloned())
-        .and(body::limited())
+        .and(body::limited(body_deadline))
         .then(|app, peer, headers, raw| async move {
             respond(webhooks::yookassa(app, peer, headers, raw).await)
         });
@@ -122,7 +124,7 @@ pub fn api(app: App) -> BoxedFilter<(Response,)> {
         .and(warp::post())
         .and(with_app(app.clone()))
         .and(superuser())
-        .and(filters::json())
+        .and(filters::json(body_deadline))
         .then(|app, _: Superuser, t| async move { respond(admin::tariff_create(app, t).await) });
     let admin_tariff_patch = admin_root
         .and(warp::path!("tariffs" / String))
@@ -132,7 +134,7 @@ pub fn api(app: App) -> BoxedFilter<(Response,)> {
             |id: String, _: Superuser| async move { filters::parse::<TariffId>(&id, "tariff id") },
         )
         .and(with_app(app.clone()))
-        .and(filters::json())
+        .and(filters::json(body_deadline))
         .then(|id, app, patch| async move { respond(admin::tariff_patch(app, id, patch).await) });
     let admin_refund = admin_root
         .and(warp::path!("payments" / String / "refund"))
@@ -144,7 +146,7 @@ pub fn api(app: App) -> BoxedFilter<(Response,)> {
         .untuple_one()
         .and(with_app(app.clone()))
         .and(filters::idempotency_key())
-        .and(filters::json())
+        .and(filters::json(body_deadline))
         .then(|id, admin, app, key, req| async move {
             respond(admin::refund(app, id, admin, key, req).await)
         });
@@ -190,9 +192,9 @@ pub fn api(app: App) -> BoxedFilter<(Response,)> {
     let webhook_cloudpayments = warp::path!("webhooks" / "cloudpayments" / String)
         .and(warp::post())
         .and(with_app(app.clone()))
-        .and(warp::addr::remote())
+        .and(filters::peer())
         .and(warp::header::headers_cloned())
-        .and(body::limited())
+        .and(body::limited(body_deadline))
         .then(|kind, app, peer, headers, raw| async move {
             respond(webhooks::cloudpayments(app, kind, peer, headers, raw).await)
         });
@@ -338,11 +340,9 @@ pub async fn serve(
     app: App,
     shutdown: impl std::future::Future<Output = ()> + Send + 'static,
 ) {
-    warp::serve(service(app))
-        .incoming(listener)
-        .graceful(shutdown)
-        .run()
-        .await;
+    let limits = app.config.http;
+    let pool_size = app.config.database_pool_size;
+    conn::serve(listener, service(app), limits, pool_size, shutdown).await;
 }
 
 pub fn peer(addr: Option<SocketAddr>) -> Option<std::net::IpAddr> {

@@ -19,3 +19,4 @@ mod purchase;
 mod refund_money;
 mod renewal_money;
 mod sim_smoke;
+mod slow_clients;
