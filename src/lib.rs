@@ -6,6 +6,7 @@ pub mod config;
 pub mod db;
 pub mod domain;
 pub mod events;
+pub mod fuzzing;
 pub mod http;
 pub mod jobs;
 pub mod providers;

@@ -2,24 +2,36 @@
 
 use std::time::Duration;
 
+/// The longest duration a setting may have. Longer is a mistake, and past 64 bits
+/// of seconds the number would wrap around to a short one.
+pub const LONGEST: Duration = Duration::from_secs(100 * 365 * 86_400 + 25 * 86_400);
+
 pub fn parse(text: &str) -> Result<Duration, String> {
     let text = text.trim();
     let split = text
         .find(|c: char| !c.is_ascii_digit())
         .unwrap_or(text.len());
     let (digits, unit) = text.split_at(split);
-    let n: u64 = digits
-        .parse()
-        .map_err(|_| format!("{text:?} is not a duration like 30s, 2m, 1h or 1d"))?;
-    let secs = match unit {
-        "ms" => return Ok(Duration::from_millis(n)),
-        "s" => n,
-        "m" => n * 60,
-        "h" => n * 3600,
-        "d" => n * 86_400,
-        _ => return Err(format!("{text:?} is not a duration like 30s, 2m, 1h or 1d")),
+    let malformed = || format!("{text:?} is not a duration like 30s, 2m, 1h or 1d");
+    let too_long = || format!("{text:?} is longer than 100 years");
+    if digits.is_empty() {
+        return Err(malformed());
+    }
+    let n: u64 = digits.parse().map_err(|_| too_long())?;
+    let per_unit_ms: u64 = match unit {
+        "ms" => 1,
+        "s" => 1_000,
+        "m" => 60_000,
+        "h" => 3_600_000,
+        "d" => 86_400_000,
+        _ => return Err(malformed()),
     };
-    Ok(Duration::from_secs(secs))
+    let d = n
+        .checked_mul(per_unit_ms)
+        .map(Duration::from_millis)
+        .filter(|d| *d <= LONGEST)
+        .ok_or_else(too_long)?;
+    Ok(d)
 }
 
 pub fn parse_list(text: &str) -> Result<Vec<Duration>, String> {
@@ -41,6 +53,18 @@ mod tests {
         assert_eq!(parse("1h").unwrap(), Duration::from_secs(3600));
         assert_eq!(parse("1d").unwrap(), Duration::from_secs(86_400));
         assert_eq!(parse_list("1d,3d,5d").unwrap().len(), 3);
+    }
+
+    #[test]
+    fn a_century_is_the_longest() {
+        assert_eq!(parse("36525d").unwrap(), LONGEST);
+        for long in [
+            "36526d",
+            "18446744073709551615ms",
+            "99999999999999999999999s",
+        ] {
+            assert!(parse(long).unwrap_err().contains("100 years"), "{long}");
+        }
     }
 
     #[test]
