@@ -80,3 +80,26 @@ fn a_duration_longer_than_a_century_is_a_config_error_not_a_wrapped_number() {
     .expect("a century is the longest duration");
     assert_eq!(century.refusal_grace.as_secs(), 36_525 * 86_400);
 }
+
+/// Found by the `yookassa_answer` target: a payment or refund answer whose `id` is
+/// empty (or anything YooKassa does not issue) was read as a payment, so a create
+/// answered that way stored an id no later request may put in a URL, and the
+/// payment could never be re-read. Such an answer is unreadable: the create's
+/// outcome stays unknown and is looked up by our metadata, as for a cut-off body.
+#[test]
+fn a_yookassa_answer_without_a_usable_id_is_unreadable() {
+    use billing::providers::yookassa::wire;
+    use serde_json::json;
+    for id in [json!(""), json!("../refunds"), json!("a?b"), json!("x".repeat(65))] {
+        let payment = json!({
+            "id": id, "status": "succeeded", "paid": true,
+            "amount": {"value": "299.00", "currency": "RUB"},
+        });
+        assert!(wire::payment(&payment).is_err(), "payment id {id}");
+        let refund = json!({
+            "id": id, "payment_id": "2d9e5a6f-000f-5000-8000-1c36bb1c6a4d",
+            "status": "succeeded", "amount": {"value": "1.00", "currency": "RUB"},
+        });
+        assert!(wire::refund(&refund).is_err(), "refund id {id}");
+    }
+}

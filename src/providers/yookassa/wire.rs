@@ -46,8 +46,11 @@ fn time(v: &Value) -> Option<DateTime<Utc>> {
 }
 
 pub fn payment(v: &Value) -> Result<ProviderPayment, ProviderError> {
+    // An id we could not put in a URL makes the answer unreadable: stored, the
+    // payment could never be re-read.
     let id = v["id"]
         .as_str()
+        .filter(|id| is_safe_id(id))
         .ok_or_else(|| invalid("payment.id"))?
         .to_owned();
     let status = match v["status"].as_str() {
@@ -111,6 +114,7 @@ pub fn refund(v: &Value) -> Result<ProviderRefund, ProviderError> {
     Ok(ProviderRefund {
         id: v["id"]
             .as_str()
+            .filter(|id| is_safe_id(id))
             .ok_or_else(|| invalid("refund.id"))?
             .to_owned(),
         payment_id: v["payment_id"]
