@@ -354,11 +354,19 @@ pub fn yookassa_answer(data: &[u8]) {
     }
     if let Ok(p) = yookassa_wire::payment(&value) {
         check_money(p.amount);
-        assert!(yookassa_wire::is_safe_id(&p.id), "{:?} cannot go in a URL", p.id);
+        assert!(
+            yookassa_wire::is_safe_id(&p.id),
+            "{:?} cannot go in a URL",
+            p.id
+        );
     }
     if let Ok(r) = yookassa_wire::refund(&value) {
         check_money(r.amount);
-        assert!(yookassa_wire::is_safe_id(&r.id), "{:?} cannot go in a URL", r.id);
+        assert!(
+            yookassa_wire::is_safe_id(&r.id),
+            "{:?} cannot go in a URL",
+            r.id
+        );
     }
     let _ = yookassa_wire::money(&value["amount"]);
 }

@@ -90,7 +90,12 @@ fn a_duration_longer_than_a_century_is_a_config_error_not_a_wrapped_number() {
 fn a_yookassa_answer_without_a_usable_id_is_unreadable() {
     use billing::providers::yookassa::wire;
     use serde_json::json;
-    for id in [json!(""), json!("../refunds"), json!("a?b"), json!("x".repeat(65))] {
+    for id in [
+        json!(""),
+        json!("../refunds"),
+        json!("a?b"),
+        json!("x".repeat(65)),
+    ] {
         let payment = json!({
             "id": id, "status": "succeeded", "paid": true,
             "amount": {"value": "299.00", "currency": "RUB"},
