@@ -23,6 +23,8 @@ RUN mkdir src \
 # The migrations in sql/ are embedded in the binary at compile time
 # (refinery embed_migrations!), so they must be here for the real build.
 COPY sql ./sql
+# The fuzz targets (src/fuzzing.rs) start from the provider fixtures, embedded too.
+COPY fixtures ./fixtures
 COPY src ./src
 # COPY keeps the sources' mtimes, which may be older than the placeholder build.
 RUN touch src/lib.rs src/main.rs \
