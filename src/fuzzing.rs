@@ -584,9 +584,15 @@ pub fn jwt(data: &[u8]) {
             "a token not valid yet opened the API"
         );
     }
-    assert_eq!(
-        claims["user_id"].as_str(),
-        Some(user.id.to_string().as_str())
+    // Any spelling of a UUID (hyphenated, simple, braced) names the same user.
+    let named = claims["user_id"]
+        .as_str()
+        .map(str::parse::<crate::domain::UserId>);
+    assert!(
+        matches!(named, Some(Ok(id)) if id == user.id),
+        "{} is not {}",
+        claims["user_id"],
+        user.id
     );
 }
 
