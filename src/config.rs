@@ -314,18 +314,19 @@ impl Config {
                 .collect::<Result<_, _>>()?,
         };
 
-        let database_pool_size = match var("DATABASE_POOL_SIZE") {
-            None => 32,
-            Some(v) => match v.parse::<usize>() {
-                Ok(n) if (1..=1000).contains(&n) => n,
-                _ => {
-                    return Err(err(
-                        "DATABASE_POOL_SIZE",
-                        format!("{v:?}: a whole number from 1 to 1000"),
-                    ))
+        // A whole number in 1..=max, or the default when unset.
+        let whole =
+            |name: &'static str, default: usize, max: usize| -> Result<usize, ConfigError> {
+                match var(name) {
+                    None => Ok(default),
+                    Some(v) => v
+                        .parse::<usize>()
+                        .ok()
+                        .filter(|n| (1..=max).contains(n))
+                        .ok_or_else(|| err(name, format!("{v:?}: a whole number from 1 to {max}"))),
                 }
-            },
-        };
+            };
+        let database_pool_size = whole("DATABASE_POOL_SIZE", 32, 1000)?;
 
         let http_timeout = |name: &'static str, default: &str| -> Result<Duration, ConfigError> {
             match dur(name, default)? {
@@ -337,18 +338,7 @@ impl Config {
             header_read_timeout: http_timeout("HTTP_HEADER_READ_TIMEOUT", "10s")?,
             body_read_timeout: http_timeout("HTTP_BODY_READ_TIMEOUT", "30s")?,
             idle_timeout: http_timeout("HTTP_IDLE_TIMEOUT", "75s")?,
-            max_connections: match var("HTTP_MAX_CONNECTIONS") {
-                None => 1024,
-                Some(v) => match v.parse::<usize>() {
-                    Ok(n) if (1..=1_000_000).contains(&n) => n,
-                    _ => {
-                        return Err(err(
-                            "HTTP_MAX_CONNECTIONS",
-                            format!("{v:?}: a whole number from 1 to 1000000"),
-                        ))
-                    }
-                },
-            },
+            max_connections: whole("HTTP_MAX_CONNECTIONS", 1024, 1_000_000)?,
         };
 
         let log_format = match var("LOG_FORMAT").as_deref() {

@@ -23,7 +23,7 @@ use crate::http::webhook_auth::{
     client_ip, sign_content_hmac, sign_ops, verify_content_hmac, verify_ops, OpsRejection,
 };
 use crate::providers::cloudpayments::{self, CloudPayments, Kind};
-use crate::providers::webhook::{restore, Endpoint, Stored, Webhooks};
+use crate::providers::webhook::{restore, Endpoint, Received, Stored, Webhooks};
 use crate::providers::yookassa::{wire as yookassa_wire, YooKassa};
 use crate::service::idempotency::IdempotencyKey;
 
@@ -268,9 +268,10 @@ fn cloudpayments_client() -> &'static CloudPayments {
     CLIENT.get_or_init(|| CloudPayments::new("http://127.0.0.1:9", "pk", Secret::new(CP_SECRET)))
 }
 
-/// What the inbox stores must be storable (no NUL) and read back as it was read
-/// (the retry worker and replays act on the restored notification).
-fn check_stored(system: PaySystem, event: &str, object_id: &str, body: &[u8], ct: Option<&str>) {
+/// What the inbox stores must be storable (non-empty keys, no NUL) and read back
+/// as it was read: the retry worker and replays act on the restored notification.
+fn check_stored(system: PaySystem, received: &Received, body: &[u8], ct: Option<&str>) {
+    let (event, object_id) = (&received.event, &received.object_id);
     assert!(
         !event.contains('\0') && !object_id.contains('\0'),
         "NUL in an inbox key"
@@ -285,7 +286,11 @@ fn check_stored(system: PaySystem, event: &str, object_id: &str, body: &[u8], ct
         body: Some(body),
         content_type: ct,
     };
-    restore(system, &stored).expect("a stored notification reads again");
+    let restored = restore(system, &stored).expect("a stored notification reads again");
+    assert_eq!(
+        format!("{restored:?}"),
+        format!("{:?}", received.notification)
+    );
 }
 
 /// YooKassa's notification body: parsed, stored and restored alike; serialising
@@ -300,27 +305,7 @@ pub fn yookassa_notification(data: &[u8]) {
     if has_nul(&body) {
         return; // 400 bad_text at the edge: never parsed (the keys may hold a NUL)
     }
-    check_stored(
-        PaySystem::YooKassa,
-        &received.event,
-        &received.object_id,
-        &body,
-        None,
-    );
-    let restored = restore(
-        PaySystem::YooKassa,
-        &Stored {
-            event: &received.event,
-            object_id: &received.object_id,
-            body: Some(&body),
-            content_type: None,
-        },
-    )
-    .expect("restores");
-    assert_eq!(
-        format!("{restored:?}"),
-        format!("{:?}", received.notification)
-    );
+    check_stored(PaySystem::YooKassa, &received, &body, None);
     let value: Value = serde_json::from_slice(&body).expect("parsed once");
     let again = yk
         .parse(
@@ -420,27 +405,7 @@ pub fn cloudpayments_notification(data: &[u8]) {
     if has_nul(&body) {
         return; // 400 bad_text at the edge: never parsed
     }
-    check_stored(
-        PaySystem::CloudPayments,
-        &received.event,
-        &received.object_id,
-        &body,
-        ct,
-    );
-    let restored = restore(
-        PaySystem::CloudPayments,
-        &Stored {
-            event: &received.event,
-            object_id: &received.object_id,
-            body: Some(&body),
-            content_type: ct,
-        },
-    )
-    .expect("restores");
-    assert_eq!(
-        format!("{restored:?}"),
-        format!("{:?}", received.notification)
-    );
+    check_stored(PaySystem::CloudPayments, &received, &body, ct);
 }
 
 /// A JSON object as a form body, if every value has a form spelling.
