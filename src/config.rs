@@ -152,6 +152,8 @@ pub struct JobsConfig {
     pub expirer_interval: Duration,
     pub refund_follow_up_interval: Duration,
     pub refund_follow_up_lease: Duration,
+    pub refund_sweep_interval: Duration,
+    pub refund_sweep_window: Duration,
     pub housekeeping_interval: Duration,
     pub outbox_retention_interval: Duration,
 }
@@ -385,6 +387,8 @@ impl Config {
                 expirer_interval: dur("JOB_EXPIRER_INTERVAL", "30s")?,
                 refund_follow_up_interval: dur("JOB_REFUND_FOLLOW_UP_INTERVAL", "30s")?,
                 refund_follow_up_lease: dur("JOB_REFUND_FOLLOW_UP_LEASE", "5m")?,
+                refund_sweep_interval: dur("JOB_REFUND_SWEEP_INTERVAL", "1h")?,
+                refund_sweep_window: dur("REFUND_SWEEP_WINDOW", "3d")?,
                 housekeeping_interval: dur("JOB_HOUSEKEEPING_INTERVAL", "10m")?,
                 outbox_retention_interval: dur("JOB_OUTBOX_RETENTION_INTERVAL", "10m")?,
             },

@@ -16,6 +16,7 @@ pub mod inbox_retry;
 pub mod outbox_retention;
 pub mod reconciler;
 pub mod refund_follow_up;
+pub mod refund_sweep;
 pub mod renewer;
 
 use std::sync::Arc;
@@ -69,6 +70,7 @@ pub fn all(config: &Config) -> Vec<Arc<dyn Job>> {
         Arc::new(renewer::Renewer::new(j)),
         Arc::new(expirer::Expirer::new(j)),
         Arc::new(refund_follow_up::RefundFollowUp::new(j)),
+        Arc::new(refund_sweep::RefundSweep::new(j)),
         Arc::new(housekeeping::Housekeeping::new(j)),
         Arc::new(outbox_retention::OutboxRetention::new(j)),
     ]

@@ -9,8 +9,9 @@
 //!   the payment's refunds at the provider. A refund of the same amount that none
 //!   of our rows holds is adopted; none at all means it was never made: canceled
 //!   and alerted (`refund_lost`), the amount refundable again. A provider that
-//!   cannot list refunds (CloudPayments) leaves it pending, still counted against
-//!   what is left to refund, alerted (`refund_unresolved`) for an operator;
+//!   cannot list a payment's refunds (CloudPayments) leaves it pending, still
+//!   counted against what is left to refund, alerted (`refund_unresolved`) for an
+//!   operator; the refund sweep adopts it if the provider made it;
 //! - refused for good (a parsed 4xx, or canceled at the provider): `canceled` and
 //!   alerted (`refund_refused`) by `service::refunds`, never sent again.
 //!

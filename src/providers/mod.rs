@@ -215,6 +215,18 @@ pub trait Provider: Webhooks + Send + Sync {
         &self,
         provider_payment_id: &str,
     ) -> Result<Option<Vec<ProviderRefund>>, ProviderError>;
+    /// Every refund the provider made between `from` and `to` (its creation time),
+    /// of any payment and whoever asked for it, to the end of the list; `Ok(None)`
+    /// when this provider cannot list them. The refund sweep learns from it the
+    /// refunds whose notification never came (a dashboard refund, say). An
+    /// unreadable page or refund is an error: the one looked for may be it.
+    async fn refunds_between(
+        &self,
+        _from: DateTime<Utc>,
+        _to: DateTime<Utc>,
+    ) -> Result<Option<Vec<ProviderRefund>>, ProviderError> {
+        Ok(None)
+    }
     /// Makes a checkout page that was never paid unpayable, before we give its
     /// purchase up. `Ok` when it can no longer be paid (already void included).
     /// Only providers whose pages outlive our patience need it: YooKassa cancels an

@@ -7,7 +7,7 @@ use crate::app::App;
 use crate::domain::PaymentId;
 use crate::domain::RefundId;
 use crate::domain::{Money, PaySystem, PaymentStatus, RefundStatus};
-use crate::providers::{Provider, ProviderError};
+use crate::providers::{Provider, ProviderError, ProviderRefund};
 use crate::service::settle::{self, Applied};
 use crate::store::Connect;
 use crate::store::{payments, refunds, GenericClient, StoreError};
@@ -131,6 +131,17 @@ pub async fn refund(
     let Some(pr) = reread(provider.get_refund(provider_refund_id)).await? else {
         return Ok(Processed::Ignored("refund unknown at the provider".into()));
     };
+    apply_refund(app, system, &pr).await
+}
+
+/// A refund as the provider answered it (re-read or listed), recorded on ours: the
+/// row that holds its id, else our pending refund it answers, else a new row for
+/// one made at the provider.
+pub async fn apply_refund(
+    app: &App,
+    system: PaySystem,
+    pr: &ProviderRefund,
+) -> Result<Processed, ProcessError> {
     let ours = {
         let db = app.db.conn().await?;
         match refunds::id_by_provider_id(&db, system, &pr.id).await? {

@@ -39,12 +39,13 @@ const POOL_SIZE_TEXT: &str = "4";
 pub const QUIET_LIMIT: Duration = Duration::from_secs(90);
 
 /// The jobs that move money and access (their runs tell a quiet world from a slow one).
-pub const SETTLING_JOBS: [&str; 5] = [
+pub const SETTLING_JOBS: [&str; 6] = [
     "inbox_retry",
     "reconciler",
     "renewer",
     "expirer",
     "refund_follow_up",
+    "refund_sweep",
 ];
 
 /// An event as the simulator's consumer received it.
@@ -178,6 +179,7 @@ impl World {
             ("JOB_RENEWER_INTERVAL", "300ms"),
             ("JOB_EXPIRER_INTERVAL", "300ms"),
             ("JOB_REFUND_FOLLOW_UP_INTERVAL", "300ms"),
+            ("JOB_REFUND_SWEEP_INTERVAL", "300ms"),
             // Published rows stay, so every event can be checked against the queue.
             ("OUTBOX_RETENTION", "36500d"),
             ("RUST_LOG", "error"),

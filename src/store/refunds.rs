@@ -239,6 +239,25 @@ pub async fn id_by_provider_id(
         .map(|r| r.get(0)))
 }
 
+/// Which of these provider refund ids our refunds hold with a final status (nothing
+/// left to learn about them).
+pub async fn settled_of(
+    db: &impl GenericClient,
+    system: PaySystem,
+    provider_refund_ids: &[String],
+) -> Result<std::collections::HashSet<String>, StoreError> {
+    Ok(db
+        .query(
+            "SELECT provider_refund_id FROM refunds \
+             WHERE pay_system = $1 AND provider_refund_id = ANY($2) AND status <> 'pending'",
+            &[&system.as_str(), &provider_refund_ids],
+        )
+        .await?
+        .iter()
+        .map(|r| r.get(0))
+        .collect())
+}
+
 /// The provider's ids our refunds of this payment already hold.
 pub async fn provider_ids_of_payment(
     db: &impl GenericClient,

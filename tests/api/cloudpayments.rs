@@ -923,3 +923,45 @@ async fn a_form_notification_with_a_nul_is_refused_not_a_server_error() {
     assert_ne!(answer, json!({"code": 0}), "not accepted");
     assert_eq!(app.payment(payment_id).await.status, PaymentStatus::Pending);
 }
+
+/// Every background job, one run each (as a `--workers` process would, in order).
+async fn run_every_job(app: &TestApp) {
+    for job in billing::jobs::all(&app.app().config) {
+        job.run_once(app.app()).await.unwrap();
+    }
+}
+
+#[tokio::test]
+async fn a_dashboard_refund_whose_notification_never_came_is_found_at_the_provider() {
+    let app = TestApp::builder().fake_cloudpayments().start().await;
+    let fake = app.cloudpayments();
+    let user = UserId::new();
+    let (payment_id, order) = bought(&app, user).await;
+    let t = fake.pay_order(&order, None).await.unwrap().unwrap();
+    let tx = t["TransactionId"].as_i64().unwrap();
+    assert_eq!(
+        app.payment(payment_id).await.status,
+        PaymentStatus::Succeeded
+    );
+    // Support gives back part of it in the merchant dashboard; the notification is lost.
+    fake.lose_notifications(true);
+    fake.refund_in_dashboard(tx, json!(100.00)).await.unwrap();
+    fake.lose_notifications(false);
+    assert_eq!(app.payment(payment_id).await.refunded_minor, 0);
+
+    run_every_job(&app).await;
+    let payment = app.payment(payment_id).await;
+    assert_eq!(payment.status, PaymentStatus::PartiallyRefunded);
+    assert_eq!(payment.refunded_minor, 10_000);
+    let refunds = app.refunds().await;
+    assert_eq!(refunds.len(), 1, "{refunds:?}");
+    assert_eq!(refunds[0].initiated_by, "provider");
+    assert_eq!(refunds[0].status, RefundStatus::Succeeded);
+    let events = app.outbox_types().await;
+
+    // Found again by every later run: recorded once.
+    run_every_job(&app).await;
+    assert_eq!(app.refunds().await.len(), 1);
+    assert_eq!(app.payment(payment_id).await.refunded_minor, 10_000);
+    assert_eq!(app.outbox_types().await, events, "no second event");
+}

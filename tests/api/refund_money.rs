@@ -668,3 +668,36 @@ async fn a_refund_notification_for_our_refund_whose_answer_was_lost_matches_it()
         (PaymentStatus::PartiallyRefunded, 10_000)
     );
 }
+
+#[tokio::test]
+async fn a_dashboard_refund_whose_notification_never_came_is_found_by_the_refund_sweep() {
+    let app = TestApp::builder().fake_yookassa().start().await;
+    let fake = app.yookassa();
+    let (user, payment, pid) = paid(&app).await;
+    // Support gives the whole payment back in YooKassa's dashboard; the
+    // notification never arrives.
+    fake.refund_in_dashboard(&pid, "299.00").unwrap();
+    assert_eq!(app.payment(payment).await.refunded_minor, 0);
+
+    billing::jobs::refund_sweep::run_once(app.app())
+        .await
+        .unwrap();
+    let p = app.payment(payment).await;
+    assert_eq!(p.status, PaymentStatus::Refunded);
+    assert_eq!(p.refunded_minor, 29_900);
+    let refunds = app.refunds().await;
+    assert_eq!(refunds.len(), 1, "{refunds:?}");
+    assert_eq!(refunds[0].initiated_by, "provider");
+    assert_eq!(refunds[0].status, RefundStatus::Succeeded);
+    assert_eq!(
+        app.subscription_of(user).await.status,
+        SubscriptionStatus::Canceled,
+        "the whole paid period given back ends access"
+    );
+
+    // Listed again by the next run: recorded once.
+    billing::jobs::refund_sweep::run_once(app.app())
+        .await
+        .unwrap();
+    assert_eq!(app.refunds().await.len(), 1);
+}

@@ -65,6 +65,9 @@ pub fn amount_json(m: Money) -> Value {
 }
 
 /// A TransactionId is an integer at CloudPayments; send it as one when it is.
+/// The most days one refund sweep lists (one `payments/list` call each).
+pub const LIST_DAYS: u64 = 35;
+
 fn transaction_json(id: &str) -> Value {
     id.parse::<i64>()
         .map(Value::from)
@@ -380,6 +383,47 @@ impl Provider for CloudPayments {
         _provider_payment_id: &str,
     ) -> Result<Option<Vec<ProviderRefund>>, ProviderError> {
         Ok(None)
+    }
+
+    /// `payments/list {Date, TimeZone}` for each UTC day the window touches: the
+    /// day's operations, of which the `Refund` ones (`PaymentTransactionId` names the
+    /// payment). The window is cut to [`LIST_DAYS`] days, the newest.
+    async fn refunds_between(
+        &self,
+        from: DateTime<Utc>,
+        to: DateTime<Utc>,
+    ) -> Result<Option<Vec<ProviderRefund>>, ProviderError> {
+        let last = to.date_naive();
+        let first = from
+            .date_naive()
+            .max(last - chrono::Days::new(LIST_DAYS - 1));
+        let mut found = Vec::new();
+        for day in first.iter_days().take_while(|d| *d <= last) {
+            let answer = self
+                .call(
+                    "payments/list",
+                    None,
+                    &json!({"Date": day.format("%Y-%m-%d").to_string(), "TimeZone": "UTC"}),
+                )
+                .await?;
+            let Value::Array(items) = &answer.model else {
+                return Err(ProviderError::Unavailable(format!(
+                    "payments/list {day}: no list of operations ({})",
+                    answer.message.unwrap_or_default()
+                )));
+            };
+            for item in items {
+                let Some(fields) = item.as_object() else {
+                    return Err(ProviderError::Unavailable(format!(
+                        "payments/list {day}: an operation that is not an object"
+                    )));
+                };
+                if wire::text(fields, "OperationType").as_deref() == Some("Refund") {
+                    found.push(wire::listed_refund(fields).map_err(ProviderError::unreadable)?);
+                }
+            }
+        }
+        Ok(Some(found))
     }
 
     /// `orders/cancel {Id}`: an order stays payable until canceled, so a purchase we

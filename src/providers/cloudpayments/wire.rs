@@ -12,8 +12,10 @@ use serde::Deserialize;
 use serde_json::{Map, Value};
 
 use crate::domain::PaymentId;
-use crate::domain::{Currency, Money, PaymentStatus};
-use crate::providers::{Cancellation, ProviderError, ProviderMethod, ProviderPayment};
+use crate::domain::{Currency, Money, PaymentStatus, RefundStatus};
+use crate::providers::{
+    Cancellation, ProviderError, ProviderMethod, ProviderPayment, ProviderRefund,
+};
 
 fn invalid(what: impl Into<String>) -> ProviderError {
     ProviderError::Invalid(what.into())
@@ -323,6 +325,23 @@ pub fn transaction(
     Fields::from_map(fields).payment(default_status)
 }
 
+/// A `Refund` operation of `payments/list`: its own `TransactionId`, the refunded
+/// payment's `PaymentTransactionId`, `Amount` and `Currency`. Listed operations are
+/// done (`Completed`, the only status a refund operation has).
+pub fn listed_refund(fields: &Map<String, Value>) -> Result<ProviderRefund, ProviderError> {
+    let id = |name: &str| {
+        text(fields, name)
+            .filter(|t| !t.is_empty() && t.len() <= 20 && t.bytes().all(|b| b.is_ascii_digit()))
+            .ok_or_else(|| ProviderError::Invalid(format!("refund operation without {name}")))
+    };
+    Ok(ProviderRefund {
+        id: id("TransactionId")?,
+        payment_id: id("PaymentTransactionId")?,
+        status: RefundStatus::Succeeded,
+        amount: money(fields)?,
+    })
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -346,6 +365,25 @@ mod tests {
         }
         assert!(money(&fields(json!({"Amount": 1.001, "Currency": "RUB"}))).is_err());
         assert!(money(&fields(json!({"Amount": 10, "Currency": "XYZ"}))).is_err());
+    }
+
+    #[test]
+    fn a_listed_refund_names_itself_and_its_payment_by_number() {
+        let r = listed_refund(&fields(json!({
+            "TransactionId": 905, "PaymentTransactionId": "504", "Amount": 100.00,
+            "Currency": "RUB", "OperationType": "Refund", "Status": "Completed"
+        })))
+        .unwrap();
+        assert_eq!((r.id.as_str(), r.payment_id.as_str()), ("905", "504"));
+        assert_eq!(r.amount.minor(), 10_000);
+        assert_eq!(r.status, RefundStatus::Succeeded);
+        for broken in [
+            json!({"PaymentTransactionId": 504, "Amount": 1, "Currency": "RUB"}),
+            json!({"TransactionId": 905, "PaymentTransactionId": "../504", "Amount": 1, "Currency": "RUB"}),
+            json!({"TransactionId": 905, "PaymentTransactionId": 504, "Amount": 1.001, "Currency": "RUB"}),
+        ] {
+            assert!(listed_refund(&fields(broken.clone())).is_err(), "{broken}");
+        }
     }
 
     #[test]

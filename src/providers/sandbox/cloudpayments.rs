@@ -450,6 +450,7 @@ impl CloudPaymentsSandbox {
             "payments/tokens/charge" => self.charge(&req),
             "payments/get" => self.get(&req),
             "payments/find" => self.find(&req),
+            "payments/list" => self.list(&req),
             "payments/refund" => self.refund(&req),
             "orders/cancel" => self.cancel_order(&req),
             other => {
@@ -562,6 +563,30 @@ impl CloudPaymentsSandbox {
             Some(t) => ok(t.clone()),
             None => refused("Not found", Value::Null),
         }
+    }
+
+    /// `payments/list {Date, TimeZone}`: the operations created that day, payments
+    /// and refunds, oldest first. Only `UTC` is kept here.
+    fn list(&self, req: &Map<String, Value>) -> Value {
+        let day = wire::text(req, "Date").unwrap_or_default();
+        if chrono::NaiveDate::parse_from_str(&day, "%Y-%m-%d").is_err() {
+            return refused("Date is invalid", Value::Null);
+        }
+        if wire::text(req, "TimeZone").as_deref() != Some("UTC") {
+            return refused("TimeZone is not supported here", Value::Null);
+        }
+        let st = self.st();
+        let of_day: Vec<Value> = st
+            .transactions
+            .iter()
+            .filter(|t| {
+                t["CreatedDateIso"]
+                    .as_str()
+                    .is_some_and(|at| at.starts_with(&day))
+            })
+            .cloned()
+            .collect();
+        ok(Value::Array(of_day))
     }
 
     fn refund(&self, req: &Map<String, Value>) -> Value {

@@ -446,15 +446,21 @@ impl Sandbox {
         list_page(query, matching, |id| public(&st.payments[id]))
     }
 
-    /// `GET /refunds?payment_id=…`: the payment's refunds, oldest first, paged like
-    /// the payments list.
+    /// `GET /refunds?payment_id=…&created_at.gte=…&created_at.lte=…` (each filter
+    /// optional): the refunds, oldest first, paged like the payments list.
     fn list_refunds(&self, query: &HashMap<String, String>) -> Value {
         let st = self.st();
         let payment = query.get("payment_id").cloned().unwrap_or_default();
+        let since = query.get("created_at.gte").cloned().unwrap_or_default();
+        let until = query.get("created_at.lte").cloned();
         let mut matching: Vec<&Value> = st
             .refunds
             .values()
             .filter(|r| payment.is_empty() || r["payment_id"] == payment.as_str())
+            .filter(|r| {
+                let at = r["created_at"].as_str().unwrap_or("");
+                at >= since.as_str() && until.as_deref().is_none_or(|u| at <= u)
+            })
             .collect();
         matching.sort_by_key(|r| (r["created_at"].as_str(), r["id"].as_str()));
         list_page(query, matching, Value::clone)
@@ -490,57 +496,28 @@ impl Sandbox {
                 "body is not JSON",
             );
         };
-        let payment_id = req["payment_id"].as_str().unwrap_or_default().to_owned();
-        let Some(payment) = st.payments.get_mut(&payment_id) else {
-            return error(
-                StatusCode::BAD_REQUEST,
-                "invalid_request",
-                "payment not found",
-            );
+        let refund = match make_refund(&mut st, &req) {
+            Ok(refund) => refund,
+            Err(refused) => return refused,
         };
-        if payment["status"] != "succeeded" {
-            return error(
-                StatusCode::BAD_REQUEST,
-                "invalid_request",
-                "payment is not succeeded",
-            );
-        }
-        let to_minor = |v: &Value| {
-            crate::providers::yookassa::wire::money(v)
-                .map(|m| m.minor())
-                .unwrap_or(0)
-        };
-        let amount = to_minor(&req["amount"]);
-        let total = to_minor(&payment["amount"]);
-        let refunded = to_minor(&payment["refunded_amount"]);
-        if amount <= 0 || refunded + amount > total {
-            return error(
-                StatusCode::BAD_REQUEST,
-                "invalid_request",
-                "refund amount exceeds the payment",
-            );
-        }
-        let currency = payment["amount"]["currency"].clone();
-        payment["refunded_amount"] = json!({"value": crate::domain::money::format_minor(refunded + amount), "currency": currency});
-        let id = format!(
-            "{}-0015-5000-a000-{}",
-            &Uuid::new_v4().simple().to_string()[..8],
-            &Uuid::new_v4().simple().to_string()[..12]
-        );
-        let status = if st.hold_refunds {
-            "pending"
-        } else {
-            "succeeded"
-        };
-        let refund = json!({
-            "id": id, "payment_id": payment_id, "status": status,
-            "created_at": Utc::now().to_rfc3339_opts(SecondsFormat::Millis, true),
-            "amount": req["amount"], "description": req["description"],
-        });
-        st.refunds.insert(id, refund.clone());
         st.keys
             .insert(refund_key, (hash, StatusCode::OK, refund.clone()));
         (StatusCode::OK, refund)
+    }
+
+    /// A refund made in the merchant dashboard: recorded as `succeeded` with no
+    /// notification (send one with `notify_raw("refund.succeeded", …)`, or let it be
+    /// lost). Refused, like the API, over what is left of the payment.
+    pub fn refund_in_dashboard(&self, payment_id: &str, value: &str) -> Result<Value, String> {
+        let mut st = self.st();
+        let held = std::mem::replace(&mut st.hold_refunds, false);
+        let made = make_refund(
+            &mut st,
+            &json!({"payment_id": payment_id, "amount": {"value": value, "currency": "RUB"},
+                    "description": "dashboard"}),
+        );
+        st.hold_refunds = held;
+        made.map_err(|(status, body)| format!("{status}: {body}"))
     }
 
     /// Whether this (status) answer to a create is to be garbled; counts it down.
@@ -698,6 +675,60 @@ impl Sandbox {
         tokio::spawn(warp::serve(routes).incoming(listener).run());
         Ok(bound)
     }
+}
+
+/// Records a refund of `req` (`payment_id`, `amount`, `description`) if the payment
+/// has that much left; answers it, or the error YooKassa would answer.
+fn make_refund(st: &mut State, req: &Value) -> Result<Value, (StatusCode, Value)> {
+    let payment_id = req["payment_id"].as_str().unwrap_or_default().to_owned();
+    let Some(payment) = st.payments.get_mut(&payment_id) else {
+        return Err(error(
+            StatusCode::BAD_REQUEST,
+            "invalid_request",
+            "payment not found",
+        ));
+    };
+    if payment["status"] != "succeeded" {
+        return Err(error(
+            StatusCode::BAD_REQUEST,
+            "invalid_request",
+            "payment is not succeeded",
+        ));
+    }
+    let to_minor = |v: &Value| {
+        crate::providers::yookassa::wire::money(v)
+            .map(|m| m.minor())
+            .unwrap_or(0)
+    };
+    let amount = to_minor(&req["amount"]);
+    let total = to_minor(&payment["amount"]);
+    let refunded = to_minor(&payment["refunded_amount"]);
+    if amount <= 0 || refunded + amount > total {
+        return Err(error(
+            StatusCode::BAD_REQUEST,
+            "invalid_request",
+            "refund amount exceeds the payment",
+        ));
+    }
+    let currency = payment["amount"]["currency"].clone();
+    payment["refunded_amount"] = json!({"value": crate::domain::money::format_minor(refunded + amount), "currency": currency});
+    let id = format!(
+        "{}-0015-5000-a000-{}",
+        &Uuid::new_v4().simple().to_string()[..8],
+        &Uuid::new_v4().simple().to_string()[..12]
+    );
+    let status = if st.hold_refunds {
+        "pending"
+    } else {
+        "succeeded"
+    };
+    let refund = json!({
+        "id": id, "payment_id": payment_id, "status": status,
+        "created_at": Utc::now().to_rfc3339_opts(SecondsFormat::Millis, true),
+        "amount": req["amount"], "description": req["description"],
+    });
+    st.refunds.insert(id, refund.clone());
+    Ok(refund)
 }
 
 #[derive(Debug)]

@@ -339,6 +339,36 @@ impl Provider for YooKassa {
             "more than {MAX_LIST_PAGES} pages of refunds of {provider_payment_id}"
         )))
     }
+
+    /// `GET /refunds?created_at.gte=…&created_at.lte=…`, page by page to the end.
+    async fn refunds_between(
+        &self,
+        from: DateTime<Utc>,
+        to: DateTime<Utc>,
+    ) -> Result<Option<Vec<ProviderRefund>>, ProviderError> {
+        let window = format!(
+            "created_at.gte={}&created_at.lte={}",
+            urlencode(&from.to_rfc3339_opts(SecondsFormat::Millis, true)),
+            urlencode(&to.to_rfc3339_opts(SecondsFormat::Millis, true)),
+        );
+        let mut found = Vec::new();
+        let mut cursor: Option<String> = None;
+        for _ in 0..MAX_LIST_PAGES {
+            let (items, next) = self
+                .list_page(&format!("/refunds?limit=100&{window}"), cursor.as_deref())
+                .await?;
+            for item in &items {
+                found.push(wire::refund(item).map_err(ProviderError::unreadable)?);
+            }
+            match next {
+                Some(c) => cursor = Some(c),
+                None => return Ok(Some(found)),
+            }
+        }
+        Err(ProviderError::Unavailable(format!(
+            "more than {MAX_LIST_PAGES} pages of refunds in the sweep window"
+        )))
+    }
 }
 
 /// A safety stop for a window that never ends (a provider bug): 100 000 payments.
