@@ -111,6 +111,9 @@ pub struct Config {
     /// How long after the period end access lasts while renewals are refused for a
     /// reason of ours (credentials, shop settings), retried meanwhile.
     pub refusal_grace: Duration,
+    /// `PROVIDER_TIMEOUT`: the wait for one provider answer (100 ms to 10 s); an
+    /// answer later than that is an unknown outcome, asked again with the same key.
+    pub provider_timeout: Duration,
     pub outbox_retention: Duration,
     pub webhook_body_retention: Duration,
     pub jobs: JobsConfig,
@@ -299,6 +302,14 @@ impl Config {
             Some(v) => Some(decode_whsec(&v).map_err(|e| err("OPS_WEBHOOK_SECRET", e))?),
         };
 
+        // Idempotency-key leases are derived from the default (10 s): never longer.
+        let provider_timeout = dur("PROVIDER_TIMEOUT", "10s")?;
+        if provider_timeout < Duration::from_millis(100)
+            || provider_timeout > crate::providers::RetryPolicy::DEFAULT.timeout
+        {
+            return Err(err("PROVIDER_TIMEOUT", "must be from 100ms to 10s"));
+        }
+
         let dunning_schedule =
             duration::parse_list(&var("DUNNING_SCHEDULE").unwrap_or_else(|| "1d,3d,5d".into()))
                 .map_err(|e| err("DUNNING_SCHEDULE", e))?;
@@ -376,6 +387,7 @@ impl Config {
             renew_before: dur("RENEW_BEFORE", "1d")?,
             dunning_schedule,
             refusal_grace: dur("REFUSAL_GRACE", "3d")?,
+            provider_timeout,
             outbox_retention: dur("OUTBOX_RETENTION", "7d")?,
             webhook_body_retention: dur("WEBHOOK_BODY_RETENTION", "30d")?,
             jobs: JobsConfig {
@@ -475,6 +487,7 @@ mod tests {
         assert_eq!(c.reconcile_after, Duration::from_secs(120));
         assert_eq!(c.dunning_schedule.len(), 3);
         assert_eq!(c.refusal_grace, Duration::from_secs(3 * 86_400));
+        assert_eq!(c.provider_timeout, Duration::from_secs(10));
         assert!(c
             .yookassa
             .allowed_ips
@@ -490,6 +503,16 @@ mod tests {
         for bad in ["0", "-1", "1001", "many"] {
             let e = cfg(&[("DATABASE_POOL_SIZE", bad)]).unwrap_err();
             assert_eq!(e.var, "DATABASE_POOL_SIZE", "{bad}");
+        }
+    }
+
+    #[test]
+    fn the_provider_timeout_is_from_100ms_to_its_10s_default() {
+        let c = cfg(&[("PROVIDER_TIMEOUT", "1s")]).unwrap();
+        assert_eq!(c.provider_timeout, Duration::from_secs(1));
+        for bad in ["50ms", "11s", "0s", "soon"] {
+            let e = cfg(&[("PROVIDER_TIMEOUT", bad)]).unwrap_err();
+            assert_eq!(e.var, "PROVIDER_TIMEOUT", "{bad}");
         }
     }
 

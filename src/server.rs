@@ -136,15 +136,15 @@ fn providers(config: &Config, bound: Option<SocketAddr>) -> (Providers, Option<A
     });
     let yookassa = Arc::new(
         YooKassa::new(&api_url, &yk.shop_id, yk.secret_key.clone())
+            .with_timeout(config.provider_timeout)
             .with_allowed_ips(yk.allowed_ips.clone()),
     );
     // CloudPayments only with its credentials (CLOUDPAYMENTS_*); otherwise not offered.
     let cloudpayments = config.cloudpayments.as_ref().map(|cp| {
-        Arc::new(CloudPayments::new(
-            &cp.api_url,
-            &cp.public_id,
-            cp.api_secret.clone(),
-        )) as Arc<dyn crate::providers::Provider>
+        Arc::new(
+            CloudPayments::new(&cp.api_url, &cp.public_id, cp.api_secret.clone())
+                .with_timeout(config.provider_timeout),
+        ) as Arc<dyn crate::providers::Provider>
     });
     (
         Providers {

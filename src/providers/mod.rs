@@ -185,6 +185,16 @@ impl RetryPolicy {
             .min(self.max_wait)
     }
 
+    /// The HTTP client this policy's timeouts describe.
+    pub fn client(&self) -> reqwest::Client {
+        reqwest::Client::builder()
+            .connect_timeout(self.connect_timeout)
+            .timeout(self.timeout)
+            .pool_max_idle_per_host(64)
+            .build()
+            .expect("reqwest client builds")
+    }
+
     /// The longest a call with all its re-sends can take.
     pub fn budget(&self) -> Duration {
         self.timeout * (self.retries + 1) + self.max_wait * self.retries

@@ -56,6 +56,9 @@ enum Fault {
     Lost,
     /// YooKassa does not answer at all.
     Down,
+    /// YooKassa makes every payment and answers after the service stopped waiting
+    /// (its `PROVIDER_TIMEOUT`).
+    Late,
     /// CloudPayments answers 500 to every call.
     CloudPaymentsFailing,
     /// YooKassa makes refunds and cuts their answers off.
@@ -67,13 +70,14 @@ enum Fault {
 }
 
 /// The faults a passage of time may happen under.
-const WINDOWS: [Fault; 7] = [
+const WINDOWS: [Fault; 8] = [
     Fault::Refused401,
     Fault::Refused403,
     Fault::CutOff,
     Fault::NotJson,
     Fault::Lost,
     Fault::Down,
+    Fault::Late,
     Fault::CloudPaymentsFailing,
 ];
 
@@ -89,6 +93,7 @@ fn open(world: &World, f: Fault) {
         Fault::NotJson => fake.garble_create_answers(ALL_CALLS, Garble::NotJson),
         Fault::Lost => fake.lose_create_answers(ALL_CALLS),
         Fault::Down => fake.set_down(true),
+        Fault::Late => fake.set_late_create_answers(Some(super::world::LATE_ANSWER)),
         Fault::CloudPaymentsFailing => world.cloudpayments.fail_requests(ALL_CALLS),
         Fault::CutRefunds => fake.cut_refund_answers(true),
         Fault::HoldRefunds => fake.hold_refunds(true),
@@ -103,6 +108,7 @@ fn close(world: &World, f: Fault) {
         Fault::CutOff | Fault::NotJson => fake.garble_create_answers(0, Garble::CutOff),
         Fault::Lost => fake.lose_create_answers(0),
         Fault::Down => fake.set_down(false),
+        Fault::Late => fake.set_late_create_answers(None),
         Fault::CloudPaymentsFailing => world.cloudpayments.fail_requests(0),
         Fault::CutRefunds => fake.cut_refund_answers(false),
         Fault::HoldRefunds => fake.hold_refunds(false),
@@ -319,7 +325,7 @@ impl Schedule {
                 let fake = &world.yookassa.sandbox;
                 let n = self.rng.range(1, 3) as u32;
                 let until = step + self.rng.range(1, 4) as usize;
-                let what = match self.rng.below(9) {
+                let what = match self.rng.below(10) {
                     0 => {
                         fake.fail_creates(n);
                         format!("YooKassa: next {n} creates answer 500")
@@ -351,6 +357,10 @@ impl Schedule {
                     7 => {
                         self.open_until(world, Fault::HoldRefunds, until);
                         format!("YooKassa: refunds held pending until step {until}")
+                    }
+                    8 => {
+                        self.open_until(world, Fault::Late, until);
+                        format!("YooKassa: creates made, answered after the timeout, until step {until}")
                     }
                     _ => {
                         world.cloudpayments.fail_requests(n);

@@ -38,6 +38,11 @@ const POOL_SIZE_TEXT: &str = "4";
 /// runs every 30 s, and two of its runs are waited for.
 pub const QUIET_LIMIT: Duration = Duration::from_secs(90);
 
+/// The service's wait for one provider answer in the simulated world, and how
+/// late a late answer comes (past it).
+pub const PROVIDER_TIMEOUT_TEXT: &str = "1s";
+pub const LATE_ANSWER: Duration = Duration::from_millis(1500);
+
 /// The jobs that move money and access (their runs tell a quiet world from a slow one).
 pub const SETTLING_JOBS: [&str; 6] = [
     "inbox_retry",
@@ -180,6 +185,7 @@ impl World {
             ("JOB_EXPIRER_INTERVAL", "300ms"),
             ("JOB_REFUND_FOLLOW_UP_INTERVAL", "300ms"),
             ("JOB_REFUND_SWEEP_INTERVAL", "300ms"),
+            ("PROVIDER_TIMEOUT", PROVIDER_TIMEOUT_TEXT),
             // Published rows stay, so every event can be checked against the queue.
             ("OUTBOX_RETENTION", "36500d"),
             ("RUST_LOG", "error"),

@@ -509,6 +509,39 @@ async fn a_lost_create_answer_is_retried_with_the_same_key_and_creates_once() {
 }
 
 #[tokio::test]
+async fn an_answer_later_than_the_provider_timeout_is_asked_again_with_the_same_key() {
+    let app = TestApp::builder()
+        .fake_yookassa()
+        .config(|c| c.provider_timeout = std::time::Duration::from_millis(300))
+        .start()
+        .await;
+    let fake = app.yookassa();
+    // YooKassa makes the payment at once and answers after the service gave up.
+    fake.set_late_create_answers(Some(std::time::Duration::from_millis(600)));
+    let (status, body) = app.buy(UserId::new(), MONTH_TARIFF, false, None).await;
+    fake.set_late_create_answers(None);
+    assert!(status != 201 && status < 600, "{status}: {body}");
+    assert_eq!(fake.creates(), 1);
+    let key = app.payments().await[0].provider_idempotence_key.clone();
+    let sent = fake.requests_with_key(&key);
+    assert!(sent >= 2, "the same key was re-sent ({sent})");
+
+    // The reconciler re-sends the key once answers come in time: the same payment.
+    app.sql()
+        .await
+        .execute("UPDATE payments SET next_check_at = now()", &[])
+        .await
+        .unwrap();
+    billing::jobs::reconciler::run_once(app.app())
+        .await
+        .unwrap();
+    assert_eq!(fake.creates(), 1, "never a second payment");
+    let payments = app.payments().await;
+    assert_eq!(payments.len(), 1);
+    assert!(payments[0].provider_payment_id.is_some(), "{payments:?}");
+}
+
+#[tokio::test]
 async fn buy_rejects_conflicts_unknowns_and_bad_input() {
     let app = TestApp::builder().fake_yookassa().start().await;
     let fake = app.yookassa();

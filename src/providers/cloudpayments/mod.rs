@@ -81,12 +81,7 @@ fn truncate(s: &str, max: usize) -> String {
 impl CloudPayments {
     pub fn new(base: &str, public_id: &str, secret: Secret) -> CloudPayments {
         let policy = RetryPolicy::DEFAULT;
-        let http = reqwest::Client::builder()
-            .connect_timeout(policy.connect_timeout)
-            .timeout(policy.timeout)
-            .pool_max_idle_per_host(64)
-            .build()
-            .expect("reqwest client builds");
+        let http = policy.client();
         CloudPayments {
             http,
             base: base.trim_end_matches('/').to_owned(),
@@ -94,6 +89,14 @@ impl CloudPayments {
             secret,
             policy,
         }
+    }
+
+    /// A shorter wait for one answer (`PROVIDER_TIMEOUT`; the simulator's is short).
+    /// Never longer than the default: idempotency-key leases are derived from it.
+    pub fn with_timeout(mut self, timeout: Duration) -> Self {
+        self.policy.timeout = timeout.min(RetryPolicy::DEFAULT.timeout);
+        self.http = self.policy.client();
+        self
     }
 
     /// Shorter waits for tests.

@@ -47,6 +47,8 @@ struct State {
     garble: Option<Garble>,
     refuse_creates: Option<(StatusCode, String, Option<String>)>,
     create_delay: Option<Duration>,
+    /// Creates are made at once and answered only after this (past the client's timeout).
+    late_create_answers: Option<Duration>,
     get_delay: Option<Duration>,
     down: bool,
     // Refund faults and counters.
@@ -156,6 +158,11 @@ impl Sandbox {
     /// Every create waits this long before it is handled (a slow provider).
     pub fn set_create_delay(&self, delay: Option<Duration>) {
         self.st().create_delay = delay;
+    }
+    /// Makes every create at once and answers it only after `delay` (None: at once):
+    /// a client that stops waiting first does not know the payment exists.
+    pub fn set_late_create_answers(&self, delay: Option<Duration>) {
+        self.st().late_create_answers = delay;
     }
     /// Every GET waits this long first (a degraded provider).
     pub fn set_get_delay(&self, delay: Option<Duration>) {
@@ -570,6 +577,10 @@ impl Sandbox {
                     tokio::time::sleep(d).await;
                 }
                 let answer = sb.create(key, &body);
+                let late = sb.st().late_create_answers;
+                if let Some(d) = late {
+                    tokio::time::sleep(d).await;
+                }
                 match sb.take_garble(answer.0) {
                     Some(how) => garbled(how, &answer.1),
                     None => reply(answer),

@@ -38,12 +38,7 @@ type Classified = Result<Value, (ProviderError, Option<Duration>)>;
 impl YooKassa {
     pub fn new(base: &str, shop_id: &str, secret: Secret) -> YooKassa {
         let policy = RetryPolicy::DEFAULT;
-        let http = reqwest::Client::builder()
-            .connect_timeout(policy.connect_timeout)
-            .timeout(policy.timeout)
-            .pool_max_idle_per_host(64)
-            .build()
-            .expect("reqwest client builds");
+        let http = policy.client();
         YooKassa {
             http,
             base: base.trim_end_matches('/').to_owned(),
@@ -58,6 +53,14 @@ impl YooKassa {
     /// none until set.
     pub fn with_allowed_ips(mut self, allowed: Vec<ipnet::IpNet>) -> Self {
         self.allowed_ips = allowed;
+        self
+    }
+
+    /// A shorter wait for one answer (`PROVIDER_TIMEOUT`; the simulator's is short).
+    /// Never longer than the default: idempotency-key leases are derived from it.
+    pub fn with_timeout(mut self, timeout: Duration) -> Self {
+        self.policy.timeout = timeout.min(RetryPolicy::DEFAULT.timeout);
+        self.http = self.policy.client();
         self
     }
 
