@@ -10,6 +10,7 @@ use tokio_util::sync::CancellationToken;
 
 use crate::config::Config;
 use crate::http::auth::Keys;
+use crate::http::tariff_cache::TariffCache;
 use crate::providers::sandbox::Sandbox;
 use crate::providers::Providers;
 
@@ -25,6 +26,8 @@ pub struct Inner {
     pub providers: Providers,
     /// The built-in provider, in sandbox mode.
     pub sandbox: Option<Arc<Sandbox>>,
+    /// `GET /api/v1/tariffs` as last answered (see `http::tariff_cache`).
+    pub tariff_cache: TariffCache,
 }
 
 impl Deref for App {
@@ -42,6 +45,7 @@ impl App {
         sandbox: Option<Arc<Sandbox>>,
     ) -> App {
         let keys = Keys::new(config.jwt_secret.expose());
+        let tariff_cache = TariffCache::new(config.tariff_cache_ttl);
         App(Arc::new(Inner {
             config,
             db,
@@ -50,6 +54,7 @@ impl App {
             shutdown: CancellationToken::new(),
             providers,
             sandbox,
+            tariff_cache,
         }))
     }
 }

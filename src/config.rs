@@ -114,6 +114,9 @@ pub struct Config {
     /// `PROVIDER_TIMEOUT`: the wait for one provider answer (100 ms to 10 s); an
     /// answer later than that is an unknown outcome, asked again with the same key.
     pub provider_timeout: Duration,
+    /// `TARIFF_CACHE_TTL`: the longest a process serves its copy of the tariff list
+    /// without re-reading it, should a change notification be missed.
+    pub tariff_cache_ttl: Duration,
     pub outbox_retention: Duration,
     pub webhook_body_retention: Duration,
     pub jobs: JobsConfig,
@@ -388,6 +391,7 @@ impl Config {
             dunning_schedule,
             refusal_grace: dur("REFUSAL_GRACE", "3d")?,
             provider_timeout,
+            tariff_cache_ttl: dur("TARIFF_CACHE_TTL", "5s")?,
             outbox_retention: dur("OUTBOX_RETENTION", "7d")?,
             webhook_body_retention: dur("WEBHOOK_BODY_RETENTION", "30d")?,
             jobs: JobsConfig {

@@ -103,6 +103,7 @@ pub async fn start(mut config: Config, opts: ServeOptions) -> Result<Running, St
         tasks.push(tokio::spawn(async move {
             crate::http::serve(listener, app2, async move { shutdown.cancelled().await }).await;
         }));
+        tasks.push(tokio::spawn(crate::http::tariff_cache::listen(app.clone())));
         tracing::info!(addr = %addr.expect("bound"), mode = app.config.mode.as_str(), "listening");
     }
     if opts.workers {

@@ -8,6 +8,7 @@ pub mod filters;
 pub mod handlers;
 pub mod openapi;
 pub mod routes;
+pub mod tariff_cache;
 pub mod webhook_auth;
 
 use std::convert::Infallible;

@@ -442,3 +442,82 @@ async fn the_inbox_is_listed_redacted_and_replay_is_idempotent() {
         .await;
     assert_eq!(status, 404);
 }
+
+/// The aliases of a tariff list answer.
+fn aliases(list: &Value) -> Vec<String> {
+    list.as_array()
+        .expect("a list")
+        .iter()
+        .map(|t| t["alias"].as_str().unwrap_or_default().to_owned())
+        .collect()
+}
+
+/// Each replica answers the tariff list from its own copy. A change made through
+/// replica A, or by hand in SQL, reaches replica B's copy by PostgreSQL's NOTIFY,
+/// not by the copy ageing out: its TTL here is an hour.
+#[tokio::test]
+async fn a_tariff_change_made_on_one_replica_is_served_by_another_without_waiting_for_the_ttl() {
+    let ttl = std::time::Duration::from_secs(3600);
+    let app = TestApp::builder()
+        .config(move |c| c.tariff_cache_ttl = ttl)
+        .start()
+        .await;
+    let b = app
+        .start_replica(
+            |_| {},
+            billing::server::ServeOptions {
+                api: true,
+                workers: false,
+            },
+        )
+        .await;
+    let list_on_b = || async {
+        let resp = app
+            .http
+            .get(format!("{}/api/v1/tariffs", b.url()))
+            .send()
+            .await
+            .unwrap();
+        read(resp).await.1
+    };
+    let before = aliases(&list_on_b().await);
+    assert!(!before.contains(&"week".to_owned()), "{before:?}");
+    assert_eq!(aliases(&list_on_b().await), before, "B holds its copy");
+
+    let (status, created) = app
+        .post(
+            "/api/v1/admin/tariffs",
+            Some(&app.admin_token()),
+            json!({"alias": "week", "name": "Weekly", "price": {"value": "99.00", "currency": "RUB"},
+                   "period": {"count": 7, "unit": "day"}}),
+        )
+        .await;
+    assert_eq!(status, 201, "{created}");
+    let patience = tokio::time::Instant::now() + std::time::Duration::from_secs(5);
+    while aliases(&list_on_b().await).first().map(String::as_str) != Some("week") {
+        assert!(
+            tokio::time::Instant::now() < patience,
+            "replica B still serves {:?}",
+            aliases(&list_on_b().await)
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+    }
+
+    // By hand in SQL: the trigger tells every replica just the same.
+    app.sql()
+        .await
+        .execute(
+            "UPDATE tariffs SET archived_at = now() WHERE alias = 'week'",
+            &[],
+        )
+        .await
+        .unwrap();
+    while aliases(&list_on_b().await).contains(&"week".to_owned()) {
+        assert!(
+            tokio::time::Instant::now() < patience,
+            "replica B still lists the archived tariff"
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+    }
+    b.stop().await;
+}

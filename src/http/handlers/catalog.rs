@@ -22,9 +22,7 @@ use crate::store::Connect;
     )
 )]
 pub async fn list_tariffs(app: App) -> Result<Response, ApiError> {
-    let db = app.db.conn().await?;
-    let list = tariffs::list_active(&db).await?;
-    Ok(ok(&list.iter().map(TariffView::from).collect::<Vec<_>>()))
+    Ok(app.tariff_cache.response(&app.db).await?)
 }
 
 #[utoipa::path(
