@@ -1,5 +1,7 @@
-//! reads: GET /api/v1/tariffs, then GET /api/v1/payments/profile for users with 50
-//! payments each, N requests of each at concurrency C.
+//! reads: GET /healthz (the ceiling: the same server's cheapest answer), then GET
+//! /api/v1/tariffs, then GET /api/v1/payments/profile for users with 50 payments
+//! each, N requests of each at concurrency C; each read is also given as a share
+//! of the ceiling (`tariffs_vs_healthz`, `profile_vs_healthz`).
 
 use std::sync::Arc;
 
@@ -37,6 +39,21 @@ pub async fn run(opts: &Options) -> Result<Value> {
     let fake = super::fake().await?;
     let service = Service::start(opts, &fake, "reads", false, &[]).await?;
     let http = super::http_client(opts.concurrency)?;
+
+    // The ceiling: the cheapest answer of the same server, through the same client.
+    let url = format!("{}/healthz", service.url);
+    let client = http.clone();
+    let healthz = super::drive(opts.n, opts.concurrency, move |_| {
+        let http = client.clone();
+        let url = url.clone();
+        async move {
+            match http.get(&url).send().await {
+                Ok(r) if r.status() == 200 => r.bytes().await.is_ok(),
+                _ => false,
+            }
+        }
+    })
+    .await;
 
     let url = format!("{}/api/v1/tariffs", service.url);
     let client = http.clone();
@@ -91,12 +108,16 @@ pub async fn run(opts: &Options) -> Result<Value> {
     let mut m = base("reads", opts);
     m.append(&mut tariffs.figures(""));
     m.append(&mut profile.figures("profile_"));
+    m.append(&mut healthz.figures("healthz_"));
+    let ratio = |load: &super::Load| round2(load.per_s() / healthz.per_s().max(f64::MIN_POSITIVE));
+    m.insert("tariffs_vs_healthz".into(), json!(ratio(&tariffs)));
+    m.insert("profile_vs_healthz".into(), json!(ratio(&profile)));
     m.insert("users".into(), json!(users_n));
     m.insert("payments_per_user".into(), json!(PAYMENTS_PER_USER));
     m.insert("max_rss_mib".into(), json!(round2(rss)));
     m.insert(
         "verified".into(),
-        json!(tariffs.failures == 0 && profile.failures == 0),
+        json!(tariffs.failures == 0 && profile.failures == 0 && healthz.failures == 0),
     );
     Ok(Value::Object(m))
 }
