@@ -63,7 +63,10 @@ impl Job for RefundSweep {
     }
     async fn run_once(&self, app: &App) -> Result<usize, JobError> {
         let to = Utc::now();
-        let from = to - chrono::Duration::from_std(self.window).unwrap_or(chrono::Duration::MAX);
+        let from = chrono::Duration::from_std(self.window)
+            .ok()
+            .and_then(|w| to.checked_sub_signed(w))
+            .unwrap_or(chrono::DateTime::<Utc>::MIN_UTC);
         let mut recorded = 0;
         let mut unanswered = Vec::new();
         for &system in PaySystem::ALL {
