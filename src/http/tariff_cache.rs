@@ -19,7 +19,7 @@ use bytes::Bytes;
 use deadpool_postgres::Pool;
 use futures::StreamExt;
 use tokio_postgres::{AsyncMessage, NoTls};
-use warp::http::{header, StatusCode};
+use warp::http::header;
 use warp::reply::Response;
 
 use super::handlers::views::TariffView;
@@ -98,7 +98,6 @@ impl TariffCache {
     pub async fn response(&self, db: &Pool) -> Result<Response, StoreError> {
         let body = self.body(db).await?;
         let mut response = Response::new(body.into());
-        *response.status_mut() = StatusCode::OK;
         response.headers_mut().insert(
             header::CONTENT_TYPE,
             header::HeaderValue::from_static("application/json"),

@@ -71,6 +71,32 @@ impl YooKassa {
         self
     }
 
+    /// `GET /refunds?limit=100&{filter}`, page by page to the end; `what` names the
+    /// list in the error when it never ends. An unreadable refund is an error.
+    async fn all_refunds(
+        &self,
+        filter: &str,
+        what: &str,
+    ) -> Result<Vec<ProviderRefund>, ProviderError> {
+        let mut found = Vec::new();
+        let mut cursor: Option<String> = None;
+        for _ in 0..MAX_LIST_PAGES {
+            let (items, next) = self
+                .list_page(&format!("/refunds?limit=100&{filter}"), cursor.as_deref())
+                .await?;
+            for item in &items {
+                found.push(wire::refund(item).map_err(ProviderError::unreadable)?);
+            }
+            match next {
+                Some(c) => cursor = Some(c),
+                None => return Ok(found),
+            }
+        }
+        Err(ProviderError::Unavailable(format!(
+            "more than {MAX_LIST_PAGES} pages of {what}"
+        )))
+    }
+
     /// One page of a list (`GET path[&cursor=…]`): its items and the next cursor.
     async fn list_page(
         &self,
@@ -253,11 +279,7 @@ impl Provider for YooKassa {
         // YooKassa cannot filter by metadata: walk the window, page by page, to its end
         // (newest first). A bounded window keeps that finite; stopping early would
         // answer "not found" for a payment that exists, and a new key charges twice.
-        let window = format!(
-            "created_at.gte={}&created_at.lte={}",
-            urlencode(&from.to_rfc3339_opts(SecondsFormat::Millis, true)),
-            urlencode(&to.to_rfc3339_opts(SecondsFormat::Millis, true)),
-        );
+        let window = created_between(from, to);
         let mut cursor: Option<String> = None;
         for _ in 0..MAX_LIST_PAGES {
             let (items, next) = self
@@ -321,26 +343,12 @@ impl Provider for YooKassa {
         if !wire::is_safe_id(provider_payment_id) {
             return Err(ProviderError::NotFound);
         }
-        let mut found = Vec::new();
-        let mut cursor: Option<String> = None;
-        for _ in 0..MAX_LIST_PAGES {
-            let (items, next) = self
-                .list_page(
-                    &format!("/refunds?limit=100&payment_id={provider_payment_id}"),
-                    cursor.as_deref(),
-                )
-                .await?;
-            for item in &items {
-                found.push(wire::refund(item).map_err(ProviderError::unreadable)?);
-            }
-            match next {
-                Some(c) => cursor = Some(c),
-                None => return Ok(Some(found)),
-            }
-        }
-        Err(ProviderError::Unavailable(format!(
-            "more than {MAX_LIST_PAGES} pages of refunds of {provider_payment_id}"
-        )))
+        self.all_refunds(
+            &format!("payment_id={provider_payment_id}"),
+            &format!("refunds of {provider_payment_id}"),
+        )
+        .await
+        .map(Some)
     }
 
     /// `GET /refunds?created_at.gte=…&created_at.lte=…`, page by page to the end.
@@ -349,33 +357,23 @@ impl Provider for YooKassa {
         from: DateTime<Utc>,
         to: DateTime<Utc>,
     ) -> Result<Option<Vec<ProviderRefund>>, ProviderError> {
-        let window = format!(
-            "created_at.gte={}&created_at.lte={}",
-            urlencode(&from.to_rfc3339_opts(SecondsFormat::Millis, true)),
-            urlencode(&to.to_rfc3339_opts(SecondsFormat::Millis, true)),
-        );
-        let mut found = Vec::new();
-        let mut cursor: Option<String> = None;
-        for _ in 0..MAX_LIST_PAGES {
-            let (items, next) = self
-                .list_page(&format!("/refunds?limit=100&{window}"), cursor.as_deref())
-                .await?;
-            for item in &items {
-                found.push(wire::refund(item).map_err(ProviderError::unreadable)?);
-            }
-            match next {
-                Some(c) => cursor = Some(c),
-                None => return Ok(Some(found)),
-            }
-        }
-        Err(ProviderError::Unavailable(format!(
-            "more than {MAX_LIST_PAGES} pages of refunds in the sweep window"
-        )))
+        self.all_refunds(&created_between(from, to), "refunds in the sweep window")
+            .await
+            .map(Some)
     }
 }
 
 /// A safety stop for a window that never ends (a provider bug): 100 000 payments.
 const MAX_LIST_PAGES: u32 = 1000;
+
+/// The list filter of objects created from `from` to `to`, both included.
+fn created_between(from: DateTime<Utc>, to: DateTime<Utc>) -> String {
+    format!(
+        "created_at.gte={}&created_at.lte={}",
+        urlencode(&from.to_rfc3339_opts(SecondsFormat::Millis, true)),
+        urlencode(&to.to_rfc3339_opts(SecondsFormat::Millis, true)),
+    )
+}
 
 fn urlencode(s: &str) -> String {
     url::form_urlencoded::byte_serialize(s.as_bytes()).collect()
