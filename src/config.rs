@@ -91,6 +91,11 @@ pub struct CloudPaymentsConfig {
     pub api_url: String,
 }
 
+/// `DATABASE_POOL_SIZE` when unset (see BENCHMARKS.md, "Pool size").
+pub const DEFAULT_DATABASE_POOL_SIZE: usize = 32;
+/// `JOB_CONCURRENCY` when unset: claimed items a job works on at once.
+pub const DEFAULT_JOB_CONCURRENCY: usize = 16;
+
 #[derive(Debug, Clone)]
 pub struct Config {
     pub database_url: String,
@@ -162,6 +167,9 @@ pub struct JobsConfig {
     pub refund_sweep_window: Duration,
     pub housekeeping_interval: Duration,
     pub outbox_retention_interval: Duration,
+    /// Claimed renewals (renewer) and payments (reconciler) worked on at once per
+    /// process (`JOB_CONCURRENCY`): each is a few queries and one provider call.
+    pub concurrency: usize,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -342,7 +350,8 @@ impl Config {
                         .ok_or_else(|| err(name, format!("{v:?}: a whole number from 1 to {max}"))),
                 }
             };
-        let database_pool_size = whole("DATABASE_POOL_SIZE", 32, 1000)?;
+        let database_pool_size = whole("DATABASE_POOL_SIZE", DEFAULT_DATABASE_POOL_SIZE, 1000)?;
+        let job_concurrency = whole("JOB_CONCURRENCY", DEFAULT_JOB_CONCURRENCY, 1000)?;
 
         let http_timeout = |name: &'static str, default: &str| -> Result<Duration, ConfigError> {
             match dur(name, default)? {
@@ -407,6 +416,7 @@ impl Config {
                 refund_sweep_window: dur("REFUND_SWEEP_WINDOW", "3d")?,
                 housekeeping_interval: dur("JOB_HOUSEKEEPING_INTERVAL", "10m")?,
                 outbox_retention_interval: dur("JOB_OUTBOX_RETENTION_INTERVAL", "10m")?,
+                concurrency: job_concurrency,
             },
             return_url_allowed_origins,
             log_format,

@@ -54,13 +54,29 @@ enum Command {
     Bench {
         #[arg(value_enum)]
         scenario: billing::bench::Scenario,
-        #[arg(long, default_value_t = 2000)]
-        n: usize,
-        #[arg(long, default_value_t = 64)]
-        concurrency: usize,
-        /// Write the figures as JSON (one object; an array for `all`).
+        /// Items (notifications, renewals, requests); a list runs each: `1000,10000`.
+        #[arg(long, value_delimiter = ',', default_value = "2000")]
+        n: Vec<usize>,
+        /// Requests in flight; a list runs each.
+        #[arg(long, value_delimiter = ',', default_value = "64")]
+        concurrency: Vec<usize>,
+        /// DATABASE_POOL_SIZE of the service (and the ceiling); a list runs each.
+        /// Unset: the service's default.
+        #[arg(long, value_delimiter = ',')]
+        pool_size: Vec<usize>,
+        /// renew: processes sharing the work; above 1, each is `serve --workers-only`.
+        #[arg(long, default_value_t = 1)]
+        processes: usize,
+        /// Count the service's round trips to PostgreSQL through a proxy (one more
+        /// hop: the timings of such a run are not the scenario's figures).
+        #[arg(long)]
+        count_round_trips: bool,
+        /// Write the figures as JSON (one object for one run; an array otherwise).
         #[arg(long)]
         json: Option<std::path::PathBuf>,
+        /// Draw throughput and latency percentiles per scenario against N (SVG).
+        #[arg(long)]
+        plot: Option<std::path::PathBuf>,
         /// Dropped and recreated by every scenario (never read from DATABASE_URL).
         #[arg(long, default_value = billing::bench::DEFAULT_DATABASE_URL)]
         database_url: String,
@@ -168,9 +184,26 @@ fn main() -> ExitCode {
                 scenario,
                 n,
                 concurrency,
+                pool_size,
+                processes,
+                count_round_trips,
                 json,
+                plot,
                 database_url,
-            } => billing::bench::cli(scenario, n, concurrency, database_url, json).await,
+            } => {
+                billing::bench::cli(billing::bench::Matrix {
+                    scenario,
+                    n,
+                    concurrency,
+                    pool_size,
+                    processes,
+                    count_round_trips,
+                    database_url,
+                    json,
+                    plot,
+                })
+                .await
+            }
             Command::Sim {
                 seed,
                 seeds,

@@ -3,7 +3,7 @@
 //! payment update, subscription insert, paid period, two outbox inserts, inbox
 //! finish), through the service's own store functions in one transaction per
 //! notification, at the
-//! same concurrency and with the same pool size as the service. No HTTP, no
+//! same concurrency and with the same pool size as the service (`--pool-size`). No HTTP, no
 //! provider: what PostgreSQL on this machine allows, against which the webhooks
 //! scenario's throughput is read.
 
@@ -19,16 +19,14 @@ use crate::store::subscriptions::NewSubscription;
 use crate::store::webhook_inbox::{self, NewNotification};
 use crate::store::{self, payments, subscriptions, tariffs, StoreError};
 
-/// The service's pool size (server.rs), so both sides get the same connections.
-pub const POOL: usize = 32;
-
 pub async fn run(opts: &Options) -> Result<Value> {
     let db = fresh_db(&opts.database_url).await?;
     let fake = Sandbox::new(super::SHOP_ID, super::SECRET_KEY, true);
     let ids = pending_purchases(&db, &fake, opts.n, 86_400.0).await?;
     let bodies = std::sync::Arc::new(notifications(&fake, &ids));
     let ids = std::sync::Arc::new(ids);
-    let pool = crate::db::pool(&opts.database_url, POOL).map_err(super::BenchError::new)?;
+    let pool = crate::db::pool(&opts.database_url, opts.effective_pool_size())
+        .map_err(super::BenchError::new)?;
     let errors = std::sync::Arc::new(std::sync::Mutex::new(Vec::<String>::new()));
     let load = {
         let errors = errors.clone();

@@ -10,9 +10,12 @@
 //! the load generator's or the fake's.
 
 mod ceiling;
+mod pgbench;
+mod plot;
 mod reads;
 mod reconcile;
 mod renew;
+mod round_trips;
 mod webhooks;
 
 use std::future::Future;
@@ -75,6 +78,38 @@ pub struct Options {
     pub service_exe: PathBuf,
     /// Drop the database when the scenario ends (tests); the CLI keeps it for inspection.
     pub drop_after: bool,
+    /// `DATABASE_POOL_SIZE` of the service (and the ceiling's pool); None: the
+    /// service's default.
+    pub pool_size: Option<usize>,
+    /// renew only: how many processes share the work. 1 is one `billing serve`;
+    /// more are that many `billing serve --workers-only`.
+    pub processes: usize,
+    /// Route the service's database connections through a counting proxy and report
+    /// round trips (Sync and simple-query messages) per item. The proxy is one more
+    /// hop, so a counting run's timings are not the scenario's figures.
+    pub count_round_trips: bool,
+}
+
+impl Options {
+    /// One scenario run with the service's defaults.
+    pub fn new(n: usize, concurrency: usize, database_url: String, service_exe: PathBuf) -> Self {
+        Options {
+            n,
+            concurrency,
+            database_url,
+            service_exe,
+            drop_after: false,
+            pool_size: None,
+            processes: 1,
+            count_round_trips: false,
+        }
+    }
+
+    /// The pool size the service runs with.
+    pub fn effective_pool_size(&self) -> usize {
+        self.pool_size
+            .unwrap_or(crate::config::DEFAULT_DATABASE_POOL_SIZE)
+    }
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -102,7 +137,8 @@ pub async fn run(scenario: Scenario, opts: &Options) -> Result<Vec<Value>> {
     };
     let mut out = Vec::new();
     for s in &list {
-        let figures = match s {
+        let load_before = load_average();
+        let mut figures = match s {
             // webhooks measures the ceiling first, in the same run, for its ratio.
             Scenario::Webhooks => webhooks::run(opts).await?,
             Scenario::Ceiling => ceiling::run(opts).await?,
@@ -110,6 +146,11 @@ pub async fn run(scenario: Scenario, opts: &Options) -> Result<Vec<Value>> {
             Scenario::Renew => renew::run(opts).await?,
             _ => reads::run(opts).await?,
         };
+        if let Some(m) = figures.as_object_mut() {
+            m.insert("pool_size".into(), json!(opts.effective_pool_size()));
+            m.insert("load_avg_before".into(), json!(load_before));
+            m.insert("load_avg_after".into(), json!(load_average()));
+        }
         if opts.drop_after {
             drop_db(&opts.database_url).await?;
         }
@@ -118,49 +159,85 @@ pub async fn run(scenario: Scenario, opts: &Options) -> Result<Vec<Value>> {
     Ok(out)
 }
 
-/// `billing bench`: runs, prints a table per scenario, writes --json; exit 1 when a
-/// scenario did not verify, 2 when it could not run.
-pub async fn cli(
-    scenario: Scenario,
-    n: usize,
-    concurrency: usize,
-    database_url: String,
-    json_path: Option<PathBuf>,
-) -> std::process::ExitCode {
-    let opts = Options {
-        n,
-        concurrency,
-        database_url,
-        service_exe: std::env::current_exe().unwrap_or_else(|_| PathBuf::from("billing")),
-        drop_after: false,
+/// What `billing bench` was asked for on the command line: every combination of
+/// the lists is one run.
+pub struct Matrix {
+    pub scenario: Scenario,
+    pub n: Vec<usize>,
+    pub concurrency: Vec<usize>,
+    pub pool_size: Vec<usize>,
+    pub processes: usize,
+    pub count_round_trips: bool,
+    pub database_url: String,
+    pub json: Option<PathBuf>,
+    pub plot: Option<PathBuf>,
+}
+
+/// `billing bench`: runs every combination, prints a table per run, writes --json
+/// and --plot; exit 1 when a run did not verify, 2 when one could not run.
+pub async fn cli(m: Matrix) -> std::process::ExitCode {
+    let exe = std::env::current_exe().unwrap_or_else(|_| PathBuf::from("billing"));
+    let pools: Vec<Option<usize>> = if m.pool_size.is_empty() {
+        vec![None]
+    } else {
+        m.pool_size.iter().copied().map(Some).collect()
     };
-    let figures = match run(scenario, &opts).await {
-        Ok(f) => f,
-        Err(e) => {
-            eprintln!("bench {}: {e}", scenario.name());
-            return std::process::ExitCode::from(2);
+    let mut figures = Vec::new();
+    for &n in &m.n {
+        for &concurrency in &m.concurrency {
+            for &pool_size in &pools {
+                let opts = Options {
+                    pool_size,
+                    processes: m.processes.max(1),
+                    count_round_trips: m.count_round_trips,
+                    ..Options::new(n, concurrency, m.database_url.clone(), exe.clone())
+                };
+                match run(m.scenario, &opts).await {
+                    Ok(f) => {
+                        for one in &f {
+                            println!("{}", table(one));
+                        }
+                        figures.extend(f);
+                    }
+                    Err(e) => {
+                        eprintln!("bench {} (N {n}, C {concurrency}): {e}", m.scenario.name());
+                        return std::process::ExitCode::from(2);
+                    }
+                }
+            }
         }
-    };
-    for f in &figures {
-        println!("{}", table(f));
     }
-    if let Some(path) = json_path {
-        let doc = match (scenario, figures.as_slice()) {
-            (Scenario::All, _) | (_, []) => Value::Array(figures.clone()),
-            (_, [one, ..]) => one.clone(),
+    if let Some(path) = &m.json {
+        let doc = match figures.as_slice() {
+            [one] if m.scenario != Scenario::All => one.clone(),
+            _ => Value::Array(figures.clone()),
         };
         let text = serde_json::to_string_pretty(&doc).expect("json");
-        if let Err(e) = std::fs::write(&path, text + "\n") {
+        if let Err(e) = std::fs::write(path, text + "\n") {
             eprintln!("cannot write {}: {e}", path.display());
+            return std::process::ExitCode::from(2);
+        }
+    }
+    if let Some(path) = &m.plot {
+        if let Err(e) = plot::draw(&figures, path) {
+            eprintln!("cannot draw {}: {e}", path.display());
             return std::process::ExitCode::from(2);
         }
     }
     if figures.iter().all(|f| f["verified"] == json!(true)) {
         std::process::ExitCode::SUCCESS
     } else {
-        eprintln!("bench: a scenario did NOT verify (see `verified` above)");
+        eprintln!("bench: a run did NOT verify (see `verified` above)");
         std::process::ExitCode::FAILURE
     }
+}
+
+/// The 1-minute load average (`/proc/loadavg`), NaN where there is none.
+pub fn load_average() -> f64 {
+    std::fs::read_to_string("/proc/loadavg")
+        .ok()
+        .and_then(|s| s.split_whitespace().next()?.parse().ok())
+        .unwrap_or(f64::NAN)
 }
 
 /// The figures as a two-column table.
@@ -323,6 +400,19 @@ pub struct Service {
     child: tokio::process::Child,
     pub url: String,
     pub log: PathBuf,
+    /// Counts the child's database round trips when the run asked for it.
+    pub round_trips: Option<round_trips::Counter>,
+}
+
+/// Which parts of `billing serve` a child runs.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Role {
+    /// HTTP and workers.
+    All,
+    /// `--no-workers`.
+    Api,
+    /// `--workers-only`: no listener, so nothing to wait for at start-up.
+    Workers,
 }
 
 pub struct Fake {
@@ -347,22 +437,34 @@ impl Service {
         opts: &Options,
         fake: &Fake,
         scenario: &str,
-        workers: bool,
+        role: Role,
         extra: &[(&str, &str)],
     ) -> Result<Service> {
         let port = {
             let l = std::net::TcpListener::bind("127.0.0.1:0").map_err(BenchError::new)?;
             l.local_addr().map_err(BenchError::new)?.port()
         };
+        let (database_url, round_trips) = if opts.count_round_trips {
+            let counter = round_trips::Counter::start(&opts.database_url).await?;
+            (counter.url.clone(), Some(counter))
+        } else {
+            (opts.database_url.clone(), None)
+        };
         let log = std::env::temp_dir().join(format!("billing-bench-{scenario}-{port}.log"));
         let log_file = std::fs::File::create(&log).map_err(BenchError::new)?;
         let mut cmd = tokio::process::Command::new(&opts.service_exe);
         cmd.arg("serve");
-        if !workers {
-            cmd.arg("--no-workers");
+        match role {
+            Role::All => {}
+            Role::Api => {
+                cmd.arg("--no-workers");
+            }
+            Role::Workers => {
+                cmd.arg("--workers-only");
+            }
         }
         cmd.env_clear()
-            .env("DATABASE_URL", &opts.database_url)
+            .env("DATABASE_URL", &database_url)
             .env("LISTEN_ADDR", format!("127.0.0.1:{port}"))
             .env("AMQP_URL", NO_BROKER)
             .env("YOOKASSA_SHOP_ID", SHOP_ID)
@@ -376,6 +478,9 @@ impl Service {
             .stdout(std::process::Stdio::null())
             .stderr(log_file)
             .kill_on_drop(true);
+        if let Some(size) = opts.pool_size {
+            cmd.env("DATABASE_POOL_SIZE", size.to_string());
+        }
         for (k, v) in extra {
             cmd.env(k, v);
         }
@@ -383,31 +488,43 @@ impl Service {
             .spawn()
             .map_err(|e| BenchError(format!("cannot start {}: {e}", opts.service_exe.display())))?;
         let url = format!("http://127.0.0.1:{port}");
-        let http = reqwest::Client::new();
-        let deadline = Instant::now() + Duration::from_secs(30);
-        loop {
-            if let Ok(Some(status)) = child.try_wait() {
-                return Err(BenchError(format!(
-                    "the service exited at start-up ({status}); see {}",
-                    log.display()
-                )));
-            }
-            if let Ok(r) = http.get(format!("{url}/healthz")).send().await {
-                if r.status().is_success() {
-                    break;
+        if role != Role::Workers {
+            let http = reqwest::Client::new();
+            let deadline = Instant::now() + Duration::from_secs(30);
+            loop {
+                if let Ok(Some(status)) = child.try_wait() {
+                    return Err(BenchError(format!(
+                        "the service exited at start-up ({status}); see {}",
+                        log.display()
+                    )));
                 }
+                if let Ok(r) = http.get(format!("{url}/healthz")).send().await {
+                    if r.status().is_success() {
+                        break;
+                    }
+                }
+                if Instant::now() > deadline {
+                    return Err(BenchError(format!(
+                        "the service did not answer /healthz within 30 s; see {}",
+                        log.display()
+                    )));
+                }
+                tokio::time::sleep(Duration::from_millis(50)).await;
             }
-            if Instant::now() > deadline {
-                return Err(BenchError(format!(
-                    "the service did not answer /healthz within 30 s; see {}",
-                    log.display()
-                )));
-            }
-            tokio::time::sleep(Duration::from_millis(50)).await;
+            fake.sandbox
+                .set_webhook_url(&format!("{url}/webhooks/yookassa"));
         }
-        fake.sandbox
-            .set_webhook_url(&format!("{url}/webhooks/yookassa"));
-        Ok(Service { child, url, log })
+        Ok(Service {
+            child,
+            url,
+            log,
+            round_trips,
+        })
+    }
+
+    /// Whether the child is still running (a workers-only child has no /healthz).
+    pub fn exited(&mut self) -> Option<std::process::ExitStatus> {
+        self.child.try_wait().ok().flatten()
     }
 
     /// The child's peak resident set (VmHWM), in MiB.
@@ -544,6 +661,17 @@ pub async fn wait_for_count(
             return Ok(None);
         }
         tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+/// `db_round_trips` and `db_round_trips_per_item` of a counting run.
+pub fn round_trip_figures(m: &mut Map<String, Value>, trips: Option<u64>, items: usize) {
+    if let Some(trips) = trips {
+        m.insert("db_round_trips".into(), json!(trips));
+        m.insert(
+            "db_round_trips_per_item".into(),
+            json!(round2(trips as f64 / items.max(1) as f64)),
+        );
     }
 }
 

@@ -11,6 +11,15 @@ use super::{base, fresh_db, round2, BenchError, Options, Result, Service};
 use crate::domain::{TariffId, UserId};
 
 pub const PAYMENTS_PER_USER: i64 = 50;
+/// `payments/profile?limit=`: the whole history of a user in one page.
+pub const PAGE: usize = 50;
+
+fn total_of(r: &reqwest::Response) -> Option<i64> {
+    r.headers()
+        .get("x-total-count")
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.parse().ok())
+}
 
 pub async fn run(opts: &Options) -> Result<Value> {
     let db = fresh_db(&opts.database_url).await?;
@@ -37,7 +46,7 @@ pub async fn run(opts: &Options) -> Result<Value> {
     db.batch_execute("ANALYZE").await.map_err(BenchError::new)?;
 
     let fake = super::fake().await?;
-    let service = Service::start(opts, &fake, "reads", false, &[]).await?;
+    let service = Service::start(opts, &fake, "reads", super::Role::Api, &[]).await?;
     let http = super::http_client(opts.concurrency)?;
 
     // The ceiling: the cheapest answer of the same server, through the same client.
@@ -82,30 +91,47 @@ pub async fn run(opts: &Options) -> Result<Value> {
     })
     .await;
 
+    // Each user's page is read and checked once (50 payments, `X-Total-Count: 50`);
+    // under load every answer must be that page byte for byte, as for tariffs.
     let keys = crate::http::auth::Keys::new(super::JWT_KEY);
-    let tokens: Arc<Vec<String>> =
-        Arc::new(users.iter().map(|u| keys.issue(*u, false, 3600)).collect());
-    let url = format!("{}/api/v1/payments/profile?limit=10&page=1", service.url);
+    let tokens: Vec<String> = users.iter().map(|u| keys.issue(*u, false, 3600)).collect();
+    let url = format!(
+        "{}/api/v1/payments/profile?limit={PAGE}&page=1",
+        service.url
+    );
+    let mut pages = Vec::with_capacity(tokens.len());
+    let mut pages_ok = true;
+    for token in &tokens {
+        let r = http
+            .get(&url)
+            .header("authorization", token)
+            .send()
+            .await
+            .map_err(BenchError::new)?;
+        pages_ok &= total_of(&r) == Some(PAYMENTS_PER_USER);
+        let body = r.bytes().await.map_err(BenchError::new)?;
+        pages_ok &= serde_json::from_slice::<Value>(&body)
+            .is_ok_and(|v| v.as_array().is_some_and(|a| a.len() == PAGE));
+        pages.push(body);
+    }
+    let pages = Arc::new(pages);
+    let tokens = Arc::new(tokens);
     let profile = super::drive(opts.n, opts.concurrency, move |i| {
         let http = http.clone();
         let url = url.clone();
         let tokens = tokens.clone();
+        let pages = pages.clone();
         async move {
+            let user = i % tokens.len();
             match http
                 .get(&url)
-                .header("authorization", &tokens[i % tokens.len()])
+                .header("authorization", &tokens[user])
                 .send()
                 .await
             {
                 Ok(r) if r.status() == 200 => {
-                    let total = r
-                        .headers()
-                        .get("x-total-count")
-                        .and_then(|v| v.to_str().ok())
-                        .and_then(|v| v.parse::<i64>().ok());
-                    let body = r.json::<Value>().await.ok();
-                    total == Some(PAYMENTS_PER_USER)
-                        && body.is_some_and(|v| v.as_array().is_some_and(|a| a.len() == 10))
+                    total_of(&r) == Some(PAYMENTS_PER_USER)
+                        && r.bytes().await.is_ok_and(|b| b == pages[user])
                 }
                 _ => false,
             }
@@ -124,10 +150,17 @@ pub async fn run(opts: &Options) -> Result<Value> {
     m.insert("profile_vs_healthz".into(), json!(ratio(&profile)));
     m.insert("users".into(), json!(users_n));
     m.insert("payments_per_user".into(), json!(PAYMENTS_PER_USER));
+    m.insert("profile_page".into(), json!(PAGE));
     m.insert("max_rss_mib".into(), json!(round2(rss)));
     m.insert(
         "verified".into(),
-        json!(three && tariffs.failures == 0 && profile.failures == 0 && healthz.failures == 0),
+        json!(
+            three
+                && pages_ok
+                && tariffs.failures == 0
+                && profile.failures == 0
+                && healthz.failures == 0
+        ),
     );
     Ok(Value::Object(m))
 }

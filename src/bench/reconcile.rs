@@ -14,7 +14,7 @@ pub async fn run(opts: &Options) -> Result<Value> {
     // Due now: next_check_at in the past.
     pending_purchases(&db, &fake.sandbox, opts.n, -1.0).await?;
     let started = Instant::now();
-    let service = Service::start(opts, &fake, "reconcile", true, &[]).await?;
+    let service = Service::start(opts, &fake, "reconcile", super::Role::All, &[]).await?;
     let took = super::wait_for_count(
         &db,
         include_str!("sql/succeeded.sql"),
@@ -24,6 +24,7 @@ pub async fn run(opts: &Options) -> Result<Value> {
     )
     .await?;
     let rss = service.peak_rss_mib();
+    let trips = service.round_trips.as_ref().map(|c| c.count());
     service.stop().await;
     let (ok, mut checks) = super::verify_activations(&db, opts.n).await?;
     let seconds = took.map(|d| round2(d.as_secs_f64()));
@@ -37,6 +38,7 @@ pub async fn run(opts: &Options) -> Result<Value> {
     m.insert("provider_rereads".into(), json!(fake.sandbox.gets()));
     m.append(checks.as_object_mut().expect("object"));
     m.insert("max_rss_mib".into(), json!(round2(rss)));
+    super::round_trip_figures(&mut m, trips, opts.n);
     m.insert(
         "verified".into(),
         json!(ok && took.is_some() && fake.sandbox.charges() == 0),

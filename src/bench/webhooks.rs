@@ -10,14 +10,16 @@ use super::{base, fresh_db, notifications, pending_purchases, round2, Options, R
 pub async fn run(opts: &Options) -> Result<Value> {
     let ceiling = super::ceiling::run(opts).await?;
     let ceiling_per_s = ceiling["ceiling_per_s"].as_f64().unwrap_or(f64::NAN);
+    let mut pgbench = super::pgbench::ceiling(opts).await?;
 
     let db = fresh_db(&opts.database_url).await?;
     let fake = super::fake().await?;
     let ids = pending_purchases(&db, &fake.sandbox, opts.n, 86_400.0).await?;
     let bodies = std::sync::Arc::new(notifications(&fake.sandbox, &ids));
-    let service = Service::start(opts, &fake, "webhooks", false, &[]).await?;
+    let service = Service::start(opts, &fake, "webhooks", super::Role::Api, &[]).await?;
     let http = super::http_client(opts.concurrency)?;
     let url = format!("{}/webhooks/yookassa", service.url);
+    let trips_before = service.round_trips.as_ref().map(|c| c.count());
     let load = super::drive(opts.n, opts.concurrency, move |i| {
         let http = http.clone();
         let url = url.clone();
@@ -36,6 +38,11 @@ pub async fn run(opts: &Options) -> Result<Value> {
         }
     })
     .await;
+    let trips = service
+        .round_trips
+        .as_ref()
+        .zip(trips_before)
+        .map(|(c, before)| c.count() - before);
     let rss = service.peak_rss_mib();
     service.stop().await;
 
@@ -49,6 +56,11 @@ pub async fn run(opts: &Options) -> Result<Value> {
         "ratio".into(),
         json!(round2(load.per_s() / ceiling_per_s * 100.0) / 100.0),
     );
+    if let Some(tps) = pgbench.get("pgbench_tps").and_then(Value::as_f64) {
+        m.insert("ratio_pgbench".into(), json!(round2(load.per_s() / tps)));
+    }
+    m.append(&mut pgbench);
+    super::round_trip_figures(&mut m, trips, opts.n);
     m.insert("seconds".into(), json!(round2(load.elapsed.as_secs_f64())));
     m.append(checks.as_object_mut().expect("object"));
     m.insert("inbox_processed".into(), json!(processed));

@@ -29,8 +29,6 @@ use crate::store::Connect;
 use crate::store::{payments, Payment, PaymentKind};
 
 pub const BATCH: usize = 200;
-/// Claimed payments checked at once (each is one provider read and one transaction).
-pub const PARALLEL: usize = 16;
 /// The longest wait between two checks of one payment.
 pub const MAX_BACKOFF: Duration = Duration::from_secs(3600);
 pub use crate::service::create::RESEND_WINDOW_HOURS;
@@ -79,7 +77,7 @@ impl Job for Reconciler {
         };
         use futures::StreamExt;
         futures::stream::iter(claimed.iter())
-            .for_each_concurrent(PARALLEL, |payment| async move {
+            .for_each_concurrent(app.config.jobs.concurrency, |payment| async move {
                 let answered = match check(app, payment).await {
                     Ok(answered) => answered,
                     Err(e) => {

@@ -123,13 +123,7 @@ impl World {
             .await
             .map_err(SimError::new)?;
         let (broker, events) = consume().await?;
-        let opts = bench::Options {
-            n: 0,
-            concurrency: 1,
-            database_url: db_url.to_owned(),
-            service_exe: exe.to_path_buf(),
-            drop_after: false,
-        };
+        let opts = bench::Options::new(0, 1, db_url.to_owned(), exe.to_path_buf());
         let mut world = World {
             db_url: db_url.to_owned(),
             db,
@@ -190,7 +184,7 @@ impl World {
             ("OUTBOX_RETENTION", "36500d"),
             ("RUST_LOG", "error"),
         ];
-        let service = Service::start(&self.opts, &self.yookassa, "sim", true, &env)
+        let service = Service::start(&self.opts, &self.yookassa, "sim", bench::Role::All, &env)
             .await
             .map_err(SimError::new)?;
         self.cloudpayments

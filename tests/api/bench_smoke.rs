@@ -5,15 +5,17 @@ use billing::bench::{self, Options, Scenario};
 
 fn opts(scenario: Scenario) -> Options {
     Options {
-        n: 20,
-        concurrency: 4,
-        database_url: format!(
-            "postgres://postgres@127.0.0.1:5432/billing_bench_smoke_{}_{}",
-            scenario.name(),
-            uuid::Uuid::new_v4().simple()
-        ),
-        service_exe: env!("CARGO_BIN_EXE_billing").into(),
         drop_after: true,
+        ..Options::new(
+            20,
+            4,
+            format!(
+                "postgres://postgres@127.0.0.1:5432/billing_bench_smoke_{}_{}",
+                scenario.name(),
+                uuid::Uuid::new_v4().simple()
+            ),
+            env!("CARGO_BIN_EXE_billing").into(),
+        )
     }
 }
 
