@@ -73,6 +73,11 @@ pub async fn request_for(
             Some(method.provider_method_id)
         }
     };
+    Ok(request(app, payment, saved_method_id))
+}
+
+/// The create request of a payment row whose saved method (a renewal's) is known.
+pub fn request(app: &App, payment: &Payment, saved_method_id: Option<String>) -> CreatePayment {
     let return_url = match payment.kind {
         PaymentKind::Purchase => payment
             .return_url
@@ -80,7 +85,7 @@ pub async fn request_for(
             .or_else(|| app.config.yookassa.return_url.clone()),
         PaymentKind::Renewal => None,
     };
-    Ok(CreatePayment {
+    CreatePayment {
         our_id: payment.id,
         user_id: payment.user_id,
         amount: payment.amount,
@@ -89,34 +94,58 @@ pub async fn request_for(
         return_url,
         save_method: payment.renew,
         saved_method_id,
-    })
+    }
 }
 
 /// Sends the create for `payment` (no lock is held across the call) and records the
-/// answer: the provider id, and through `settle::apply` any non-pending state. A row
-/// past the key window is looked up instead of re-sent.
+/// answer: the provider id, and through `settle` any non-pending state. A row past
+/// the key window is looked up instead of re-sent.
 pub async fn send(app: &App, payment: &Payment) -> Result<Sent, BillingError> {
+    let start = {
+        let db = app.db.conn().await?;
+        payments::start_send(&db, payment.id, RESEND_WINDOW_HOURS as i32).await?
+    };
+    send_started(app, payment, start, None).await
+}
+
+/// `send` for a row whose send is already counted (`start`), e.g. by the renewer's
+/// claim, which also read the saved method (`saved_method`: its provider id).
+pub async fn send_started(
+    app: &App,
+    payment: &Payment,
+    start: payments::SendStart,
+    saved_method: Option<String>,
+) -> Result<Sent, BillingError> {
     let provider = app
         .providers
         .get(payment.pay_system)
         .cloned()
         .ok_or(BillingError::PaySystemNotEnabled(payment.pay_system))?;
-    let (req, resent) = {
-        let db = app.db.conn().await?;
-        let start = payments::start_send(&db, payment.id, RESEND_WINDOW_HOURS as i32).await?;
-        if start.past_window {
-            drop(db);
-            return look_up(app, payment).await;
+    if start.past_window {
+        return look_up(app, payment).await;
+    }
+    let req = match saved_method {
+        Some(id) if payment.kind == PaymentKind::Renewal => request(app, payment, Some(id)),
+        _ => {
+            let db = app.db.conn().await?;
+            request_for(app, &db, payment).await?
         }
-        (request_for(app, &db, payment).await?, start.resent)
     };
+    let resent = start.resent;
     match provider.create_payment(&req).await {
         Ok(pp) => {
-            let db = app.db.conn().await?;
-            payments::record_create_answer(&db, payment.id, &answer_of(&pp)).await?;
-            drop(db);
-            if pp.status != PaymentStatus::Pending {
-                settle::apply(app, payment.id, &pp).await?;
+            // A final answer is recorded with the state it brings, in one statement
+            // where it can be (`settle::answered`); a pending one only names the
+            // provider's payment.
+            if pp.status == PaymentStatus::Pending
+                || !Box::pin(settle::answered(app, payment.id, &pp)).await?
+            {
+                let db = app.db.conn().await?;
+                payments::record_create_answer(&db, payment.id, &answer_of(&pp)).await?;
+                drop(db);
+                if pp.status != PaymentStatus::Pending {
+                    settle::apply(app, payment.id, &pp).await?;
+                }
             }
             Ok(Sent::Answered(pp.status))
         }

@@ -608,3 +608,196 @@ async fn renewal_failed(
     }
     Ok(updated)
 }
+
+/// A create's final answer (`create::send`): settled in one statement when it is
+/// one of the common successes. False when it is not, or the row moved meanwhile:
+/// the caller records the answer and takes `apply`.
+pub async fn answered(
+    app: &App,
+    payment_id: PaymentId,
+    pp: &ProviderPayment,
+) -> Result<bool, StoreError> {
+    let snap = {
+        let db = app.db.conn().await?;
+        payments::snapshot(&db, payment_id).await?
+    };
+    Ok(match snap {
+        Some(snap) => Box::pin(fast(app, &snap, pp)).await?.is_some(),
+        None => false,
+    })
+}
+
+/// Moves the payment of `snap` to the provider's state: one statement for the
+/// common successes, else `apply` under row locks.
+pub async fn settle(
+    app: &App,
+    snap: &payments::Snapshot,
+    pp: &ProviderPayment,
+) -> Result<Applied, StoreError> {
+    // Boxed: both are large state machines, and a webhook's future holds this one.
+    match Box::pin(fast(app, snap, pp)).await? {
+        Some(applied) => Ok(applied),
+        None => Box::pin(apply(app, snap.payment.id, pp)).await,
+    }
+}
+
+/// The two successes that make most of the traffic, decided from an unlocked
+/// snapshot and written in one statement that re-checks the decision on the latest
+/// rows (payments/settle_activation.sql, settle_renewal.sql):
+/// - a pending purchase paid by a user with no live subscription: a new one;
+/// - a pending renewal paid for the period after its live subscription's current one.
+///
+/// They do what `apply` does in those cases, row for row and event for event (the
+/// tests settle the same payments both ways). None when the case is any other, or
+/// the statement found the rows changed: nothing was written, the caller takes
+/// `apply`.
+pub async fn fast(
+    app: &App,
+    snap: &payments::Snapshot,
+    pp: &ProviderPayment,
+) -> Result<Option<Applied>, StoreError> {
+    let payment = &snap.payment;
+    if pp.status != PaymentStatus::Succeeded
+        || payment.status != PaymentStatus::Pending
+        || payment.review_reason.is_some()
+        || review_reason(app, payment, pp).is_some()
+    {
+        return Ok(None);
+    }
+    if let Some(ours) = payment.provider_payment_id.as_deref() {
+        if !pp.id.is_empty() && pp.id != ours {
+            return Ok(None);
+        }
+    }
+    let saved = match &pp.method {
+        Some(m) if m.saved && !m.id.is_empty() => Some((m.id.as_str(), m.title.as_str())),
+        _ => None,
+    };
+    let start = pp.captured_at.unwrap_or(snap.now);
+    let mut moved = payment.clone();
+    moved.status = PaymentStatus::Succeeded;
+    moved.captured_at = pp.captured_at.or(payment.captured_at);
+    if moved.provider_payment_id.is_none() && !pp.id.is_empty() {
+        moved.provider_payment_id = Some(pp.id.clone());
+    }
+    let done = match payment.kind {
+        PaymentKind::Purchase => {
+            if snap.user_has_live || payment.subscription_id.is_some() {
+                return Ok(None);
+            }
+            let auto_renew = payment.renew && saved.is_some();
+            let end = snap.tariff_period.add_to(start);
+            let next = auto_renew.then(|| renew_at(app, end));
+            let sub = Subscription {
+                id: crate::domain::SubscriptionId::new(),
+                user_id: payment.user_id,
+                tariff_id: payment.tariff_id,
+                pay_system: payment.pay_system,
+                status: SubscriptionStatus::Active,
+                price: payment.amount,
+                period: snap.tariff_period,
+                current_period_start: start,
+                current_period_end: end,
+                auto_renew,
+                payment_method_id: None,
+                next_charge_at: next,
+                renewal_attempts: 0,
+                past_due_since: None,
+                livemode: payment.livemode,
+                created_at: snap.now,
+                ended_at: None,
+            };
+            moved.subscription_id = Some(sub.id);
+            let events = success_events(&moved, &sub, EventType::SubscriptionActivated);
+            let db = app.db.conn().await?;
+            let written = payments::settle_activation(
+                &db,
+                &payments::Activation {
+                    payment_id: payment.id,
+                    captured_at: pp.captured_at,
+                    provider_payment_id: &pp.id,
+                    saved_method: saved,
+                    subscription_id: sub.id,
+                    start,
+                    end,
+                    auto_renew,
+                    next_charge_at: next,
+                    events: &events,
+                },
+            )
+            .await;
+            match written {
+                Ok(done) => done,
+                // A live subscription appeared since the snapshot: the locked path decides.
+                Err(e) if e.is_unique_violation() => false,
+                Err(e) => return Err(e),
+            }
+        }
+        PaymentKind::Renewal => {
+            let Some(sub) = &snap.subscription else {
+                return Ok(None);
+            };
+            let same_method = match (saved, &snap.method) {
+                (None, _) => true,
+                (Some((id, title)), Some((our_id, our_title))) => {
+                    id == our_id && title == our_title
+                }
+                (Some(_), None) => false,
+            };
+            if !sub.status.is_live()
+                || payment.period_start != Some(sub.current_period_end)
+                || !same_method
+            {
+                return Ok(None);
+            }
+            let end = sub.period.add_to(sub.current_period_end);
+            let next = sub.auto_renew.then(|| renew_at(app, end));
+            let renewed = Subscription {
+                status: SubscriptionStatus::Active,
+                current_period_start: sub.current_period_end,
+                current_period_end: end,
+                next_charge_at: next,
+                renewal_attempts: 0,
+                past_due_since: None,
+                ended_at: None,
+                ..sub.clone()
+            };
+            let events = success_events(&moved, &renewed, EventType::SubscriptionRenewed);
+            let db = app.db.conn().await?;
+            payments::settle_renewal(
+                &db,
+                &payments::RenewalPaid {
+                    payment_id: payment.id,
+                    period_start: sub.current_period_end,
+                    end,
+                    auto_renew: sub.auto_renew,
+                    captured_at: pp.captured_at,
+                    provider_payment_id: &pp.id,
+                    next_charge_at: next,
+                    events: &events,
+                },
+            )
+            .await?
+        }
+    };
+    if !done {
+        return Ok(None);
+    }
+    metrics::counter!("payments_settled_total", "status" => PaymentStatus::Succeeded.as_str())
+        .increment(1);
+    Ok(Some(Applied::Moved(PaymentStatus::Succeeded)))
+}
+
+/// `payment.succeeded` and the subscription's event, as `apply` records them.
+fn success_events(
+    paid: &Payment,
+    sub: &Subscription,
+    sub_event: EventType,
+) -> [payments::NewEvent; 2] {
+    let subject = || EventSubject::payment(paid, Some(sub));
+    let one = |t: EventType| {
+        let id = uuid::Uuid::new_v4();
+        (id, t.as_str(), events::outbox::body(id, t, &subject()))
+    };
+    [one(EventType::PaymentSucceeded), one(sub_event)]
+}

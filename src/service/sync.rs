@@ -85,30 +85,40 @@ pub async fn payment(
     let Some(pp) = reread(provider.get_payment(provider_payment_id)).await? else {
         return Ok(Processed::Ignored("unknown at the provider".into()));
     };
-    let payment_id = {
+    // The usual case, our row found by the provider's id, reads what settling needs
+    // in the same statement.
+    let (payment_id, applied) = {
         let db = app.db.conn().await?;
-        match (
-            payments::id_by_provider_id(&db, system, &pp.id).await?,
-            pp.our_id,
-        ) {
-            (Some(id), _) => id,
-            (None, Some(our)) => match payments::id_at_provider(&db, our, system).await? {
-                Some(id) => id,
-                // Carries our id but is not visible yet: retry, never ignore.
-                None => {
-                    return Err(ProcessError::Transient(format!(
-                        "payment {our} not found yet"
-                    )))
-                }
-            },
-            (None, None) => {
-                metrics::counter!("webhooks_unknown_payment_total", "provider" => system.as_str())
-                    .increment(1);
-                return Ok(Processed::Ignored("unknown payment".into()));
+        match payments::snapshot_by_provider_id(&db, system, &pp.id).await? {
+            Some(snap) => {
+                drop(db);
+                (
+                    snap.payment.id,
+                    Box::pin(settle::settle(app, &snap, &pp)).await?,
+                )
+            }
+            None => {
+                let id = match pp.our_id {
+                    Some(our) => match payments::id_at_provider(&db, our, system).await? {
+                        Some(id) => id,
+                        // Carries our id but is not visible yet: retry, never ignore.
+                        None => {
+                            return Err(ProcessError::Transient(format!(
+                                "payment {our} not found yet"
+                            )))
+                        }
+                    },
+                    None => {
+                        metrics::counter!("webhooks_unknown_payment_total", "provider" => system.as_str())
+                            .increment(1);
+                        return Ok(Processed::Ignored("unknown payment".into()));
+                    }
+                };
+                drop(db);
+                (id, Box::pin(settle::apply(app, id, &pp)).await?)
             }
         }
     };
-    let applied = settle::apply(app, payment_id, &pp).await?;
     let matches = claimed.is_none_or(|c| c == pp.status);
     Ok(match applied {
         Applied::NeedsReview(why) => Processed::Ignored(format!("needs review: {why}")),

@@ -2,10 +2,11 @@ use chrono::{DateTime, Utc};
 use tokio_postgres::Row;
 
 pub use super::payment_methods::{get as get_method, PaymentMethod};
+use super::subscriptions::Subscription;
 use super::{parse_col, GenericClient, StoreError};
 use crate::domain::{
-    Currency, MethodId, Money, PaySystem, PaymentId, PaymentKind, PaymentStatus, SubscriptionId,
-    TariffId, UserId,
+    Currency, MethodId, Money, PaySystem, PaymentId, PaymentKind, PaymentStatus, Period,
+    SubscriptionId, TariffId, UserId,
 };
 use crate::store::Cached as _;
 
@@ -216,7 +217,7 @@ pub async fn record_create_answer(
     id: PaymentId,
     answer: &CreateAnswer<'_>,
 ) -> Result<(), StoreError> {
-    db.execute(
+    db.exec(
         "UPDATE payments SET provider_payment_id = COALESCE(provider_payment_id, NULLIF($2, '')), \
          confirmation_url = COALESCE(confirmation_url, $3), \
          provider_checkout_id = COALESCE(provider_checkout_id, $4), updated_at = now() WHERE id = $1",
@@ -535,6 +536,7 @@ pub async fn id_at_provider(
 
 /// A create about to be sent: whether the row is past the key window (`hours`: then
 /// it is not sent, and not counted), and whether its key was sent before.
+#[derive(Debug, Clone, Copy)]
 pub struct SendStart {
     pub past_window: bool,
     pub resent: bool,
@@ -632,82 +634,245 @@ pub async fn fail_stale_pending(
         == 1)
 }
 
-/// The renewal of the period starting at `period_start` that is open or paid.
-pub async fn open_renewal(
-    db: &impl GenericClient,
-    subscription_id: SubscriptionId,
-    period_start: DateTime<Utc>,
-) -> Result<Option<Payment>, StoreError> {
-    db.q_opt(
-        super::sql_file!("payments/open_renewal.sql", COLS),
-        &[&subscription_id, &period_start],
-    )
-    .await?
-    .as_ref()
-    .map(Payment::from_row)
-    .transpose()
+// --- service: settle in one statement ---
+
+/// `COLS` qualified with a table alias, for statements that join payments.
+fn qualified(cols: &str, alias: &str) -> String {
+    cols.split(", ")
+        .map(|c| format!("{alias}.{}", c.trim()))
+        .collect::<Vec<_>>()
+        .join(", ")
 }
 
-/// The next attempt number of a period's renewal: never one used before (a reused
-/// key with another body is refused), and at least `floor`.
-pub async fn next_renewal_attempt(
+/// What `settle` decides on without locks (payments/snapshot.sql).
+#[derive(Debug, Clone)]
+pub struct Snapshot {
+    pub payment: Payment,
+    /// A renewal's subscription (None for a purchase not yet linked).
+    pub subscription: Option<Subscription>,
+    pub user_has_live: bool,
+    pub tariff_period: Period,
+    /// The saved method the payment names: (provider id, title).
+    pub method: Option<(String, String)>,
+    /// The database's clock when it was read.
+    pub now: DateTime<Utc>,
+}
+
+fn snapshot_sql(filter: &str) -> String {
+    let sub_cols = super::subscriptions::COLS
+        .split(", ")
+        .map(|c| format!("s.{0} AS s_{0}", c.trim()))
+        .collect::<Vec<_>>()
+        .join(", ");
+    include_str!("payments/snapshot.sql")
+        .replace("{p.cols}", &qualified(COLS, "p"))
+        .replace("{s.cols}", &sub_cols)
+        .replace("{where}", filter)
+}
+
+impl Snapshot {
+    fn from_row(row: &Row) -> Result<Snapshot, StoreError> {
+        let sub_id: Option<SubscriptionId> = row.try_get("s_id")?;
+        let count: i32 = row.try_get("tariff_period_count")?;
+        let provider_id: Option<String> = row.try_get("method_provider_id")?;
+        let title: Option<String> = row.try_get("method_title")?;
+        Ok(Snapshot {
+            payment: Payment::from_row(row)?,
+            subscription: match sub_id {
+                Some(_) => Some(Subscription::from_row_prefixed(row, "s_")?),
+                None => None,
+            },
+            user_has_live: row.try_get("user_has_live")?,
+            tariff_period: Period::new(count as u32, parse_col(row, "tariff_period_unit")?)
+                .map_err(StoreError::Corrupt)?,
+            method: provider_id.zip(title),
+            now: row.try_get("db_now")?,
+        })
+    }
+}
+
+pub async fn snapshot(
     db: &impl GenericClient,
-    subscription_id: SubscriptionId,
-    period_start: DateTime<Utc>,
-    floor: i32,
-) -> Result<i32, StoreError> {
-    Ok(db
-        .q_one(
-            "SELECT GREATEST($3::int, COALESCE(max(attempt) + 1, 0)) FROM payments \
-             WHERE subscription_id = $1 AND kind = 'renewal' AND period_start = $2",
-            &[&subscription_id, &period_start, &floor],
-        )
+    id: PaymentId,
+) -> Result<Option<Snapshot>, StoreError> {
+    static SQL: std::sync::LazyLock<String> =
+        std::sync::LazyLock::new(|| snapshot_sql("p.id = $1"));
+    db.q_opt(&SQL, &[&id])
         .await?
-        .try_get(0)?)
+        .as_ref()
+        .map(Snapshot::from_row)
+        .transpose()
 }
 
-/// A renewal charge, committed before the provider is called.
-pub struct NewRenewal<'a> {
-    pub id: PaymentId,
-    pub user_id: UserId,
-    pub tariff_id: TariffId,
-    pub subscription_id: SubscriptionId,
-    pub pay_system: PaySystem,
-    pub amount: Money,
-    pub description: &'a str,
-    pub idempotence_key: &'a str,
-    pub payment_method_id: MethodId,
-    pub period_start: DateTime<Utc>,
-    pub attempt: i32,
-    pub livemode: bool,
-    /// When the reconciler first looks at it if no webhook came.
-    pub check_after: std::time::Duration,
-}
-
-pub async fn insert_renewal(
+/// The snapshot of the payment with this provider id (a webhook's object).
+pub async fn snapshot_by_provider_id(
     db: &impl GenericClient,
-    r: &NewRenewal<'_>,
-) -> Result<Payment, StoreError> {
+    system: PaySystem,
+    provider_payment_id: &str,
+) -> Result<Option<Snapshot>, StoreError> {
+    static SQL: std::sync::LazyLock<String> = std::sync::LazyLock::new(|| {
+        snapshot_sql("p.pay_system = $1 AND p.provider_payment_id = $2")
+    });
+    db.q_opt(&SQL, &[&system.as_str(), &provider_payment_id])
+        .await?
+        .as_ref()
+        .map(Snapshot::from_row)
+        .transpose()
+}
+
+/// An event to insert with a settle statement: id, type, body.
+pub type NewEvent = (uuid::Uuid, &'static str, serde_json::Value);
+
+fn event_columns(
+    events: &[NewEvent],
+) -> (Vec<uuid::Uuid>, Vec<&'static str>, Vec<serde_json::Value>) {
+    (
+        events.iter().map(|e| e.0).collect(),
+        events.iter().map(|e| e.1).collect(),
+        events.iter().map(|e| e.2.clone()).collect(),
+    )
+}
+
+/// A purchase's activation, decided from a snapshot (payments/settle_activation.sql).
+pub struct Activation<'a> {
+    pub payment_id: PaymentId,
+    pub captured_at: Option<DateTime<Utc>>,
+    pub provider_payment_id: &'a str,
+    /// The method the provider saved: (provider id, title).
+    pub saved_method: Option<(&'a str, &'a str)>,
+    pub subscription_id: SubscriptionId,
+    pub start: DateTime<Utc>,
+    pub end: DateTime<Utc>,
+    pub auto_renew: bool,
+    pub next_charge_at: Option<DateTime<Utc>>,
+    pub events: &'a [NewEvent],
+}
+
+/// True when it was applied; false when the row no longer is what the snapshot
+/// showed (nothing changed).
+pub async fn settle_activation(
+    db: &impl GenericClient,
+    a: &Activation<'_>,
+) -> Result<bool, StoreError> {
+    let (ids, types, bodies) = event_columns(a.events);
     let row = db
         .q_one(
-            super::sql_file!("payments/insert_renewal.sql", COLS),
+            include_str!("payments/settle_activation.sql"),
             &[
-                &r.id,
-                &r.user_id,
-                &r.tariff_id,
-                &r.subscription_id,
-                &r.pay_system.as_str(),
-                &r.amount.minor(),
-                &r.amount.currency().code(),
-                &r.description,
-                &r.idempotence_key,
-                &r.payment_method_id,
-                &r.period_start,
-                &r.attempt,
-                &r.livemode,
-                &r.check_after.as_secs_f64(),
+                &a.payment_id,
+                &a.captured_at,
+                &a.saved_method.map(|m| m.0),
+                &a.saved_method.map(|m| m.1),
+                &MethodId::new(),
+                &a.subscription_id,
+                &a.start,
+                &a.end,
+                &a.auto_renew,
+                &a.next_charge_at,
+                &ids,
+                &types,
+                &bodies,
+                &a.provider_payment_id,
             ],
         )
         .await?;
-    Payment::from_row(&row)
+    applied(&row, a.events.len())
+}
+
+/// A renewal's success, decided from a snapshot (payments/settle_renewal.sql).
+pub struct RenewalPaid<'a> {
+    pub payment_id: PaymentId,
+    pub period_start: DateTime<Utc>,
+    pub end: DateTime<Utc>,
+    pub auto_renew: bool,
+    pub captured_at: Option<DateTime<Utc>>,
+    pub provider_payment_id: &'a str,
+    pub next_charge_at: Option<DateTime<Utc>>,
+    pub events: &'a [NewEvent],
+}
+
+pub async fn settle_renewal(
+    db: &impl GenericClient,
+    r: &RenewalPaid<'_>,
+) -> Result<bool, StoreError> {
+    let (ids, types, bodies) = event_columns(r.events);
+    let row = db
+        .q_one(
+            include_str!("payments/settle_renewal.sql"),
+            &[
+                &r.payment_id,
+                &r.period_start,
+                &r.end,
+                &r.auto_renew,
+                &r.captured_at,
+                &r.provider_payment_id,
+                &r.next_charge_at,
+                &ids,
+                &types,
+                &bodies,
+            ],
+        )
+        .await?;
+    applied(&row, r.events.len())
+}
+
+fn applied(row: &Row, events: usize) -> Result<bool, StoreError> {
+    let paid: i64 = row.try_get("paid")?;
+    let inserted: i64 = row.try_get("events")?;
+    match (paid, inserted) {
+        (0, 0) => Ok(false),
+        (1, n) if n == events as i64 => Ok(true),
+        _ => Err(StoreError::Corrupt(format!(
+            "a settle statement moved {paid} payments with {inserted} events"
+        ))),
+    }
+}
+
+// --- jobs: renewer ---
+
+/// A renewal payment the renewer claimed, ready to send (payments/claim_renewals.sql).
+#[derive(Debug, Clone)]
+pub struct ClaimedRenewal {
+    pub payment: Payment,
+    pub start: SendStart,
+    /// The saved method's id at its provider.
+    pub saved_method: String,
+}
+
+/// Claims up to `batch` due renewals for `lease` and commits the payment each one
+/// sends, in one statement.
+pub async fn claim_renewals(
+    db: &impl GenericClient,
+    batch: i64,
+    lease: std::time::Duration,
+    check_after: std::time::Duration,
+    window_hours: i32,
+) -> Result<Vec<ClaimedRenewal>, StoreError> {
+    static SQL: std::sync::LazyLock<String> = std::sync::LazyLock::new(|| {
+        include_str!("payments/claim_renewals.sql")
+            .replace("{p.cols}", &qualified(COLS, "p"))
+            .replace("{cols}", COLS)
+    });
+    db.q(
+        &SQL,
+        &[
+            &batch,
+            &lease.as_secs_f64(),
+            &check_after.as_secs_f64(),
+            &window_hours,
+        ],
+    )
+    .await?
+    .iter()
+    .map(|row| {
+        Ok(ClaimedRenewal {
+            payment: Payment::from_row(row)?,
+            start: SendStart {
+                past_window: row.try_get("past_window")?,
+                resent: row.try_get("resent")?,
+            },
+            saved_method: row.try_get("saved_method")?,
+        })
+    })
+    .collect()
 }

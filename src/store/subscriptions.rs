@@ -34,27 +34,33 @@ pub const COLS: &str = "id, user_id, tariff_id, pay_system, status, price_minor,
 
 impl Subscription {
     pub fn from_row(row: &Row) -> Result<Subscription, StoreError> {
-        let currency: Currency = parse_col(row, "currency")?;
-        let count: i32 = row.try_get("period_count")?;
+        Self::from_row_prefixed(row, "")
+    }
+
+    /// From columns named `{prefix}{column}` (a subscription joined to another row).
+    pub fn from_row_prefixed(row: &Row, prefix: &str) -> Result<Subscription, StoreError> {
+        let col = |name: &str| format!("{prefix}{name}");
+        let currency: Currency = parse_col(row, &col("currency"))?;
+        let count: i32 = row.try_get(col("period_count").as_str())?;
         Ok(Subscription {
-            id: row.try_get("id")?,
-            user_id: row.try_get("user_id")?,
-            tariff_id: row.try_get("tariff_id")?,
-            pay_system: parse_col(row, "pay_system")?,
-            status: parse_col(row, "status")?,
-            price: Money::new(row.try_get("price_minor")?, currency),
-            period: Period::new(count as u32, parse_col(row, "period_unit")?)
+            id: row.try_get(col("id").as_str())?,
+            user_id: row.try_get(col("user_id").as_str())?,
+            tariff_id: row.try_get(col("tariff_id").as_str())?,
+            pay_system: parse_col(row, &col("pay_system"))?,
+            status: parse_col(row, &col("status"))?,
+            price: Money::new(row.try_get(col("price_minor").as_str())?, currency),
+            period: Period::new(count as u32, parse_col(row, &col("period_unit"))?)
                 .map_err(StoreError::Corrupt)?,
-            current_period_start: row.try_get("current_period_start")?,
-            current_period_end: row.try_get("current_period_end")?,
-            auto_renew: row.try_get("auto_renew")?,
-            payment_method_id: row.try_get("payment_method_id")?,
-            next_charge_at: row.try_get("next_charge_at")?,
-            renewal_attempts: row.try_get("renewal_attempts")?,
-            past_due_since: row.try_get("past_due_since")?,
-            livemode: row.try_get("livemode")?,
-            created_at: row.try_get("created_at")?,
-            ended_at: row.try_get("ended_at")?,
+            current_period_start: row.try_get(col("current_period_start").as_str())?,
+            current_period_end: row.try_get(col("current_period_end").as_str())?,
+            auto_renew: row.try_get(col("auto_renew").as_str())?,
+            payment_method_id: row.try_get(col("payment_method_id").as_str())?,
+            next_charge_at: row.try_get(col("next_charge_at").as_str())?,
+            renewal_attempts: row.try_get(col("renewal_attempts").as_str())?,
+            past_due_since: row.try_get(col("past_due_since").as_str())?,
+            livemode: row.try_get(col("livemode").as_str())?,
+            created_at: row.try_get(col("created_at").as_str())?,
+            ended_at: row.try_get(col("ended_at").as_str())?,
         })
     }
 }
@@ -269,37 +275,6 @@ pub async fn mark_past_due(
 }
 
 // --- jobs: renewer, expirer ---
-
-/// Claims up to `batch` due renewals with a usable method for `lease`; answers their ids.
-pub async fn claim_due_renewals(
-    db: &impl GenericClient,
-    batch: i64,
-    lease: std::time::Duration,
-) -> Result<Vec<SubscriptionId>, StoreError> {
-    db.q(
-        super::sql_file!("subscriptions/claim_due_renewals.sql"),
-        &[&batch, &lease.as_secs_f64()],
-    )
-    .await?
-    .iter()
-    .map(|r| Ok(r.try_get(0)?))
-    .collect()
-}
-
-/// Keeps a subscription whose renewal was just committed off the claim for `lease`.
-pub async fn push_next_charge(
-    db: &impl GenericClient,
-    id: SubscriptionId,
-    lease: std::time::Duration,
-) -> Result<(), StoreError> {
-    db.exec(
-        "UPDATE subscriptions SET next_charge_at = GREATEST(next_charge_at, now() + make_interval(secs => $2)), \
-         updated_at = now() WHERE id = $1",
-        &[&id, &lease.as_secs_f64()],
-    )
-    .await?;
-    Ok(())
-}
 
 async fn update_returning(
     db: &impl GenericClient,

@@ -289,7 +289,7 @@ async fn a_renewal_sent_before_a_crash_is_resent_by_the_reconciler_with_the_same
     let fake = app.yookassa();
     let (sub, _) = app.due().await;
     // The row is committed, the charge reaches the provider, then the process dies.
-    let payment = renewer::prepare(app.app(), sub).await.unwrap().unwrap();
+    let payment = app.claimed_renewal(sub).await;
     let req = create::request_for(app.app(), &app.app().db.get().await.unwrap(), &payment)
         .await
         .unwrap();
@@ -633,7 +633,7 @@ async fn a_renewal_still_pending_a_day_after_the_period_end_is_expired() {
     let app = TestApp::builder().fake_yookassa().start().await;
     let db = app.sql().await;
     let (sub, _) = app.due().await;
-    let payment = renewer::prepare(app.app(), sub).await.unwrap().unwrap();
+    let payment = app.claimed_renewal(sub).await;
     db.execute(
         "UPDATE subscriptions SET current_period_start = now() - interval '40 days', \
          current_period_end = now() - interval '25 hours' WHERE id = $1",
@@ -660,7 +660,7 @@ async fn a_renewal_pending_at_the_period_end_keeps_access_as_past_due() {
     let app = TestApp::builder().fake_yookassa().start().await;
     let db = app.sql().await;
     let (sub, _) = app.due().await;
-    let payment = renewer::prepare(app.app(), sub).await.unwrap().unwrap();
+    let payment = app.claimed_renewal(sub).await;
     db.execute(
         "UPDATE subscriptions SET current_period_start = now() - interval '31 days', \
          current_period_end = now() - interval '1 hour' WHERE id = $1",
@@ -698,7 +698,7 @@ async fn a_renewal_pending_for_a_day_is_not_failed_by_the_reconciler() {
     let fake = app.yookassa();
     let db = app.sql().await;
     let (sub, _) = app.due().await;
-    let payment = renewer::prepare(app.app(), sub).await.unwrap().unwrap();
+    let payment = app.claimed_renewal(sub).await;
     // Sent to the provider, which keeps it pending (e.g. receipt-first fiscalisation).
     billing::service::create::send(app.app(), &payment)
         .await

@@ -18,5 +18,6 @@ mod openapi;
 mod purchase;
 mod refund_money;
 mod renewal_money;
+mod settle_paths;
 mod sim_smoke;
 mod slow_clients;

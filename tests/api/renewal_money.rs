@@ -334,7 +334,7 @@ async fn renewal_sent_before_a_crash(
     let fake = app.yookassa();
     let db = app.sql().await;
     let (sub, _) = app.due().await;
-    let payment = renewer::prepare(app.app(), sub).await.unwrap().unwrap();
+    let payment = app.claimed_renewal(sub).await;
     let req = create::request_for(app.app(), &app.app().db.get().await.unwrap(), &payment)
         .await
         .unwrap();

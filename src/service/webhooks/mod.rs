@@ -119,8 +119,15 @@ async fn accept(
     if status == InboxStatus::Processed {
         return Ok(provider.reply(Outcome::Stored(status)));
     }
-    // Stored: whatever happens now, the retry worker has it.
-    let status = match process_and_record(app, inbox_id).await {
+    // Stored: whatever happens now, the retry worker has it. Processed from the
+    // body parsed above, which is what the row holds.
+    let status = match record(
+        app,
+        inbox_id,
+        Box::pin(handle(app, system, received.notification)),
+    )
+    .await
+    {
         Ok(s) => s,
         Err(e) => {
             tracing::warn!(error = %e, inbox_id = %inbox_id, "processing deferred to the retry worker");
@@ -132,15 +139,20 @@ async fn accept(
 
 /// Processes one inbox row and records the outcome on it.
 pub async fn process_and_record(app: &App, inbox_id: InboxId) -> Result<InboxStatus, StoreError> {
-    let result = match tokio::time::timeout(
-        REREAD_BUDGET + Duration::from_secs(1),
-        process(app, inbox_id),
-    )
-    .await
-    {
-        Ok(r) => r,
-        Err(_) => Err(ProcessError::Transient("processing budget exceeded".into())),
-    };
+    record(app, inbox_id, process(app, inbox_id)).await
+}
+
+/// Runs `processing` within the budget and records its outcome on the inbox row.
+async fn record(
+    app: &App,
+    inbox_id: InboxId,
+    processing: impl std::future::Future<Output = Result<Processed, ProcessError>>,
+) -> Result<InboxStatus, StoreError> {
+    let result =
+        match tokio::time::timeout(REREAD_BUDGET + Duration::from_secs(1), processing).await {
+            Ok(r) => r,
+            Err(_) => Err(ProcessError::Transient("processing budget exceeded".into())),
+        };
     finish(app, inbox_id, result).await
 }
 
@@ -158,6 +170,15 @@ async fn process(app: &App, inbox_id: InboxId) -> Result<Processed, ProcessError
     };
     let notification =
         webhook::restore(system, &stored).map_err(|e| ProcessError::Permanent(e.to_string()))?;
+    Box::pin(handle(app, system, notification)).await
+}
+
+/// Applies one notification against the provider's truth.
+async fn handle(
+    app: &App,
+    system: PaySystem,
+    notification: Notification,
+) -> Result<Processed, ProcessError> {
     match notification {
         Notification::PaymentChanged {
             provider_id,

@@ -70,6 +70,19 @@ impl TestApp {
         (sub, method.provider_method_id)
     }
 
+    /// The renewer's claim of the one due subscription `sub`: its renewal payment
+    /// committed, not sent (a crash right after the claim).
+    pub async fn claimed_renewal(&self, sub: SubscriptionId) -> billing::store::Payment {
+        let app = self.app();
+        let mut claimed = billing::jobs::renewer::claim(app, 10, app.config.jobs.renewer_lease)
+            .await
+            .unwrap();
+        assert_eq!(claimed.len(), 1, "one due subscription");
+        let payment = claimed.remove(0).payment;
+        assert_eq!(payment.subscription_id, Some(sub));
+        payment
+    }
+
     /// The subscription's next charge is due now.
     pub async fn make_due(&self, sub: SubscriptionId) {
         self.sql()
