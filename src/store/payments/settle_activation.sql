@@ -9,12 +9,17 @@
 --   new id; $3 null: none saved), $6 the new subscription's id, $7/$8 its period,
 --   $9 auto_renew, $10 next_charge_at, $11/$12/$13 the events (id, type, body), in order,
 --   $14 the provider's id (recorded if ours has none: a create's answer).
-WITH locked AS (
-    SELECT id, user_id, tariff_id, pay_system, amount_minor, currency, livemode
-      FROM payments
-     WHERE id = $1 AND kind = 'purchase' AND status = 'pending' AND review_reason IS NULL
+-- The row is locked by its primary key (a CTE of its own: written as one WHERE,
+-- the planner proves the partial index payments_open usable and walks all of it
+-- for one id), and the decision checked on the version locked.
+WITH pay AS (
+    SELECT id, user_id, tariff_id, pay_system, amount_minor, currency, livemode,
+           kind, status, review_reason, subscription_id
+      FROM payments WHERE id = $1 FOR UPDATE
+), locked AS (
+    SELECT * FROM pay
+     WHERE kind = 'purchase' AND status = 'pending' AND review_reason IS NULL
        AND subscription_id IS NULL
-       FOR UPDATE
 ), method AS (
     INSERT INTO payment_methods (id, user_id, pay_system, provider_method_id, title, livemode)
     SELECT $5, l.user_id, l.pay_system, $3, $4, l.livemode FROM locked l WHERE $3::text IS NOT NULL

@@ -6,13 +6,21 @@
 --   $1 payment, $2 the period start (= the subscription's current end), $3 the new
 --   end, $4 auto_renew as read, $5 captured_at, $6 the provider's id (recorded if
 --   ours has none: a create's answer), $7 next_charge_at, $8/$9/$10 the events.
-WITH locked AS (
-    SELECT p.id AS payment_id, s.id AS subscription_id
-      FROM payments p JOIN subscriptions s ON s.id = p.subscription_id
-     WHERE p.id = $1 AND p.kind = 'renewal' AND p.status = 'pending' AND p.review_reason IS NULL
-       AND p.period_start = $2 AND s.current_period_end = $2
-       AND s.status IN ('active', 'past_due') AND s.auto_renew = $4
-       FOR UPDATE OF p, s
+-- Both rows are locked by their primary keys, each in a CTE of its own (written
+-- as one WHERE, the planner walks a partial index such as payments_open for one
+-- id), and the decision checked on the versions locked.
+WITH pay AS (
+    SELECT id, subscription_id, kind, status, review_reason, period_start
+      FROM payments WHERE id = $1 FOR UPDATE
+), sub AS (
+    SELECT id, current_period_end, status, auto_renew
+      FROM subscriptions WHERE id = (SELECT subscription_id FROM pay) FOR UPDATE
+), locked AS (
+    SELECT pay.id AS payment_id, sub.id AS subscription_id
+      FROM pay JOIN sub ON sub.id = pay.subscription_id
+     WHERE pay.kind = 'renewal' AND pay.status = 'pending' AND pay.review_reason IS NULL
+       AND pay.period_start = $2 AND sub.current_period_end = $2
+       AND sub.status IN ('active', 'past_due') AND sub.auto_renew = $4
 ), paid AS (
     UPDATE payments p
        SET status = 'succeeded',
