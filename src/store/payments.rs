@@ -112,20 +112,90 @@ pub async fn lock(db: &impl GenericClient, id: PaymentId) -> Result<Option<Payme
         .transpose()
 }
 
-/// The user's payments, newest first, and the total count.
+/// What a payment list shows of each payment (`list_for_user`): the columns of
+/// `LINE_COLS`, read by position.
+#[derive(Debug, Clone)]
+pub struct PaymentLine {
+    pub id: PaymentId,
+    pub status: PaymentStatus,
+    pub amount: Money,
+    pub refunded_minor: i64,
+    pub pay_system: PaySystem,
+    pub kind: PaymentKind,
+    pub tariff_id: TariffId,
+    pub subscription_id: Option<SubscriptionId>,
+    pub confirmation_url: Option<String>,
+    pub cancellation_reason: Option<String>,
+    pub livemode: bool,
+    pub created_at: DateTime<Utc>,
+    pub captured_at: Option<DateTime<Utc>>,
+}
+
+/// The columns of a `PaymentLine`, in the order `PaymentLine::from_row` reads them.
+const LINE_COLS: &str = "id, status, amount_minor, currency, refunded_minor, pay_system, kind, \
+    tariff_id, subscription_id, confirmation_url, cancellation_reason, livemode, created_at, captured_at";
+
+impl PaymentLine {
+    fn from_row(row: &Row) -> Result<PaymentLine, StoreError> {
+        let text = |i: usize| -> Result<&str, StoreError> { Ok(row.try_get::<_, &str>(i)?.trim()) };
+        let parse =
+            |i: usize, what: &str| StoreError::Corrupt(format!("{what}: {:?}", text(i).ok()));
+        let currency: Currency = text(3)?.parse().map_err(|_| parse(3, "currency"))?;
+        Ok(PaymentLine {
+            id: row.try_get(0)?,
+            status: text(1)?.parse().map_err(|_| parse(1, "status"))?,
+            amount: Money::new(row.try_get(2)?, currency),
+            refunded_minor: row.try_get(4)?,
+            pay_system: text(5)?.parse().map_err(|_| parse(5, "pay_system"))?,
+            kind: text(6)?.parse().map_err(|_| parse(6, "kind"))?,
+            tariff_id: row.try_get(7)?,
+            subscription_id: row.try_get(8)?,
+            confirmation_url: row.try_get(9)?,
+            cancellation_reason: row.try_get(10)?,
+            livemode: row.try_get(11)?,
+            created_at: row.try_get(12)?,
+            captured_at: row.try_get(13)?,
+        })
+    }
+}
+
+impl From<&Payment> for PaymentLine {
+    fn from(p: &Payment) -> Self {
+        PaymentLine {
+            id: p.id,
+            status: p.status,
+            amount: p.amount,
+            refunded_minor: p.refunded_minor,
+            pay_system: p.pay_system,
+            kind: p.kind,
+            tariff_id: p.tariff_id,
+            subscription_id: p.subscription_id,
+            confirmation_url: p.confirmation_url.clone(),
+            cancellation_reason: p.cancellation_reason.clone(),
+            livemode: p.livemode,
+            created_at: p.created_at,
+            captured_at: p.captured_at,
+        }
+    }
+}
+
+/// The user's payments, newest first, and the total count: one statement (the
+/// count rides on each row) along `payments_user_recent`.
 pub async fn list_for_user(
     db: &impl GenericClient,
     user_id: UserId,
     limit: i64,
     offset: i64,
-) -> Result<(Vec<Payment>, i64), StoreError> {
-    let sql = format!(
-        "SELECT {COLS}, count(*) OVER () AS total FROM payments WHERE user_id = $1 \
-         ORDER BY created_at DESC, id DESC LIMIT $2 OFFSET $3"
-    );
-    let rows = db.q(&sql, &[&user_id, &limit, &offset]).await?;
+) -> Result<(Vec<PaymentLine>, i64), StoreError> {
+    static SQL: std::sync::LazyLock<String> = std::sync::LazyLock::new(|| {
+        format!(
+            "SELECT {LINE_COLS}, count(*) OVER () AS total FROM payments WHERE user_id = $1 \
+             ORDER BY created_at DESC, id DESC LIMIT $2 OFFSET $3"
+        )
+    });
+    let rows = db.q(&SQL, &[&user_id, &limit, &offset]).await?;
     let total = match rows.first() {
-        Some(r) => r.try_get("total")?,
+        Some(r) => r.try_get(14)?,
         // Past the last page the window is empty: count separately.
         None => db
             .q_one(
@@ -135,11 +205,11 @@ pub async fn list_for_user(
             .await?
             .try_get(0)?,
     };
-    let payments = rows
+    let lines = rows
         .iter()
-        .map(Payment::from_row)
+        .map(PaymentLine::from_row)
         .collect::<Result<_, _>>()?;
-    Ok((payments, total))
+    Ok((lines, total))
 }
 
 // --- service: purchase ---

@@ -9,6 +9,7 @@ use crate::domain::{InboxId, InboxStatus, MethodId, PaymentKind, RefundId, UserI
 use crate::domain::{Money, PaySystem, PaymentStatus, Period, SubscriptionStatus};
 use crate::domain::{PaymentId, SubscriptionId, TariffId};
 use crate::store::payment_methods::PaymentMethod;
+use crate::store::payments::PaymentLine;
 use crate::store::tariffs::PaySystemRow;
 use crate::store::webhook_inbox::InboxRow;
 use crate::store::{Payment, Subscription, Tariff};
@@ -157,6 +158,12 @@ pub struct PaymentView {
 
 impl From<&Payment> for PaymentView {
     fn from(p: &Payment) -> Self {
+        PaymentView::from(&PaymentLine::from(p))
+    }
+}
+
+impl From<&PaymentLine> for PaymentView {
+    fn from(p: &PaymentLine) -> Self {
         PaymentView {
             id: p.id,
             status: p.status,
