@@ -417,3 +417,35 @@ async fn the_settle_statements_lock_their_rows_by_primary_key() {
         }
     }
 }
+
+#[tokio::test]
+async fn the_renewal_claim_updates_its_rows_by_primary_key() {
+    let app = TestApp::builder().fake_yookassa().start().await;
+    let db = app.sql().await;
+    // Many subscriptions: a plan that hashes all of them costs their number on
+    // every claim of 200 (the generic plan cannot know `LIMIT $1`).
+    let tariff: billing::domain::TariffId = MONTH_TARIFF.parse().unwrap();
+    db.execute(
+        include_str!("../../src/bench/sql/renew_methods.sql"),
+        &[&5_000i32],
+    )
+    .await
+    .unwrap();
+    db.execute(
+        include_str!("../../src/bench/sql/renew_subscriptions.sql"),
+        &[&tariff, &29_900i64],
+    )
+    .await
+    .unwrap();
+    db.execute("ANALYZE", &[]).await.unwrap();
+    let cols = billing::store::payments::COLS;
+    let qualified: Vec<String> = cols.split(", ").map(|c| format!("p.{c}")).collect();
+    let sql = include_str!("../../src/store/payments/claim_renewals.sql")
+        .replace("{p.cols}", &qualified.join(", "))
+        .replace("{cols}", cols);
+    let plan = generic_plan(&db, &sql, "bigint, float8, float8, int", "200, 600, 60, 23").await;
+    assert!(
+        !plan.contains("Seq Scan on subscriptions"),
+        "the claim walks every subscription:\n{plan}"
+    );
+}

@@ -20,10 +20,11 @@ WITH due AS (
     LIMIT $1
     FOR UPDATE OF s SKIP LOCKED
 ), claimed AS (
+    -- By primary key from the ids as an array: joined to `due`, the generic plan
+    -- (which cannot know LIMIT $1) hashed the whole table on every claim.
     UPDATE subscriptions s
        SET next_charge_at = now() + make_interval(secs => $2), updated_at = now()
-      FROM due
-     WHERE s.id = due.id
+     WHERE s.id = ANY (ARRAY(SELECT id FROM due))
     RETURNING s.id, s.user_id, s.tariff_id, s.price_minor, s.currency, s.current_period_end,
               s.renewal_attempts, s.payment_method_id, s.livemode
 ), period AS (
