@@ -92,7 +92,7 @@ pub struct CloudPaymentsConfig {
 }
 
 /// `DATABASE_POOL_SIZE` when unset (see BENCHMARKS.md, "Pool size").
-pub const DEFAULT_DATABASE_POOL_SIZE: usize = 32;
+pub const DEFAULT_DATABASE_POOL_SIZE: usize = 8;
 /// `JOB_CONCURRENCY` when unset: claimed items a job works on at once.
 pub const DEFAULT_JOB_CONCURRENCY: usize = 16;
 
@@ -511,7 +511,7 @@ mod tests {
 
     #[test]
     fn the_pool_size_is_a_whole_number_from_1_to_1000() {
-        assert_eq!(cfg(&[]).unwrap().database_pool_size, 32);
+        assert_eq!(cfg(&[]).unwrap().database_pool_size, 8);
         let c = cfg(&[("DATABASE_POOL_SIZE", "6")]).unwrap();
         assert_eq!(c.database_pool_size, 6);
         for bad in ["0", "-1", "1001", "many"] {
