@@ -39,28 +39,35 @@ impl Subscription {
 
     /// From columns named `{prefix}{column}` (a subscription joined to another row).
     pub fn from_row_prefixed(row: &Row, prefix: &str) -> Result<Subscription, StoreError> {
-        let col = |name: &str| format!("{prefix}{name}");
+        // Unprefixed (every read but a join) without an allocation per column.
+        let col = |name: &'static str| -> std::borrow::Cow<'static, str> {
+            if prefix.is_empty() {
+                name.into()
+            } else {
+                format!("{prefix}{name}").into()
+            }
+        };
         let currency: Currency = parse_col(row, &col("currency"))?;
-        let count: i32 = row.try_get(col("period_count").as_str())?;
+        let count: i32 = row.try_get(&*col("period_count"))?;
         Ok(Subscription {
-            id: row.try_get(col("id").as_str())?,
-            user_id: row.try_get(col("user_id").as_str())?,
-            tariff_id: row.try_get(col("tariff_id").as_str())?,
+            id: row.try_get(&*col("id"))?,
+            user_id: row.try_get(&*col("user_id"))?,
+            tariff_id: row.try_get(&*col("tariff_id"))?,
             pay_system: parse_col(row, &col("pay_system"))?,
             status: parse_col(row, &col("status"))?,
-            price: Money::new(row.try_get(col("price_minor").as_str())?, currency),
+            price: Money::new(row.try_get(&*col("price_minor"))?, currency),
             period: Period::new(count as u32, parse_col(row, &col("period_unit"))?)
                 .map_err(StoreError::Corrupt)?,
-            current_period_start: row.try_get(col("current_period_start").as_str())?,
-            current_period_end: row.try_get(col("current_period_end").as_str())?,
-            auto_renew: row.try_get(col("auto_renew").as_str())?,
-            payment_method_id: row.try_get(col("payment_method_id").as_str())?,
-            next_charge_at: row.try_get(col("next_charge_at").as_str())?,
-            renewal_attempts: row.try_get(col("renewal_attempts").as_str())?,
-            past_due_since: row.try_get(col("past_due_since").as_str())?,
-            livemode: row.try_get(col("livemode").as_str())?,
-            created_at: row.try_get(col("created_at").as_str())?,
-            ended_at: row.try_get(col("ended_at").as_str())?,
+            current_period_start: row.try_get(&*col("current_period_start"))?,
+            current_period_end: row.try_get(&*col("current_period_end"))?,
+            auto_renew: row.try_get(&*col("auto_renew"))?,
+            payment_method_id: row.try_get(&*col("payment_method_id"))?,
+            next_charge_at: row.try_get(&*col("next_charge_at"))?,
+            renewal_attempts: row.try_get(&*col("renewal_attempts"))?,
+            past_due_since: row.try_get(&*col("past_due_since"))?,
+            livemode: row.try_get(&*col("livemode"))?,
+            created_at: row.try_get(&*col("created_at"))?,
+            ended_at: row.try_get(&*col("ended_at"))?,
         })
     }
 }

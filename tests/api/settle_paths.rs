@@ -97,6 +97,15 @@ async fn events_of(app: &TestApp, user: UserId) -> Vec<(String, Value)> {
         .collect()
 }
 
+/// The types of the user's events, oldest first.
+async fn event_types(app: &TestApp, user: UserId) -> Vec<String> {
+    events_of(app, user)
+        .await
+        .into_iter()
+        .map(|(t, _)| t)
+        .collect()
+}
+
 /// What must be equal between two paid payments and their subscriptions, whichever
 /// path settled them (ids, users and instants differ; durations must not).
 fn shape(p: &Payment, s: &Subscription) -> Value {
@@ -237,12 +246,10 @@ async fn a_paid_renewal_leaves_the_same_rows_and_events_by_either_path() {
         events_of(&app, sa.user_id).await,
         events_of(&app, sb.user_id).await
     );
-    let types: Vec<String> = events_of(&app, sb.user_id)
-        .await
-        .into_iter()
-        .map(|(t, _)| t)
-        .collect();
-    assert_eq!(types, ["payment.succeeded", "subscription.renewed"]);
+    assert_eq!(
+        event_types(&app, sb.user_id).await,
+        ["payment.succeeded", "subscription.renewed"]
+    );
 }
 
 #[tokio::test]
@@ -260,12 +267,10 @@ async fn a_snapshot_the_payment_has_moved_on_from_changes_nothing() {
         Applied::Unchanged
     );
     assert_eq!(app.subscriptions().await.len(), 1, "one subscription");
-    let types: Vec<String> = events_of(&app, user)
-        .await
-        .into_iter()
-        .map(|(t, _)| t)
-        .collect();
-    assert_eq!(types, ["payment.succeeded", "subscription.activated"]);
+    assert_eq!(
+        event_types(&app, user).await,
+        ["payment.succeeded", "subscription.activated"]
+    );
 }
 
 #[tokio::test]
@@ -296,12 +301,10 @@ async fn a_live_subscription_that_appeared_after_the_snapshot_sends_the_purchase
         "the payment extends the live one"
     );
     assert_eq!(app.payment(id).await.subscription_id, Some(live));
-    let types: Vec<String> = events_of(&app, user)
-        .await
-        .into_iter()
-        .map(|(t, _)| t)
-        .collect();
-    assert_eq!(types, ["payment.succeeded", "subscription.renewed"]);
+    assert_eq!(
+        event_types(&app, user).await,
+        ["payment.succeeded", "subscription.renewed"]
+    );
 }
 
 #[tokio::test]
