@@ -49,6 +49,29 @@ impl Mode {
     }
 }
 
+impl Config {
+    /// One provider's mode, from its own credentials: YooKassa's is the service's
+    /// (`sandbox` without credentials), CloudPayments' its own.
+    pub fn provider_mode(&self, system: crate::domain::PaySystem) -> Mode {
+        match system {
+            crate::domain::PaySystem::YooKassa => self.mode,
+            crate::domain::PaySystem::CloudPayments => {
+                self.cloudpayments.as_ref().map_or(Mode::Test, |c| c.mode)
+            }
+        }
+    }
+
+    /// Whether payments and refunds at `system` carry a 54-FZ receipt.
+    pub fn receipts_on(&self, system: crate::domain::PaySystem) -> bool {
+        self.receipts.contains(&system)
+    }
+
+    /// Whether a payment at `system` moves money: its `livemode`.
+    pub fn livemode(&self, system: crate::domain::PaySystem) -> bool {
+        self.provider_mode(system).livemode()
+    }
+}
+
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum LogFormat {
     Text,
@@ -89,6 +112,9 @@ pub struct CloudPaymentsConfig {
     pub public_id: String,
     pub api_secret: Secret,
     pub api_url: String,
+    /// `CLOUDPAYMENTS_MODE`, else `test` for a `test_api_` public id, else `live`:
+    /// the `TestMode` its notifications must carry and the `livemode` of its payments.
+    pub mode: Mode,
 }
 
 /// `DATABASE_POOL_SIZE` when unset (see BENCHMARKS.md, "Pool size").
@@ -127,6 +153,9 @@ pub struct Config {
     pub jobs: JobsConfig,
     /// Explicit RETURN_URL_ALLOWED_ORIGINS; empty means "the origin of the return URL".
     pub return_url_allowed_origins: Vec<String>,
+    /// `RECEIPTS`: the providers that get a 54-FZ receipt with every payment,
+    /// renewal and refund (empty: off).
+    pub receipts: Vec<crate::domain::PaySystem>,
     pub log_format: LogFormat,
     pub http: HttpLimits,
 }
@@ -239,29 +268,25 @@ impl Config {
                 return Err(err("YOOKASSA_SHOP_ID", "required with YOOKASSA_SECRET_KEY"))
             }
         };
-        match var("BILLING_MODE").as_deref() {
-            None => {}
-            Some("live") if mode != Mode::Live => {
-                return Err(err(
-                    "BILLING_MODE",
-                    "live mode needs real (not test_) YooKassa credentials",
-                ))
-            }
-            Some("live") => {}
-            Some(other) => {
-                return Err(err(
-                    "BILLING_MODE",
-                    format!("unknown mode {other:?} (only `live`)"),
-                ))
-            }
-        }
-
         let cloudpayments = match (
             var("CLOUDPAYMENTS_PUBLIC_ID"),
             var("CLOUDPAYMENTS_API_SECRET"),
         ) {
             (None, None) => None,
             (Some(public_id), Some(secret)) => Some(CloudPaymentsConfig {
+                mode: match var("CLOUDPAYMENTS_MODE").as_deref() {
+                    Some("test") => Mode::Test,
+                    Some("live") => Mode::Live,
+                    Some(other) => {
+                        return Err(err(
+                            "CLOUDPAYMENTS_MODE",
+                            format!("unknown mode {other:?} (`test` or `live`)"),
+                        ))
+                    }
+                    // CloudPayments' test terminals have `test_api_…` public ids.
+                    None if public_id.starts_with("test_api_") => Mode::Test,
+                    None => Mode::Live,
+                },
                 public_id,
                 api_secret: Secret::new(secret),
                 api_url: url("CLOUDPAYMENTS_API_URL")?
@@ -280,6 +305,30 @@ impl Config {
                 ))
             }
         };
+
+        match var("BILLING_MODE").as_deref() {
+            None => {}
+            Some("live") if mode != Mode::Live => {
+                return Err(err(
+                    "BILLING_MODE",
+                    "live mode needs real (not test_) YooKassa credentials",
+                ))
+            }
+            Some("live") if cloudpayments.as_ref().is_some_and(|c| c.mode != Mode::Live) => {
+                return Err(err(
+                    "BILLING_MODE",
+                    "live mode needs every configured provider live: CloudPayments is in test mode \
+                     (CLOUDPAYMENTS_MODE, or a test_api_ public id)",
+                ))
+            }
+            Some("live") => {}
+            Some(other) => {
+                return Err(err(
+                    "BILLING_MODE",
+                    format!("unknown mode {other:?} (only `live`)"),
+                ))
+            }
+        }
 
         let real_provider = mode != Mode::Sandbox || cloudpayments.is_some();
         let jwt_secret = match var("JWT_SECRET_KEY") {
@@ -366,6 +415,27 @@ impl Config {
             max_connections: whole("HTTP_MAX_CONNECTIONS", 1024, 1_000_000)?,
         };
 
+        let receipts = match var("RECEIPTS").as_deref() {
+            None | Some("off") => vec![],
+            Some(list) => {
+                let mut systems = vec![];
+                for name in list.split(',').map(str::trim) {
+                    let system: crate::domain::PaySystem = name.parse().map_err(|_| {
+                        err(
+                            "RECEIPTS",
+                            format!(
+                                "unknown provider {name:?} (off, or yookassa and/or cloudpayments)"
+                            ),
+                        )
+                    })?;
+                    if !systems.contains(&system) {
+                        systems.push(system);
+                    }
+                }
+                systems
+            }
+        };
+
         let log_format = match var("LOG_FORMAT").as_deref() {
             None | Some("text") => LogFormat::Text,
             Some("json") => LogFormat::Json,
@@ -420,6 +490,7 @@ impl Config {
             },
             return_url_allowed_origins,
             log_format,
+            receipts,
             http,
         })
     }
@@ -576,6 +647,66 @@ mod tests {
         ])
         .unwrap_err();
         assert_eq!(e.var, "BILLING_MODE");
+    }
+
+    #[test]
+    fn each_provider_has_its_own_mode() {
+        use crate::domain::PaySystem;
+        let yk_test = [
+            ("YOOKASSA_SHOP_ID", "1"),
+            ("YOOKASSA_SECRET_KEY", "test_abc"),
+            ("JWT_SECRET_KEY", "k"),
+            ("CLOUDPAYMENTS_API_SECRET", "s"),
+        ];
+        let with = |public_id: &'static str, mode: Option<&'static str>| {
+            let mut vars = yk_test.to_vec();
+            vars.push(("CLOUDPAYMENTS_PUBLIC_ID", public_id));
+            vars.extend(mode.map(|m| ("CLOUDPAYMENTS_MODE", m)));
+            cfg(&vars)
+        };
+        let c = with("pk_0123", None).unwrap();
+        assert_eq!(c.provider_mode(PaySystem::YooKassa), Mode::Test);
+        assert_eq!(c.provider_mode(PaySystem::CloudPayments), Mode::Live);
+        assert!(c.livemode(PaySystem::CloudPayments) && !c.livemode(PaySystem::YooKassa));
+        let c = with("test_api_00000000000000000000002", None).unwrap();
+        assert_eq!(c.provider_mode(PaySystem::CloudPayments), Mode::Test);
+        let c = with("pk_0123", Some("test")).unwrap();
+        assert_eq!(c.provider_mode(PaySystem::CloudPayments), Mode::Test);
+        let c = with("test_api_0", Some("live")).unwrap();
+        assert_eq!(c.provider_mode(PaySystem::CloudPayments), Mode::Live);
+        assert_eq!(
+            with("pk_0123", Some("sandbox")).unwrap_err().var,
+            "CLOUDPAYMENTS_MODE"
+        );
+    }
+
+    #[test]
+    fn live_billing_mode_demands_every_configured_provider_live() {
+        let live = [
+            ("YOOKASSA_SHOP_ID", "1"),
+            ("YOOKASSA_SECRET_KEY", "live_abc"),
+            ("JWT_SECRET_KEY", "k"),
+            ("BILLING_MODE", "live"),
+        ];
+        assert!(cfg(&live).is_ok(), "YooKassa alone, live");
+        let mut with_cp = live.to_vec();
+        with_cp.push(("CLOUDPAYMENTS_PUBLIC_ID", "pk_0123"));
+        with_cp.push(("CLOUDPAYMENTS_API_SECRET", "s"));
+        assert!(cfg(&with_cp).is_ok(), "both live");
+        with_cp.push(("CLOUDPAYMENTS_MODE", "test"));
+        assert_eq!(cfg(&with_cp).unwrap_err().var, "BILLING_MODE");
+    }
+
+    #[test]
+    fn receipts_are_off_by_default_and_listed_per_provider() {
+        use crate::domain::PaySystem;
+        assert!(cfg(&[]).unwrap().receipts.is_empty());
+        assert!(cfg(&[("RECEIPTS", "off")]).unwrap().receipts.is_empty());
+        let c = cfg(&[("RECEIPTS", "yookassa, cloudpayments")]).unwrap();
+        assert!(c.receipts_on(PaySystem::YooKassa) && c.receipts_on(PaySystem::CloudPayments));
+        let c = cfg(&[("RECEIPTS", "cloudpayments")]).unwrap();
+        assert!(!c.receipts_on(PaySystem::YooKassa));
+        assert_eq!(cfg(&[("RECEIPTS", "on")]).unwrap_err().var, "RECEIPTS");
     }
 
     #[test]

@@ -95,6 +95,12 @@ pub async fn create_if_missing(database_url: &str) -> Result<(), DbSetupError> {
 /// Applies the migrations in `sql/` in order and records them (refinery's history table).
 /// Serialised by an advisory lock so replicas starting together do not race.
 pub async fn migrate(database_url: &str) -> Result<usize, DbSetupError> {
+    migrate_to(database_url, None).await
+}
+
+/// [`migrate`] up to and including migration `version` (`None`: all of them); a
+/// test migrates rows written under an older schema this way.
+pub async fn migrate_to(database_url: &str, version: Option<i32>) -> Result<usize, DbSetupError> {
     let cfg = tokio_postgres::Config::from_str(database_url).map_err(DbSetupError::Url)?;
     let (mut client, conn) = cfg.connect(NoTls).await.map_err(DbSetupError::Connect)?;
     let task = tokio::spawn(conn);
@@ -102,7 +108,11 @@ pub async fn migrate(database_url: &str) -> Result<usize, DbSetupError> {
         .batch_execute("SELECT pg_advisory_lock(7461626)")
         .await
         .map_err(DbSetupError::Connect)?;
-    let report = embedded::migrations::runner().run_async(&mut client).await;
+    let mut runner = embedded::migrations::runner();
+    if let Some(v) = version {
+        runner = runner.set_target(refinery::Target::Version(v));
+    }
+    let report = runner.run_async(&mut client).await;
     let _ = client
         .batch_execute("SELECT pg_advisory_unlock(7461626)")
         .await;

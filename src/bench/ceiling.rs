@@ -133,6 +133,7 @@ async fn one_tx(
             payment_method_id: None,
             next_charge_at: None,
             livemode: false,
+            receipt: None,
         },
     )
     .await?;

@@ -4,7 +4,7 @@
 use std::fmt;
 use std::str::FromStr;
 
-use chrono::{DateTime, Days, Months, Utc};
+use chrono::{DateTime, Datelike, Days, Months, Utc};
 use serde::{Deserialize, Serialize};
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize, utoipa::ToSchema)]
@@ -82,6 +82,64 @@ impl Period {
         };
         start.expect("period arithmetic stays within chrono's range for count <= 1000")
     }
+
+    /// The end of the `n`-th period counted from the billing anchor: each end is
+    /// computed from the anchor, never from the previous end, so the anchor's day
+    /// comes back after a short month (31 Jan → 28 Feb → 31 Mar → 30 Apr).
+    fn nth_end(self, anchor: DateTime<Utc>, n: u32) -> Option<DateTime<Utc>> {
+        match self.months() {
+            Some(m) => anchor.checked_add_months(Months::new(m.checked_mul(n)?)),
+            None => anchor.checked_add_days(Days::new(u64::from(self.count) * u64::from(n))),
+        }
+    }
+
+    /// The end of the period that starts at `start`, on the grid of ends the billing
+    /// `anchor` (Stripe's `billing_cycle_anchor`) sets: the first anchor date at or
+    /// after one plain period from `start`. From an end on the grid that is the next
+    /// grid date; from one off it (a subscription that drifted before anchors were
+    /// kept) the period runs to the next grid date after a whole period, never
+    /// shorter than a plain period. Day periods ignore the anchor.
+    pub fn end_from(self, anchor: DateTime<Utc>, start: DateTime<Utc>) -> DateTime<Utc> {
+        let plain = self.add_to(start);
+        let Some(months) = self.months() else {
+            return plain;
+        };
+        if anchor > start {
+            return plain;
+        }
+        // Whole periods between the anchor and `plain`, minus one to stay below it.
+        let gap =
+            (plain.year() - anchor.year()) * 12 + plain.month() as i32 - anchor.month() as i32;
+        let mut n = (gap / months as i32 - 1).max(0) as u32;
+        loop {
+            match self.nth_end(anchor, n) {
+                Some(end) if end >= plain => return end,
+                Some(_) => n += 1,
+                None => return plain,
+            }
+        }
+    }
+
+    /// The start of the period that ends at `end`, on the anchor's grid when `end`
+    /// is on it (a refund giving a period back: 30 Apr → 31 Mar, not 30 Mar);
+    /// otherwise one plain period back. Never before the anchor.
+    pub fn start_before(self, anchor: DateTime<Utc>, end: DateTime<Utc>) -> DateTime<Utc> {
+        let plain = self.sub_from(end);
+        if self.months().is_none() || anchor >= end {
+            return plain;
+        }
+        let mut n = 0u32;
+        while let Some(e) = self.nth_end(anchor, n + 1) {
+            if e == end {
+                return self.nth_end(anchor, n).unwrap_or(plain);
+            }
+            if e > end {
+                break;
+            }
+            n += 1;
+        }
+        plain.max(anchor)
+    }
 }
 
 impl fmt::Display for Period {
@@ -130,6 +188,56 @@ mod tests {
     }
 
     #[test]
+    fn the_anchor_day_comes_back_after_short_months() {
+        let month = Period::new(1, PeriodUnit::Month).unwrap();
+        let anchor = at(2026, 1, 31);
+        let mut end = anchor;
+        let mut ends = vec![];
+        for _ in 0..5 {
+            end = month.end_from(anchor, end);
+            ends.push(end);
+        }
+        assert_eq!(
+            ends,
+            [
+                at(2026, 2, 28),
+                at(2026, 3, 31),
+                at(2026, 4, 30),
+                at(2026, 5, 31),
+                at(2026, 6, 30)
+            ]
+        );
+        let leap = at(2028, 1, 31);
+        assert_eq!(month.end_from(leap, leap), at(2028, 2, 29));
+        assert_eq!(month.end_from(leap, at(2028, 2, 29)), at(2028, 3, 31));
+        assert_eq!(month.start_before(anchor, at(2026, 4, 30)), at(2026, 3, 31));
+        assert_eq!(month.start_before(anchor, at(2026, 3, 31)), at(2026, 2, 28));
+    }
+
+    #[test]
+    fn a_year_anchored_on_29_february_comes_back_in_leap_years() {
+        let year = Period::new(1, PeriodUnit::Year).unwrap();
+        let anchor = at(2028, 2, 29);
+        let y1 = year.end_from(anchor, anchor);
+        let y2 = year.end_from(anchor, y1);
+        let y4 = year.end_from(anchor, year.end_from(anchor, y2));
+        assert_eq!(
+            (y1, y2, y4),
+            (at(2029, 2, 28), at(2030, 2, 28), at(2032, 2, 29))
+        );
+    }
+
+    #[test]
+    fn a_drifted_end_rejoins_the_grid_without_a_short_period() {
+        let month = Period::new(1, PeriodUnit::Month).unwrap();
+        // Renewed before anchors were kept: 31 Jan → 28 Feb → 28 Mar.
+        assert_eq!(
+            month.end_from(at(2026, 1, 31), at(2026, 3, 28)),
+            at(2026, 4, 30)
+        );
+    }
+
+    #[test]
     fn count_is_bounded() {
         assert!(Period::new(0, PeriodUnit::Month).is_err());
         assert!(Period::new(1001, PeriodUnit::Day).is_err());
@@ -158,6 +266,33 @@ mod tests {
             let last_day = end.with_day(1).unwrap().checked_add_months(Months::new(1)).unwrap()
                 .checked_sub_days(Days::new(1)).unwrap().day();
             prop_assert!(end.day() == start.day() || (end.day() == last_day && start.day() > last_day));
+        }
+
+        /// Issue 15: ten years of renewals from a random start land every end on the
+        /// anchor's day, or on the last day of a month too short for it, at the
+        /// anchor's time, one period apart; and each refund step back is exact.
+        #[test]
+        fn ten_years_of_renewals_keep_the_anchor_day(
+            secs in 0i64..4_000_000_000, count in 1u32..=3, unit in 1u8..3
+        ) {
+            let unit = [PeriodUnit::Day, PeriodUnit::Month, PeriodUnit::Year][unit as usize];
+            let period = Period::new(count, unit).unwrap();
+            let anchor = Utc.timestamp_opt(secs, 0).unwrap();
+            let horizon = anchor.checked_add_months(Months::new(120)).unwrap();
+            let mut start = anchor;
+            let mut n = 0;
+            while start < horizon {
+                let end = period.end_from(anchor, start);
+                n += 1;
+                prop_assert_eq!(end.time(), anchor.time());
+                let months = (end.year() - anchor.year()) * 12 + end.month() as i32 - anchor.month() as i32;
+                prop_assert_eq!(months as u32, n * period.months().unwrap(), "{} periods", n);
+                let last_day = end.with_day(1).unwrap().checked_add_months(Months::new(1)).unwrap()
+                    .checked_sub_days(Days::new(1)).unwrap().day();
+                prop_assert_eq!(end.day(), anchor.day().min(last_day), "end {}", end);
+                prop_assert_eq!(period.start_before(anchor, end), start);
+                start = end;
+            }
         }
 
         #[test]

@@ -117,6 +117,8 @@ impl From<&BillingError> for ApiError {
             B::Store(e) => e.into(),
             B::BadIdempotencyKey => ApiError::bad_request("bad_idempotency_key", detail),
             B::BadReturnUrl(_) => ApiError::bad_request("bad_return_url", detail),
+            B::BadField(_) => ApiError::bad_request("bad_field", detail),
+            B::ContactRequired(_) => ApiError::bad_request("contact_required", detail),
             B::ReturnUrlNotAllowed(_) => ApiError::bad_request("return_url_not_allowed", detail),
             B::BadRefundReason => ApiError::bad_request("bad_reason", detail),
             B::CurrencyMismatch => ApiError::bad_request("currency_mismatch", detail),

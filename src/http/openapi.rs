@@ -21,8 +21,8 @@ use crate::domain::{
 use crate::http::error::ErrorBody;
 use crate::http::handlers::health::{Health, Readiness};
 use crate::http::handlers::views::{
-    InboxView, PaySystemView, PaymentMethodView, PaymentView, RefundView, SubscriptionView,
-    TariffRef, TariffView, UserAccount,
+    DeclineView, InboxView, PaySystemView, PaymentMethodView, PaymentView, ReceiptView, RefundView,
+    SubscriptionView, TariffRef, TariffView, UserAccount,
 };
 use crate::http::handlers::webhooks::{CodeAnswer, WebhookAck};
 use crate::http::handlers::{account, admin, catalog, health, payments, webhooks};
@@ -85,6 +85,15 @@ use crate::service::refunds::RefundRequest;
         PaySystemView,
         PaymentMethodView,
         UserAccount,
+        DeclineView,
+        ReceiptView,
+        crate::domain::receipt::Receipt,
+        crate::domain::receipt::ReceiptItem,
+        crate::domain::receipt::Customer,
+        crate::domain::receipt::Email,
+        crate::domain::receipt::Phone,
+        crate::domain::receipt::VatCode,
+        crate::domain::receipt::TaxSystem,
         InboxView,
         YooKassaNotification,
         WireObject,

@@ -204,12 +204,21 @@ async fn after_check(app: &App, payment: &Payment, answered: bool) -> Result<(),
         }
     }
     let db = app.db.conn().await?;
-    if payments::fail_stale_pending(&db, payment.id).await? {
-        settle::alert(
+    match payments::fail_stale_pending(&db, payment.id).await? {
+        // The viewer's card was declined and they left: nothing for an operator.
+        Some(payments::StaleFailed {
+            last_decline: Some(reason),
+        }) => tracing::info!(
+            payment_id = %payment.id,
+            reason,
+            "checkout abandoned after a declined attempt; marked failed"
+        ),
+        Some(_) => settle::alert(
             "pending_too_long",
             "provider still has the payment pending after a day; marked failed locally",
             payment.id,
-        );
+        ),
+        None => {}
     }
     Ok(())
 }

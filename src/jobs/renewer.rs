@@ -88,6 +88,7 @@ pub async fn claim(
         lease,
         app.config.reconcile_after,
         create::RESEND_WINDOW_HOURS as i32,
+        &app.config.receipts,
     )
     .await?)
 }

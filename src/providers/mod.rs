@@ -13,6 +13,7 @@ use std::time::Duration;
 use async_trait::async_trait;
 use chrono::{DateTime, Utc};
 
+use crate::domain::receipt::Receipt;
 use crate::domain::PaymentId;
 use crate::domain::UserId;
 use crate::domain::{Money, PaySystem, PaymentStatus, RefundStatus};
@@ -73,6 +74,8 @@ pub struct CreatePayment {
     pub save_method: bool,
     /// A renewal: charge this saved method with no viewer present.
     pub saved_method_id: Option<String>,
+    /// The 54-FZ receipt, when receipts are on for this provider.
+    pub receipt: Option<Receipt>,
 }
 
 #[derive(Debug, Clone)]
@@ -81,6 +84,11 @@ pub struct CreateRefund {
     pub amount: Money,
     pub description: String,
     pub idempotence_key: String,
+    /// The refund receipt ("return of income"), when receipts are on.
+    pub receipt: Option<Receipt>,
+    /// The whole payment goes back at once (YooKassa then builds the refund
+    /// receipt from the payment's own and takes none).
+    pub whole_payment: bool,
 }
 
 #[derive(Debug, Clone, PartialEq)]
@@ -259,6 +267,13 @@ impl Providers {
             PaySystem::YooKassa => Some(&self.yookassa),
             PaySystem::CloudPayments => self.cloudpayments.as_ref(),
         }
+    }
+
+    /// The pay systems configured here.
+    pub fn configured(&self) -> impl Iterator<Item = PaySystem> + '_ {
+        [PaySystem::YooKassa, PaySystem::CloudPayments]
+            .into_iter()
+            .filter(|s| self.get(*s).is_some())
     }
 }
 

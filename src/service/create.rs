@@ -94,6 +94,11 @@ pub fn request(app: &App, payment: &Payment, saved_method_id: Option<String>) ->
         return_url,
         save_method: payment.renew,
         saved_method_id,
+        // Stored with the row before the first send; sent while receipts are on.
+        receipt: payment
+            .receipt
+            .clone()
+            .filter(|_| app.config.receipts_on(payment.pay_system)),
     }
 }
 

@@ -21,6 +21,12 @@ pub enum BillingError {
     BadRefundReason,
     #[error("refund currency differs from the payment's")]
     CurrencyMismatch,
+    /// A field that does not hold what it must (`field: why`).
+    #[error("{0}")]
+    BadField(String),
+    /// Receipts are on for this provider and the request named no one to send it to.
+    #[error("`email` or `phone` is required: {0} sends a 54-FZ receipt for this payment and its renewals")]
+    ContactRequired(PaySystem),
 
     // What the caller asked for does not exist.
     #[error("{0} is not enabled")]

@@ -6,6 +6,7 @@ use serde::{Deserialize, Serialize};
 use uuid::Uuid;
 
 use crate::app::App;
+use crate::domain::receipt::{Customer, Email, Phone, Receipt};
 use crate::domain::{Money, PaySystem, PaymentStatus};
 use crate::domain::{PaymentId, TariffId, UserId};
 use crate::providers::CreatePayment;
@@ -25,6 +26,37 @@ pub struct BuyRequest {
     /// Where the viewer returns after paying; must be one of RETURN_URL_ALLOWED_ORIGINS (else 400).
     #[serde(default)]
     pub return_url: Option<String>,
+    /// Where the 54-FZ receipt goes (this purchase's and its renewals'). Required,
+    /// this or `phone`, when receipts are on for the pay system (else 400
+    /// `contact_required`).
+    #[serde(default)]
+    #[schema(example = "viewer@example.com")]
+    pub email: Option<String>,
+    /// E.164 with the country code: `+7 900 123-45-67` is kept as `79001234567`.
+    #[serde(default)]
+    #[schema(example = "+79001234567")]
+    pub phone: Option<String>,
+}
+
+/// The receipt's customer from a buy request: each given field checked (400
+/// `bad_field` naming it), one of them required while receipts are on.
+pub fn customer(
+    app: &App,
+    system: PaySystem,
+    email: Option<&str>,
+    phone: Option<&str>,
+) -> Result<Option<Customer>, BillingError> {
+    let email = email
+        .map(|e| Email::parse(e).map_err(|why| BillingError::BadField(format!("email {why}"))))
+        .transpose()?;
+    let phone = phone
+        .map(|p| Phone::parse(p).map_err(|why| BillingError::BadField(format!("phone {why}"))))
+        .transpose()?;
+    let customer = Customer::new(email, phone);
+    if customer.is_none() && app.config.receipts_on(system) {
+        return Err(BillingError::ContactRequired(system));
+    }
+    Ok(customer)
 }
 
 #[derive(Debug, Serialize, Deserialize, utoipa::ToSchema)]
@@ -92,6 +124,7 @@ pub async fn buy(
         .cloned()
         .ok_or(BillingError::PaySystemNotEnabled(system))?;
     let return_url = check_return_url(app, req.return_url.as_deref())?;
+    let customer = customer(app, system, req.email.as_deref(), req.phone.as_deref())?;
     let hash = idempotency::request_hash(&[
         system.as_str().as_bytes(),
         &serde_json::to_vec(&req).expect("serializable"),
@@ -107,7 +140,10 @@ pub async fn buy(
         user_id,
         system,
         &req,
-        return_url,
+        Checked {
+            return_url,
+            customer,
+        },
         scope.as_ref(),
         &hash,
     )
@@ -129,6 +165,10 @@ pub async fn buy(
             .or_else(|| app.config.yookassa.return_url.clone()),
         save_method: payment.renew,
         saved_method_id: None,
+        receipt: payment
+            .receipt
+            .clone()
+            .filter(|_| app.config.receipts_on(system)),
     };
     let outcome = match provider.create_payment(&create).await {
         Ok(pp) => {
@@ -179,13 +219,22 @@ pub async fn buy(
     outcome.map(Keyed::Fresh)
 }
 
+/// What the edge checked of a buy request.
+struct Checked {
+    return_url: Option<String>,
+    customer: Option<Customer>,
+}
+
 /// Claims the idempotency key (if any), checks the rules, and commits the payment row.
 async fn begin(
     app: &App,
     user_id: UserId,
     system: PaySystem,
     req: &BuyRequest,
-    return_url: Option<String>,
+    Checked {
+        return_url,
+        customer,
+    }: Checked,
     scope: Option<&Scope<'_>>,
     hash: &[u8],
 ) -> Result<Start, BillingError> {
@@ -223,6 +272,20 @@ async fn begin(
     }
 
     let id = PaymentId::new();
+    let description = format!("Subscription: {}", tariff.name);
+    // Stored with the row (what is sent, and re-sent, is what is stored), and
+    // kept by the subscription for its renewals.
+    let receipt = customer
+        .filter(|_| app.config.receipts_on(system))
+        .map(|c| {
+            Receipt::for_period(
+                c,
+                &description,
+                tariff.price,
+                tariff.vat_code,
+                tariff.tax_system_code,
+            )
+        });
     let payment = payments::insert_purchase(
         &tx,
         &NewPurchase {
@@ -233,10 +296,11 @@ async fn begin(
             amount: tariff.price,
             renew: req.renew,
             return_url: return_url.as_deref(),
-            description: &format!("Subscription: {}", tariff.name),
+            description: &description,
             provider_idempotence_key: &Uuid::new_v4().to_string(),
-            livemode: app.config.mode.livemode(),
+            livemode: app.config.livemode(system),
             check_after: app.config.reconcile_after,
+            receipt: receipt.as_ref(),
         },
     )
     .await?;

@@ -17,6 +17,7 @@ use deadpool_postgres::Transaction;
 use uuid::Uuid;
 
 use crate::app::App;
+use crate::domain::receipt::Receipt;
 use crate::domain::UserId;
 use crate::domain::{Money, PaymentStatus, RefundStatus};
 use crate::domain::{PaymentId, RefundId};
@@ -27,6 +28,12 @@ use crate::service::{settle, BillingError};
 use crate::store::refunds::{self, Initiator, NewRefund, Refund};
 use crate::store::{self, Connect};
 use crate::store::{payments, subscriptions, Payment, StoreError, Subscription};
+
+/// The receipt of a refund of `amount` ("return of income"): the payment's own line,
+/// customer and taxes, for the refunded sum. None when the payment had none.
+fn refund_receipt(payment: &Payment, amount: Money) -> Option<Receipt> {
+    payment.receipt.as_ref().map(|r| r.for_refund(amount))
+}
 
 /// A full refund the service starts by itself (e.g. a payment that cannot apply).
 pub async fn insert_system_refund(
@@ -45,6 +52,7 @@ pub async fn insert_system_refund(
             reason,
             initiated_by: Initiator::System,
             provider_idempotence_key: &Uuid::new_v4().to_string(),
+            receipt: refund_receipt(payment, payment.amount).as_ref(),
         },
     )
     .await?;
@@ -107,12 +115,17 @@ async fn send(
                 code: "no_provider_id".into(),
                 description: "payment unknown at the provider".into(),
             })?;
+    let amount = Money::new(amount, payment.amount.currency());
     provider
         .create_refund(&CreateRefund {
             provider_payment_id,
-            amount: Money::new(amount, payment.amount.currency()),
+            amount,
             description,
             idempotence_key,
+            // What the row stored: the same on every re-send.
+            receipt: refund_receipt(payment, amount)
+                .filter(|_| app.config.receipts_on(payment.pay_system)),
+            whole_payment: amount == payment.amount,
         })
         .await
 }
@@ -284,7 +297,9 @@ async fn full_refund_access(
     sub: Subscription,
 ) -> Result<Subscription, StoreError> {
     let (end, now) = payments::paid_period_end(tx, payment.id).await?;
-    let end = end.or(payment.period_start.map(|s| sub.period.add_to(s)));
+    let end = end.or(payment
+        .period_start
+        .map(|s| sub.period.end_from(sub.billing_anchor, s)));
     let which = match (payment.period_start, end) {
         (Some(start), Some(end)) => paid_period(start, end, now),
         // Paid before periods were recorded: current unless a later payment of this
@@ -315,7 +330,9 @@ async fn full_refund_access(
             // The refunded period is normally the last one: its start is the new end.
             let new_end = match (which, payment.period_start) {
                 (PaidPeriod::Next, Some(start)) if end == Some(sub.current_period_end) => start,
-                _ => sub.period.sub_from(sub.current_period_end),
+                _ => sub
+                    .period
+                    .start_before(sub.billing_anchor, sub.current_period_end),
             };
             // The period in use is the one that ends there; the payment for it says where it began.
             let new_start = if sub.current_period_start < new_end {
@@ -323,7 +340,7 @@ async fn full_refund_access(
             } else {
                 payments::period_start_ending_at(tx, sub.id, payment.id, new_end)
                     .await?
-                    .unwrap_or_else(|| sub.period.sub_from(new_end))
+                    .unwrap_or_else(|| sub.period.start_before(sub.billing_anchor, new_end))
             };
             let updated = subscriptions::move_period_back(tx, sub.id, new_start, new_end).await?;
             events::record(
@@ -416,6 +433,11 @@ pub async fn admin_refund(
                     reason: &reason,
                     initiated_by: Initiator::Admin,
                     provider_idempotence_key: &Uuid::new_v4().to_string(),
+                    receipt: refund_receipt(
+                        &payment,
+                        Money::new(amount, payment.amount.currency()),
+                    )
+                    .as_ref(),
                 },
             )
             .await?;

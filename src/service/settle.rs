@@ -68,13 +68,9 @@ pub fn alert(kind: &'static str, message: &str, payment_id: PaymentId) {
 
 /// What the provider's object must agree with before it may change anything.
 fn review_reason(app: &App, payment: &Payment, pp: &ProviderPayment) -> Option<String> {
-    let expect_test = !app.config.mode.livemode();
-    if pp.test != expect_test {
-        return Some(format!(
-            "test flag {} in {} mode",
-            pp.test,
-            app.config.mode.as_str()
-        ));
+    let mode = app.config.provider_mode(payment.pay_system);
+    if pp.test == mode.livemode() {
+        return Some(format!("test flag {} in {} mode", pp.test, mode.as_str()));
     }
     match payment.pay_system {
         PaySystem::YooKassa => {
@@ -436,8 +432,17 @@ async fn activate_purchase(
             live.tariff_id
         ))),
         Some(live) => {
-            // Same tariff: one more period from the current end, at the price it was bought at.
-            let end = live.period.add_to(live.current_period_end.max(now));
+            // Same tariff: one more period from the current end, at the price it was
+            // bought at, on the anchor's grid; after the end, a new grid from now.
+            let (end, anchor) = if live.current_period_end >= now {
+                (
+                    live.period
+                        .end_from(live.billing_anchor, live.current_period_end),
+                    None,
+                )
+            } else {
+                (live.period.add_to(now), Some(now))
+            };
             // A newly saved method replaces the old one, and the subscription then
             // belongs to that method's provider (renewals go there).
             let (renew, method, pay_system) = if auto_renew {
@@ -455,6 +460,8 @@ async fn activate_purchase(
                     payment_method_id: method,
                     next_charge_at: next,
                     pay_system,
+                    anchor,
+                    receipt: payment.receipt.clone(),
                 },
             )
             .await?;
@@ -479,6 +486,7 @@ async fn activate_purchase(
                     payment_method_id: method_id,
                     next_charge_at: next,
                     livemode: payment.livemode,
+                    receipt: payment.receipt.clone(),
                 },
             )
             .await?;
@@ -522,25 +530,31 @@ async fn renew(
         // the same tariff (an extension): the money buys the period after the current
         // end, and the payment records that period, not the one the extension holds
         // (a refund of either then gives back its own period).
-        let end = sub.period.add_to(sub.current_period_end);
+        let end = sub
+            .period
+            .end_from(sub.billing_anchor, sub.current_period_end);
         payments::record_paid_period(tx, payment.id, sub.current_period_end, end).await?;
         let next = sub.auto_renew.then(|| renew_at(app, end));
         let renewed =
-            subscriptions::renewed(tx, sub.id, sub.current_period_start, end, next).await?;
+            subscriptions::renewed(tx, sub.id, sub.current_period_start, end, next, None).await?;
         return Ok(Granted::Sub(renewed, status_event));
     }
-    let (new_start, end) = if sub.status.is_live() {
+    let (new_start, end, anchor) = if sub.status.is_live() {
         (
             sub.current_period_end,
-            sub.period.add_to(sub.current_period_end),
+            sub.period
+                .end_from(sub.billing_anchor, sub.current_period_end),
+            None,
         )
     } else {
-        (period_start, sub.period.add_to(period_start.max(now)))
+        // Starting over after expiry: a new grid from the new period.
+        let from = period_start.max(now);
+        (period_start, sub.period.add_to(from), Some(from))
     };
     // A renewal's period_start is the period it was charged for; its end is recorded now.
     payments::record_period_end(tx, payment.id, end).await?;
     let next = sub.auto_renew.then(|| renew_at(app, end));
-    let renewed = subscriptions::renewed(tx, sub.id, new_start, end, next).await?;
+    let renewed = subscriptions::renewed(tx, sub.id, new_start, end, next, anchor).await?;
     Ok(Granted::Sub(renewed, status_event))
 }
 
@@ -706,6 +720,7 @@ pub async fn fast(
                 livemode: payment.livemode,
                 created_at: snap.now,
                 ended_at: None,
+                billing_anchor: start,
             };
             moved.subscription_id = Some(sub.id);
             let events = success_events(&moved, &sub, EventType::SubscriptionActivated);
@@ -750,7 +765,9 @@ pub async fn fast(
             {
                 return Ok(None);
             }
-            let end = sub.period.add_to(sub.current_period_end);
+            let end = sub
+                .period
+                .end_from(sub.billing_anchor, sub.current_period_end);
             let next = sub.auto_renew.then(|| renew_at(app, end));
             let renewed = Subscription {
                 status: SubscriptionStatus::Active,

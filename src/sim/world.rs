@@ -169,6 +169,8 @@ impl World {
             ("CLOUDPAYMENTS_PUBLIC_ID", CP_PUBLIC_ID),
             ("CLOUDPAYMENTS_API_SECRET", CP_SECRET),
             ("CLOUDPAYMENTS_API_URL", &self.cp_api),
+            // The fake terminal sends TestMode true.
+            ("CLOUDPAYMENTS_MODE", "test"),
             ("YOOKASSA_RETURN_URL", RETURN_URL),
             // Several worlds share one PostgreSQL (100 connections by default).
             ("DATABASE_POOL_SIZE", POOL_SIZE_TEXT),

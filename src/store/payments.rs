@@ -4,6 +4,7 @@ use tokio_postgres::Row;
 pub use super::payment_methods::{get as get_method, PaymentMethod};
 use super::subscriptions::Subscription;
 use super::{parse_col, GenericClient, StoreError};
+use crate::domain::receipt::Receipt;
 use crate::domain::{
     Currency, MethodId, Money, PaySystem, PaymentId, PaymentKind, PaymentStatus, Period,
     SubscriptionId, TariffId, UserId,
@@ -39,12 +40,26 @@ pub struct Payment {
     pub check_attempts: i32,
     pub created_at: DateTime<Utc>,
     pub updated_at: DateTime<Utc>,
+    /// The 54-FZ receipt sent with the create (every re-send sends the same).
+    pub receipt: Option<Receipt>,
 }
 
 pub const COLS: &str = "id, user_id, tariff_id, subscription_id, pay_system, kind, status, amount_minor, \
     currency, refunded_minor, renew, return_url, description, provider_idempotence_key, provider_payment_id, \
     confirmation_url, provider_checkout_id, payment_method_id, period_start, attempt, cancellation_party, cancellation_reason, \
-    captured_at, review_reason, livemode, check_attempts, created_at, updated_at";
+    captured_at, review_reason, livemode, check_attempts, created_at, updated_at, receipt";
+
+/// A stored receipt (jsonb), read back into ours.
+pub(crate) fn receipt_col(row: &Row, col: &str) -> Result<Option<Receipt>, StoreError> {
+    row.try_get::<_, Option<serde_json::Value>>(col)?
+        .map(|v| serde_json::from_value(v).map_err(|e| StoreError::Corrupt(format!("{col}: {e}"))))
+        .transpose()
+}
+
+/// A receipt as stored (jsonb).
+pub(crate) fn receipt_json(r: Option<&Receipt>) -> Option<serde_json::Value> {
+    r.map(|r| serde_json::to_value(r).expect("a receipt serialises"))
+}
 
 impl Payment {
     pub fn from_row(row: &Row) -> Result<Payment, StoreError> {
@@ -77,6 +92,7 @@ impl Payment {
             check_attempts: row.try_get("check_attempts")?,
             created_at: row.try_get("created_at")?,
             updated_at: row.try_get("updated_at")?,
+            receipt: receipt_col(row, "receipt")?,
         })
     }
 }
@@ -229,6 +245,7 @@ pub struct NewPurchase<'a> {
     pub livemode: bool,
     /// The reconciler's first look, if no notification came.
     pub check_after: std::time::Duration,
+    pub receipt: Option<&'a Receipt>,
 }
 
 pub async fn insert_purchase(
@@ -252,6 +269,7 @@ pub async fn insert_purchase(
                 &p.provider_idempotence_key,
                 &p.livemode,
                 &p.check_after.as_secs_f64(),
+                &receipt_json(p.receipt),
             ],
         )
         .await?;
@@ -693,15 +711,126 @@ pub async fn schedule_next_check(
 pub async fn fail_stale_pending(
     db: &impl GenericClient,
     id: PaymentId,
+) -> Result<Option<StaleFailed>, StoreError> {
+    // A checkout the viewer left after a declined card ends with that decline's reason.
+    let row = db
+        .q_opt(
+            "UPDATE payments p SET status = 'failed', next_check_at = NULL, updated_at = now(), \
+               cancellation_reason = coalesce(p.cancellation_reason, d.reason) \
+             FROM (SELECT (SELECT reason FROM declined_attempts WHERE payment_id = $1 \
+                           ORDER BY declined_at DESC LIMIT 1) AS reason) d \
+             WHERE p.id = $1 AND p.status = 'pending' RETURNING d.reason",
+            &[&id],
+        )
+        .await?;
+    Ok(row
+        .map(|r| r.try_get(0))
+        .transpose()?
+        .map(|last_decline| StaleFailed { last_decline }))
+}
+
+/// A purchase failed locally after a day pending.
+pub struct StaleFailed {
+    /// The reason of its last declined attempt, if the viewer had one.
+    pub last_decline: Option<String>,
+}
+
+// --- service: declined attempts ---
+
+/// A declined attempt on a checkout page that stays open, once per provider
+/// transaction. True when it is new.
+pub async fn record_decline(
+    db: &impl GenericClient,
+    payment_id: PaymentId,
+    pay_system: PaySystem,
+    transaction_id: &str,
+    reason: &str,
+    provider_reason: Option<&str>,
 ) -> Result<bool, StoreError> {
     Ok(db
         .exec(
-            "UPDATE payments SET status = 'failed', next_check_at = NULL, updated_at = now() \
-             WHERE id = $1 AND status = 'pending'",
-            &[&id],
+            "INSERT INTO declined_attempts (pay_system, provider_transaction_id, payment_id, reason, provider_reason) \
+             VALUES ($1, $2, $3, $4, $5) ON CONFLICT DO NOTHING",
+            &[&pay_system.as_str(), &transaction_id, &payment_id, &reason, &provider_reason],
         )
         .await?
         == 1)
+}
+
+/// A receipt we sent, with what it was for.
+#[derive(Debug, Clone)]
+pub struct SentReceipt {
+    pub payment_id: PaymentId,
+    /// Set for a refund's receipt ("return of income").
+    pub refund_id: Option<crate::domain::RefundId>,
+    pub receipt: Receipt,
+    pub created_at: DateTime<Utc>,
+}
+
+/// The receipts sent for one user's payments and refunds, newest first (at most 200).
+pub async fn receipts_of_user(
+    db: &impl GenericClient,
+    user_id: UserId,
+) -> Result<Vec<SentReceipt>, StoreError> {
+    db.query(
+        "SELECT p.id AS payment_id, NULL::uuid AS refund_id, p.receipt, p.created_at \
+           FROM payments p WHERE p.user_id = $1 AND p.receipt IS NOT NULL \
+         UNION ALL \
+         SELECT r.payment_id, r.id, r.receipt, r.created_at \
+           FROM refunds r JOIN payments p ON p.id = r.payment_id \
+          WHERE p.user_id = $1 AND r.receipt IS NOT NULL \
+         ORDER BY created_at DESC LIMIT 200",
+        &[&user_id],
+    )
+    .await?
+    .iter()
+    .map(|r| {
+        Ok(SentReceipt {
+            payment_id: r.try_get(0)?,
+            refund_id: r.try_get(1)?,
+            receipt: receipt_col(r, "receipt")?
+                .ok_or_else(|| StoreError::Corrupt("receipt vanished".into()))?,
+            created_at: r.try_get(3)?,
+        })
+    })
+    .collect()
+}
+
+/// A declined attempt, as operators see it.
+#[derive(Debug, Clone)]
+pub struct Decline {
+    pub payment_id: PaymentId,
+    pub pay_system: PaySystem,
+    pub provider_transaction_id: String,
+    pub reason: String,
+    pub provider_reason: Option<String>,
+    pub declined_at: DateTime<Utc>,
+}
+
+/// The declined attempts of one user's payments, newest first (at most 100).
+pub async fn declines_of_user(
+    db: &impl GenericClient,
+    user_id: UserId,
+) -> Result<Vec<Decline>, StoreError> {
+    db.query(
+        "SELECT d.payment_id, d.pay_system, d.provider_transaction_id, d.reason, d.provider_reason, d.declined_at \
+         FROM declined_attempts d JOIN payments p ON p.id = d.payment_id \
+         WHERE p.user_id = $1 ORDER BY d.declined_at DESC LIMIT 100",
+        &[&user_id],
+    )
+    .await?
+    .iter()
+    .map(|r| {
+        Ok(Decline {
+            payment_id: r.try_get(0)?,
+            pay_system: parse_col(r, "pay_system")?,
+            provider_transaction_id: r.try_get(2)?,
+            reason: r.try_get(3)?,
+            provider_reason: r.try_get(4)?,
+            declined_at: r.try_get(5)?,
+        })
+    })
+    .collect()
 }
 
 // --- service: settle in one statement ---
@@ -917,7 +1046,9 @@ pub async fn claim_renewals(
     lease: std::time::Duration,
     check_after: std::time::Duration,
     window_hours: i32,
+    receipts: &[PaySystem],
 ) -> Result<Vec<ClaimedRenewal>, StoreError> {
+    let receipts: Vec<&str> = receipts.iter().map(|s| s.as_str()).collect();
     static SQL: std::sync::LazyLock<String> = std::sync::LazyLock::new(|| {
         include_str!("payments/claim_renewals.sql")
             .replace("{p.cols}", &qualified(COLS, "p"))
@@ -930,6 +1061,7 @@ pub async fn claim_renewals(
             &lease.as_secs_f64(),
             &check_after.as_secs_f64(),
             &window_hours,
+            &receipts,
         ],
     )
     .await?

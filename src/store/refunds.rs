@@ -5,6 +5,7 @@ use chrono::{DateTime, Utc};
 use tokio_postgres::Row;
 
 use super::{parse_col, GenericClient, StoreError};
+use crate::domain::receipt::Receipt;
 use crate::domain::{Currency, Money, PaySystem, RefundStatus};
 use crate::domain::{PaymentId, RefundId, UserId};
 use crate::store::Cached as _;
@@ -84,6 +85,8 @@ pub struct NewRefund<'a> {
     pub reason: &'a str,
     pub initiated_by: Initiator,
     pub provider_idempotence_key: &'a str,
+    /// The refund receipt sent with it (the payment had one).
+    pub receipt: Option<&'a Receipt>,
 }
 
 pub async fn insert(db: &impl GenericClient, r: &NewRefund<'_>) -> Result<(), StoreError> {
@@ -93,7 +96,7 @@ pub async fn insert(db: &impl GenericClient, r: &NewRefund<'_>) -> Result<(), St
     };
     db.execute(
         "INSERT INTO refunds (id, payment_id, pay_system, amount_minor, currency, status, reason, initiated_by, \
-         provider_idempotence_key) VALUES ($1, $2, $3, $4, $5, 'pending', $6, $7, $8)",
+         provider_idempotence_key, receipt) VALUES ($1, $2, $3, $4, $5, 'pending', $6, $7, $8, $9)",
         &[
             &r.id,
             &r.payment_id,
@@ -103,6 +106,7 @@ pub async fn insert(db: &impl GenericClient, r: &NewRefund<'_>) -> Result<(), St
             &r.reason,
             &by,
             &r.provider_idempotence_key,
+            &super::payments::receipt_json(r.receipt),
         ],
     )
     .await?;

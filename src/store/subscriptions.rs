@@ -3,6 +3,7 @@ use chrono::{DateTime, Utc};
 use tokio_postgres::Row;
 
 use super::{parse_col, GenericClient, StoreError};
+use crate::domain::receipt::Receipt;
 use crate::domain::{Currency, Money, PaySystem, Period, SubscriptionStatus};
 use crate::domain::{MethodId, TariffId, UserId};
 use crate::store::Cached as _;
@@ -26,11 +27,13 @@ pub struct Subscription {
     pub livemode: bool,
     pub created_at: DateTime<Utc>,
     pub ended_at: Option<DateTime<Utc>>,
+    /// Where the grid of period ends starts (`Period::end_from`).
+    pub billing_anchor: DateTime<Utc>,
 }
 
 pub const COLS: &str = "id, user_id, tariff_id, pay_system, status, price_minor, currency, period_count, \
     period_unit, current_period_start, current_period_end, auto_renew, payment_method_id, next_charge_at, \
-    renewal_attempts, past_due_since, livemode, created_at, ended_at";
+    renewal_attempts, past_due_since, livemode, created_at, ended_at, billing_anchor";
 
 impl Subscription {
     pub fn from_row(row: &Row) -> Result<Subscription, StoreError> {
@@ -68,6 +71,7 @@ impl Subscription {
             livemode: row.try_get(&*col("livemode"))?,
             created_at: row.try_get(&*col("created_at"))?,
             ended_at: row.try_get(&*col("ended_at"))?,
+            billing_anchor: row.try_get(&*col("billing_anchor"))?,
         })
     }
 }
@@ -186,6 +190,8 @@ pub struct NewSubscription {
     pub payment_method_id: Option<MethodId>,
     pub next_charge_at: Option<DateTime<Utc>>,
     pub livemode: bool,
+    /// The purchase's receipt: the template of the renewals' receipts.
+    pub receipt: Option<Receipt>,
 }
 
 pub async fn insert_active(
@@ -210,6 +216,7 @@ pub async fn insert_active(
                 &s.payment_method_id,
                 &s.next_charge_at,
                 &s.livemode,
+                &super::payments::receipt_json(s.receipt.as_ref()),
             ],
         )
         .await?;
@@ -224,6 +231,10 @@ pub struct Extension {
     pub payment_method_id: Option<MethodId>,
     pub next_charge_at: Option<DateTime<Utc>>,
     pub pay_system: PaySystem,
+    /// A new billing anchor: the extension starts over after the period ended.
+    pub anchor: Option<DateTime<Utc>>,
+    /// The purchase's receipt, which becomes the renewals' template (None: keep).
+    pub receipt: Option<Receipt>,
 }
 
 pub async fn extend_purchase(
@@ -241,24 +252,28 @@ pub async fn extend_purchase(
                 &e.payment_method_id,
                 &e.next_charge_at,
                 &e.pay_system.as_str(),
+                &e.anchor,
+                &super::payments::receipt_json(e.receipt.as_ref()),
             ],
         )
         .await?;
     Subscription::from_row(&row)
 }
 
-/// A renewal paid the period `start`..`end`.
+/// A renewal paid the period `start`..`end`; `anchor` starts a new grid of
+/// period ends (a renewal that starts over after expiry).
 pub async fn renewed(
     db: &impl GenericClient,
     id: SubscriptionId,
     start: DateTime<Utc>,
     end: DateTime<Utc>,
     next_charge_at: Option<DateTime<Utc>>,
+    anchor: Option<DateTime<Utc>>,
 ) -> Result<Subscription, StoreError> {
     let row = db
         .q_one(
             super::sql_file!("subscriptions/renewed.sql", COLS),
-            &[&id, &start, &end, &next_charge_at],
+            &[&id, &start, &end, &next_charge_at, &anchor],
         )
         .await?;
     Subscription::from_row(&row)

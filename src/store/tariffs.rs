@@ -2,6 +2,7 @@ use chrono::{DateTime, Utc};
 use tokio_postgres::Row;
 
 use super::{parse_col, GenericClient, StoreError};
+use crate::domain::receipt::{TaxSystem, VatCode};
 use crate::domain::TariffId;
 use crate::domain::{Currency, Money, PaySystem, Period};
 use crate::store::Cached as _;
@@ -15,10 +16,14 @@ pub struct Tariff {
     pub price: Money,
     pub period: Period,
     pub archived_at: Option<DateTime<Utc>>,
+    /// The receipt line's VAT rate and the shop's tax system (54-FZ).
+    pub vat_code: VatCode,
+    pub tax_system_code: Option<TaxSystem>,
 }
 
 const TARIFF_COLS: &str =
-    "id, alias, name, description, price_minor, currency, period_count, period_unit, archived_at";
+    "id, alias, name, description, price_minor, currency, period_count, period_unit, \
+    archived_at, vat_code, tax_system_code";
 
 impl Tariff {
     pub fn from_row(row: &Row) -> Result<Tariff, StoreError> {
@@ -34,6 +39,12 @@ impl Tariff {
             price: Money::new(row.try_get("price_minor")?, currency),
             period,
             archived_at: row.try_get("archived_at")?,
+            vat_code: VatCode::new(row.try_get::<_, i16>("vat_code")? as u8)
+                .map_err(StoreError::Corrupt)?,
+            tax_system_code: row
+                .try_get::<_, Option<i16>>("tax_system_code")?
+                .map(|c| TaxSystem::new(c as u8).map_err(StoreError::Corrupt))
+                .transpose()?,
         })
     }
 }
@@ -102,6 +113,8 @@ pub struct NewTariffRow<'a> {
     pub description: &'a str,
     pub price: Money,
     pub period: Period,
+    pub vat_code: VatCode,
+    pub tax_system_code: Option<TaxSystem>,
 }
 
 /// The new tariff, or `None` when its alias is taken.
@@ -110,8 +123,9 @@ pub async fn insert(
     t: &NewTariffRow<'_>,
 ) -> Result<Option<Tariff>, StoreError> {
     let sql = format!(
-        "INSERT INTO tariffs (id, alias, name, description, price_minor, currency, period_count, period_unit) \
-         VALUES ($1, $2, $3, $4, $5, $6, $7, $8) ON CONFLICT (alias) DO NOTHING RETURNING {TARIFF_COLS}"
+        "INSERT INTO tariffs (id, alias, name, description, price_minor, currency, period_count, period_unit, \
+         vat_code, tax_system_code) \
+         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10) ON CONFLICT (alias) DO NOTHING RETURNING {TARIFF_COLS}"
     );
     db.query_opt(
         &sql,
@@ -124,6 +138,8 @@ pub async fn insert(
             &t.price.currency().code(),
             &(t.period.count as i32),
             &t.period.unit.as_str(),
+            &i16::from(t.vat_code.code()),
+            &t.tax_system_code.map(|c| i16::from(c.code())),
         ],
     )
     .await?
@@ -139,6 +155,8 @@ pub struct TariffChange<'a> {
     pub description: Option<&'a str>,
     /// Archive (true) or put back on sale (false).
     pub archived: Option<bool>,
+    pub vat_code: Option<VatCode>,
+    pub tax_system_code: Option<TaxSystem>,
 }
 
 /// The changed tariff, or `None` when there is no such tariff.
@@ -150,11 +168,17 @@ pub async fn change(
     let sql = format!(
         "UPDATE tariffs SET name = COALESCE($2, name), description = COALESCE($3, description), \
          archived_at = CASE WHEN $4::bool IS NULL THEN archived_at WHEN $4 THEN COALESCE(archived_at, now()) END, \
+         vat_code = COALESCE($5, vat_code), tax_system_code = COALESCE($6, tax_system_code), \
          updated_at = now() WHERE id = $1 RETURNING {TARIFF_COLS}"
     );
-    db.query_opt(&sql, &[&id, &c.name, &c.description, &c.archived])
-        .await?
-        .as_ref()
-        .map(Tariff::from_row)
-        .transpose()
+    let vat = c.vat_code.map(|v| i16::from(v.code()));
+    let tax = c.tax_system_code.map(|t| i16::from(t.code()));
+    db.query_opt(
+        &sql,
+        &[&id, &c.name, &c.description, &c.archived, &vat, &tax],
+    )
+    .await?
+    .as_ref()
+    .map(Tariff::from_row)
+    .transpose()
 }

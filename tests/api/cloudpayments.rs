@@ -365,26 +365,124 @@ async fn repeated_pay_notifications_activate_once() {
     );
 }
 
+/// Issue 15: a declined card on the CloudPayments page leaves the viewer on the
+/// page to try another; the purchase used to be canceled, and the success that
+/// followed raised `succeeded_after_local_final`.
 #[tokio::test]
-async fn a_declined_attempt_cancels_with_the_mapped_reason_and_lends_no_id() {
+async fn a_declined_attempt_leaves_the_purchase_open_for_another_card() {
     let app = TestApp::builder().fake_cloudpayments().start().await;
     let fake = app.cloudpayments();
     let user = UserId::new();
     let (payment_id, order) = bought(&app, user).await;
-    let t = fake.pay_order(&order, Some(5051)).await.unwrap().unwrap();
-    assert_eq!(t["Status"], "Declined");
+    let declined = fake.pay_order(&order, Some(5051)).await.unwrap().unwrap();
+    assert_eq!(declined["Status"], "Declined");
     let payment = app.payment(payment_id).await;
-    assert_eq!(payment.status, PaymentStatus::Canceled);
+    assert_eq!(
+        payment.status,
+        PaymentStatus::Pending,
+        "a decline is not final"
+    );
     assert_eq!(
         payment.provider_payment_id, None,
         "a declined TransactionId is not ours"
     );
+    assert_eq!(payment.cancellation_reason, None);
+    assert!(
+        app.outbox_types().await.is_empty(),
+        "nothing happened to the payment"
+    );
+
+    let (status, account) = app
+        .get(
+            &format!("/api/v1/admin/users/{user}"),
+            Some(&app.admin_token()),
+        )
+        .await;
+    assert_eq!(status, 200, "{account}");
+    let attempts = account["declined_attempts"].as_array().unwrap();
+    assert_eq!(attempts.len(), 1, "{account}");
+    assert_eq!(attempts[0]["payment_id"], payment_id.to_string());
+    assert_eq!(attempts[0]["reason"], "insufficient_funds");
+    assert_eq!(
+        attempts[0]["provider_transaction_id"],
+        declined["TransactionId"].to_string()
+    );
+    assert!(attempts[0]["provider_reason"]
+        .as_str()
+        .unwrap()
+        .contains("5051"));
+
+    let paid = fake.pay_order(&order, None).await.unwrap().unwrap();
+    let payment = app.payment(payment_id).await;
+    assert_eq!(payment.status, PaymentStatus::Succeeded);
+    assert_eq!(
+        payment.provider_payment_id.as_deref(),
+        Some(paid["TransactionId"].to_string().as_str())
+    );
+    assert_eq!(
+        app.subscription_of(user).await.status,
+        SubscriptionStatus::Active
+    );
+    assert_eq!(
+        app.outbox_types().await,
+        ["payment.succeeded", "subscription.activated"]
+    );
+}
+
+#[tokio::test]
+async fn a_repeated_fail_notification_records_the_attempt_once() {
+    let app = TestApp::builder().fake_cloudpayments().start().await;
+    let fake = app.cloudpayments();
+    let user = UserId::new();
+    let (payment_id, order) = bought(&app, user).await;
+    let declined = fake.pay_order(&order, Some(5054)).await.unwrap().unwrap();
+    let body = fake.notification_fields(&declined);
+    let (status, code) = fake.notify("fail", &body).await.unwrap();
+    assert_eq!((status, code), (200, 0));
+    let attempts: i64 = app
+        .sql()
+        .await
+        .query_one(
+            "SELECT count(*) FROM declined_attempts WHERE payment_id = $1",
+            &[&payment_id],
+        )
+        .await
+        .unwrap()
+        .get(0);
+    assert_eq!(attempts, 1);
+    assert_eq!(app.payment(payment_id).await.status, PaymentStatus::Pending);
+}
+
+/// The order the viewer left after a decline is voided a day later like any other;
+/// the purchase ends `failed` with the decline's reason.
+#[tokio::test]
+async fn a_purchase_abandoned_after_a_decline_fails_with_the_decline_reason() {
+    let app = TestApp::builder().fake_cloudpayments().start().await;
+    let fake = app.cloudpayments();
+    let (payment_id, order) = bought(&app, UserId::new()).await;
+    fake.pay_order(&order, Some(5051)).await.unwrap().unwrap();
+    app.sql()
+        .await
+        .execute(
+            "UPDATE payments SET created_at = now() - interval '25 hours', \
+             next_check_at = now() - interval '1 second' WHERE id = $1",
+            &[&payment_id],
+        )
+        .await
+        .unwrap();
+    assert_eq!(
+        billing::jobs::reconciler::run_once(app.app())
+            .await
+            .unwrap(),
+        1
+    );
+    let payment = app.payment(payment_id).await;
+    assert_eq!(payment.status, PaymentStatus::Failed);
     assert_eq!(
         payment.cancellation_reason.as_deref(),
         Some("insufficient_funds")
     );
-    assert!(payment.cancellation_party.unwrap().contains("5051"));
-    assert_eq!(app.outbox_types().await, ["payment.canceled"]);
+    assert_eq!(fake.order(&order).unwrap()["Status"], "Canceled");
 }
 
 #[tokio::test]
@@ -463,6 +561,7 @@ async fn a_renewal_charges_the_saved_token_once_and_extends_the_period() {
         return_url: None,
         save_method: true,
         saved_method_id: Some(token.clone()),
+        receipt: None,
     };
     let first = provider.create_payment(&create).await.unwrap();
     // A crash after the call: the same key is re-sent and charges nothing more.
@@ -514,6 +613,7 @@ async fn a_hard_decline_of_a_renewal_stops_using_the_token() {
             return_url: None,
             save_method: true,
             saved_method_id: Some(token.clone()),
+            receipt: None,
         })
         .await
         .unwrap();
@@ -545,6 +645,8 @@ async fn refunds_ours_are_matched_by_id_and_dashboard_ones_are_recorded() {
             amount: Money::new(10_000, Currency::Rub),
             description: "goodwill".into(),
             idempotence_key: Uuid::new_v4().to_string(),
+            receipt: None,
+            whole_payment: false,
         })
         .await
         .unwrap();
@@ -964,4 +1066,76 @@ async fn a_dashboard_refund_whose_notification_never_came_is_found_at_the_provid
     assert_eq!(app.refunds().await.len(), 1);
     assert_eq!(app.payment(payment_id).await.refunded_minor, 10_000);
     assert_eq!(app.outbox_types().await, events, "no second event");
+}
+
+/// Issue 15: CloudPayments' expected test flag was derived from YooKassa's mode,
+/// so a live CloudPayments beside a test YooKassa sent every CloudPayments payment
+/// to review and recorded it `livemode: false`.
+#[tokio::test]
+async fn a_live_cloudpayments_beside_a_test_yookassa_keeps_its_own_mode() {
+    let app = TestApp::builder()
+        .fake_yookassa()
+        .live_cloudpayments()
+        .start()
+        .await;
+    let fake = app.cloudpayments();
+    let user = UserId::new();
+    let (cp_payment, order) = bought(&app, user).await;
+    assert!(app.payment(cp_payment).await.livemode, "recorded live");
+    fake.pay_order(&order, None).await.unwrap().unwrap();
+    let payment = app.payment(cp_payment).await;
+    assert_eq!(payment.review_reason, None);
+    assert_eq!(payment.status, PaymentStatus::Succeeded);
+    assert!(app.subscription_of(user).await.livemode);
+    let live_events: Vec<bool> = app
+        .sql()
+        .await
+        .query(
+            "SELECT (payload->'data'->>'livemode')::boolean FROM outbox ORDER BY id",
+            &[],
+        )
+        .await
+        .unwrap()
+        .iter()
+        .map(|r| r.get(0))
+        .collect();
+    assert_eq!(
+        live_events,
+        [true, true],
+        "payment.succeeded, subscription.activated"
+    );
+
+    let (status, body) = app.buy(UserId::new(), MONTH_TARIFF, true, None).await;
+    assert_eq!(status, 201, "{body}");
+    let yookassa_payment = app.payment(payment_id(&body)).await;
+    assert!(!yookassa_payment.livemode, "YooKassa keeps its test mode");
+
+    let (status, ready) = app.get("/readyz", None).await;
+    assert_eq!(status, 200);
+    assert_eq!(
+        ready["modes"],
+        json!({"yookassa": "test", "cloudpayments": "live"})
+    );
+}
+
+/// The other half: a test-mode notification for a live terminal is not applied.
+#[tokio::test]
+async fn a_test_flag_on_a_live_cloudpayments_terminal_is_sent_to_review() {
+    let app = TestApp::builder()
+        .fake_yookassa()
+        .fake_cloudpayments()
+        .config(|c| c.cloudpayments.as_mut().unwrap().mode = billing::config::Mode::Live)
+        .start()
+        .await;
+    let fake = app.cloudpayments();
+    let user = UserId::new();
+    let (payment_id, order) = bought(&app, user).await;
+    // The fake's terminal is a test one: its check is refused (13), so pay anyway.
+    let refused = fake.pay_order(&order, None).await.unwrap();
+    assert_eq!(
+        refused,
+        Err(13),
+        "check refuses a TestMode disagreeing with the mode"
+    );
+    assert_eq!(app.payment(payment_id).await.status, PaymentStatus::Pending);
 }

@@ -446,7 +446,13 @@ async fn the_renewal_claim_updates_its_rows_by_primary_key() {
     let sql = include_str!("../../src/store/payments/claim_renewals.sql")
         .replace("{p.cols}", &qualified.join(", "))
         .replace("{cols}", cols);
-    let plan = generic_plan(&db, &sql, "bigint, float8, float8, int", "200, 600, 60, 23").await;
+    let plan = generic_plan(
+        &db,
+        &sql,
+        "bigint, float8, float8, int, text[]",
+        "200, 600, 60, 23, ARRAY['yookassa']",
+    )
+    .await;
     assert!(
         !plan.contains("Seq Scan on subscriptions"),
         "the claim walks every subscription:\n{plan}"

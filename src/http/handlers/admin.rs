@@ -9,10 +9,12 @@ use warp::Reply;
 
 use super::account::{pagination, subscription_view};
 use super::views::{
-    InboxView, PaymentMethodView, PaymentView, RefundView, TariffView, UserAccount,
+    DeclineView, InboxView, PaymentMethodView, PaymentView, ReceiptView, RefundView, TariffView,
+    UserAccount,
 };
 use super::{json as reply, keyed, ok};
 use crate::app::App;
+use crate::domain::receipt::{TaxSystem, VatCode};
 use crate::domain::{InboxId, TariffId};
 use crate::domain::{Money, Period};
 use crate::domain::{PaymentId, UserId};
@@ -43,7 +45,7 @@ use crate::store::{self, payments, subscriptions, tariffs};
 )]
 pub async fn tariffs_list(app: App) -> Result<Response, ApiError> {
     let list = tariffs::list_all(&app.db.conn().await?).await?;
-    Ok(ok(&list.iter().map(TariffView::from).collect::<Vec<_>>()))
+    Ok(ok(&list.iter().map(TariffView::admin).collect::<Vec<_>>()))
 }
 
 #[derive(Deserialize, utoipa::ToSchema)]
@@ -58,6 +60,36 @@ pub struct NewTariff {
     description: String,
     price: Money,
     period: Period,
+    /// The receipt line's VAT code (54-FZ), YooKassa's numbering 1..12; default 1 (no VAT).
+    #[serde(default)]
+    #[schema(minimum = 1, maximum = 12)]
+    vat_code: Option<i64>,
+    /// The shop's tax system, YooKassa's numbering 1..6; default none (the till's own).
+    #[serde(default)]
+    #[schema(minimum = 1, maximum = 6)]
+    tax_system_code: Option<i64>,
+}
+
+/// 400 `bad_field` for a VAT code outside 1..12.
+fn vat_code(v: Option<i64>) -> Result<Option<VatCode>, ApiError> {
+    v.map(|c| {
+        u8::try_from(c)
+            .map_err(|_| format!("vat_code must be 1..12, not {c}"))
+            .and_then(VatCode::new)
+            .map_err(|e| ApiError::bad_request("bad_field", e))
+    })
+    .transpose()
+}
+
+/// 400 `bad_field` for a tax system outside 1..6.
+fn tax_system(v: Option<i64>) -> Result<Option<TaxSystem>, ApiError> {
+    v.map(|c| {
+        u8::try_from(c)
+            .map_err(|_| format!("tax_system_code must be 1..6, not {c}"))
+            .and_then(TaxSystem::new)
+            .map_err(|e| ApiError::bad_request("bad_field", e))
+    })
+    .transpose()
 }
 
 fn check_text(field: &str, value: &str, max: usize) -> Result<(), ApiError> {
@@ -116,6 +148,8 @@ pub async fn tariff_create(app: App, t: NewTariff) -> Result<Response, ApiError>
     }
     let period = Period::new(t.period.count, t.period.unit)
         .map_err(|e| ApiError::bad_request("bad_field", e))?;
+    let vat = vat_code(t.vat_code)?.unwrap_or(VatCode::NO_VAT);
+    let tax = tax_system(t.tax_system_code)?;
     let created = tariffs::insert(
         &app.db.conn().await?,
         &NewTariffRow {
@@ -125,6 +159,8 @@ pub async fn tariff_create(app: App, t: NewTariff) -> Result<Response, ApiError>
             description: &t.description,
             price: t.price,
             period,
+            vat_code: vat,
+            tax_system_code: tax,
         },
     )
     .await?
@@ -134,7 +170,7 @@ pub async fn tariff_create(app: App, t: NewTariff) -> Result<Response, ApiError>
             format!("a tariff with alias {:?} exists", t.alias),
         )
     })?;
-    Ok(reply(StatusCode::CREATED, &TariffView::from(&created)))
+    Ok(reply(StatusCode::CREATED, &TariffView::admin(&created)))
 }
 
 /// Price and period never change (409 `tariff_immutable`): archive the tariff and
@@ -147,6 +183,12 @@ pub struct TariffPatch {
     #[schema(max_length = 2000)]
     description: Option<String>,
     archived: Option<bool>,
+    /// 1..12 (54-FZ receipts); applies to purchases and renewals charged from now on.
+    #[schema(minimum = 1, maximum = 12)]
+    vat_code: Option<i64>,
+    /// 1..6.
+    #[schema(minimum = 1, maximum = 6)]
+    tax_system_code: Option<i64>,
 }
 
 /// Name, description and archival change; price and period never do (a sold
@@ -195,11 +237,13 @@ pub async fn tariff_patch(app: App, id: TariffId, value: Value) -> Result<Respon
             name: patch.name.as_deref().map(str::trim),
             description: patch.description.as_deref(),
             archived: patch.archived,
+            vat_code: vat_code(patch.vat_code)?,
+            tax_system_code: tax_system(patch.tax_system_code)?,
         },
     )
     .await?
     .ok_or_else(|| ApiError::not_found("tariff_not_found", "no such tariff"))?;
-    Ok(ok(&TariffView::from(&changed)))
+    Ok(ok(&TariffView::admin(&changed)))
 }
 
 #[utoipa::path(
@@ -283,6 +327,16 @@ pub async fn user(app: App, user_id: UserId) -> Result<Response, ApiError> {
         payments_total: total,
         refunds,
         payment_methods: methods.iter().map(PaymentMethodView::from).collect(),
+        declined_attempts: payments::declines_of_user(&db, user_id)
+            .await?
+            .iter()
+            .map(DeclineView::from)
+            .collect(),
+        receipts: payments::receipts_of_user(&db, user_id)
+            .await?
+            .iter()
+            .map(ReceiptView::from)
+            .collect(),
     }))
 }
 

@@ -36,6 +36,10 @@ pub struct Readiness {
     /// `sandbox`, `test` or `live`.
     #[schema(value_type = String, pattern = "^(sandbox|test|live)$")]
     pub mode: &'static str,
+    /// Each configured provider's own mode (`test` or `live`; YooKassa `sandbox`
+    /// without credentials): what `livemode` its payments and events carry.
+    #[schema(value_type = std::collections::BTreeMap<String, String>, example = json!({"yookassa": "test", "cloudpayments": "live"}))]
+    pub modes: std::collections::BTreeMap<&'static str, &'static str>,
 }
 
 #[utoipa::path(
@@ -77,6 +81,11 @@ pub async fn readyz(app: App) -> Response {
         .flatten();
     let broker = if app.broker.is_up() { "up" } else { "down" };
     let mode = app.config.mode.as_str();
+    let modes: std::collections::BTreeMap<_, _> = app
+        .providers
+        .configured()
+        .map(|p| (p.as_str(), app.config.provider_mode(p).as_str()))
+        .collect();
     match result {
         Some((backlog, oldest)) => json(
             StatusCode::OK,
@@ -86,6 +95,7 @@ pub async fn readyz(app: App) -> Response {
                 outbox_backlog: Some(backlog),
                 oldest_unsent_s: Some(oldest.round() as i64),
                 mode,
+                modes: modes.clone(),
             },
         ),
         None => json(
@@ -96,6 +106,7 @@ pub async fn readyz(app: App) -> Response {
                 outbox_backlog: None,
                 oldest_unsent_s: None,
                 mode,
+                modes: modes.clone(),
             },
         ),
     }

@@ -5,6 +5,7 @@ use serde::Serialize;
 use serde_json::{json, Map, Value};
 use utoipa::ToSchema;
 
+use crate::domain::receipt::{TaxSystem, VatCode};
 use crate::domain::{InboxId, InboxStatus, MethodId, PaymentKind, RefundId, UserId};
 use crate::domain::{Money, PaySystem, PaymentStatus, Period, SubscriptionStatus};
 use crate::domain::{PaymentId, SubscriptionId, TariffId};
@@ -33,6 +34,14 @@ pub struct TariffView {
     /// Present only on archived tariffs (never in the public list).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub archived_at: Option<DateTime<Utc>>,
+    /// The receipt line's VAT code, 1..12 (admin views only).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    #[schema(value_type = Option<u8>)]
+    pub vat_code: Option<VatCode>,
+    /// The tax system, 1..6, or null (admin views only).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    #[schema(value_type = Option<Option<u8>>)]
+    pub tax_system_code: Option<Option<TaxSystem>>,
 }
 
 impl From<&Tariff> for TariffView {
@@ -45,6 +54,19 @@ impl From<&Tariff> for TariffView {
             price: t.price,
             period: t.period,
             archived_at: t.archived_at,
+            vat_code: None,
+            tax_system_code: None,
+        }
+    }
+}
+
+impl TariffView {
+    /// As operators see it: with its receipt settings.
+    pub fn admin(t: &Tariff) -> Self {
+        TariffView {
+            vat_code: Some(t.vat_code),
+            tax_system_code: Some(t.tax_system_code),
+            ..TariffView::from(t)
         }
     }
 }
@@ -249,6 +271,61 @@ pub struct UserAccount {
     pub payments_total: i64,
     pub refunds: Vec<RefundView>,
     pub payment_methods: Vec<PaymentMethodView>,
+    /// Cards declined on a checkout page that stayed open (CloudPayments), newest
+    /// first: the purchase stays pending meanwhile.
+    pub declined_attempts: Vec<DeclineView>,
+    /// The 54-FZ receipts sent for this viewer's payments and refunds, newest first.
+    pub receipts: Vec<ReceiptView>,
+}
+
+/// A receipt as it was sent with a payment (or, with `refund_id`, a refund).
+#[derive(Serialize, ToSchema)]
+pub struct ReceiptView {
+    pub payment_id: PaymentId,
+    #[schema(required = true)]
+    pub refund_id: Option<RefundId>,
+    pub receipt: crate::domain::receipt::Receipt,
+    pub created_at: DateTime<Utc>,
+}
+
+impl From<&crate::store::payments::SentReceipt> for ReceiptView {
+    fn from(r: &crate::store::payments::SentReceipt) -> Self {
+        ReceiptView {
+            payment_id: r.payment_id,
+            refund_id: r.refund_id,
+            receipt: r.receipt.clone(),
+            created_at: r.created_at,
+        }
+    }
+}
+
+/// A declined attempt on an open checkout page.
+#[derive(Serialize, ToSchema)]
+#[schema(as = DeclinedAttempt)]
+pub struct DeclineView {
+    pub payment_id: PaymentId,
+    pub pay_system: PaySystem,
+    pub provider_transaction_id: String,
+    /// Our vocabulary, as in a payment's `cancellation_reason`.
+    #[schema(example = "insufficient_funds")]
+    pub reason: String,
+    /// The provider's own code and text.
+    #[schema(required = true, example = "5051 InsufficientFunds")]
+    pub provider_reason: Option<String>,
+    pub declined_at: DateTime<Utc>,
+}
+
+impl From<&crate::store::payments::Decline> for DeclineView {
+    fn from(d: &crate::store::payments::Decline) -> Self {
+        DeclineView {
+            payment_id: d.payment_id,
+            pay_system: d.pay_system,
+            provider_transaction_id: d.provider_transaction_id.clone(),
+            reason: d.reason.clone(),
+            provider_reason: d.provider_reason.clone(),
+            declined_at: d.declined_at,
+        }
+    }
 }
 
 /// A stored notification, as operators see it; personal fields of the body and the

@@ -219,6 +219,12 @@ impl CloudPaymentsSandbox {
         n
     }
 
+    /// The notification CloudPayments sends for a transaction of [`Self::pay_order`]
+    /// (tests re-send it).
+    pub fn notification_fields(&self, t: &Value) -> Map<String, Value> {
+        self.notification_body(t, &[])
+    }
+
     /// Signs and sends a notification; answers (HTTP status, `code` of the answer).
     pub async fn notify(
         &self,
@@ -477,7 +483,7 @@ impl CloudPaymentsSandbox {
             "Id": id, "Number": 1, "Amount": req["Amount"], "Currency": req["Currency"],
             "Description": req.get("Description"), "InvoiceId": req.get("InvoiceId"),
             "AccountId": req.get("AccountId"), "Url": url, "Status": "Created",
-            "CreatedDateIso": now_iso(),
+            "CreatedDateIso": now_iso(), "JsonData": req.get("JsonData"),
         });
         let mut st = self.st();
         st.orders_created += 1;
@@ -517,7 +523,7 @@ impl CloudPaymentsSandbox {
             "InvoiceId": req.get("InvoiceId"), "AccountId": req.get("AccountId"),
             "Description": req.get("Description"), "Token": token, "CardFirstSix": "555555",
             "CardLastFour": "4444", "CardType": "MasterCard", "OperationType": "Payment",
-            "TestMode": self.test, "CreatedDateIso": now_iso(),
+            "TestMode": self.test, "CreatedDateIso": now_iso(), "JsonData": req.get("JsonData"),
         });
         let declined = st.declined_tokens.get(&token).copied();
         match declined {
@@ -612,7 +618,7 @@ impl CloudPaymentsSandbox {
             "TransactionId": st.next_id, "PaymentTransactionId": payment["TransactionId"],
             "Amount": req["Amount"], "Currency": payment["Currency"], "InvoiceId": payment["InvoiceId"],
             "AccountId": payment["AccountId"], "OperationType": "Refund", "Status": "Completed",
-            "TestMode": self.test, "CreatedDateIso": now_iso(),
+            "TestMode": self.test, "CreatedDateIso": now_iso(), "JsonData": req.get("JsonData"),
         });
         st.transactions.push(refund);
         ok(json!({"TransactionId": st.next_id}))

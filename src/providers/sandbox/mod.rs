@@ -55,6 +55,11 @@ struct State {
     refund_posts: u64,
     cut_refund_answers: bool,
     hold_refunds: bool,
+    /// The shop has 54-FZ receipts on: a payment, or a partial refund, without a
+    /// `receipt` is refused (400 `invalid_request`, `parameter: receipt`).
+    require_receipts: bool,
+    /// The receipts received, by payment id and by refund id.
+    receipts: HashMap<String, Value>,
 }
 
 /// How a garbled answer is broken (the payment itself is created).
@@ -179,6 +184,16 @@ impl Sandbox {
             .insert(method_id.to_owned(), reason.to_owned());
     }
     /// POST /refunds calls that passed the gate (repeats with the same key included).
+    /// Receipts on (or off) in the fake shop's settings.
+    pub fn require_receipts(&self, on: bool) {
+        self.st().require_receipts = on;
+    }
+
+    /// The receipt sent with this payment's (or refund's) create, as it arrived.
+    pub fn receipt_of(&self, id: &str) -> Option<Value> {
+        self.st().receipts.get(id).cloned()
+    }
+
     pub fn refund_requests(&self) -> u64 {
         self.st().refund_posts
     }
@@ -383,6 +398,11 @@ impl Sandbox {
                 "amount is required",
             );
         }
+        if let Err(why) = check_receipt(&req["receipt"], &req["amount"], st.require_receipts) {
+            let (status, mut body) = error(StatusCode::BAD_REQUEST, "invalid_request", &why);
+            body["parameter"] = json!("receipt");
+            return (status, body);
+        }
         let id = format!(
             "{}-000f-5000-9000-{}",
             &Uuid::new_v4().simple().to_string()[..8],
@@ -420,6 +440,10 @@ impl Sandbox {
             });
             payment["save_payment_method"] =
                 json!(req["save_payment_method"].as_bool().unwrap_or(false));
+        }
+        if !req["receipt"].is_null() {
+            payment["receipt_registration"] = json!("succeeded");
+            st.receipts.insert(id.clone(), req["receipt"].clone());
         }
         st.creates += 1;
         st.order.push(id.clone());
@@ -713,6 +737,19 @@ fn make_refund(st: &mut State, req: &Value) -> Result<Value, (StatusCode, Value)
     };
     let amount = to_minor(&req["amount"]);
     let total = to_minor(&payment["amount"]);
+    // A whole payment given back needs no receipt (YooKassa makes it from the
+    // payment's); a partial refund describes what goes back.
+    let partial = amount != total;
+    if let Err(why) = check_receipt(
+        &req["receipt"],
+        &req["amount"],
+        st.require_receipts && partial,
+    ) {
+        let (status, mut body) = error(StatusCode::BAD_REQUEST, "invalid_request", &why);
+        body["parameter"] = json!("receipt");
+        return Err((status, body));
+    }
+    let payment = st.payments.get_mut(&payment_id).expect("looked up above");
     let refunded = to_minor(&payment["refunded_amount"]);
     if amount <= 0 || refunded + amount > total {
         return Err(error(
@@ -738,8 +775,78 @@ fn make_refund(st: &mut State, req: &Value) -> Result<Value, (StatusCode, Value)
         "created_at": Utc::now().to_rfc3339_opts(SecondsFormat::Millis, true),
         "amount": req["amount"], "description": req["description"],
     });
+    if !req["receipt"].is_null() {
+        st.receipts.insert(id.clone(), req["receipt"].clone());
+    }
     st.refunds.insert(id, refund.clone());
     Ok(refund)
+}
+
+/// What YooKassa checks of a `receipt` (the field facts in docs/providers.md): a
+/// customer to send it to, 1..100 lines each with a description of 1..128
+/// characters, a quantity, an amount, a VAT code 1..12, a payment subject and
+/// mode; the lines add up to the amount charged. Absent: refused when required.
+fn check_receipt(receipt: &Value, amount: &Value, required: bool) -> Result<(), String> {
+    if receipt.is_null() {
+        return if required {
+            Err("Receipt is missing or illegal".into())
+        } else {
+            Ok(())
+        };
+    }
+    let customer = &receipt["customer"];
+    if customer["email"].as_str().is_none() && customer["phone"].as_str().is_none() {
+        return Err("receipt.customer needs an email or a phone".into());
+    }
+    if let Some(phone) = customer["phone"].as_str() {
+        if phone.is_empty() || !phone.bytes().all(|b| b.is_ascii_digit()) {
+            return Err("receipt.customer.phone must be E.164 digits".into());
+        }
+    }
+    let Some(items) = receipt["items"]
+        .as_array()
+        .filter(|i| !i.is_empty() && i.len() <= 100)
+    else {
+        return Err("receipt.items must hold 1..100 items".into());
+    };
+    let money = |v: &Value| crate::providers::yookassa::wire::money(v).map(|m| m.minor());
+    let mut total = 0i64;
+    for item in items {
+        let description = item["description"].as_str().unwrap_or("");
+        if description.is_empty() || description.chars().count() > 128 {
+            return Err("receipt.items.description must be 1..128 characters".into());
+        }
+        let quantity: i64 = match &item["quantity"] {
+            Value::String(q) => q
+                .trim_end_matches(".00")
+                .parse()
+                .map_err(|_| "receipt.items.quantity")?,
+            Value::Number(n) => n.as_i64().ok_or("receipt.items.quantity")?,
+            _ => return Err("receipt.items.quantity is required".into()),
+        };
+        let line = money(&item["amount"]).map_err(|_| "receipt.items.amount")?;
+        if !item["vat_code"]
+            .as_u64()
+            .is_some_and(|c| (1..=12).contains(&c))
+        {
+            return Err("receipt.items.vat_code must be 1..12".into());
+        }
+        for field in ["payment_subject", "payment_mode"] {
+            if item[field].as_str().is_none() {
+                return Err(format!("receipt.items.{field} is required"));
+            }
+        }
+        total += line * quantity;
+    }
+    if let Some(code) = receipt.get("tax_system_code") {
+        if !code.as_u64().is_some_and(|c| (1..=6).contains(&c)) {
+            return Err("receipt.tax_system_code must be 1..6".into());
+        }
+    }
+    if money(amount).ok() != Some(total) {
+        return Err("the receipt's items do not add up to the amount".into());
+    }
+    Ok(())
 }
 
 #[derive(Debug)]

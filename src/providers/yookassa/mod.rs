@@ -17,6 +17,7 @@ use super::{
     RetryPolicy, METHOD_REFUSED,
 };
 use crate::config::Secret;
+use crate::domain::receipt::Receipt;
 use crate::domain::PaySystem;
 use crate::domain::PaymentId;
 
@@ -235,7 +236,42 @@ pub fn create_body(req: &CreatePayment) -> Value {
             }
         }
     }
+    if let Some(r) = &req.receipt {
+        body["receipt"] = receipt_json(r);
+    }
     body
+}
+
+/// A receipt as YooKassa takes it (`receipt` of a payment or a refund): the
+/// customer under `customer` (not the deprecated top-level `email`/`phone`),
+/// quantity as a decimal string, VAT and tax codes as they are (ours are YooKassa's).
+pub fn receipt_json(r: &Receipt) -> Value {
+    let mut customer = json!({});
+    if let Some(e) = &r.customer.email {
+        customer["email"] = json!(e.as_str());
+    }
+    if let Some(p) = &r.customer.phone {
+        customer["phone"] = json!(p.digits());
+    }
+    let items: Vec<Value> = r
+        .items
+        .iter()
+        .map(|i| {
+            json!({
+                "description": i.description,
+                "quantity": format!("{}.00", i.quantity),
+                "amount": {"value": i.amount.value_string(), "currency": i.amount.currency().code()},
+                "vat_code": i.vat_code.code(),
+                "payment_subject": i.payment_subject,
+                "payment_mode": i.payment_mode,
+            })
+        })
+        .collect();
+    let mut receipt = json!({"customer": customer, "items": items});
+    if let Some(t) = r.tax_system_code {
+        receipt["tax_system_code"] = json!(t.code());
+    }
+    receipt
 }
 
 fn truncate(s: &str, max: usize) -> String {
@@ -309,11 +345,16 @@ impl Provider for YooKassa {
     }
 
     async fn create_refund(&self, req: &CreateRefund) -> Result<ProviderRefund, ProviderError> {
-        let body = json!({
+        let mut body = json!({
             "payment_id": req.provider_payment_id,
             "amount": {"value": req.amount.value_string(), "currency": req.amount.currency().code()},
             "description": truncate(&req.description, 250),
         });
+        // A whole payment given back: YooKassa builds the refund receipt from the
+        // payment's own and takes none; a partial refund describes what goes back.
+        if let Some(r) = req.receipt.as_ref().filter(|_| !req.whole_payment) {
+            body["receipt"] = receipt_json(r);
+        }
         let v = self
             .call(
                 Method::POST,

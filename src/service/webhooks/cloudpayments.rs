@@ -2,8 +2,8 @@
 //! the body is the provider's word, compared field by field with our row.
 
 use crate::app::App;
-use crate::domain::{PaySystem, RefundStatus};
-use crate::providers::cloudpayments::{CheckCode, Notice};
+use crate::domain::{PaySystem, PaymentKind, RefundStatus};
+use crate::providers::cloudpayments::{CheckCode, Kind, Notice};
 use crate::service::settle::{self, Applied};
 use crate::service::sync::{self, ProcessError, Processed};
 use crate::store::Connect;
@@ -32,7 +32,7 @@ pub async fn check_code(app: &App, n: &Notice) -> Result<CheckCode, StoreError> 
     }
     if payment.status.is_paid()
         || payment.review_reason.is_some()
-        || n.test_mode() == app.config.mode.livemode()
+        || n.test_mode() == app.config.livemode(PaySystem::CloudPayments)
     {
         return Ok(CheckCode::Rejected);
     }
@@ -79,6 +79,9 @@ pub async fn payment(app: &App, n: &Notice) -> Result<Processed, ProcessError> {
         }
     };
     let payment_id = payment.id;
+    if n.kind == Kind::Fail && payment.kind == PaymentKind::Purchase {
+        return declined_attempt(app, n, &payment).await;
+    }
     let pp = match n.payment(payment.amount.currency()) {
         Ok(pp) => pp,
         Err(e) => {
@@ -97,6 +100,44 @@ pub async fn payment(app: &App, n: &Notice) -> Result<Processed, ProcessError> {
             pp.status
         )),
     })
+}
+
+/// A `fail` of a purchase: the viewer is still on the order page and may pay with
+/// another card, so the attempt and its reason are recorded and the purchase stays
+/// as it is (pending until it succeeds or the order is voided after a day). A
+/// renewal's `fail` is final (no viewer, no page) and goes through `settle::apply`.
+async fn declined_attempt(
+    app: &App,
+    n: &Notice,
+    payment: &payments::Payment,
+) -> Result<Processed, ProcessError> {
+    let transaction = n
+        .transaction_id()
+        .ok_or_else(|| ProcessError::Permanent("fail without TransactionId".into()))?;
+    let declined = n
+        .payment(payment.amount.currency())
+        .ok()
+        .and_then(|pp| pp.cancellation);
+    let (reason, provider_reason) = match &declined {
+        Some(c) => (c.reason.as_str(), Some(c.party.as_str())),
+        None => ("general_decline", None),
+    };
+    let db = app.db.conn().await?;
+    let new = payments::record_decline(
+        &db,
+        payment.id,
+        PaySystem::CloudPayments,
+        transaction,
+        reason,
+        provider_reason,
+    )
+    .await?;
+    Ok(Processed::Done(format!(
+        "payment {}: declined attempt {transaction} ({reason}){}; the payment stays {}",
+        payment.id,
+        if new { "" } else { " already recorded" },
+        payment.status
+    )))
 }
 
 /// `refund`: its TransactionId is the refund transaction. One we started is matched

@@ -12,6 +12,9 @@
 -- A period whose renewal is paid or already answered gets no row here (the
 -- reconciler follows an answered one). Answers the payment rows, whether the send
 -- is past the key window or a re-send, and the saved method's provider id.
+-- A renewal at a provider in $5 (receipts on) gets the subscription's receipt
+-- (its purchase's customer and line) with the tariff's VAT code and tax system of
+-- today, committed with the row like its key.
 WITH due AS (
     SELECT s.id FROM subscriptions s JOIN payment_methods m ON m.id = s.payment_method_id
     WHERE s.status IN ('active', 'past_due') AND s.auto_renew AND m.usable
@@ -26,7 +29,7 @@ WITH due AS (
        SET next_charge_at = now() + make_interval(secs => $2), updated_at = now()
      WHERE s.id = ANY (ARRAY(SELECT id FROM due))
     RETURNING s.id, s.user_id, s.tariff_id, s.price_minor, s.currency, s.current_period_end,
-              s.renewal_attempts, s.payment_method_id, s.livemode
+              s.renewal_attempts, s.payment_method_id, s.livemode, s.receipt
 ), period AS (
     SELECT c.id AS subscription_id,
            (SELECT p.id FROM payments p
@@ -38,7 +41,7 @@ WITH due AS (
                AND p.period_start = c.current_period_end) AS last_attempt
       FROM claimed c
 ), fresh AS (
-    SELECT c.*, m.pay_system, t.name AS tariff_name,
+    SELECT c.*, m.pay_system, t.name AS tariff_name, t.vat_code, t.tax_system_code,
            GREATEST(c.renewal_attempts, COALESCE(pe.last_attempt + 1, 0)) AS attempt
       FROM claimed c
       JOIN period pe ON pe.subscription_id = c.id
@@ -49,7 +52,7 @@ WITH due AS (
     INSERT INTO payments (id, user_id, tariff_id, subscription_id, pay_system, kind, status,
                           amount_minor, currency, renew, description, provider_idempotence_key,
                           payment_method_id, period_start, attempt, livemode, next_check_at,
-                          create_sends)
+                          create_sends, receipt)
     SELECT gen_random_uuid(), f.user_id, f.tariff_id, f.id, f.pay_system, 'renewal', 'pending',
            -- The subscription's own price, never today's tariff price; the provider
            -- that saved the method charges it.
@@ -57,7 +60,11 @@ WITH due AS (
            encode(sha256(convert_to(format('renewal:%s:%s:%s', f.id,
                (extract(epoch FROM f.current_period_end) * 1000000)::bigint, f.attempt), 'UTF8')), 'hex'),
            f.payment_method_id, f.current_period_end, f.attempt, f.livemode,
-           now() + make_interval(secs => $3), 1
+           now() + make_interval(secs => $3), 1,
+           CASE WHEN f.receipt IS NOT NULL AND f.pay_system = ANY ($5::text[]) THEN
+               jsonb_set(jsonb_set(f.receipt, '{items,0,vat_code}', to_jsonb(f.vat_code)),
+                         '{tax_system_code}', COALESCE(to_jsonb(f.tax_system_code), 'null'::jsonb))
+           END
       FROM fresh f
     ON CONFLICT DO NOTHING
     RETURNING {cols}, false AS past_window, false AS resent

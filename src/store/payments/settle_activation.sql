@@ -14,7 +14,7 @@
 -- for one id), and the decision checked on the version locked.
 WITH pay AS (
     SELECT id, user_id, tariff_id, pay_system, amount_minor, currency, livemode,
-           kind, status, review_reason, subscription_id
+           kind, status, review_reason, subscription_id, receipt
       FROM payments WHERE id = $1 FOR UPDATE
 ), locked AS (
     SELECT * FROM pay
@@ -28,9 +28,11 @@ WITH pay AS (
 ), sub AS (
     INSERT INTO subscriptions (id, user_id, tariff_id, pay_system, status, price_minor, currency,
                                period_count, period_unit, current_period_start, current_period_end,
-                               auto_renew, payment_method_id, next_charge_at, livemode)
+                               auto_renew, payment_method_id, next_charge_at, livemode,
+                               billing_anchor, receipt)
     SELECT $6, l.user_id, l.tariff_id, l.pay_system, 'active', l.amount_minor, l.currency,
-           t.period_count, t.period_unit, $7, $8, $9, (SELECT id FROM method), $10, l.livemode
+           t.period_count, t.period_unit, $7, $8, $9, (SELECT id FROM method), $10, l.livemode, $7,
+           l.receipt
       FROM locked l JOIN tariffs t ON t.id = l.tariff_id
     RETURNING id
 ), paid AS (

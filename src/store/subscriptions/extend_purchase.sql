@@ -9,6 +9,8 @@ UPDATE subscriptions
        renewal_attempts = 0,
        past_due_since = NULL,
        pay_system = $6,
+       billing_anchor = COALESCE($7, billing_anchor),
+       receipt = COALESCE($8, receipt),
        updated_at = now()
  WHERE id = $1
 RETURNING {cols}

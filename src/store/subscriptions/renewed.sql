@@ -7,6 +7,7 @@ UPDATE subscriptions
        renewal_attempts = 0,
        past_due_since = NULL,
        ended_at = NULL,
+       billing_anchor = COALESCE($5, billing_anchor),
        updated_at = now()
  WHERE id = $1
 RETURNING {cols}

@@ -54,6 +54,7 @@ type Configure = Box<dyn FnOnce(&mut Config)>;
 pub struct TestAppBuilder {
     yookassa: bool,
     cloudpayments: bool,
+    live_cloudpayments: bool,
     rabbitmq: bool,
     workers: bool,
     configure: Vec<Configure>,
@@ -69,6 +70,14 @@ impl TestAppBuilder {
     /// CloudPayments against a fake over real HTTP ([`TestApp::cloudpayments`]).
     pub fn fake_cloudpayments(mut self) -> Self {
         self.cloudpayments = true;
+        self
+    }
+
+    /// CloudPayments in live mode (its fake's `TestMode` false), beside YooKassa's
+    /// own mode.
+    pub fn live_cloudpayments(mut self) -> Self {
+        self.cloudpayments = true;
+        self.live_cloudpayments = true;
         self
     }
 
@@ -103,7 +112,7 @@ impl TestAppBuilder {
             false => None,
         };
         let cloudpayments = match self.cloudpayments {
-            true => Some(fakes::cloudpayments(&mut config).await),
+            true => Some(fakes::cloudpayments(&mut config, self.live_cloudpayments).await),
             false => None,
         };
         for configure in self.configure {
@@ -226,6 +235,14 @@ impl TestApp {
 
     pub async fn post(&self, path: &str, token: Option<&str>, body: Value) -> (u16, Value) {
         let mut req = self.http.post(format!("{}{path}", self.url)).json(&body);
+        if let Some(t) = token {
+            req = req.header("authorization", t);
+        }
+        read(req.send().await.unwrap()).await
+    }
+
+    pub async fn patch(&self, path: &str, token: Option<&str>, body: Value) -> (u16, Value) {
+        let mut req = self.http.patch(format!("{}{path}", self.url)).json(&body);
         if let Some(t) = token {
             req = req.header("authorization", t);
         }

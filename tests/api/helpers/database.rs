@@ -101,6 +101,20 @@ impl TestDb {
         }
     }
 
+    /// A database with no schema at all (a test migrates it step by step).
+    pub async fn empty() -> TestDb {
+        let name = format!("billing_test_{}", Uuid::new_v4().simple());
+        admin()
+            .await
+            .batch_execute(&format!("CREATE DATABASE \"{name}\""))
+            .await
+            .expect("an empty test database");
+        TestDb {
+            url: db_url(&name),
+            name,
+        }
+    }
+
     pub async fn client(&self) -> tokio_postgres::Client {
         let (client, conn) = tokio_postgres::connect(&self.url, NoTls).await.unwrap();
         tokio::spawn(conn);

@@ -46,9 +46,10 @@ pub async fn yookassa(config: &mut Config) -> Arc<Sandbox> {
     fake
 }
 
-/// Starts a fake CloudPayments and points `config` at it.
-pub async fn cloudpayments(config: &mut Config) -> Arc<CloudPaymentsSandbox> {
-    let fake = CloudPaymentsSandbox::new(CP_PUBLIC_ID, CP_API_SECRET, true);
+/// Starts a fake CloudPayments and points `config` at it: a test terminal, or a
+/// live one (`TestMode` false, `CLOUDPAYMENTS_MODE=live`).
+pub async fn cloudpayments(config: &mut Config, live: bool) -> Arc<CloudPaymentsSandbox> {
+    let fake = CloudPaymentsSandbox::new(CP_PUBLIC_ID, CP_API_SECRET, !live);
     let addr = fake
         .spawn(any_loopback_port())
         .await
@@ -58,6 +59,7 @@ pub async fn cloudpayments(config: &mut Config) -> Arc<CloudPaymentsSandbox> {
         public_id: CP_PUBLIC_ID.into(),
         api_secret: Secret::new(CP_API_SECRET),
         api_url: format!("http://{addr}/sandbox/cloudpayments"),
+        mode: if live { Mode::Live } else { Mode::Test },
     });
     fake
 }
