@@ -6,12 +6,24 @@
 ALTER TABLE subscriptions ADD COLUMN billing_anchor timestamptz;
 
 -- Existing subscriptions: the start of the first period a payment of theirs
--- recorded, else the current period's start.
+-- recorded, when the current period ends on that anchor's dates (n periods
+-- later, counted in UTC like the service, or within the 3 days a short month
+-- takes off); else (a subscription that started over at another time, a day
+-- tariff) the current period's start.
 UPDATE subscriptions s
    SET billing_anchor = coalesce(
-       (SELECT min(p.period_start) FROM payments p
-         WHERE p.subscription_id = s.id AND p.period_start IS NOT NULL
-           AND p.period_start <= s.current_period_start),
+       (SELECT f.first FROM (
+            SELECT min(p.period_start) AS first FROM payments p
+             WHERE p.subscription_id = s.id AND p.period_start IS NOT NULL
+               AND p.period_start <= s.current_period_start) f
+         WHERE s.period_unit IN ('month', 'year')
+           AND EXISTS (
+               SELECT 1 FROM generate_series(1, 1200) k
+                WHERE ((f.first AT TIME ZONE 'UTC')
+                       + make_interval(months => k * s.period_count
+                                       * CASE s.period_unit WHEN 'year' THEN 12 ELSE 1 END))
+                      AT TIME ZONE 'UTC'
+                      BETWEEN s.current_period_end AND s.current_period_end + interval '3 days')),
        s.current_period_start);
 
 -- A row inserted without one (a seed, a bench, a hand-written fix) starts its grid

@@ -234,7 +234,7 @@ fn main() -> ExitCode {
 
 async fn serve(config: Config, opts: ServeOptions) -> ExitCode {
     if config.mode == billing::config::Mode::Sandbox {
-        tracing::warn!("SANDBOX MODE: the built-in fake provider is used; no real money moves");
+        tracing::warn!("SANDBOX MODE: the built-in fake provider stands in for YooKassa; it moves no real money");
     }
     let running = match server::start(config, opts).await {
         Ok(r) => r,

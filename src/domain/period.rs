@@ -47,6 +47,10 @@ pub struct Period {
     pub unit: PeriodUnit,
 }
 
+/// The most a period end moves forward to reach the anchor's day: the days a
+/// month shorter than the anchor's day took off (31 January → 28 February).
+pub const MAX_CATCH_UP: chrono::TimeDelta = chrono::TimeDelta::days(3);
+
 impl Period {
     pub const MAX_COUNT: u32 = 1000;
 
@@ -95,10 +99,12 @@ impl Period {
 
     /// The end of the period that starts at `start`, on the grid of ends the billing
     /// `anchor` (Stripe's `billing_cycle_anchor`) sets: the first anchor date at or
-    /// after one plain period from `start`. From an end on the grid that is the next
-    /// grid date; from one off it (a subscription that drifted before anchors were
-    /// kept) the period runs to the next grid date after a whole period, never
-    /// shorter than a plain period. Day periods ignore the anchor.
+    /// after one plain period from `start`, when that is at most [`MAX_CATCH_UP`]
+    /// later (what a short month takes off: 31 Jan → 28 Feb), else the plain end.
+    /// From an end on the grid that is the next grid date; an end that drifted a
+    /// few days before anchors were kept gets them back; an end off the grid for
+    /// another reason (a time of day that differs) keeps plain periods, never
+    /// getting almost a period more. Day periods ignore the anchor.
     pub fn end_from(self, anchor: DateTime<Utc>, start: DateTime<Utc>) -> DateTime<Utc> {
         let plain = self.add_to(start);
         let Some(months) = self.months() else {
@@ -113,7 +119,8 @@ impl Period {
         let mut n = (gap / months as i32 - 1).max(0) as u32;
         loop {
             match self.nth_end(anchor, n) {
-                Some(end) if end >= plain => return end,
+                Some(end) if end >= plain && end - plain <= MAX_CATCH_UP => return end,
+                Some(end) if end >= plain => return plain,
                 Some(_) => n += 1,
                 None => return plain,
             }
@@ -234,6 +241,24 @@ mod tests {
         assert_eq!(
             month.end_from(at(2026, 1, 31), at(2026, 3, 28)),
             at(2026, 4, 30)
+        );
+    }
+
+    #[test]
+    fn an_end_off_the_grid_for_another_reason_keeps_plain_periods() {
+        let month = Period::new(1, PeriodUnit::Month).unwrap();
+        // Started over after expiry at another time of day, before anchors were kept.
+        let restarted = Utc.with_ymd_and_hms(2026, 6, 5, 14, 0, 0).unwrap();
+        let plain = Utc.with_ymd_and_hms(2026, 7, 5, 14, 0, 0).unwrap();
+        assert_eq!(
+            month.end_from(at(2026, 1, 5), restarted),
+            plain,
+            "not 5 Aug 10:30"
+        );
+        let year = Period::new(1, PeriodUnit::Year).unwrap();
+        assert_eq!(
+            year.end_from(at(2026, 1, 5), restarted),
+            year.add_to(restarted)
         );
     }
 

@@ -22,7 +22,7 @@ pub struct Email(String);
 impl Email {
     pub fn parse(raw: &str) -> Result<Email, String> {
         let s = raw.trim();
-        if s.is_empty() || s.len() > 254 {
+        if s.is_empty() || s.chars().count() > 254 {
             return Err("must be 1..254 characters".into());
         }
         if s.chars().any(|c| {
@@ -83,7 +83,12 @@ impl Phone {
         {
             return Err("must be digits with the country code, e.g. +7 900 123-45-67".into());
         }
-        let digits: String = s.chars().filter(char::is_ascii_digit).collect();
+        let mut digits: String = s.chars().filter(char::is_ascii_digit).collect();
+        // A Russian mobile written the domestic way (8 9xx …, no `+`): 89 is no
+        // country code, so it can only mean +7 9xx ….
+        if !raw.trim().starts_with('+') && digits.len() == 11 && digits.starts_with("89") {
+            digits.replace_range(0..1, "7");
+        }
         if !(11..=15).contains(&digits.len()) || digits.starts_with('0') {
             return Err("must be 11..15 digits with the country code (E.164)".into());
         }
@@ -241,9 +246,9 @@ impl Receipt {
         }
     }
 
-    /// The receipt of a refund of `amount` of the payment this receipt was for
-    /// ("return of income"): the same line, customer and taxes, the refunded sum.
-    pub fn for_refund(&self, amount: Money) -> Receipt {
+    /// The same line, customer and taxes for another sum: a refund of `amount` of
+    /// the payment this receipt was for ("return of income"), or an extra charge.
+    pub fn for_sum(&self, amount: Money) -> Receipt {
         let mut r = self.clone();
         r.items.truncate(1);
         if let Some(item) = r.items.first_mut() {
@@ -304,6 +309,14 @@ mod tests {
             "79001234567"
         );
         assert_eq!(Phone::parse("79001234567").unwrap().digits(), "79001234567");
+        assert_eq!(
+            Phone::parse("8 900 123-45-67").unwrap().digits(),
+            "79001234567"
+        );
+        assert_eq!(
+            Phone::parse("+86 138 0013 8000").unwrap().digits(),
+            "8613800138000"
+        );
         for bad in [
             "",
             "+7",
@@ -336,7 +349,7 @@ mod tests {
         );
         assert_eq!(r.items[0].description.chars().count(), MAX_DESCRIPTION);
         assert_eq!(r.total_minor(), 29_900);
-        let back = r.for_refund(Money::new(10_000, Currency::Rub));
+        let back = r.for_sum(Money::new(10_000, Currency::Rub));
         assert_eq!(back.total_minor(), 10_000);
         assert_eq!(back.customer, r.customer);
         let json: Receipt = serde_json::from_str(&r.to_string()).unwrap();

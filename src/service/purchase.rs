@@ -38,6 +38,10 @@ pub struct BuyRequest {
     pub phone: Option<String>,
 }
 
+fn given(v: Option<&str>) -> Option<&str> {
+    v.map(str::trim).filter(|v| !v.is_empty())
+}
+
 /// The receipt's customer from a buy request: each given field checked (400
 /// `bad_field` naming it), one of them required while receipts are on.
 pub fn customer(
@@ -46,10 +50,11 @@ pub fn customer(
     email: Option<&str>,
     phone: Option<&str>,
 ) -> Result<Option<Customer>, BillingError> {
-    let email = email
+    // A form's empty field is no contact, not a bad one.
+    let email = given(email)
         .map(|e| Email::parse(e).map_err(|why| BillingError::BadField(format!("email {why}"))))
         .transpose()?;
-    let phone = phone
+    let phone = given(phone)
         .map(|p| Phone::parse(p).map_err(|why| BillingError::BadField(format!("phone {why}"))))
         .transpose()?;
     let customer = Customer::new(email, phone);

@@ -32,7 +32,7 @@ use crate::store::{payments, subscriptions, Payment, StoreError, Subscription};
 /// The receipt of a refund of `amount` ("return of income"): the payment's own line,
 /// customer and taxes, for the refunded sum. None when the payment had none.
 fn refund_receipt(payment: &Payment, amount: Money) -> Option<Receipt> {
-    payment.receipt.as_ref().map(|r| r.for_refund(amount))
+    payment.receipt.as_ref().map(|r| r.for_sum(amount))
 }
 
 /// A full refund the service starts by itself (e.g. a payment that cannot apply).

@@ -445,10 +445,15 @@ async fn activate_purchase(
             };
             // A newly saved method replaces the old one, and the subscription then
             // belongs to that method's provider (renewals go there).
-            let (renew, method, pay_system) = if auto_renew {
-                (true, method_id, payment.pay_system)
+            let (renew, method, pay_system, livemode) = if auto_renew {
+                (true, method_id, payment.pay_system, payment.livemode)
             } else {
-                (live.auto_renew, live.payment_method_id, live.pay_system)
+                (
+                    live.auto_renew,
+                    live.payment_method_id,
+                    live.pay_system,
+                    live.livemode,
+                )
             };
             let next = renew.then(|| renew_at(app, end));
             let extended = subscriptions::extend_purchase(
@@ -462,6 +467,7 @@ async fn activate_purchase(
                     pay_system,
                     anchor,
                     receipt: payment.receipt.clone(),
+                    livemode,
                 },
             )
             .await?;

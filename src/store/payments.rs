@@ -501,6 +501,7 @@ pub async fn insert_duplicate_charge(
             &d.captured_at,
             &format!("duplicate_charge of payment {}", of.id),
             &of.livemode,
+            &receipt_json(of.receipt.as_ref().map(|r| r.for_sum(d.amount)).as_ref()),
         ],
     )
     .await?

@@ -235,6 +235,8 @@ pub struct Extension {
     pub anchor: Option<DateTime<Utc>>,
     /// The purchase's receipt, which becomes the renewals' template (None: keep).
     pub receipt: Option<Receipt>,
+    /// The mode of `pay_system`'s provider: the renewals' `livemode`.
+    pub livemode: bool,
 }
 
 pub async fn extend_purchase(
@@ -254,6 +256,7 @@ pub async fn extend_purchase(
                 &e.pay_system.as_str(),
                 &e.anchor,
                 &super::payments::receipt_json(e.receipt.as_ref()),
+                &e.livemode,
             ],
         )
         .await?;

@@ -157,6 +157,8 @@ pub struct TariffChange<'a> {
     pub archived: Option<bool>,
     pub vat_code: Option<VatCode>,
     pub tax_system_code: Option<TaxSystem>,
+    /// Back to no tax system (the till's own).
+    pub clear_tax_system: bool,
 }
 
 /// The changed tariff, or `None` when there is no such tariff.
@@ -168,14 +170,23 @@ pub async fn change(
     let sql = format!(
         "UPDATE tariffs SET name = COALESCE($2, name), description = COALESCE($3, description), \
          archived_at = CASE WHEN $4::bool IS NULL THEN archived_at WHEN $4 THEN COALESCE(archived_at, now()) END, \
-         vat_code = COALESCE($5, vat_code), tax_system_code = COALESCE($6, tax_system_code), \
+         vat_code = COALESCE($5, vat_code), \
+         tax_system_code = CASE WHEN $7 THEN NULL ELSE COALESCE($6, tax_system_code) END, \
          updated_at = now() WHERE id = $1 RETURNING {TARIFF_COLS}"
     );
     let vat = c.vat_code.map(|v| i16::from(v.code()));
     let tax = c.tax_system_code.map(|t| i16::from(t.code()));
     db.query_opt(
         &sql,
-        &[&id, &c.name, &c.description, &c.archived, &vat, &tax],
+        &[
+            &id,
+            &c.name,
+            &c.description,
+            &c.archived,
+            &vat,
+            &tax,
+            &c.clear_tax_system,
+        ],
     )
     .await?
     .as_ref()

@@ -131,6 +131,25 @@ async fn existing_subscriptions_are_anchored_at_their_first_period() {
         .unwrap();
     }
     let untouched = seed_subscription(&sql, UserId::new(), true, true).await;
+    // Started over after expiry at another time of day: its first period's start
+    // is not on its current dates, and anchoring there would give it a free month.
+    let restarted = seed_subscription(&sql, UserId::new(), true, true).await;
+    let at_14 = |m, d| Utc.with_ymd_and_hms(2027, m, d, 14, 0, 0).unwrap();
+    sql.execute(
+        "UPDATE subscriptions SET current_period_start = $2, current_period_end = $3 WHERE id = $1",
+        &[&restarted, &at_14(6, 5), &at_14(7, 5)],
+    )
+    .await
+    .unwrap();
+    sql.execute(
+        "INSERT INTO payments (id, user_id, tariff_id, subscription_id, pay_system, kind, status, \
+         amount_minor, currency, renew, description, provider_idempotence_key, livemode, period_start, period_end) \
+         SELECT gen_random_uuid(), user_id, tariff_id, id, 'yookassa', 'purchase', 'succeeded', 29900, 'RUB', \
+         true, 'Subscription', gen_random_uuid()::text, false, $2, $3 FROM subscriptions WHERE id = $1",
+        &[&restarted, &at(2027, 1, 5), &at(2027, 2, 5)],
+    )
+    .await
+    .unwrap();
     billing::db::migrate(&db.url).await.unwrap();
     let anchor = |id: SubscriptionId| {
         let sql = &sql;
@@ -145,6 +164,12 @@ async fn existing_subscriptions_are_anchored_at_their_first_period() {
     };
     let row = anchor(sub).await;
     assert_eq!(row.get::<_, DateTime<Utc>>(0), at(2027, 1, 31));
+    let row = anchor(restarted).await;
+    assert_eq!(
+        row.get::<_, DateTime<Utc>>(0),
+        at_14(6, 5),
+        "anchored at its restart"
+    );
     let row = anchor(untouched).await;
     assert_eq!(
         row.get::<_, DateTime<Utc>>(0),

@@ -1139,3 +1139,34 @@ async fn a_test_flag_on_a_live_cloudpayments_terminal_is_sent_to_review() {
     );
     assert_eq!(app.payment(payment_id).await.status, PaymentStatus::Pending);
 }
+
+/// A subscription an extension moves to a live CloudPayments card renews live:
+/// its `livemode` follows the provider its renewals go to.
+#[tokio::test]
+async fn an_extension_moving_to_a_live_provider_makes_the_subscription_live() {
+    let app = TestApp::builder()
+        .fake_yookassa()
+        .live_cloudpayments()
+        .start()
+        .await;
+    let yookassa = app.yookassa();
+    let user = UserId::new();
+    let (status, body) = app.buy(user, MONTH_TARIFF, true, None).await;
+    assert_eq!(status, 201, "{body}");
+    let pid = app.provider_id(payment_id(&body)).await;
+    yookassa
+        .settle(&pid, billing::providers::sandbox::Outcome::Succeed)
+        .unwrap();
+    assert_eq!(yookassa.notify(&pid).await.unwrap(), 200);
+    assert!(!app.subscription_of(user).await.livemode);
+
+    let (_, order) = bought(&app, user).await;
+    app.cloudpayments()
+        .pay_order(&order, None)
+        .await
+        .unwrap()
+        .unwrap();
+    let sub = app.subscription_of(user).await;
+    assert_eq!(sub.pay_system, PaySystem::CloudPayments);
+    assert!(sub.livemode, "renewals now go to the live CloudPayments");
+}

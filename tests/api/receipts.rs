@@ -373,6 +373,30 @@ async fn tariff_taxes_are_validated() {
     assert_eq!(status, 201, "{created}");
     assert_eq!(created["vat_code"], 12);
     assert_eq!(created["tax_system_code"], Value::Null);
+    let (status, patched) = app
+        .patch(
+            &format!("/api/v1/admin/tariffs/{MONTH_TARIFF}"),
+            Some(&app.admin_token()),
+            json!({"tax_system_code": 2}),
+        )
+        .await;
+    assert_eq!(
+        (status, &patched["tax_system_code"]),
+        (200, &json!(2)),
+        "{patched}"
+    );
+    let (status, patched) = app
+        .patch(
+            &format!("/api/v1/admin/tariffs/{MONTH_TARIFF}"),
+            Some(&app.admin_token()),
+            json!({"tax_system_code": null}),
+        )
+        .await;
+    assert_eq!(
+        (status, &patched["tax_system_code"]),
+        (200, &Value::Null),
+        "{patched}"
+    );
     let (_, public) = app.get("/api/v1/tariffs", None).await;
     assert!(
         public

@@ -186,7 +186,7 @@ pub struct TariffPatch {
     /// 1..12 (54-FZ receipts); applies to purchases and renewals charged from now on.
     #[schema(minimum = 1, maximum = 12)]
     vat_code: Option<i64>,
-    /// 1..6.
+    /// 1..6, or null for none (the till's own).
     #[schema(minimum = 1, maximum = 6)]
     tax_system_code: Option<i64>,
 }
@@ -222,6 +222,7 @@ pub async fn tariff_patch(app: App, id: TariffId, value: Value) -> Result<Respon
             "a tariff's price and period never change: archive it and create another",
         ));
     }
+    let clear_tax_system = value.get("tax_system_code").is_some_and(Value::is_null);
     let patch: TariffPatch = serde_json::from_value(value)
         .map_err(|e| ApiError::bad_request("bad_json", crate::http::body::json_error(&e)))?;
     if let Some(n) = &patch.name {
@@ -239,6 +240,7 @@ pub async fn tariff_patch(app: App, id: TariffId, value: Value) -> Result<Respon
             archived: patch.archived,
             vat_code: vat_code(patch.vat_code)?,
             tax_system_code: tax_system(patch.tax_system_code)?,
+            clear_tax_system,
         },
     )
     .await?

@@ -62,8 +62,12 @@ WITH due AS (
            f.payment_method_id, f.current_period_end, f.attempt, f.livemode,
            now() + make_interval(secs => $3), 1,
            CASE WHEN f.receipt IS NOT NULL AND f.pay_system = ANY ($5::text[]) THEN
-               jsonb_set(jsonb_set(f.receipt, '{items,0,vat_code}', to_jsonb(f.vat_code)),
-                         '{tax_system_code}', COALESCE(to_jsonb(f.tax_system_code), 'null'::jsonb))
+               jsonb_set(jsonb_set(jsonb_set(f.receipt, '{items,0,vat_code}', to_jsonb(f.vat_code)),
+                                   '{tax_system_code}', COALESCE(to_jsonb(f.tax_system_code), 'null'::jsonb)),
+                         -- The line is what this renewal charges, whatever the template says.
+                         '{items,0,amount}',
+                         jsonb_build_object('value', to_char(f.price_minor / 100.0, 'FM9999999999999990.00'),
+                                            'currency', f.currency))
            END
       FROM fresh f
     ON CONFLICT DO NOTHING
