@@ -71,6 +71,13 @@ pub fn api(app: App) -> BoxedFilter<(Response,)> {
         .and(with_app(app.clone()))
         .and(user())
         .then(|app, user| async move { respond(account::resume(app, user).await) });
+    let contact = v1
+        .and(warp::path!("subscriptions" / "contact"))
+        .and(warp::post())
+        .and(with_app(app.clone()))
+        .and(user())
+        .and(filters::json(body_deadline))
+        .then(|app, user, req| async move { respond(account::contact(app, user, req).await) });
     let payments_profile = v1
         .and(warp::path!("payments" / "profile"))
         .and(warp::get())
@@ -230,6 +237,8 @@ pub fn api(app: App) -> BoxedFilter<(Response,)> {
         .or(cancel)
         .unify()
         .or(resume)
+        .unify()
+        .or(contact)
         .unify()
         .or(payments_profile)
         .unify()

@@ -9,6 +9,7 @@ pub const ROUTES: &[(&str, &str)] = &[
     ("GET", "/api/v1/subscriptions/profile"),
     ("POST", "/api/v1/subscriptions/cancel"),
     ("POST", "/api/v1/subscriptions/resume"),
+    ("POST", "/api/v1/subscriptions/contact"),
     ("GET", "/api/v1/payments/profile"),
     ("GET", "/api/v1/payments/{id}"),
     ("POST", "/webhooks/yookassa"),

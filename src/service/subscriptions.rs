@@ -1,8 +1,10 @@
 //! Cancel and resume: auto-renewal off and on. Access is unchanged either way.
+//! And the receipt contact of a live subscription (its renewals' 54-FZ receipts).
 
 use chrono::{Duration as ChronoDuration, Utc};
 
 use crate::app::App;
+use crate::domain::receipt::Receipt;
 use crate::domain::UserId;
 use crate::events::{self, EventSubject, EventType};
 use crate::service::BillingError;
@@ -50,4 +52,52 @@ pub async fn set_auto_renew(
     events::record(&tx, event, EventSubject::subscription(&sub)).await?;
     store::commit(tx).await?;
     Ok(sub)
+}
+
+/// Where the receipts of the user's live subscription go (`email`, `phone`): the
+/// renewals' receipt is rebuilt from its tariff's line for its own price. The way
+/// a subscription bought before receipts were switched on gets one. Either field
+/// may be given, one is required (400 `contact_required`); each is checked.
+pub async fn set_receipt_contact(
+    app: &App,
+    user_id: UserId,
+    req: &ContactRequest,
+) -> Result<Subscription, BillingError> {
+    let mut db = app.db.conn().await?;
+    let tx = store::begin(&mut db).await?;
+    let sub = subscriptions::lock_live_for_user(&tx, user_id)
+        .await?
+        .ok_or(BillingError::NoActiveSubscription)?;
+    let customer = crate::service::purchase::customer(
+        app,
+        sub.pay_system,
+        req.email.as_deref(),
+        req.phone.as_deref(),
+    )?
+    .ok_or(BillingError::ContactRequired(sub.pay_system))?;
+    let tariff = crate::store::tariffs::get(&tx, sub.tariff_id)
+        .await?
+        .ok_or_else(|| BillingError::internal("subscription without its tariff"))?;
+    let receipt = Receipt::for_period(
+        customer,
+        &format!("Subscription: {}", tariff.name),
+        sub.price,
+        tariff.vat_code,
+        tariff.tax_system_code,
+    );
+    subscriptions::set_receipt(&tx, sub.id, &receipt).await?;
+    store::commit(tx).await?;
+    Ok(sub)
+}
+
+/// `POST /api/v1/subscriptions/contact`.
+#[derive(Debug, serde::Deserialize, utoipa::ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct ContactRequest {
+    #[serde(default)]
+    #[schema(example = "viewer@example.com")]
+    pub email: Option<String>,
+    #[serde(default)]
+    #[schema(example = "+79001234567")]
+    pub phone: Option<String>,
 }

@@ -357,3 +357,17 @@ pub async fn past_due_in_flight(
     )
     .await
 }
+
+/// The receipt template of a subscription's renewals (its contact changed).
+pub async fn set_receipt(
+    db: &impl GenericClient,
+    id: SubscriptionId,
+    receipt: &Receipt,
+) -> Result<(), StoreError> {
+    db.execute(
+        "UPDATE subscriptions SET receipt = $2, updated_at = now() WHERE id = $1",
+        &[&id, &super::payments::receipt_json(Some(receipt))],
+    )
+    .await?;
+    Ok(())
+}

@@ -332,6 +332,20 @@ async fn real_answers_fit_the_schemas_documented_for_their_route_and_status() {
         assert_eq!(s, 200, "{method} {path}: {b}");
         check(method, path, s, &b);
     }
+    let contact = "/api/v1/subscriptions/contact";
+    let (s, b) = send(
+        &app,
+        "POST",
+        contact,
+        Some(&token),
+        Some(json!({"email": "viewer@example.com"})),
+    )
+    .await;
+    assert_eq!(s, 200, "{b}");
+    check("POST", contact, s, &b);
+    let (s, b) = send(&app, "POST", contact, Some(&token), Some(json!({}))).await;
+    assert_eq!(s, 400, "{b}");
+    check("POST", contact, s, &b);
 
     // The operator's side: a partial refund, the account, tariffs, the inbox.
     let refund = "/api/v1/admin/payments/{id}/refund";
@@ -497,7 +511,7 @@ async fn real_answers_fit_the_schemas_documented_for_their_route_and_status() {
     )
     .is_empty());
 
-    assert_eq!(checked.len(), 27, "{checked:#?}");
+    assert_eq!(checked.len(), 29, "{checked:#?}");
     // The two answers that are not JSON objects of a schema: this document (fetched
     // above) and the Prometheus text.
     checked.insert("GET /api/openapi.json 200".into());

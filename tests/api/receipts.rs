@@ -407,3 +407,65 @@ async fn tariff_taxes_are_validated() {
         "the public list stays as it was: {public}"
     );
 }
+
+/// A subscription bought while receipts were off has no receipt for its
+/// renewals, which a shop with receipts on refuses; the viewer (or the frontend
+/// on their behalf) gives a contact and the next renewal carries a receipt.
+#[tokio::test]
+async fn a_subscription_bought_before_receipts_gets_a_contact_for_its_renewals() {
+    let app = TestApp::builder()
+        .fake_yookassa()
+        .config(receipts_on(&[PaySystem::YooKassa]))
+        .start()
+        .await;
+    let fake = app.yookassa();
+    fake.require_receipts(true);
+    let (sub, _) = app.due().await;
+    let user = app.subscription(sub).await.user_id;
+    let contact = |body: Value| {
+        let app = &app;
+        async move {
+            app.post(
+                "/api/v1/subscriptions/contact",
+                Some(&app.token(user)),
+                body,
+            )
+            .await
+        }
+    };
+    let (status, body) = contact(json!({})).await;
+    assert_eq!(
+        (status, body["code"].as_str()),
+        (400, Some("contact_required")),
+        "{body}"
+    );
+    let (status, body) = contact(json!({"email": "nope"})).await;
+    assert_eq!(
+        (status, body["code"].as_str()),
+        (400, Some("bad_field")),
+        "{body}"
+    );
+    let (status, body) = app
+        .post(
+            "/api/v1/subscriptions/contact",
+            Some(&app.token(UserId::new())),
+            json!({"email": "viewer@example.com"}),
+        )
+        .await;
+    assert_eq!(
+        (status, body["code"].as_str()),
+        (404, Some("no_active_subscription"))
+    );
+
+    let (status, body) = contact(json!({"email": "viewer@example.com"})).await;
+    assert_eq!(status, 200, "{body}");
+    assert_eq!(body["id"], sub.to_string());
+    assert_eq!(renewer::run_once(app.app()).await.unwrap(), 1);
+    let renewal = app.renewals(sub).await.pop().unwrap();
+    assert_eq!(renewal.status, PaymentStatus::Succeeded, "{renewal:?}");
+    let sent = fake
+        .receipt_of(renewal.provider_payment_id.as_deref().unwrap())
+        .unwrap();
+    assert_eq!(sent["customer"]["email"], "viewer@example.com");
+    assert_eq!(sent["items"][0]["amount"]["value"], "299.00");
+}

@@ -95,6 +95,33 @@ pub async fn resume(app: App, user: User) -> Result<Response, ApiError> {
 }
 
 #[utoipa::path(
+    post,
+    path = "/api/v1/subscriptions/contact",
+    tag = "subscriptions",
+    operation_id = "setReceiptContact",
+    summary = "Where the live subscription's 54-FZ receipts go (its renewals')",
+    request_body = crate::service::subscriptions::ContactRequest,
+    security(("jwt" = [])),
+    responses(
+        (status = 200, description = "The subscription; its renewals' receipts go to this contact", body = crate::http::handlers::views::SubscriptionView),
+        (status = 400, description = "`bad_json`, `bad_body`, `bad_field` (email or phone malformed), `contact_required` (neither given)", body = crate::http::error::ErrorBody),
+        (status = 401, description = "`unauthorized`: missing or invalid access token", body = crate::http::error::ErrorBody),
+        (status = 404, description = "`no_active_subscription`: no active or past_due subscription", body = crate::http::error::ErrorBody),
+        (status = 413, description = "`payload_too_large`: request body is over 64 KiB", body = crate::http::error::ErrorBody),
+        (status = 503, description = "`database_unavailable`: the database is unavailable, retry later", body = crate::http::error::ErrorBody),
+    )
+)]
+pub async fn contact(
+    app: App,
+    user: User,
+    req: crate::service::subscriptions::ContactRequest,
+) -> Result<Response, ApiError> {
+    let sub = subs::set_receipt_contact(&app, user.id, &req).await?;
+    let db = app.db.conn().await?;
+    Ok(ok(&subscription_view(&db, &sub).await?))
+}
+
+#[utoipa::path(
     get,
     path = "/api/v1/payments/profile",
     tag = "payments",
