@@ -37,6 +37,33 @@ async fn set_tariff_taxes(app: &TestApp, vat: i64, tax: i64) {
     );
 }
 
+/// A server with receipts on for YooKassa, and its fake shop requiring them.
+async fn yookassa_with_receipts() -> TestApp {
+    let app = TestApp::builder()
+        .fake_yookassa()
+        .config(receipts_on(&[PaySystem::YooKassa]))
+        .start()
+        .await;
+    app.yookassa().require_receipts(true);
+    app
+}
+
+/// A YooKassa purchase with this contact (`{"email": …}` and/or `{"phone": …}`),
+/// paid and notified: its payment id.
+async fn paid_with(app: &TestApp, user: UserId, contact: Value) -> billing::domain::PaymentId {
+    let mut body = json!({"tariff_id": MONTH_TARIFF, "renew": false});
+    body.as_object_mut()
+        .unwrap()
+        .extend(contact.as_object().unwrap().clone());
+    let (status, body) = buy_with(app, "yookassa", user, body).await;
+    assert_eq!(status, 201, "{body}");
+    let id = payment_id(&body);
+    let pid = app.provider_id(id).await;
+    app.yookassa().settle(&pid, Outcome::Succeed).unwrap();
+    assert_eq!(app.yookassa().notify(&pid).await.unwrap(), 200);
+    id
+}
+
 #[tokio::test]
 async fn a_buy_without_a_contact_while_receipts_are_on_is_refused_naming_the_field() {
     let app = TestApp::builder()
@@ -93,13 +120,8 @@ async fn a_shop_with_receipts_on_refuses_a_payment_without_one() {
 
 #[tokio::test]
 async fn a_purchase_and_its_renewals_carry_the_receipt_with_the_tariffs_taxes() {
-    let app = TestApp::builder()
-        .fake_yookassa()
-        .config(receipts_on(&[PaySystem::YooKassa]))
-        .start()
-        .await;
+    let app = yookassa_with_receipts().await;
     let fake = app.yookassa();
-    fake.require_receipts(true);
     set_tariff_taxes(&app, 4, 2).await;
     let user = UserId::new();
     let (status, body) = buy_with(
@@ -159,26 +181,10 @@ async fn a_purchase_and_its_renewals_carry_the_receipt_with_the_tariffs_taxes() 
 
 #[tokio::test]
 async fn refunds_carry_a_refund_receipt_and_a_whole_refund_leaves_it_to_yookassa() {
-    let app = TestApp::builder()
-        .fake_yookassa()
-        .config(receipts_on(&[PaySystem::YooKassa]))
-        .start()
-        .await;
+    let app = yookassa_with_receipts().await;
     let fake = app.yookassa();
-    fake.require_receipts(true);
     let user = UserId::new();
-    let (status, body) = buy_with(
-        &app,
-        "yookassa",
-        user,
-        json!({"tariff_id": MONTH_TARIFF, "renew": false, "email": "viewer@example.com"}),
-    )
-    .await;
-    assert_eq!(status, 201, "{body}");
-    let id = payment_id(&body);
-    let pid = app.provider_id(id).await;
-    fake.settle(&pid, Outcome::Succeed).unwrap();
-    assert_eq!(fake.notify(&pid).await.unwrap(), 200);
+    let id = paid_with(&app, user, json!({"email": "viewer@example.com"})).await;
 
     let refund = |amount: Option<&str>| {
         let body = match amount {
@@ -239,25 +245,9 @@ async fn refunds_carry_a_refund_receipt_and_a_whole_refund_leaves_it_to_yookassa
 /// return receipt from the payment's own, and the docs say not to send one.
 #[tokio::test]
 async fn a_whole_refund_sends_no_receipt_to_yookassa() {
-    let app = TestApp::builder()
-        .fake_yookassa()
-        .config(receipts_on(&[PaySystem::YooKassa]))
-        .start()
-        .await;
+    let app = yookassa_with_receipts().await;
     let fake = app.yookassa();
-    fake.require_receipts(true);
-    let (status, body) = buy_with(
-        &app,
-        "yookassa",
-        UserId::new(),
-        json!({"tariff_id": MONTH_TARIFF, "renew": false, "phone": "79001234567"}),
-    )
-    .await;
-    assert_eq!(status, 201, "{body}");
-    let id = payment_id(&body);
-    let pid = app.provider_id(id).await;
-    fake.settle(&pid, Outcome::Succeed).unwrap();
-    assert_eq!(fake.notify(&pid).await.unwrap(), 200);
+    let id = paid_with(&app, UserId::new(), json!({"phone": "79001234567"})).await;
     let (status, body) = app
         .post(
             &format!("/api/v1/admin/payments/{id}/refund"),
@@ -413,13 +403,8 @@ async fn tariff_taxes_are_validated() {
 /// on their behalf) gives a contact and the next renewal carries a receipt.
 #[tokio::test]
 async fn a_subscription_bought_before_receipts_gets_a_contact_for_its_renewals() {
-    let app = TestApp::builder()
-        .fake_yookassa()
-        .config(receipts_on(&[PaySystem::YooKassa]))
-        .start()
-        .await;
+    let app = yookassa_with_receipts().await;
     let fake = app.yookassa();
-    fake.require_receipts(true);
     let (sub, _) = app.due().await;
     let user = app.subscription(sub).await.user_id;
     let contact = |body: Value| {
