@@ -37,6 +37,19 @@ async fn bought(app: &TestApp, user: UserId) -> (PaymentId, String) {
     (payment_id, order["Id"].as_str().unwrap().to_owned())
 }
 
+/// The purchase has been pending for over a day and is due for the reconciler.
+async fn a_day_pending(app: &TestApp, id: PaymentId) {
+    app.sql()
+        .await
+        .execute(
+            "UPDATE payments SET created_at = now() - interval '25 hours', \
+             next_check_at = now() - interval '1 second' WHERE id = $1",
+            &[&id],
+        )
+        .await
+        .unwrap();
+}
+
 /// Posts a notification signed with `secret` (None: no Content-HMAC at all).
 async fn post_notification(
     app: &TestApp,
@@ -392,13 +405,7 @@ async fn a_declined_attempt_leaves_the_purchase_open_for_another_card() {
         "nothing happened to the payment"
     );
 
-    let (status, account) = app
-        .get(
-            &format!("/api/v1/admin/users/{user}"),
-            Some(&app.admin_token()),
-        )
-        .await;
-    assert_eq!(status, 200, "{account}");
+    let account = app.admin_account(user).await;
     let attempts = account["declined_attempts"].as_array().unwrap();
     assert_eq!(attempts.len(), 1, "{account}");
     assert_eq!(attempts[0]["payment_id"], payment_id.to_string());
@@ -461,15 +468,7 @@ async fn a_purchase_abandoned_after_a_decline_fails_with_the_decline_reason() {
     let fake = app.cloudpayments();
     let (payment_id, order) = bought(&app, UserId::new()).await;
     fake.pay_order(&order, Some(5051)).await.unwrap().unwrap();
-    app.sql()
-        .await
-        .execute(
-            "UPDATE payments SET created_at = now() - interval '25 hours', \
-             next_check_at = now() - interval '1 second' WHERE id = $1",
-            &[&payment_id],
-        )
-        .await
-        .unwrap();
+    a_day_pending(&app, payment_id).await;
     assert_eq!(
         billing::jobs::reconciler::run_once(app.app())
             .await
@@ -918,15 +917,7 @@ async fn an_order_we_gave_up_on_is_voided_and_cannot_be_paid_later() {
         Some(order_id),
         "the order's id is kept"
     );
-    app.sql()
-        .await
-        .execute(
-            "UPDATE payments SET created_at = now() - interval '25 hours', \
-             next_check_at = now() - interval '1 second' WHERE id = $1",
-            &[&id],
-        )
-        .await
-        .unwrap();
+    a_day_pending(&app, id).await;
 
     assert_eq!(
         billing::jobs::reconciler::run_once(app.app())
@@ -1120,7 +1111,7 @@ async fn a_live_cloudpayments_beside_a_test_yookassa_keeps_its_own_mode() {
 
 /// The other half: a test-mode notification for a live terminal is not applied.
 #[tokio::test]
-async fn a_test_flag_on_a_live_cloudpayments_terminal_is_sent_to_review() {
+async fn a_test_flag_on_a_live_cloudpayments_terminal_is_refused_at_check() {
     let app = TestApp::builder()
         .fake_yookassa()
         .fake_cloudpayments()

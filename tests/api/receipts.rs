@@ -165,13 +165,7 @@ async fn a_purchase_and_its_renewals_carry_the_receipt_with_the_tariffs_taxes() 
     assert_eq!(sent["items"][0]["vat_code"], 11);
     assert_eq!(sent["items"][0]["amount"]["value"], "299.00");
 
-    let (status, account) = app
-        .get(
-            &format!("/api/v1/admin/users/{user}"),
-            Some(&app.admin_token()),
-        )
-        .await;
-    assert_eq!(status, 200, "{account}");
+    let account = app.admin_account(user).await;
     let receipts = account["receipts"].as_array().unwrap();
     assert_eq!(receipts.len(), 2, "{account}");
     assert_eq!(receipts[0]["payment_id"], renewal.id.to_string());
@@ -219,12 +213,7 @@ async fn refunds_carry_a_refund_receipt_and_a_whole_refund_leaves_it_to_yookassa
         .iter()
         .all(|r| r.status == RefundStatus::Succeeded));
 
-    let (_, account) = app
-        .get(
-            &format!("/api/v1/admin/users/{user}"),
-            Some(&app.admin_token()),
-        )
-        .await;
+    let account = app.admin_account(user).await;
     let amounts: Vec<&str> = account["receipts"]
         .as_array()
         .unwrap()

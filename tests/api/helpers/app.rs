@@ -241,6 +241,18 @@ impl TestApp {
         read(req.send().await.unwrap()).await
     }
 
+    /// The operator's view of one viewer (`GET /api/v1/admin/users/{user}`), asserted 200.
+    pub async fn admin_account(&self, user: UserId) -> Value {
+        let (status, account) = self
+            .get(
+                &format!("/api/v1/admin/users/{user}"),
+                Some(&self.admin_token()),
+            )
+            .await;
+        assert_eq!(status, 200, "{account}");
+        account
+    }
+
     pub async fn patch(&self, path: &str, token: Option<&str>, body: Value) -> (u16, Value) {
         let mut req = self.http.patch(format!("{}{path}", self.url)).json(&body);
         if let Some(t) = token {
