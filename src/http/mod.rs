@@ -221,40 +221,34 @@ pub fn api(app: App) -> BoxedFilter<(Response,)> {
         .and(warp::get())
         .map(openapi::document);
 
-    let routes = tariffs
-        .or(buy)
-        .unify()
-        .or(webhook_yookassa)
-        .unify()
-        .or(admin)
-        .unify()
-        .or(webhook_cloudpayments)
-        .unify()
-        .or(pay_systems)
-        .unify()
-        .or(sub_profile)
-        .unify()
-        .or(cancel)
-        .unify()
-        .or(resume)
-        .unify()
-        .or(contact)
-        .unify()
-        .or(payments_profile)
-        .unify()
-        .or(payment)
-        .unify()
-        .or(healthz)
-        .unify()
-        .or(readyz)
-        .unify()
-        .or(metrics)
-        .unify()
-        .or(openapi)
-        .unify();
+    // Each route boxed and joined one at a time: an unboxed chain of `or`s is a
+    // type that nests once more with every route, and the compiler's time grows
+    // with it (warp#507; with the 17th route a clean build of this crate was
+    // still compiling it after an hour).
+    let routes = [
+        tariffs.boxed(),
+        buy.boxed(),
+        webhook_yookassa.boxed(),
+        admin.boxed(),
+        webhook_cloudpayments.boxed(),
+        pay_systems.boxed(),
+        sub_profile.boxed(),
+        cancel.boxed(),
+        resume.boxed(),
+        contact.boxed(),
+        payments_profile.boxed(),
+        payment.boxed(),
+        healthz.boxed(),
+        readyz.boxed(),
+        metrics.boxed(),
+        openapi.boxed(),
+    ]
+    .into_iter()
+    .reduce(|all, route| all.or(route).unify().boxed())
+    .expect("routes");
     match app.sandbox.clone() {
         Some(sandbox) => routes.or(sandbox.routes()).unify().boxed(),
-        None => routes.boxed(),
+        None => routes,
     }
 }
 
