@@ -4,6 +4,7 @@ pub mod duration;
 pub mod ids;
 pub mod money;
 pub mod period;
+pub mod proration;
 pub mod receipt;
 pub mod status;
 

@@ -90,6 +90,8 @@ string_enum!(PaySystem {
 string_enum!(PaymentKind {
     Purchase => "purchase",
     Renewal => "renewal",
+    // A tariff change paid now (the new price minus the unused part of the old).
+    Change => "change",
 });
 
 string_enum!(InboxStatus {

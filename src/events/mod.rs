@@ -35,6 +35,10 @@ pub enum EventType {
     SubscriptionAutoRenewEnabled,
     #[serde(rename = "subscription.shortened")]
     SubscriptionShortened,
+    #[serde(rename = "subscription.tariff_changed")]
+    SubscriptionTariffChanged,
+    #[serde(rename = "subscription.tariff_change_scheduled")]
+    SubscriptionTariffChangeScheduled,
 }
 
 impl EventType {
@@ -50,6 +54,8 @@ impl EventType {
         EventType::SubscriptionAutoRenewDisabled,
         EventType::SubscriptionAutoRenewEnabled,
         EventType::SubscriptionShortened,
+        EventType::SubscriptionTariffChanged,
+        EventType::SubscriptionTariffChangeScheduled,
     ];
 
     /// Also the routing key.
@@ -66,6 +72,8 @@ impl EventType {
             EventType::SubscriptionAutoRenewDisabled => "subscription.auto_renew_disabled",
             EventType::SubscriptionAutoRenewEnabled => "subscription.auto_renew_enabled",
             EventType::SubscriptionShortened => "subscription.shortened",
+            EventType::SubscriptionTariffChanged => "subscription.tariff_changed",
+            EventType::SubscriptionTariffChangeScheduled => "subscription.tariff_change_scheduled",
         }
     }
 

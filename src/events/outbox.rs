@@ -14,6 +14,8 @@ pub struct EventSubject<'a> {
     pub subscription: Option<&'a Subscription>,
     pub payment: Option<&'a Payment>,
     pub livemode: bool,
+    /// Fields of this event type alone (a tariff change's amounts), after the common ones.
+    pub extra: Vec<(&'static str, Value)>,
 }
 
 impl<'a> EventSubject<'a> {
@@ -23,6 +25,7 @@ impl<'a> EventSubject<'a> {
             subscription: Some(sub),
             payment: None,
             livemode: sub.livemode,
+            extra: Vec::new(),
         }
     }
 
@@ -32,7 +35,14 @@ impl<'a> EventSubject<'a> {
             subscription: sub,
             payment: Some(payment),
             livemode: payment.livemode,
+            extra: Vec::new(),
         }
+    }
+
+    /// Adds a field of this event type's own to `data`.
+    pub fn with(mut self, key: &'static str, value: Value) -> Self {
+        self.extra.push((key, value));
+        self
     }
 }
 
@@ -77,6 +87,9 @@ pub fn body(id: Uuid, event_type: EventType, subject: &EventSubject<'_>) -> Valu
                 .to_rfc3339_opts(SecondsFormat::Secs, true)),
         );
         data.insert("auto_renew".into(), json!(s.auto_renew));
+    }
+    for (key, value) in &subject.extra {
+        data.insert((*key).into(), value.clone());
     }
     json!({
         "id": id,

@@ -110,6 +110,16 @@ pub fn api(app: App) -> BoxedFilter<(Response,)> {
         .then(|system, user, app, key, req| async move {
             respond(payments::buy(app, system, user, key, req).await)
         });
+    let change =
+        v1.and(warp::path!("subscriptions" / "change"))
+            .and(warp::post())
+            .and(with_app(app.clone()))
+            .and(user())
+            .and(filters::idempotency_key())
+            .and(filters::json(body_deadline))
+            .then(|app, user, key, req| async move {
+                respond(payments::change(app, user, key, req).await)
+            });
     let webhook_yookassa = warp::path!("webhooks" / "yookassa")
         .and(warp::post())
         .and(with_app(app.clone()))
@@ -236,6 +246,7 @@ pub fn api(app: App) -> BoxedFilter<(Response,)> {
         cancel.boxed(),
         resume.boxed(),
         contact.boxed(),
+        change.boxed(),
         payments_profile.boxed(),
         payment.boxed(),
         healthz.boxed(),

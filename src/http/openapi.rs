@@ -28,6 +28,7 @@ use crate::http::handlers::webhooks::{CodeAnswer, WebhookAck};
 use crate::http::handlers::{account, admin, catalog, health, payments, webhooks};
 use crate::providers::cloudpayments::wire::{Fields as CloudPaymentsNotification, Kind};
 use crate::providers::yookassa::webhook::{Wire as YooKassaNotification, WireObject};
+use crate::service::change::{ChangeRequest, ChangeResponse, When};
 use crate::service::purchase::{BuyRequest, BuyResponse};
 use crate::service::refunds::RefundRequest;
 
@@ -55,6 +56,7 @@ use crate::service::refunds::RefundRequest;
         account::cancel,
         account::resume,
         account::contact,
+        payments::change,
         account::payments_list,
         account::payment_get,
         webhooks::yookassa,
@@ -103,6 +105,9 @@ use crate::service::refunds::RefundRequest;
         SubscriptionView,
         PaymentView,
         BuyRequest,
+        ChangeRequest,
+        ChangeResponse,
+        When,
         BuyResponse,
         RefundRequest,
         crate::service::subscriptions::ContactRequest,

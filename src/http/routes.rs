@@ -10,6 +10,7 @@ pub const ROUTES: &[(&str, &str)] = &[
     ("POST", "/api/v1/subscriptions/cancel"),
     ("POST", "/api/v1/subscriptions/resume"),
     ("POST", "/api/v1/subscriptions/contact"),
+    ("POST", "/api/v1/subscriptions/change"),
     ("GET", "/api/v1/payments/profile"),
     ("GET", "/api/v1/payments/{id}"),
     ("POST", "/webhooks/yookassa"),

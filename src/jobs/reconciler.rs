@@ -173,7 +173,7 @@ async fn after_check(app: &App, payment: &Payment, answered: bool) -> Result<(),
     if !(answered
         && open.too_old
         && open.status == PaymentStatus::Pending
-        && payment.kind == PaymentKind::Purchase)
+        && payment.kind != PaymentKind::Renewal)
     {
         return Ok(());
     }

@@ -55,7 +55,7 @@ pub async fn request_for(
     payment: &Payment,
 ) -> Result<CreatePayment, BillingError> {
     let saved_method_id = match payment.kind {
-        PaymentKind::Purchase => None,
+        PaymentKind::Purchase | PaymentKind::Change => None,
         PaymentKind::Renewal => {
             let method_id = payment.payment_method_id.ok_or_else(|| {
                 BillingError::internal(format!("renewal {} has no payment method", payment.id))
@@ -79,7 +79,7 @@ pub async fn request_for(
 /// The create request of a payment row whose saved method (a renewal's) is known.
 pub fn request(app: &App, payment: &Payment, saved_method_id: Option<String>) -> CreatePayment {
     let return_url = match payment.kind {
-        PaymentKind::Purchase => payment
+        PaymentKind::Purchase | PaymentKind::Change => payment
             .return_url
             .clone()
             .or_else(|| app.config.yookassa.return_url.clone()),
@@ -180,7 +180,7 @@ pub async fn send_started(
             let alert = match (payment.kind, &refusal) {
                 (PaymentKind::Renewal, Refusal::Method(_)) => None,
                 (PaymentKind::Renewal, Refusal::Ours(_)) => Some("renewal_refused"),
-                (PaymentKind::Purchase, _) => Some("create_refused"),
+                (PaymentKind::Purchase | PaymentKind::Change, _) => Some("create_refused"),
             };
             if let Some(kind) = alert {
                 settle::alert(
@@ -203,14 +203,14 @@ fn code_of(e: &ProviderError) -> String {
     }
 }
 
-/// Nothing was created at the provider: a purchase is failed; a renewal is failed
+/// Nothing was created at the provider: a purchase (or a tariff change) is failed; a renewal is failed
 /// and its subscription moves on (past_due, dunning or hard decline) in one transaction.
 async fn fail(app: &App, payment: &Payment, refusal: &Refusal) -> Result<(), BillingError> {
     match payment.kind {
         PaymentKind::Renewal => {
             settle::renewal_refused(app, payment.id, refusal).await?;
         }
-        PaymentKind::Purchase => {
+        PaymentKind::Purchase | PaymentKind::Change => {
             let db = app.db.conn().await?;
             payments::fail_refused_create(&db, payment.id, None, refusal.code()).await?;
         }

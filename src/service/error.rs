@@ -45,6 +45,16 @@ pub enum BillingError {
     TariffConflict,
     #[error("a renewal of this subscription is being charged")]
     RenewalPending,
+    // A tariff change the subscription's state does not allow.
+    #[error("the subscription is already on this tariff; buy it to extend it")]
+    SameTariff,
+    #[error("the new tariff is sold in another currency than the subscription's")]
+    ChangeCurrency,
+    /// What the unused part of the current period is worth, in minor units.
+    #[error("the unused part of what was paid ({}) covers the new tariff's price: change at the period end instead", crate::domain::money::format_minor(*.0))]
+    CreditCoversPrice(i64),
+    #[error("auto-renewal is off, so the subscription ends at its period end: resume it first, or change now")]
+    AutoRenewOff,
     #[error("auto-renewal needs a saved, usable payment method: buy with renew=true first")]
     NoPaymentMethod,
     #[error("a {0} payment cannot be refunded")]

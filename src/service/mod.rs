@@ -1,6 +1,7 @@
 //! Use cases that combine the store, providers and events. Each one locks what it
 //! decides on and commits its change with its events.
 
+pub mod change;
 pub mod create;
 pub mod error;
 pub mod idempotency;

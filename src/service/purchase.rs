@@ -9,7 +9,6 @@ use crate::app::App;
 use crate::domain::receipt::{Customer, Email, Phone, Receipt};
 use crate::domain::{Money, PaySystem, PaymentStatus};
 use crate::domain::{PaymentId, TariffId, UserId};
-use crate::providers::CreatePayment;
 pub use crate::service::idempotency::IdempotencyKey;
 use crate::service::idempotency::{self, Claim, Keyed, Render, Scope, StoredAnswer};
 use crate::service::BillingError;
@@ -38,6 +37,19 @@ pub struct BuyRequest {
     pub phone: Option<String>,
 }
 
+/// The contact a request gave, each field checked (400 `bad_field` naming it);
+/// None when it gave neither.
+pub fn contact(email: Option<&str>, phone: Option<&str>) -> Result<Option<Customer>, BillingError> {
+    // A form's empty field is no contact, not a bad one.
+    let email = given(email)
+        .map(|e| Email::parse(e).map_err(|why| BillingError::BadField(format!("email {why}"))))
+        .transpose()?;
+    let phone = given(phone)
+        .map(|p| Phone::parse(p).map_err(|why| BillingError::BadField(format!("phone {why}"))))
+        .transpose()?;
+    Ok(Customer::new(email, phone))
+}
+
 fn given(v: Option<&str>) -> Option<&str> {
     v.map(str::trim).filter(|v| !v.is_empty())
 }
@@ -50,14 +62,7 @@ pub fn customer(
     email: Option<&str>,
     phone: Option<&str>,
 ) -> Result<Option<Customer>, BillingError> {
-    // A form's empty field is no contact, not a bad one.
-    let email = given(email)
-        .map(|e| Email::parse(e).map_err(|why| BillingError::BadField(format!("email {why}"))))
-        .transpose()?;
-    let phone = given(phone)
-        .map(|p| Phone::parse(p).map_err(|why| BillingError::BadField(format!("phone {why}"))))
-        .transpose()?;
-    let customer = Customer::new(email, phone);
+    let customer = contact(email, phone)?;
     if customer.is_none() && app.config.receipts_on(system) {
         return Err(BillingError::ContactRequired(system));
     }
@@ -101,7 +106,7 @@ pub fn check_return_url(app: &App, url: Option<&str>) -> Result<Option<String>, 
 /// YooKassa's limit for `confirmation.return_url`.
 const MAX_RETURN_URL: usize = 2048;
 
-enum Start {
+pub(crate) enum Start {
     /// A stored answer for this key: return it as it was.
     Replay(StoredAnswer),
     /// A payment to create (new) or to resume (an earlier request with the same key
@@ -123,11 +128,9 @@ pub async fn buy(
     key: Option<IdempotencyKey>,
     render: Render<'_, BuyResponse>,
 ) -> Result<Keyed<BuyResponse>, BillingError> {
-    let provider = app
-        .providers
-        .get(system)
-        .cloned()
-        .ok_or(BillingError::PaySystemNotEnabled(system))?;
+    if app.providers.get(system).is_none() {
+        return Err(BillingError::PaySystemNotEnabled(system));
+    }
     let return_url = check_return_url(app, req.return_url.as_deref())?;
     let customer = customer(app, system, req.email.as_deref(), req.phone.as_deref())?;
     let hash = idempotency::request_hash(&[
@@ -158,24 +161,44 @@ pub async fn buy(
         Start::Create { payment, resumed } => (*payment, resumed),
     };
 
-    let create = CreatePayment {
-        our_id: payment.id,
-        user_id,
-        amount: payment.amount,
-        description: payment.description.clone(),
-        idempotence_key: payment.provider_idempotence_key.clone(),
-        return_url: payment
-            .return_url
-            .clone()
-            .or_else(|| app.config.yookassa.return_url.clone()),
-        save_method: payment.renew,
-        saved_method_id: None,
-        receipt: payment
-            .receipt
-            .clone()
-            .filter(|_| app.config.receipts_on(system)),
-    };
-    let outcome = match provider.create_payment(&create).await {
+    let outcome = send_first(app, &payment, resumed, scope.as_ref())
+        .await?
+        .map(|created| BuyResponse {
+            payment_id: created.payment.id,
+            status: created.payment.status,
+            confirmation_url: created.confirmation_url,
+            amount: created.payment.amount,
+        });
+    if let Some(s) = &scope {
+        idempotency::complete(&app.db.conn().await?, s, &render(&outcome)).await?;
+    }
+    outcome.map(Keyed::Fresh)
+}
+
+/// A payment the viewer pays on the provider's page, as its first create left it.
+pub(crate) struct Created {
+    pub payment: Payment,
+    pub confirmation_url: Option<String>,
+}
+
+/// Sends the first create of a committed payment row the viewer pays on the
+/// provider's page (a purchase, a tariff change) and records the answer. The inner
+/// result is the final outcome, for the caller to render and store with the key;
+/// an unknown outcome is an `Err`: the payment stays pending for the reconciler,
+/// and the key is released so a retry with it resumes the same payment.
+pub(crate) async fn send_first(
+    app: &App,
+    payment: &Payment,
+    resumed: bool,
+    scope: Option<&Scope<'_>>,
+) -> Result<Result<Created, BillingError>, BillingError> {
+    let provider = app
+        .providers
+        .get(payment.pay_system)
+        .cloned()
+        .ok_or(BillingError::PaySystemNotEnabled(payment.pay_system))?;
+    let create = crate::service::create::request(app, payment, None);
+    match provider.create_payment(&create).await {
         Ok(pp) => {
             payments::record_create_answer(
                 &app.db.conn().await?,
@@ -189,13 +212,11 @@ pub async fn buy(
             }
             let current = payments::get(&app.db.conn().await?, payment.id)
                 .await?
-                .unwrap_or(payment.clone());
-            Ok(BuyResponse {
-                payment_id: current.id,
-                status: current.status,
+                .unwrap_or_else(|| payment.clone());
+            Ok(Ok(Created {
+                payment: current,
                 confirmation_url: pp.confirmation_url.clone(),
-                amount: current.amount,
-            })
+            }))
         }
         // The outcome is unknown: the payment stays pending without a provider id and
         // the reconciler resumes it with the same key. The key is released so a client
@@ -205,23 +226,43 @@ pub async fn buy(
         // the reconciler looks the payment up before failing it.
         Err(e) if resumed || !e.is_definite() => {
             tracing::warn!(payment_id = %payment.id, error = %e, resumed, "create outcome unknown; left to the reconciler");
-            if let Some(s) = &scope {
+            if let Some(s) = scope {
                 idempotency::release(&app.db.conn().await?, s).await?;
             }
-            return Err(BillingError::ProviderUnavailable(
+            Err(BillingError::ProviderUnavailable(
                 "the payment provider is unavailable; retry later",
-            ));
+            ))
         }
         Err(e) => {
             tracing::error!(payment_id = %payment.id, error = %e, "provider refused the create");
             payments::fail_pending_purchase(&app.db.conn().await?, payment.id).await?;
-            Err(BillingError::PaymentRefused)
+            Ok(Err(BillingError::PaymentRefused))
         }
-    };
-    if let Some(s) = &scope {
-        idempotency::complete(&app.db.conn().await?, s, &render(&outcome)).await?;
     }
-    outcome.map(Keyed::Fresh)
+}
+
+/// Claims the Idempotency-Key (if any) in the caller's transaction: what an earlier
+/// request with it left (its answer, or its payment to resume), or None to go on.
+pub(crate) async fn claim_key(
+    tx: &deadpool_postgres::Transaction<'_>,
+    scope: Option<&Scope<'_>>,
+    hash: &[u8],
+) -> Result<Option<Start>, BillingError> {
+    let Some(s) = scope else { return Ok(None) };
+    Ok(match idempotency::claim(tx, s, hash).await? {
+        Claim::New => None,
+        Claim::Replay(answer) => Some(Start::Replay(answer)),
+        Claim::Resume(payment_id) => {
+            // The earlier request recorded its payment and then stopped: resume it.
+            let payment = payments::get(tx, PaymentId::from_uuid(payment_id))
+                .await?
+                .ok_or_else(|| BillingError::internal("lost payment"))?;
+            Some(Start::Create {
+                payment: Box::new(payment),
+                resumed: true,
+            })
+        }
+    })
 }
 
 /// What the edge checked of a buy request.
@@ -245,22 +286,9 @@ async fn begin(
 ) -> Result<Start, BillingError> {
     let mut db = app.db.conn().await?;
     let tx = store::begin(&mut db).await?;
-    if let Some(s) = scope {
-        match idempotency::claim(&tx, s, hash).await? {
-            Claim::New => {}
-            Claim::Replay(answer) => return Ok(Start::Replay(answer)),
-            Claim::Resume(payment_id) => {
-                // The earlier request recorded its payment and then stopped: resume it.
-                let payment = payments::get(&tx, PaymentId::from_uuid(payment_id))
-                    .await?
-                    .ok_or_else(|| BillingError::internal("lost payment"))?;
-                store::commit(tx).await?;
-                return Ok(Start::Create {
-                    payment: Box::new(payment),
-                    resumed: true,
-                });
-            }
-        }
+    if let Some(earlier) = claim_key(&tx, scope, hash).await? {
+        store::commit(tx).await?;
+        return Ok(earlier);
     }
 
     let tariff = tariffs::get(&tx, req.tariff_id)
@@ -295,6 +323,7 @@ async fn begin(
         &tx,
         &NewPurchase {
             id,
+            kind: crate::domain::PaymentKind::Purchase,
             user_id,
             tariff_id: tariff.id,
             pay_system: system,

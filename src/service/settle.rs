@@ -202,9 +202,11 @@ pub async fn apply(
                     activate_purchase(app, &tx, &moved, method_id, start, now).await?
                 }
                 PaymentKind::Renewal => renew(app, &tx, &moved, sub, start, now).await?,
+                PaymentKind::Change => change_now(app, &tx, &moved, method_id, start).await?,
             };
             match outcome {
-                Granted::Sub(sub, event) => {
+                Granted::Sub(sub, event, extra) => {
+                    let sub = *sub;
                     if moved.subscription_id != Some(sub.id) {
                         payments::link_subscription(&tx, moved.id, sub.id).await?;
                         moved.subscription_id = Some(sub.id);
@@ -217,7 +219,9 @@ pub async fn apply(
                     )
                     .await?;
                     // The subscription event names the payment that caused it (design's example body).
-                    events::record(&tx, event, EventSubject::payment(&moved, Some(&sub))).await?;
+                    let mut subject = EventSubject::payment(&moved, Some(&sub));
+                    subject.extra = extra;
+                    events::record(&tx, event, subject).await?;
                 }
                 Granted::Conflict(why) => {
                     events::record(
@@ -386,7 +390,13 @@ pub async fn needs_review(
 }
 
 enum Granted {
-    Sub(Subscription, EventType),
+    /// The subscription after the payment, the event that says so, and that
+    /// event's own fields (a tariff change's amounts).
+    Sub(
+        Box<Subscription>,
+        EventType,
+        Vec<(&'static str, serde_json::Value)>,
+    ),
     Conflict(String),
 }
 
@@ -473,7 +483,11 @@ async fn activate_purchase(
             .await?;
             payments::record_paid_period(tx, payment.id, live.current_period_end.max(now), end)
                 .await?;
-            Ok(Granted::Sub(extended, EventType::SubscriptionRenewed))
+            Ok(Granted::Sub(
+                Box::new(extended),
+                EventType::SubscriptionRenewed,
+                vec![],
+            ))
         }
         None => {
             let end = tariff.period.add_to(start);
@@ -497,7 +511,11 @@ async fn activate_purchase(
             )
             .await?;
             payments::record_paid_period(tx, payment.id, start, end).await?;
-            Ok(Granted::Sub(created, EventType::SubscriptionActivated))
+            Ok(Granted::Sub(
+                Box::new(created),
+                EventType::SubscriptionActivated,
+                vec![],
+            ))
         }
     }
 }
@@ -512,6 +530,9 @@ async fn renew(
     now: DateTime<Utc>,
 ) -> Result<Granted, StoreError> {
     let sub = sub.ok_or_else(|| StoreError::Corrupt("renewal without its subscription".into()))?;
+    if payment.tariff_id != sub.tariff_id {
+        return switch_at_renewal(app, tx, payment, sub, start, now).await;
+    }
     let (period_start, status_event) = if sub.status.is_live() {
         // Normally the paid period starts where the current one ends.
         (
@@ -543,7 +564,7 @@ async fn renew(
         let next = sub.auto_renew.then(|| renew_at(app, end));
         let renewed =
             subscriptions::renewed(tx, sub.id, sub.current_period_start, end, next, None).await?;
-        return Ok(Granted::Sub(renewed, status_event));
+        return Ok(Granted::Sub(Box::new(renewed), status_event, vec![]));
     }
     let (new_start, end, anchor) = if sub.status.is_live() {
         (
@@ -561,7 +582,170 @@ async fn renew(
     payments::record_period_end(tx, payment.id, end).await?;
     let next = sub.auto_renew.then(|| renew_at(app, end));
     let renewed = subscriptions::renewed(tx, sub.id, new_start, end, next, anchor).await?;
-    Ok(Granted::Sub(renewed, status_event))
+    Ok(Granted::Sub(Box::new(renewed), status_event, vec![]))
+}
+
+/// The amounts of `subscription.tariff_changed`.
+fn change_fields(
+    from: crate::domain::TariffId,
+    credit: i64,
+    charged: crate::domain::Money,
+) -> Vec<(&'static str, serde_json::Value)> {
+    let money = |minor: i64| {
+        serde_json::json!({
+            "value": crate::domain::money::format_minor(minor),
+            "currency": charged.currency().code(),
+        })
+    };
+    vec![
+        ("from_tariff_id", serde_json::json!(from)),
+        ("credit", money(credit)),
+        ("charged", money(charged.minor())),
+    ]
+}
+
+/// A tariff change paid now: the subscription it was priced on switches to the new
+/// tariff, a new period (and billing anchor) from the capture, if it is still live
+/// on the old tariff with the period end the credit was computed on and no renewal
+/// being charged. Anything else moved it since: the payment is refunded.
+async fn change_now(
+    app: &App,
+    tx: &Transaction<'_>,
+    payment: &Payment,
+    method_id: Option<MethodId>,
+    start: DateTime<Utc>,
+) -> Result<Granted, StoreError> {
+    let terms = crate::store::tariff_changes::get(tx, payment.id)
+        .await?
+        .ok_or_else(|| StoreError::Corrupt(format!("change {} without its terms", payment.id)))?;
+    let sub = subscriptions::lock(tx, terms.subscription_id)
+        .await?
+        .ok_or_else(|| StoreError::Corrupt("change without its subscription".into()))?;
+    let stale = if !sub.status.is_live() {
+        Some("the subscription is no longer live")
+    } else if sub.tariff_id != terms.from_tariff_id {
+        Some("the subscription changed tariff since")
+    } else if sub.current_period_end != terms.credited_until {
+        Some("the subscription's period end moved since the change was priced")
+    } else if payments::renewal_in_flight(tx, sub.id).await? {
+        Some("a renewal of the subscription is being charged")
+    } else {
+        None
+    };
+    if let Some(why) = stale {
+        return Ok(Granted::Conflict(format!("tariff change: {why}")));
+    }
+    let tariff = crate::store::tariffs::get(tx, payment.tariff_id)
+        .await?
+        .ok_or_else(|| StoreError::Corrupt("payment without its tariff".into()))?;
+    let end = tariff.period.add_to(start);
+    // A newly saved method replaces the old one, as an extension's does.
+    let (renew, method, pay_system, livemode) = match method_id {
+        Some(m) if payment.renew => (true, Some(m), payment.pay_system, payment.livemode),
+        _ => (
+            sub.auto_renew,
+            sub.payment_method_id,
+            sub.pay_system,
+            sub.livemode,
+        ),
+    };
+    // The renewals' receipt: the new tariff's line, for its full price.
+    let receipt = payment.receipt.as_ref().map(|r| {
+        crate::domain::receipt::Receipt::for_period(
+            r.customer.clone(),
+            &format!("Subscription: {}", tariff.name),
+            tariff.price,
+            tariff.vat_code,
+            tariff.tax_system_code,
+        )
+    });
+    // What the credit paid for ends here: a refund of it later takes nothing from
+    // the new tariff's period.
+    crate::store::tariff_changes::end_credited_periods(tx, sub.id, start).await?;
+    let switched = subscriptions::switch_tariff(
+        tx,
+        sub.id,
+        &subscriptions::Switch {
+            tariff_id: tariff.id,
+            price: tariff.price,
+            period: tariff.period,
+            start,
+            end,
+            auto_renew: renew,
+            payment_method_id: method,
+            next_charge_at: renew.then(|| renew_at(app, end)),
+            pay_system,
+            livemode,
+            receipt,
+        },
+    )
+    .await?;
+    payments::record_paid_period(tx, payment.id, start, end).await?;
+    Ok(Granted::Sub(
+        Box::new(switched),
+        EventType::SubscriptionTariffChanged,
+        change_fields(terms.from_tariff_id, terms.credit_minor, payment.amount),
+    ))
+}
+
+/// A renewal that charged the tariff scheduled for the period end: the subscription
+/// switches to it, a new period (and billing anchor) where the old one ended. A
+/// renewal that succeeds after expiry starts over on it, unless another
+/// subscription is live (then it is refunded, as any conflicting payment).
+async fn switch_at_renewal(
+    app: &App,
+    tx: &Transaction<'_>,
+    payment: &Payment,
+    sub: Subscription,
+    start: DateTime<Utc>,
+    now: DateTime<Utc>,
+) -> Result<Granted, StoreError> {
+    let from = if sub.status.is_live() {
+        if payment.period_start != Some(sub.current_period_end) {
+            return Ok(Granted::Conflict(format!(
+                "a renewal of tariff {} for a period the subscription no longer starts",
+                payment.tariff_id
+            )));
+        }
+        sub.current_period_end
+    } else {
+        if let Some(other) = subscriptions::lock_live_for_user(tx, sub.user_id).await? {
+            return Ok(Granted::Conflict(format!(
+                "renewal after expiry, but subscription {} is live",
+                other.id
+            )));
+        }
+        start.max(now)
+    };
+    let tariff = crate::store::tariffs::get(tx, payment.tariff_id)
+        .await?
+        .ok_or_else(|| StoreError::Corrupt("payment without its tariff".into()))?;
+    let end = tariff.period.add_to(from);
+    let switched = subscriptions::switch_tariff(
+        tx,
+        sub.id,
+        &subscriptions::Switch {
+            tariff_id: tariff.id,
+            price: payment.amount,
+            period: tariff.period,
+            start: from,
+            end,
+            auto_renew: sub.auto_renew,
+            payment_method_id: sub.payment_method_id,
+            next_charge_at: sub.auto_renew.then(|| renew_at(app, end)),
+            pay_system: sub.pay_system,
+            livemode: sub.livemode,
+            // The renewal's own receipt has the new tariff's line.
+            receipt: payment.receipt.clone(),
+        },
+    )
+    .await?;
+    payments::record_paid_period(tx, payment.id, from, end).await?;
+    Ok(Granted::Sub(
+        Box::new(switched),
+        EventType::SubscriptionTariffChanged,
+        change_fields(sub.tariff_id, 0, payment.amount),
+    ))
 }
 
 /// A renewal attempt ended without money: always `past_due` (counted, with the
@@ -727,6 +911,7 @@ pub async fn fast(
                 created_at: snap.now,
                 ended_at: None,
                 billing_anchor: start,
+                scheduled_tariff_id: None,
             };
             moved.subscription_id = Some(sub.id);
             let events = success_events(&moved, &sub, EventType::SubscriptionActivated);
@@ -754,6 +939,8 @@ pub async fn fast(
                 Err(e) => return Err(e),
             }
         }
+        // A tariff change is decided under the locks only (`change_now`).
+        PaymentKind::Change => return Ok(None),
         PaymentKind::Renewal => {
             let Some(sub) = &snap.subscription else {
                 return Ok(None);
@@ -767,6 +954,7 @@ pub async fn fast(
             };
             if !sub.status.is_live()
                 || payment.period_start != Some(sub.current_period_end)
+                || payment.tariff_id != sub.tariff_id
                 || !same_method
             {
                 return Ok(None);

@@ -8,6 +8,7 @@ pub mod payment_methods;
 pub mod payments;
 pub mod refunds;
 pub mod subscriptions;
+pub mod tariff_changes;
 pub mod tariffs;
 pub mod webhook_inbox;
 

@@ -230,10 +230,11 @@ pub async fn list_for_user(
 
 // --- service: purchase ---
 
-/// A purchase to record before the provider is called.
+/// A purchase (or a tariff change paid now) to record before the provider is called.
 #[derive(Debug, Clone)]
 pub struct NewPurchase<'a> {
     pub id: PaymentId,
+    pub kind: PaymentKind,
     pub user_id: UserId,
     pub tariff_id: TariffId,
     pub pay_system: PaySystem,
@@ -261,6 +262,7 @@ pub async fn insert_purchase(
                 &p.user_id,
                 &p.tariff_id,
                 &p.pay_system.as_str(),
+                &p.kind.as_str(),
                 &p.amount.minor(),
                 &p.amount.currency().code(),
                 &p.renew,

@@ -29,11 +29,13 @@ pub struct Subscription {
     pub ended_at: Option<DateTime<Utc>>,
     /// Where the grid of period ends starts (`Period::end_from`).
     pub billing_anchor: DateTime<Utc>,
+    /// The tariff the next renewal charges and switches to (a change at the period end).
+    pub scheduled_tariff_id: Option<TariffId>,
 }
 
 pub const COLS: &str = "id, user_id, tariff_id, pay_system, status, price_minor, currency, period_count, \
     period_unit, current_period_start, current_period_end, auto_renew, payment_method_id, next_charge_at, \
-    renewal_attempts, past_due_since, livemode, created_at, ended_at, billing_anchor";
+    renewal_attempts, past_due_since, livemode, created_at, ended_at, billing_anchor, scheduled_tariff_id";
 
 impl Subscription {
     pub fn from_row(row: &Row) -> Result<Subscription, StoreError> {
@@ -72,6 +74,7 @@ impl Subscription {
             created_at: row.try_get(&*col("created_at"))?,
             ended_at: row.try_get(&*col("ended_at"))?,
             billing_anchor: row.try_get(&*col("billing_anchor"))?,
+            scheduled_tariff_id: row.try_get(&*col("scheduled_tariff_id"))?,
         })
     }
 }
@@ -370,4 +373,78 @@ pub async fn set_receipt(
     )
     .await?;
     Ok(())
+}
+
+/// The receipt template of a subscription's renewals, if it has one.
+pub async fn receipt_of(
+    db: &impl GenericClient,
+    id: SubscriptionId,
+) -> Result<Option<Receipt>, StoreError> {
+    let row = db
+        .q_one("SELECT receipt FROM subscriptions WHERE id = $1", &[&id])
+        .await?;
+    super::payments::receipt_col(&row, "receipt")
+}
+
+// --- service: tariff changes ---
+
+/// The tariff the next renewal switches to (None: no change scheduled); the
+/// caller holds the row lock.
+pub async fn schedule_tariff(
+    db: &impl GenericClient,
+    id: SubscriptionId,
+    tariff: Option<TariffId>,
+) -> Result<Subscription, StoreError> {
+    let sql = format!(
+        "UPDATE subscriptions SET scheduled_tariff_id = $2, updated_at = now() \
+         WHERE id = $1 RETURNING {COLS}"
+    );
+    Subscription::from_row(&db.q_one(&sql, &[&id, &tariff]).await?)
+}
+
+/// A subscription moving to another tariff: its price and period, a new period
+/// from `start` anchored there, dunning over, no change left scheduled.
+#[derive(Debug, Clone)]
+pub struct Switch {
+    pub tariff_id: TariffId,
+    pub price: Money,
+    pub period: Period,
+    pub start: DateTime<Utc>,
+    pub end: DateTime<Utc>,
+    pub auto_renew: bool,
+    pub payment_method_id: Option<MethodId>,
+    pub next_charge_at: Option<DateTime<Utc>>,
+    pub pay_system: PaySystem,
+    pub livemode: bool,
+    /// The renewals' receipt template for the new tariff (None: keep).
+    pub receipt: Option<Receipt>,
+}
+
+pub async fn switch_tariff(
+    db: &impl GenericClient,
+    id: SubscriptionId,
+    s: &Switch,
+) -> Result<Subscription, StoreError> {
+    let row = db
+        .q_one(
+            super::sql_file!("subscriptions/switch_tariff.sql", COLS),
+            &[
+                &id,
+                &s.tariff_id,
+                &s.price.minor(),
+                &s.price.currency().code(),
+                &(s.period.count as i32),
+                &s.period.unit.as_str(),
+                &s.start,
+                &s.end,
+                &s.auto_renew,
+                &s.payment_method_id,
+                &s.next_charge_at,
+                &s.pay_system.as_str(),
+                &s.livemode,
+                &super::payments::receipt_json(s.receipt.as_ref()),
+            ],
+        )
+        .await?;
+    Subscription::from_row(&row)
 }

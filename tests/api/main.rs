@@ -23,3 +23,4 @@ mod renewal_money;
 mod settle_paths;
 mod sim_smoke;
 mod slow_clients;
+mod tariff_change;

@@ -346,6 +346,17 @@ async fn real_answers_fit_the_schemas_documented_for_their_route_and_status() {
     let (s, b) = send(&app, "POST", contact, Some(&token), Some(json!({}))).await;
     assert_eq!(s, 400, "{b}");
     check("POST", contact, s, &b);
+    let change = "/api/v1/subscriptions/change";
+    for (when, tariff, status) in [
+        ("period_end", YEAR_TARIFF, 200),
+        ("now", YEAR_TARIFF, 201),
+        ("now", MONTH_TARIFF, 409),
+    ] {
+        let body = json!({"tariff_id": tariff, "when": when});
+        let (s, b) = send(&app, "POST", change, Some(&token), Some(body)).await;
+        assert_eq!(s, status, "{when} {tariff}: {b}");
+        check("POST", change, s, &b);
+    }
 
     // The operator's side: a partial refund, the account, tariffs, the inbox.
     let refund = "/api/v1/admin/payments/{id}/refund";
@@ -370,7 +381,13 @@ async fn real_answers_fit_the_schemas_documented_for_their_route_and_status() {
     assert_eq!(s, 200);
     assert_eq!(b["refunds"].as_array().unwrap().len(), 1);
     assert_eq!(b["payment_methods"].as_array().unwrap().len(), 1);
-    assert_eq!(b["payments"][0]["refunded_amount"]["value"], "100.00");
+    let refunded = b["payments"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|p| p["id"] == json!(payment))
+        .expect("the purchase");
+    assert_eq!(refunded["refunded_amount"]["value"], "100.00");
     check("GET", "/api/v1/admin/users/{user_id}", s, &b);
     let (s, b) = send(
         &app,
@@ -511,7 +528,7 @@ async fn real_answers_fit_the_schemas_documented_for_their_route_and_status() {
     )
     .is_empty());
 
-    assert_eq!(checked.len(), 29, "{checked:#?}");
+    assert_eq!(checked.len(), 32, "{checked:#?}");
     // The two answers that are not JSON objects of a schema: this document (fetched
     // above) and the Prometheus text.
     checked.insert("GET /api/openapi.json 200".into());

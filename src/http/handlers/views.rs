@@ -125,6 +125,10 @@ pub struct SubscriptionView {
     pub created_at: String,
     #[schema(format = DateTime, required = true)]
     pub ended_at: Option<String>,
+    /// The tariff the next renewal charges and switches to (`POST
+    /// /api/v1/subscriptions/change` with `period_end`); null when none.
+    #[schema(required = true)]
+    pub scheduled_tariff_id: Option<TariffId>,
 }
 
 impl SubscriptionView {
@@ -147,6 +151,7 @@ impl SubscriptionView {
             payment_method: method_title,
             created_at: rfc3339(sub.created_at),
             ended_at: sub.ended_at.map(rfc3339),
+            scheduled_tariff_id: sub.scheduled_tariff_id.filter(|_| sub.status.is_live()),
         }
     }
 }

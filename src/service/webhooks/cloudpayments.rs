@@ -79,7 +79,8 @@ pub async fn payment(app: &App, n: &Notice) -> Result<Processed, ProcessError> {
         }
     };
     let payment_id = payment.id;
-    if n.kind == Kind::Fail && payment.kind == PaymentKind::Purchase {
+    // A viewer on the checkout page (a purchase or a tariff change) may try another card.
+    if n.kind == Kind::Fail && payment.kind != PaymentKind::Renewal {
         return declined_attempt(app, n, &payment).await;
     }
     let pp = match n.payment(payment.amount.currency()) {

@@ -13,8 +13,10 @@
 -- reconciler follows an answered one). Answers the payment rows, whether the send
 -- is past the key window or a re-send, and the saved method's provider id.
 -- A renewal at a provider in $5 (receipts on) gets the subscription's receipt
--- (its purchase's customer and line) with the tariff's VAT code and tax system of
--- today, committed with the row like its key.
+-- (its purchase's customer) with the charged tariff's line, VAT code and tax
+-- system of today, committed with the row like its key.
+-- A subscription with a tariff change scheduled (`scheduled_tariff_id`) is charged
+-- that tariff's price, on a row of that tariff: settling it switches the subscription.
 WITH due AS (
     SELECT s.id FROM subscriptions s JOIN payment_methods m ON m.id = s.payment_method_id
     WHERE s.status IN ('active', 'past_due') AND s.auto_renew AND m.usable
@@ -29,7 +31,7 @@ WITH due AS (
        SET next_charge_at = now() + make_interval(secs => $2), updated_at = now()
      WHERE s.id = ANY (ARRAY(SELECT id FROM due))
     RETURNING s.id, s.user_id, s.tariff_id, s.price_minor, s.currency, s.current_period_end,
-              s.renewal_attempts, s.payment_method_id, s.livemode, s.receipt
+              s.renewal_attempts, s.payment_method_id, s.livemode, s.receipt, s.scheduled_tariff_id
 ), period AS (
     SELECT c.id AS subscription_id,
            (SELECT p.id FROM payments p
@@ -41,12 +43,17 @@ WITH due AS (
                AND p.period_start = c.current_period_end) AS last_attempt
       FROM claimed c
 ), fresh AS (
-    SELECT c.*, m.pay_system, t.name AS tariff_name, t.vat_code, t.tax_system_code,
+    SELECT c.id, c.user_id, c.current_period_end, c.payment_method_id, c.livemode, c.receipt,
+           m.pay_system, t.id AS tariff_id, t.name AS tariff_name, t.vat_code, t.tax_system_code,
+           -- The subscription's own price, never today's tariff price; a scheduled
+           -- change charges the new tariff's (a tariff's price never changes).
+           CASE WHEN c.scheduled_tariff_id IS NULL THEN c.price_minor ELSE t.price_minor END AS price_minor,
+           CASE WHEN c.scheduled_tariff_id IS NULL THEN c.currency ELSE t.currency END AS currency,
            GREATEST(c.renewal_attempts, COALESCE(pe.last_attempt + 1, 0)) AS attempt
       FROM claimed c
       JOIN period pe ON pe.subscription_id = c.id
       JOIN payment_methods m ON m.id = c.payment_method_id
-      JOIN tariffs t ON t.id = c.tariff_id
+      JOIN tariffs t ON t.id = COALESCE(c.scheduled_tariff_id, c.tariff_id)
      WHERE pe.open_id IS NULL
 ), inserted AS (
     INSERT INTO payments (id, user_id, tariff_id, subscription_id, pay_system, kind, status,
@@ -54,20 +61,20 @@ WITH due AS (
                           payment_method_id, period_start, attempt, livemode, next_check_at,
                           create_sends, receipt)
     SELECT gen_random_uuid(), f.user_id, f.tariff_id, f.id, f.pay_system, 'renewal', 'pending',
-           -- The subscription's own price, never today's tariff price; the provider
-           -- that saved the method charges it.
+           -- The provider that saved the method charges it.
            f.price_minor, f.currency, false, 'Subscription renewal: ' || f.tariff_name,
            encode(sha256(convert_to(format('renewal:%s:%s:%s', f.id,
                (extract(epoch FROM f.current_period_end) * 1000000)::bigint, f.attempt), 'UTF8')), 'hex'),
            f.payment_method_id, f.current_period_end, f.attempt, f.livemode,
            now() + make_interval(secs => $3), 1,
            CASE WHEN f.receipt IS NOT NULL AND f.pay_system = ANY ($5::text[]) THEN
-               jsonb_set(jsonb_set(jsonb_set(f.receipt, '{items,0,vat_code}', to_jsonb(f.vat_code)),
-                                   '{tax_system_code}', COALESCE(to_jsonb(f.tax_system_code), 'null'::jsonb)),
-                         -- The line is what this renewal charges, whatever the template says.
-                         '{items,0,amount}',
-                         jsonb_build_object('value', to_char(f.price_minor / 100.0, 'FM9999999999999990.00'),
-                                            'currency', f.currency))
+               jsonb_set(jsonb_set(jsonb_set(jsonb_set(f.receipt, '{items,0,vat_code}', to_jsonb(f.vat_code)),
+                                             '{tax_system_code}', COALESCE(to_jsonb(f.tax_system_code), 'null'::jsonb)),
+                                   -- The line is what this renewal charges, whatever the template says.
+                                   '{items,0,amount}',
+                                   jsonb_build_object('value', to_char(f.price_minor / 100.0, 'FM9999999999999990.00'),
+                                                      'currency', f.currency)),
+                         '{items,0,description}', to_jsonb(left('Subscription: ' || f.tariff_name, 128)))
            END
       FROM fresh f
     ON CONFLICT DO NOTHING
