@@ -1161,3 +1161,32 @@ async fn an_extension_moving_to_a_live_provider_makes_the_subscription_live() {
     assert_eq!(sub.pay_system, PaySystem::CloudPayments);
     assert!(sub.livemode, "renewals now go to the live CloudPayments");
 }
+
+/// A tariff change paid now goes through the CloudPayments page like a purchase:
+/// the subscription's provider takes it, and its `pay` switches the tariff.
+#[tokio::test]
+async fn a_tariff_change_is_paid_on_the_cloudpayments_page() {
+    let app = TestApp::builder().fake_cloudpayments().start().await;
+    let fake = app.cloudpayments();
+    let user = UserId::new();
+    let (sub, _, _) = subscribed(&app, user).await;
+    let (status, body) = app
+        .post(
+            "/api/v1/subscriptions/change",
+            Some(&app.token(user)),
+            json!({"tariff_id": YEAR_TARIFF, "when": "now"}),
+        )
+        .await;
+    assert_eq!(status, 201, "{body}");
+    let paid = payment_id(&body);
+    assert_eq!(app.payment(paid).await.pay_system, PaySystem::CloudPayments);
+    let order = fake.order_for_invoice(&paid.to_string()).expect("an order");
+    fake.pay_order(order["Id"].as_str().unwrap(), None)
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(app.payment(paid).await.status, PaymentStatus::Succeeded);
+    let s = app.subscription(sub).await;
+    assert_eq!(s.tariff_id.to_string(), YEAR_TARIFF);
+    assert_eq!(s.price.minor(), 299_000);
+}
