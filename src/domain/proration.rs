@@ -19,15 +19,17 @@ pub struct PaidPeriod {
 /// The unused part of `paid` at `at`, in minor units: for each period, its net
 /// amount × the part of it after `at` (all of it if it starts later), rounded up.
 pub fn unused_minor(paid: &[PaidPeriod], at: DateTime<Utc>) -> i64 {
-    paid.iter().map(|p| unused_of(p, at)).sum()
+    paid.iter().map(|p| unused_share(p, at, p.end)).sum()
 }
 
-fn unused_of(p: &PaidPeriod, at: DateTime<Utc>) -> i64 {
+/// One period's unused part at `at`, counting its time only up to `until` (the
+/// subscription's end: a refund may have given the rest back), rounded up.
+pub fn unused_share(p: &PaidPeriod, at: DateTime<Utc>, until: DateTime<Utc>) -> i64 {
     let micros = |from: DateTime<Utc>, to: DateTime<Utc>| -> i128 {
         i128::from((to - from).num_microseconds().unwrap_or(i64::MAX).max(0))
     };
     let whole = micros(p.start, p.end);
-    let left = micros(p.start.max(at), p.end);
+    let left = micros(p.start.max(at), p.end.min(until));
     if whole == 0 || left == 0 || p.net_minor <= 0 {
         return 0;
     }
@@ -81,6 +83,18 @@ mod tests {
             end: day(11),
         };
         assert_eq!(unused_minor(&[p], day(6)), 5000);
+    }
+
+    #[test]
+    fn time_given_back_by_a_refund_is_not_credited() {
+        let ahead = PaidPeriod {
+            net_minor: 29900,
+            start: day(11),
+            end: day(21),
+        };
+        // The subscription ends on day 11 now: the period paid ahead was given back.
+        assert_eq!(unused_share(&ahead, day(6), day(11)), 0);
+        assert_eq!(unused_share(&ahead, day(6), day(16)), 14950);
     }
 
     proptest! {

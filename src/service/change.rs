@@ -23,7 +23,7 @@ use crate::service::idempotency::{self, IdempotencyKey, Keyed, Render, Scope};
 use crate::service::purchase::{self, Start};
 use crate::service::BillingError;
 use crate::store::payments::NewPurchase;
-use crate::store::tariff_changes::{self, ChangeTerms};
+use crate::store::tariff_changes::{self, ChangeTerms, Credited};
 use crate::store::{self, Connect};
 use crate::store::{payments, subscriptions, tariffs, Subscription};
 
@@ -170,7 +170,7 @@ async fn record(
         return Err(BillingError::PaySystemNotEnabled(system));
     }
     let now = store::now(tx).await?;
-    let credit = credit_at(tx, &sub, now).await?;
+    let (credit, credits) = credit_at(tx, &sub, now).await?;
     let charge = tariff.price.minor() - credit;
     if charge <= 0 {
         return Err(BillingError::CreditCoversPrice(credit));
@@ -233,6 +233,7 @@ async fn record(
         },
     )
     .await?;
+    tariff_changes::insert_credits(tx, id, &credits).await?;
     Ok(payment)
 }
 
@@ -242,13 +243,14 @@ async fn changeable(
     user_id: UserId,
     tariff_id: TariffId,
 ) -> Result<(Subscription, tariffs::Tariff), BillingError> {
-    let tariff = tariffs::get(tx, tariff_id)
-        .await?
-        .filter(|t| t.archived_at.is_none())
-        .ok_or(BillingError::TariffNotFound)?;
     let sub = subscriptions::lock_live_for_user(tx, user_id)
         .await?
         .ok_or(BillingError::NoActiveSubscription)?;
+    // The subscription's own tariff, even archived (withdrawing a scheduled change).
+    let tariff = tariffs::get(tx, tariff_id)
+        .await?
+        .filter(|t| t.archived_at.is_none() || t.id == sub.tariff_id)
+        .ok_or(BillingError::TariffNotFound)?;
     if tariff.price.currency() != sub.price.currency() {
         return Err(BillingError::ChangeCurrency);
     }
@@ -259,23 +261,36 @@ async fn changeable(
     Ok((sub, tariff))
 }
 
-/// What the unused part of what the subscription's payments paid is worth at `at`.
-/// A subscription whose payments recorded no period (bought before periods were
-/// kept) is credited its price over its current period.
+/// What the unused part of what the subscription's payments paid is worth at
+/// `at`, and each payment's share. A payment's value is its amount net of its
+/// refunds (pending ones included) and of earlier credits; its period counts only
+/// up to the subscription's end (a refund may have given the rest back). A
+/// subscription none of whose payments recorded a period ending after `at`
+/// (bought before periods were kept) is credited its price over its current
+/// period, tied to no payment.
 pub async fn credit_at(
     db: &impl store::GenericClient,
     sub: &Subscription,
     at: chrono::DateTime<chrono::Utc>,
-) -> Result<i64, BillingError> {
-    let mut paid = tariff_changes::paid_periods_after(db, sub.id, at).await?;
-    if paid.is_empty() && sub.current_period_end > at {
-        paid.push(PaidPeriod {
+) -> Result<(i64, Vec<Credited>), BillingError> {
+    let paid = tariff_changes::paid_periods_after(db, sub.id, at).await?;
+    if paid.is_empty() {
+        let legacy = PaidPeriod {
             net_minor: sub.price.minor(),
             start: sub.current_period_start,
             end: sub.current_period_end,
-        });
+        };
+        return Ok((proration::unused_minor(&[legacy], at), vec![]));
     }
-    Ok(proration::unused_minor(&paid, at))
+    let credits: Vec<Credited> = paid
+        .iter()
+        .map(|p| Credited {
+            payment_id: p.payment_id,
+            credit_minor: proration::unused_share(&p.period, at, sub.current_period_end),
+            refunded_minor: p.refunded_minor,
+        })
+        .collect();
+    Ok((credits.iter().map(|c| c.credit_minor).sum(), credits))
 }
 
 /// `period_end`: the next renewal charges and switches to the tariff (the current

@@ -328,8 +328,14 @@ async fn full_refund_access(
         }
         PaidPeriod::Current | PaidPeriod::Next => {
             // The refunded period is normally the last one: its start is the new end.
-            let new_end = match (which, payment.period_start) {
-                (PaidPeriod::Next, Some(start)) if end == Some(sub.current_period_end) => start,
+            let new_end = match (which, payment.period_start, end) {
+                (PaidPeriod::Next, Some(start), _) if end == Some(sub.current_period_end) => start,
+                // A period of the tariff before a switch (a scheduled change renewed
+                // ahead): the end moves back by that period's own length, not by one
+                // of the new tariff's.
+                (_, Some(start), Some(end)) if payment.tariff_id != sub.tariff_id => {
+                    sub.current_period_end - (end - start)
+                }
                 _ => sub
                     .period
                     .start_before(sub.billing_anchor, sub.current_period_end),
@@ -410,8 +416,10 @@ pub async fn admin_refund(
             ) {
                 return Err(BillingError::PaymentNotRefundable(payment.status));
             }
-            let remaining =
-                payment.amount.minor() - refunds::committed_minor(&tx, payment.id).await?;
+            // What a tariff change used as credit bought the new tariff: not refundable.
+            let remaining = payment.amount.minor()
+                - refunds::committed_minor(&tx, payment.id).await?
+                - crate::store::tariff_changes::credited_minor(&tx, payment.id).await?;
             let amount = match req.amount {
                 Some(a) if a.currency() != payment.amount.currency() => {
                     return Err(BillingError::CurrencyMismatch)

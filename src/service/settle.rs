@@ -627,8 +627,13 @@ async fn change_now(
         Some("the subscription changed tariff since")
     } else if sub.current_period_end != terms.credited_until {
         Some("the subscription's period end moved since the change was priced")
+    } else if start >= terms.credited_until {
+        // Paid after the period the credit was for had ended.
+        Some("the credited period ended before the change was paid")
     } else if payments::renewal_in_flight(tx, sub.id).await? {
         Some("a renewal of the subscription is being charged")
+    } else if crate::store::tariff_changes::credits_moved(tx, payment.id).await? {
+        Some("a payment the change credited was refunded since")
     } else {
         None
     };
@@ -639,9 +644,12 @@ async fn change_now(
         .await?
         .ok_or_else(|| StoreError::Corrupt("payment without its tariff".into()))?;
     let end = tariff.period.add_to(start);
-    // A newly saved method replaces the old one, as an extension's does.
+    // A newly saved method replaces the old one, as an extension's does; auto-renewal
+    // stays off if the viewer turned it off while the change was being paid.
     let (renew, method, pay_system, livemode) = match method_id {
-        Some(m) if payment.renew => (true, Some(m), payment.pay_system, payment.livemode),
+        Some(m) if payment.renew && sub.auto_renew => {
+            (true, Some(m), payment.pay_system, payment.livemode)
+        }
         _ => (
             sub.auto_renew,
             sub.payment_method_id,
@@ -662,6 +670,7 @@ async fn change_now(
     // What the credit paid for ends here: a refund of it later takes nothing from
     // the new tariff's period.
     crate::store::tariff_changes::end_credited_periods(tx, sub.id, start).await?;
+    crate::store::tariff_changes::spend_credits(tx, payment.id).await?;
     let switched = subscriptions::switch_tariff(
         tx,
         sub.id,

@@ -59,30 +59,113 @@ pub async fn get(
     .transpose()
 }
 
+/// A payment whose paid period is not over, and what of it is still the viewer's.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct Paid {
+    pub payment_id: PaymentId,
+    /// Its refunds not canceled (pending ones included) when read.
+    pub refunded_minor: i64,
+    /// Net of those refunds and of earlier credits.
+    pub period: PaidPeriod,
+}
+
 /// The subscription's paid periods not over at `at`: every succeeded (or partly
 /// refunded) payment whose recorded period ends after it.
 pub async fn paid_periods_after(
     db: &impl GenericClient,
     sub: SubscriptionId,
     at: DateTime<Utc>,
-) -> Result<Vec<PaidPeriod>, StoreError> {
+) -> Result<Vec<Paid>, StoreError> {
     db.q(
-        "SELECT amount_minor - refunded_minor, period_start, period_end FROM payments \
-         WHERE subscription_id = $1 AND status IN ('succeeded', 'partially_refunded') \
-           AND period_start IS NOT NULL AND period_end > $2 \
-         ORDER BY period_start",
+        "SELECT p.id, r.committed, p.amount_minor - r.committed - p.credited_minor, \
+                p.period_start, p.period_end \
+           FROM payments p, LATERAL (SELECT COALESCE(sum(amount_minor), 0)::bigint AS committed \
+                                      FROM refunds WHERE payment_id = p.id AND status <> 'canceled') r \
+          WHERE p.subscription_id = $1 AND p.status IN ('succeeded', 'partially_refunded') \
+            AND p.period_start IS NOT NULL AND p.period_end > $2 \
+          ORDER BY p.period_start",
         &[&sub, &at],
     )
     .await?
     .iter()
     .map(|r| {
-        Ok(PaidPeriod {
-            net_minor: r.try_get(0)?,
-            start: r.try_get(1)?,
-            end: r.try_get(2)?,
+        Ok(Paid {
+            payment_id: r.try_get(0)?,
+            refunded_minor: r.try_get(1)?,
+            period: PaidPeriod {
+                net_minor: r.try_get(2)?,
+                start: r.try_get(3)?,
+                end: r.try_get(4)?,
+            },
         })
     })
     .collect()
+}
+
+/// What one payment gave to a change's credit.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct Credited {
+    pub payment_id: PaymentId,
+    pub credit_minor: i64,
+    pub refunded_minor: i64,
+}
+
+pub async fn insert_credits(
+    db: &impl GenericClient,
+    change: PaymentId,
+    credits: &[Credited],
+) -> Result<(), StoreError> {
+    for c in credits {
+        db.exec(
+            "INSERT INTO tariff_change_credits (change_payment_id, credited_payment_id, \
+             credit_minor, refunded_minor) VALUES ($1, $2, $3, $4)",
+            &[&change, &c.payment_id, &c.credit_minor, &c.refunded_minor],
+        )
+        .await?;
+    }
+    Ok(())
+}
+
+/// True when a payment the change credited was refunded since it was priced (or
+/// a refund of it then pending was canceled): the credit no longer holds.
+pub async fn credits_moved(db: &impl GenericClient, change: PaymentId) -> Result<bool, StoreError> {
+    Ok(db
+        .q_one(
+            "SELECT EXISTS (SELECT 1 FROM tariff_change_credits c \
+               WHERE c.change_payment_id = $1 \
+                 AND c.refunded_minor <> (SELECT COALESCE(sum(amount_minor), 0)::bigint FROM refunds \
+                                           WHERE payment_id = c.credited_payment_id \
+                                             AND status <> 'canceled'))",
+            &[&change],
+        )
+        .await?
+        .try_get(0)?)
+}
+
+/// The change took over: what it credited of each payment is no longer refundable.
+pub async fn spend_credits(db: &impl GenericClient, change: PaymentId) -> Result<(), StoreError> {
+    db.exec(
+        "UPDATE payments p SET credited_minor = p.credited_minor + c.credit_minor, updated_at = now() \
+           FROM tariff_change_credits c \
+          WHERE c.change_payment_id = $1 AND p.id = c.credited_payment_id",
+        &[&change],
+    )
+    .await?;
+    Ok(())
+}
+
+/// What a tariff change used of this payment as credit (not refundable).
+pub async fn credited_minor(
+    db: &impl GenericClient,
+    payment: PaymentId,
+) -> Result<i64, StoreError> {
+    Ok(db
+        .q_one(
+            "SELECT credited_minor FROM payments WHERE id = $1",
+            &[&payment],
+        )
+        .await?
+        .try_get(0)?)
 }
 
 /// The periods a change credited end where it took over (`at`): a refund of one of

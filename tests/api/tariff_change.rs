@@ -429,3 +429,180 @@ async fn the_current_tariff_at_the_period_end_withdraws_a_scheduled_change() {
         MONTH_TARIFF
     );
 }
+
+/// Turned off while the change was being paid, auto-renewal stays off: the card
+/// the viewer paid with must not start renewing the yearly tariff.
+#[tokio::test]
+async fn a_change_paid_after_a_cancel_does_not_turn_auto_renewal_back_on() {
+    let app = TestApp::builder().fake_yookassa().start().await;
+    let user = UserId::new();
+    let (sub, _) = monthly_with(&app, user, Duration::days(10)).await;
+    let paid = payment_id(&to_yearly_now(&app, user).await);
+    let (status, body) = app
+        .post(
+            "/api/v1/subscriptions/cancel",
+            Some(&app.token(user)),
+            json!({}),
+        )
+        .await;
+    assert_eq!(status, 200, "{body}");
+    pay(&app, paid, Outcome::Succeed).await;
+    let s = app.subscription(sub).await;
+    assert_eq!(s.tariff_id.to_string(), YEAR_TARIFF);
+    assert!(!s.auto_renew);
+    assert_eq!(s.next_charge_at, None);
+}
+
+/// What a change credited bought the new tariff: a refund of the credited
+/// purchase afterwards gives back only the rest of it.
+#[tokio::test]
+async fn the_credited_part_of_a_payment_is_not_refunded_again() {
+    let app = TestApp::builder().fake_yookassa().start().await;
+    let user = UserId::new();
+    let (_, purchase) = monthly_with(&app, user, Duration::days(10)).await;
+    let paid = payment_id(&to_yearly_now(&app, user).await);
+    pay(&app, paid, Outcome::Succeed).await;
+    let (status, body) = app
+        .post(
+            &format!("/api/v1/admin/payments/{purchase}/refund"),
+            Some(&app.admin_token()),
+            json!({"reason": "asked"}),
+        )
+        .await;
+    assert_eq!(status, 201, "{body}");
+    assert_eq!(
+        body["amount"]["value"], "199.33",
+        "299.00 less the 99.67 credited"
+    );
+    let (status, body) = app
+        .post(
+            &format!("/api/v1/admin/payments/{purchase}/refund"),
+            Some(&app.admin_token()),
+            json!({"amount": {"value": "0.01", "currency": "RUB"}, "reason": "again"}),
+        )
+        .await;
+    assert_eq!(
+        (status, body["code"].as_str()),
+        (409, Some("refund_exceeds_remaining"))
+    );
+}
+
+/// A refund of a credited payment between the pricing and the payment: the
+/// credit no longer holds, so the change is refunded rather than applied.
+#[tokio::test]
+async fn a_refund_of_a_credited_payment_before_the_change_is_paid_voids_the_change() {
+    let app = TestApp::builder().fake_yookassa().start().await;
+    let user = UserId::new();
+    let (sub, purchase) = monthly_with(&app, user, Duration::days(10)).await;
+    let paid = payment_id(&to_yearly_now(&app, user).await);
+    let (status, body) = app
+        .post(
+            &format!("/api/v1/admin/payments/{purchase}/refund"),
+            Some(&app.admin_token()),
+            json!({"amount": {"value": "100.00", "currency": "RUB"}, "reason": "asked"}),
+        )
+        .await;
+    assert_eq!(status, 201, "{body}");
+    pay(&app, paid, Outcome::Succeed).await;
+    assert_eq!(
+        app.subscription(sub).await.tariff_id.to_string(),
+        MONTH_TARIFF
+    );
+    let refunded: Vec<_> = app
+        .refunds()
+        .await
+        .into_iter()
+        .filter(|r| r.payment_id == paid)
+        .collect();
+    assert_eq!(refunded.len(), 1, "{refunded:?}");
+}
+
+/// Paid after the period it was priced on had ended (a checkout left open while
+/// the subscription ran out): the credit was for time already used.
+#[tokio::test]
+async fn a_change_paid_after_the_credited_period_ended_is_refunded() {
+    let app = TestApp::builder().fake_yookassa().start().await;
+    let user = UserId::new();
+    let (sub, _) = monthly_with(&app, user, Duration::days(10)).await;
+    let paid = payment_id(&to_yearly_now(&app, user).await);
+    let sql = app.sql().await;
+    sql.execute(
+        "UPDATE subscriptions SET current_period_end = now() - interval '1 minute', \
+         status = 'past_due' WHERE id = $1",
+        &[&sub],
+    )
+    .await
+    .unwrap();
+    sql.execute(
+        "UPDATE tariff_changes t SET credited_until = s.current_period_end \
+         FROM subscriptions s WHERE t.payment_id = $1 AND s.id = t.subscription_id",
+        &[&paid],
+    )
+    .await
+    .unwrap();
+    pay(&app, paid, Outcome::Succeed).await;
+    assert_eq!(
+        app.subscription(sub).await.tariff_id.to_string(),
+        MONTH_TARIFF
+    );
+    assert!(app.refunds().await.iter().any(|r| r.payment_id == paid));
+}
+
+/// After a scheduled switch renewed ahead, a full refund of the old tariff's
+/// period moves the end back by that period (30 days), not by a year.
+#[tokio::test]
+async fn refunding_the_old_tariffs_period_after_a_scheduled_switch_gives_back_that_period() {
+    let app = TestApp::builder().fake_yookassa().start().await;
+    let user = UserId::new();
+    let (sub, purchase) = monthly_with(&app, user, Duration::days(10)).await;
+    let (status, body) = change(
+        &app,
+        user,
+        json!({"tariff_id": YEAR_TARIFF, "when": "period_end"}),
+        None,
+    )
+    .await;
+    assert_eq!(status, 200, "{body}");
+    app.make_due(sub).await;
+    assert_eq!(renewer::run_once(app.app()).await.unwrap(), 1);
+    let switched = app.subscription(sub).await;
+    assert_eq!(switched.tariff_id.to_string(), YEAR_TARIFF);
+
+    let (status, body) = app
+        .post(
+            &format!("/api/v1/admin/payments/{purchase}/refund"),
+            Some(&app.admin_token()),
+            json!({"reason": "asked"}),
+        )
+        .await;
+    assert_eq!(status, 201, "{body}");
+    let after = app.subscription(sub).await;
+    assert_eq!(after.status, SubscriptionStatus::Active);
+    assert_eq!(
+        after.current_period_end,
+        switched.current_period_end - Duration::days(30)
+    );
+}
+
+/// The subscription's own tariff withdraws a scheduled change even once it is
+/// no longer on sale.
+#[tokio::test]
+async fn a_scheduled_change_can_be_withdrawn_when_the_current_tariff_is_archived() {
+    let app = TestApp::builder().fake_yookassa().start().await;
+    let user = UserId::new();
+    let sub = app.seed_subscription(user, true, true).await;
+    let body = json!({"tariff_id": YEAR_TARIFF, "when": "period_end"});
+    assert_eq!(change(&app, user, body, None).await.0, 200);
+    let (status, body) = app
+        .patch(
+            &format!("/api/v1/admin/tariffs/{MONTH_TARIFF}"),
+            Some(&app.admin_token()),
+            json!({"archived": true}),
+        )
+        .await;
+    assert_eq!(status, 200, "{body}");
+    let body = json!({"tariff_id": MONTH_TARIFF, "when": "period_end"});
+    let (status, answer) = change(&app, user, body, None).await;
+    assert_eq!(status, 200, "{answer}");
+    assert_eq!(app.subscription(sub).await.scheduled_tariff_id, None);
+}
