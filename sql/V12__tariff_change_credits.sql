@@ -8,6 +8,9 @@ CREATE TABLE tariff_change_credits (
     credit_minor        bigint NOT NULL CHECK (credit_minor >= 0),
     -- What the credited payment's refunds not canceled added up to at the pricing.
     refunded_minor      bigint NOT NULL,
+    -- Counted in the credited payment's `credited_minor` (the change took over and
+    -- was not refunded in full since).
+    spent               boolean NOT NULL DEFAULT false,
     PRIMARY KEY (change_payment_id, credited_payment_id)
 );
 

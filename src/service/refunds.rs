@@ -249,6 +249,13 @@ async fn apply_succeeded_refund(
         .await?
         .ok_or(BillingError::PaymentNotYetPaid(payment.id))?;
     let mut sub_after = sub.clone();
+    if status == PaymentStatus::Refunded
+        && payment.status != PaymentStatus::Refunded
+        && payment.kind == crate::domain::PaymentKind::Change
+    {
+        // The credit it used is the viewer's again: refundable from its payments.
+        crate::store::tariff_changes::release_credits(tx, payment.id).await?;
+    }
     if status == PaymentStatus::Refunded && payment.status != PaymentStatus::Refunded {
         if let Some(sub) = sub.filter(|s| s.status.is_live()) {
             sub_after = Some(full_refund_access(tx, &moved, sub).await?);

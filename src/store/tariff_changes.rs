@@ -144,11 +144,31 @@ pub async fn credits_moved(db: &impl GenericClient, change: PaymentId) -> Result
 
 /// The change took over: what it credited of each payment is no longer refundable.
 pub async fn spend_credits(db: &impl GenericClient, change: PaymentId) -> Result<(), StoreError> {
+    move_credits(db, change, true).await
+}
+
+/// The change was refunded in full: what it credited is the viewer's again, so
+/// refundable again.
+pub async fn release_credits(db: &impl GenericClient, change: PaymentId) -> Result<(), StoreError> {
+    move_credits(db, change, false).await
+}
+
+async fn move_credits(
+    db: &impl GenericClient,
+    change: PaymentId,
+    spend: bool,
+) -> Result<(), StoreError> {
     db.exec(
-        "UPDATE payments p SET credited_minor = p.credited_minor + c.credit_minor, updated_at = now() \
-           FROM tariff_change_credits c \
-          WHERE c.change_payment_id = $1 AND p.id = c.credited_payment_id",
-        &[&change],
+        "WITH moved AS ( \
+             UPDATE tariff_change_credits SET spent = $2 \
+              WHERE change_payment_id = $1 AND spent <> $2 \
+          RETURNING credited_payment_id, credit_minor) \
+         UPDATE payments p \
+            SET credited_minor = p.credited_minor \
+                + CASE WHEN $2 THEN m.credit_minor ELSE -m.credit_minor END, \
+                updated_at = now() \
+           FROM moved m WHERE p.id = m.credited_payment_id",
+        &[&change, &spend],
     )
     .await?;
     Ok(())

@@ -606,3 +606,25 @@ async fn a_scheduled_change_can_be_withdrawn_when_the_current_tariff_is_archived
     assert_eq!(status, 200, "{answer}");
     assert_eq!(app.subscription(sub).await.scheduled_tariff_id, None);
 }
+
+/// Refunding the change itself ends the new tariff's period (rule 12) and gives
+/// back what it credited: the old purchase is refundable in full again.
+#[tokio::test]
+async fn a_refunded_change_makes_its_credit_refundable_again() {
+    let app = TestApp::builder().fake_yookassa().start().await;
+    let user = UserId::new();
+    let (_, purchase) = monthly_with(&app, user, Duration::days(10)).await;
+    let paid = payment_id(&to_yearly_now(&app, user).await);
+    pay(&app, paid, Outcome::Succeed).await;
+    for (payment, refunded) in [(paid, "2890.33"), (purchase, "299.00")] {
+        let (status, body) = app
+            .post(
+                &format!("/api/v1/admin/payments/{payment}/refund"),
+                Some(&app.admin_token()),
+                json!({"reason": "asked"}),
+            )
+            .await;
+        assert_eq!(status, 201, "{body}");
+        assert_eq!(body["amount"]["value"], refunded);
+    }
+}
