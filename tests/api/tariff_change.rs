@@ -21,6 +21,11 @@ async fn change(app: &TestApp, user: UserId, body: Value, key: Option<&str>) -> 
     read(req.send().await.unwrap()).await
 }
 
+/// `change` with a tariff and `when` only, no key.
+async fn change_to(app: &TestApp, user: UserId, tariff: &str, when: &str) -> (u16, Value) {
+    change(app, user, json!({"tariff_id": tariff, "when": when}), None).await
+}
+
 /// Pays a payment at the fake YooKassa and notifies the service.
 async fn pay(app: &TestApp, id: PaymentId, outcome: Outcome) {
     let pid = app.provider_id(id).await;
@@ -57,15 +62,33 @@ async fn monthly_with(app: &TestApp, user: UserId, left: Duration) -> (Subscript
 
 /// Asks to change to the yearly tariff now: the answer, a 201.
 async fn to_yearly_now(app: &TestApp, user: UserId) -> Value {
-    let (status, body) = change(
-        app,
-        user,
-        json!({"tariff_id": YEAR_TARIFF, "when": "now"}),
-        None,
-    )
-    .await;
+    let (status, body) = change_to(app, user, YEAR_TARIFF, "now").await;
     assert_eq!(status, 201, "{body}");
     body
+}
+
+/// An operator's refund of a payment (`{"reason", "amount"?}`).
+async fn refund(app: &TestApp, payment: PaymentId, body: Value) -> (u16, Value) {
+    let path = format!("/api/v1/admin/payments/{payment}/refund");
+    app.post(&path, Some(&app.admin_token()), body).await
+}
+
+/// The change is paid but no longer holds: the subscription stays monthly and
+/// the change's money goes back in full.
+async fn paid_and_refunded(app: &TestApp, sub: SubscriptionId, paid: PaymentId) {
+    pay(app, paid, Outcome::Succeed).await;
+    assert_eq!(
+        app.subscription(sub).await.tariff_id.to_string(),
+        MONTH_TARIFF
+    );
+    let refunds: Vec<_> = app
+        .refunds()
+        .await
+        .into_iter()
+        .filter(|r| r.payment_id == paid)
+        .collect();
+    assert_eq!(refunds.len(), 1, "{refunds:?}");
+    assert_eq!(refunds[0].amount, app.payment(paid).await.amount);
 }
 
 /// The `data` of every outbox event of this type, oldest first.
@@ -180,15 +203,7 @@ async fn a_change_paid_after_its_subscription_moved_is_refunded() {
         )
         .await
         .unwrap();
-    pay(&app, paid, Outcome::Succeed).await;
-    assert_eq!(
-        app.subscription(sub).await.tariff_id.to_string(),
-        MONTH_TARIFF
-    );
-    let refunds = app.refunds().await;
-    assert_eq!(refunds.len(), 1, "{refunds:?}");
-    assert_eq!(refunds[0].payment_id, paid);
-    assert_eq!(refunds[0].amount, app.payment(paid).await.amount);
+    paid_and_refunded(&app, sub, paid).await;
 }
 
 /// Rule 12 after a change: the purchase it credited paid a period that is over
@@ -202,13 +217,7 @@ async fn refunding_the_credited_purchase_keeps_the_new_tariffs_period() {
     pay(&app, paid, Outcome::Succeed).await;
     let changed = app.subscription(sub).await;
 
-    let (status, body) = app
-        .post(
-            &format!("/api/v1/admin/payments/{purchase}/refund"),
-            Some(&app.admin_token()),
-            json!({"reason": "asked"}),
-        )
-        .await;
+    let (status, body) = refund(&app, purchase, json!({"reason": "asked"})).await;
     assert_eq!(status, 201, "{body}");
     let after = app.subscription(sub).await;
     assert_eq!(after.status, SubscriptionStatus::Active);
@@ -248,13 +257,7 @@ async fn a_change_the_subscription_does_not_allow_is_refused_and_records_nothing
     let app = TestApp::builder().fake_yookassa().start().await;
     let user = UserId::new();
     let nobody = UserId::new();
-    let (status, body) = change(
-        &app,
-        nobody,
-        json!({"tariff_id": YEAR_TARIFF, "when": "now"}),
-        None,
-    )
-    .await;
+    let (status, body) = change_to(&app, nobody, YEAR_TARIFF, "now").await;
     assert_eq!(
         (status, body["code"].as_str()),
         (404, Some("no_active_subscription"))
@@ -306,13 +309,7 @@ async fn a_change_the_subscription_does_not_allow_is_refused_and_records_nothing
         )
         .await
         .unwrap();
-    let (status, answer) = change(
-        &app,
-        user,
-        json!({"tariff_id": YEAR_TARIFF, "when": "period_end"}),
-        None,
-    )
-    .await;
+    let (status, answer) = change_to(&app, user, YEAR_TARIFF, "period_end").await;
     assert_eq!(
         (status, answer["code"].as_str()),
         (409, Some("auto_renew_off"))
@@ -330,13 +327,7 @@ async fn a_downgrade_now_that_the_credit_covers_is_refused() {
     let (status, body) = app.buy(user, YEAR_TARIFF, true, None).await;
     assert_eq!(status, 201, "{body}");
     pay(&app, payment_id(&body), Outcome::Succeed).await;
-    let (status, body) = change(
-        &app,
-        user,
-        json!({"tariff_id": MONTH_TARIFF, "when": "now"}),
-        None,
-    )
-    .await;
+    let (status, body) = change_to(&app, user, MONTH_TARIFF, "now").await;
     assert_eq!(
         (status, body["code"].as_str()),
         (409, Some("credit_covers_price")),
@@ -352,13 +343,7 @@ async fn a_change_at_the_period_end_renews_on_the_new_tariff() {
     let sub = app.seed_subscription(user, true, true).await;
     let before = app.subscription(sub).await;
 
-    let (status, body) = change(
-        &app,
-        user,
-        json!({"tariff_id": YEAR_TARIFF, "when": "period_end"}),
-        None,
-    )
-    .await;
+    let (status, body) = change_to(&app, user, YEAR_TARIFF, "period_end").await;
     assert_eq!(status, 200, "{body}");
     assert_eq!(body["payment_id"], Value::Null);
     let effective: DateTime<Utc> = body["effective_at"].as_str().unwrap().parse().unwrap();
@@ -404,13 +389,7 @@ async fn the_current_tariff_at_the_period_end_withdraws_a_scheduled_change() {
     let user = UserId::new();
     let sub = app.seed_subscription(user, true, true).await;
     for (tariff, scheduled) in [(YEAR_TARIFF, Some(YEAR_TARIFF)), (MONTH_TARIFF, None)] {
-        let (status, body) = change(
-            &app,
-            user,
-            json!({"tariff_id": tariff, "when": "period_end"}),
-            None,
-        )
-        .await;
+        let (status, body) = change_to(&app, user, tariff, "period_end").await;
         assert_eq!(status, 200, "{body}");
         assert_eq!(
             app.subscription(sub)
@@ -462,25 +441,18 @@ async fn the_credited_part_of_a_payment_is_not_refunded_again() {
     let (_, purchase) = monthly_with(&app, user, Duration::days(10)).await;
     let paid = payment_id(&to_yearly_now(&app, user).await);
     pay(&app, paid, Outcome::Succeed).await;
-    let (status, body) = app
-        .post(
-            &format!("/api/v1/admin/payments/{purchase}/refund"),
-            Some(&app.admin_token()),
-            json!({"reason": "asked"}),
-        )
-        .await;
+    let (status, body) = refund(&app, purchase, json!({"reason": "asked"})).await;
     assert_eq!(status, 201, "{body}");
     assert_eq!(
         body["amount"]["value"], "199.33",
         "299.00 less the 99.67 credited"
     );
-    let (status, body) = app
-        .post(
-            &format!("/api/v1/admin/payments/{purchase}/refund"),
-            Some(&app.admin_token()),
-            json!({"amount": {"value": "0.01", "currency": "RUB"}, "reason": "again"}),
-        )
-        .await;
+    let (status, body) = refund(
+        &app,
+        purchase,
+        json!({"amount": {"value": "0.01", "currency": "RUB"}, "reason": "again"}),
+    )
+    .await;
     assert_eq!(
         (status, body["code"].as_str()),
         (409, Some("refund_exceeds_remaining"))
@@ -495,26 +467,14 @@ async fn a_refund_of_a_credited_payment_before_the_change_is_paid_voids_the_chan
     let user = UserId::new();
     let (sub, purchase) = monthly_with(&app, user, Duration::days(10)).await;
     let paid = payment_id(&to_yearly_now(&app, user).await);
-    let (status, body) = app
-        .post(
-            &format!("/api/v1/admin/payments/{purchase}/refund"),
-            Some(&app.admin_token()),
-            json!({"amount": {"value": "100.00", "currency": "RUB"}, "reason": "asked"}),
-        )
-        .await;
+    let (status, body) = refund(
+        &app,
+        purchase,
+        json!({"amount": {"value": "100.00", "currency": "RUB"}, "reason": "asked"}),
+    )
+    .await;
     assert_eq!(status, 201, "{body}");
-    pay(&app, paid, Outcome::Succeed).await;
-    assert_eq!(
-        app.subscription(sub).await.tariff_id.to_string(),
-        MONTH_TARIFF
-    );
-    let refunded: Vec<_> = app
-        .refunds()
-        .await
-        .into_iter()
-        .filter(|r| r.payment_id == paid)
-        .collect();
-    assert_eq!(refunded.len(), 1, "{refunded:?}");
+    paid_and_refunded(&app, sub, paid).await;
 }
 
 /// Paid after the period it was priced on had ended (a checkout left open while
@@ -540,12 +500,7 @@ async fn a_change_paid_after_the_credited_period_ended_is_refunded() {
     )
     .await
     .unwrap();
-    pay(&app, paid, Outcome::Succeed).await;
-    assert_eq!(
-        app.subscription(sub).await.tariff_id.to_string(),
-        MONTH_TARIFF
-    );
-    assert!(app.refunds().await.iter().any(|r| r.payment_id == paid));
+    paid_and_refunded(&app, sub, paid).await;
 }
 
 /// After a scheduled switch renewed ahead, a full refund of the old tariff's
@@ -555,26 +510,14 @@ async fn refunding_the_old_tariffs_period_after_a_scheduled_switch_gives_back_th
     let app = TestApp::builder().fake_yookassa().start().await;
     let user = UserId::new();
     let (sub, purchase) = monthly_with(&app, user, Duration::days(10)).await;
-    let (status, body) = change(
-        &app,
-        user,
-        json!({"tariff_id": YEAR_TARIFF, "when": "period_end"}),
-        None,
-    )
-    .await;
+    let (status, body) = change_to(&app, user, YEAR_TARIFF, "period_end").await;
     assert_eq!(status, 200, "{body}");
     app.make_due(sub).await;
     assert_eq!(renewer::run_once(app.app()).await.unwrap(), 1);
     let switched = app.subscription(sub).await;
     assert_eq!(switched.tariff_id.to_string(), YEAR_TARIFF);
 
-    let (status, body) = app
-        .post(
-            &format!("/api/v1/admin/payments/{purchase}/refund"),
-            Some(&app.admin_token()),
-            json!({"reason": "asked"}),
-        )
-        .await;
+    let (status, body) = refund(&app, purchase, json!({"reason": "asked"})).await;
     assert_eq!(status, 201, "{body}");
     let after = app.subscription(sub).await;
     assert_eq!(after.status, SubscriptionStatus::Active);
@@ -617,13 +560,7 @@ async fn a_refunded_change_makes_its_credit_refundable_again() {
     let paid = payment_id(&to_yearly_now(&app, user).await);
     pay(&app, paid, Outcome::Succeed).await;
     for (payment, refunded) in [(paid, "2890.33"), (purchase, "299.00")] {
-        let (status, body) = app
-            .post(
-                &format!("/api/v1/admin/payments/{payment}/refund"),
-                Some(&app.admin_token()),
-                json!({"reason": "asked"}),
-            )
-            .await;
+        let (status, body) = refund(&app, payment, json!({"reason": "asked"})).await;
         assert_eq!(status, 201, "{body}");
         assert_eq!(body["amount"]["value"], refunded);
     }
