@@ -38,6 +38,7 @@ pub const SANDBOX_ROUTES: &[(&str, &str)] = &[
     ("GET", "/sandbox/checkout/{id}"),
     ("POST", "/sandbox/checkout/{id}"),
     ("GET", "/sandbox/return"),
+    ("GET", "/favicon.ico"),
 ];
 
 /// The template a request path matches, for metric labels; `unmatched` otherwise.

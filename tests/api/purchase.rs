@@ -949,3 +949,73 @@ async fn a_refused_retry_of_a_purchase_whose_answer_was_cut_off_keeps_it_open() 
     );
     assert_eq!(fake.payments().len(), 1, "one payment at the provider");
 }
+
+/// What a viewer sees in the sandbox (issue 16's findings in Chromium): the return
+/// page tells a declined payment from a paid one, every page is sized for a
+/// phone and carries the banner, a paid checkout does not offer to pay again.
+#[tokio::test]
+async fn the_sandbox_pages_tell_the_viewer_the_outcome() {
+    let app = TestApp::start().await;
+    let no_redirect = reqwest::Client::builder()
+        .redirect(reqwest::redirect::Policy::none())
+        .build()
+        .unwrap();
+    let get = |url: String| {
+        let http = app.http.clone();
+        async move {
+            let resp = http.get(&url).send().await.unwrap();
+            (resp.status().as_u16(), resp.text().await.unwrap())
+        }
+    };
+    let mut pages = vec![];
+    for (card, action, heading) in [
+        ("4444", "pay", "<h1>Paid</h1>"),
+        ("0002", "pay", "<h1>Declined</h1>"),
+        ("4444", "decline", "<h1>Declined</h1>"),
+    ] {
+        let (status, body) = app.buy(UserId::new(), MONTH_TARIFF, false, None).await;
+        assert_eq!(status, 201, "{body}");
+        let checkout = body["confirmation_url"].as_str().unwrap().to_owned();
+        let resp = no_redirect
+            .post(&checkout)
+            .form(&[("action", action), ("card", card)])
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(resp.status(), 303);
+        let back = resp.headers()["location"].to_str().unwrap().to_owned();
+        assert!(back.contains("/sandbox/return?payment="), "{back}");
+        let (status, page) = get(back).await;
+        assert_eq!(status, 200);
+        assert!(page.contains(heading), "{card} {action}: {page}");
+        if heading.contains("Declined") {
+            assert!(!page.contains("Thank you"), "{page}");
+        }
+        // Reopened after paying, the checkout says so and offers no Pay button.
+        let (status, again) = get(checkout.clone()).await;
+        assert_eq!(status, 200);
+        assert!(
+            !again.contains("<button") && !again.contains("<h1>Pay "),
+            "{again}"
+        );
+        pages.push(page);
+        pages.push(again);
+    }
+    let declined_why = &pages[2];
+    assert!(
+        declined_why.contains("insufficient_funds"),
+        "{declined_why}"
+    );
+    let (status, unknown) = get(format!("{}/sandbox/checkout/nope", app.url)).await;
+    assert_eq!(status, 404);
+    let (status, untold) = get(format!("{}/sandbox/return", app.url)).await;
+    assert_eq!(status, 200);
+    assert!(!untold.contains("Thank you"), "{untold}");
+    for page in pages.iter().chain([&unknown, &untold]) {
+        assert!(page.contains("<html lang=en>"), "{page}");
+        assert!(page.contains("name=viewport"), "{page}");
+        assert!(page.contains("SANDBOX: no real money moves."), "{page}");
+    }
+    let (status, _) = get(format!("{}/favicon.ico", app.url)).await;
+    assert_eq!(status, 204);
+}
