@@ -1,5 +1,6 @@
 //! The HTTP server: routes, the request log and metrics wrapper, graceful shutdown.
 
+pub mod api_docs;
 pub mod auth;
 pub mod body;
 pub mod conn;
@@ -230,6 +231,9 @@ pub fn api(app: App) -> BoxedFilter<(Response,)> {
     let openapi = warp::path!("api" / "openapi.json")
         .and(warp::get())
         .map(openapi::document);
+    let api_docs = warp::path!("api" / "docs")
+        .and(warp::get())
+        .map(api_docs::page);
 
     // Each route boxed and joined one at a time: an unboxed chain of `or`s is a
     // type that nests once more with every route, and the compiler's time grows
@@ -253,6 +257,7 @@ pub fn api(app: App) -> BoxedFilter<(Response,)> {
         readyz.boxed(),
         metrics.boxed(),
         openapi.boxed(),
+        api_docs.boxed(),
     ]
     .into_iter()
     .reduce(|all, route| all.or(route).unify().boxed())

@@ -72,6 +72,7 @@ use crate::service::refunds::RefundRequest;
         health::readyz,
         health::metrics,
         document,
+        super::api_docs::page,
     ),
     components(schemas(
         ErrorBody,
@@ -162,7 +163,7 @@ impl Modify for SecuritySchemes {
 }
 
 /// Generated on first use and kept: the document never changes while running.
-static DOCUMENT: LazyLock<String> = LazyLock::new(|| {
+pub(super) static DOCUMENT: LazyLock<String> = LazyLock::new(|| {
     ApiDoc::openapi()
         .to_pretty_json()
         .expect("the OpenAPI document serializes")

@@ -26,6 +26,7 @@ pub const ROUTES: &[(&str, &str)] = &[
     ("GET", "/readyz"),
     ("GET", "/metrics"),
     ("GET", "/api/openapi.json"),
+    ("GET", "/api/docs"),
 ];
 
 /// Routes of the built-in sandbox provider (sandbox mode only; not part of the API).

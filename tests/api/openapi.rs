@@ -529,11 +529,28 @@ async fn real_answers_fit_the_schemas_documented_for_their_route_and_status() {
     .is_empty());
 
     assert_eq!(checked.len(), 32, "{checked:#?}");
-    // The two answers that are not JSON objects of a schema: this document (fetched
-    // above) and the Prometheus text.
+    // The answers that are not JSON objects of a schema: this document (fetched
+    // above), the Prometheus text and the reference page.
     checked.insert("GET /api/openapi.json 200".into());
     assert!(app.metrics().await.contains("# TYPE "));
     checked.insert("GET /metrics 200".into());
+    // The reference page people read, rendered from this document.
+    let docs = app
+        .http
+        .get(format!("{}/api/docs", app.url))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(docs.status(), 200);
+    assert!(docs.headers()["content-type"]
+        .to_str()
+        .unwrap()
+        .starts_with("text/html"));
+    let docs = docs.text().await.unwrap();
+    assert!(docs.contains("<code>POST /api/v1/subscriptions/change</code>"));
+    // Nothing fetched from elsewhere: no script, style sheet or image to load.
+    assert!(!docs.contains("<script") && !docs.contains("<link") && !docs.contains(" src="));
+    checked.insert("GET /api/docs 200".into());
     // Every documented operation was called above on a served route, and nothing
     // was called that the document leaves out.
     let called: BTreeSet<String> = checked
