@@ -6,7 +6,7 @@ use serde::{Deserialize, Serialize};
 use uuid::Uuid;
 
 use crate::app::App;
-use crate::domain::receipt::{Customer, Email, Phone, Receipt};
+use crate::domain::receipt::{Customer, Email, Phone};
 use crate::domain::{Money, PaySystem, PaymentStatus};
 use crate::domain::{PaymentId, TariffId, UserId};
 pub use crate::service::idempotency::IdempotencyKey;
@@ -305,20 +305,12 @@ async fn begin(
     }
 
     let id = PaymentId::new();
-    let description = format!("Subscription: {}", tariff.name);
+    let description = tariff.line();
     // Stored with the row (what is sent, and re-sent, is what is stored), and
     // kept by the subscription for its renewals.
     let receipt = customer
         .filter(|_| app.config.receipts_on(system))
-        .map(|c| {
-            Receipt::for_period(
-                c,
-                &description,
-                tariff.price,
-                tariff.vat_code,
-                tariff.tax_system_code,
-            )
-        });
+        .map(|c| tariff.receipt(c, tariff.price));
     let payment = payments::insert_purchase(
         &tx,
         &NewPurchase {

@@ -591,16 +591,11 @@ fn change_fields(
     credit: i64,
     charged: crate::domain::Money,
 ) -> Vec<(&'static str, serde_json::Value)> {
-    let money = |minor: i64| {
-        serde_json::json!({
-            "value": crate::domain::money::format_minor(minor),
-            "currency": charged.currency().code(),
-        })
-    };
+    let credit = crate::domain::Money::new(credit, charged.currency());
     vec![
         ("from_tariff_id", serde_json::json!(from)),
-        ("credit", money(credit)),
-        ("charged", money(charged.minor())),
+        ("credit", serde_json::json!(credit)),
+        ("charged", serde_json::json!(charged)),
     ]
 }
 
@@ -658,15 +653,10 @@ async fn change_now(
         ),
     };
     // The renewals' receipt: the new tariff's line, for its full price.
-    let receipt = payment.receipt.as_ref().map(|r| {
-        crate::domain::receipt::Receipt::for_period(
-            r.customer.clone(),
-            &format!("Subscription: {}", tariff.name),
-            tariff.price,
-            tariff.vat_code,
-            tariff.tax_system_code,
-        )
-    });
+    let receipt = payment
+        .receipt
+        .as_ref()
+        .map(|r| tariff.receipt(r.customer.clone(), tariff.price));
     // What the credit paid for ends here: a refund of it later takes nothing from
     // the new tariff's period.
     crate::store::tariff_changes::end_credited_periods(tx, sub.id, start).await?;

@@ -4,7 +4,6 @@
 use chrono::{Duration as ChronoDuration, Utc};
 
 use crate::app::App;
-use crate::domain::receipt::Receipt;
 use crate::domain::UserId;
 use crate::events::{self, EventSubject, EventType};
 use crate::service::BillingError;
@@ -78,14 +77,7 @@ pub async fn set_receipt_contact(
     let tariff = crate::store::tariffs::get(&tx, sub.tariff_id)
         .await?
         .ok_or_else(|| BillingError::internal("subscription without its tariff"))?;
-    let receipt = Receipt::for_period(
-        customer,
-        &format!("Subscription: {}", tariff.name),
-        sub.price,
-        tariff.vat_code,
-        tariff.tax_system_code,
-    );
-    subscriptions::set_receipt(&tx, sub.id, &receipt).await?;
+    subscriptions::set_receipt(&tx, sub.id, &tariff.receipt(customer, sub.price)).await?;
     store::commit(tx).await?;
     Ok(sub)
 }

@@ -115,14 +115,17 @@ pub async fn insert_credits(
     change: PaymentId,
     credits: &[Credited],
 ) -> Result<(), StoreError> {
-    for c in credits {
-        db.exec(
-            "INSERT INTO tariff_change_credits (change_payment_id, credited_payment_id, \
-             credit_minor, refunded_minor) VALUES ($1, $2, $3, $4)",
-            &[&change, &c.payment_id, &c.credit_minor, &c.refunded_minor],
-        )
-        .await?;
-    }
+    // One statement for them all, not one per credited payment.
+    let ids: Vec<PaymentId> = credits.iter().map(|c| c.payment_id).collect();
+    let credit: Vec<i64> = credits.iter().map(|c| c.credit_minor).collect();
+    let refunded: Vec<i64> = credits.iter().map(|c| c.refunded_minor).collect();
+    db.exec(
+        "INSERT INTO tariff_change_credits (change_payment_id, credited_payment_id, \
+         credit_minor, refunded_minor) \
+         SELECT $1, * FROM unnest($2::uuid[], $3::bigint[], $4::bigint[])",
+        &[&change, &ids, &credit, &refunded],
+    )
+    .await?;
     Ok(())
 }
 

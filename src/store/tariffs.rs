@@ -2,7 +2,7 @@ use chrono::{DateTime, Utc};
 use tokio_postgres::Row;
 
 use super::{parse_col, GenericClient, StoreError};
-use crate::domain::receipt::{TaxSystem, VatCode};
+use crate::domain::receipt::{Customer, Receipt, TaxSystem, VatCode};
 use crate::domain::TariffId;
 use crate::domain::{Currency, Money, PaySystem, Period};
 use crate::store::Cached as _;
@@ -46,6 +46,25 @@ impl Tariff {
                 .map(|c| TaxSystem::new(c as u8).map_err(StoreError::Corrupt))
                 .transpose()?,
         })
+    }
+}
+
+impl Tariff {
+    /// What a period of this tariff is called: the purchase's description and the
+    /// receipt line (the renewal claim writes the same in SQL, claim_renewals.sql).
+    pub fn line(&self) -> String {
+        format!("Subscription: {}", self.name)
+    }
+
+    /// The 54-FZ receipt of one period of this tariff sold for `amount`.
+    pub fn receipt(&self, customer: Customer, amount: Money) -> Receipt {
+        Receipt::for_period(
+            customer,
+            &self.line(),
+            amount,
+            self.vat_code,
+            self.tax_system_code,
+        )
     }
 }
 

@@ -74,6 +74,7 @@ WITH due AS (
                                    '{items,0,amount}',
                                    jsonb_build_object('value', to_char(f.price_minor / 100.0, 'FM9999999999999990.00'),
                                                       'currency', f.currency)),
+                         -- Tariff::line, cut as Receipt::for_period cuts it.
                          '{items,0,description}', to_jsonb(left('Subscription: ' || f.tariff_name, 128)))
            END
       FROM fresh f
