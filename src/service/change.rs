@@ -243,9 +243,7 @@ async fn changeable(
     user_id: UserId,
     tariff_id: TariffId,
 ) -> Result<(Subscription, tariffs::Tariff), BillingError> {
-    let sub = subscriptions::lock_live_for_user(tx, user_id)
-        .await?
-        .ok_or(BillingError::NoActiveSubscription)?;
+    let sub = crate::service::subscriptions::lock_live(tx, user_id).await?;
     // The subscription's own tariff, even archived (withdrawing a scheduled change).
     let tariff = tariffs::get(tx, tariff_id)
         .await?

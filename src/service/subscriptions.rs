@@ -10,6 +10,16 @@ use crate::service::BillingError;
 use crate::store::{self, Connect};
 use crate::store::{payments, subscriptions, Subscription};
 
+/// The user's live subscription, locked; 404 `no_active_subscription` without one.
+pub(crate) async fn lock_live(
+    tx: &deadpool_postgres::Transaction<'_>,
+    user_id: UserId,
+) -> Result<Subscription, BillingError> {
+    subscriptions::lock_live_for_user(tx, user_id)
+        .await?
+        .ok_or(BillingError::NoActiveSubscription)
+}
+
 /// Turns auto-renewal of the user's live subscription on or off, under its row lock.
 /// Repeating the same request changes nothing and publishes nothing.
 pub async fn set_auto_renew(
@@ -19,9 +29,7 @@ pub async fn set_auto_renew(
 ) -> Result<Subscription, BillingError> {
     let mut db = app.db.conn().await?;
     let tx = store::begin(&mut db).await?;
-    let sub = subscriptions::lock_live_for_user(&tx, user_id)
-        .await?
-        .ok_or(BillingError::NoActiveSubscription)?;
+    let sub = lock_live(&tx, user_id).await?;
     if sub.auto_renew == on {
         store::commit(tx).await?;
         return Ok(sub);
@@ -64,9 +72,7 @@ pub async fn set_receipt_contact(
 ) -> Result<Subscription, BillingError> {
     let mut db = app.db.conn().await?;
     let tx = store::begin(&mut db).await?;
-    let sub = subscriptions::lock_live_for_user(&tx, user_id)
-        .await?
-        .ok_or(BillingError::NoActiveSubscription)?;
+    let sub = lock_live(&tx, user_id).await?;
     let customer = crate::service::purchase::customer(
         app,
         sub.pay_system,
