@@ -9,12 +9,7 @@ use serde_json::Value;
 use warp::reply::Response;
 use warp::Reply;
 
-fn esc(s: &str) -> String {
-    s.replace('&', "&amp;")
-        .replace('<', "&lt;")
-        .replace('>', "&gt;")
-        .replace('"', "&quot;")
-}
+use super::escape_html as esc;
 
 /// `` `code` `` spans of a description as <code>, the rest escaped.
 fn prose(s: &str) -> String {
@@ -243,6 +238,6 @@ mod tests {
 
     #[test]
     fn descriptions_are_escaped_and_code_spans_kept() {
-        assert_eq!(prose("a `<b>` c"), "a <code>&lt;b&gt;</code> c");
+        assert_eq!(prose("a `<b>` c"), "a <code>&#60;b&#62;</code> c");
     }
 }

@@ -14,6 +14,8 @@ use crate::domain::UserId;
 pub struct User {
     pub id: UserId,
     pub is_superuser: bool,
+    /// The token's `exp` (Unix seconds): the console's cookie ends with it.
+    pub expires_at: i64,
 }
 
 #[derive(Deserialize)]
@@ -24,6 +26,8 @@ struct Claims {
     /// auth-service marks its tokens `access` or `refresh`.
     #[serde(default, rename = "type")]
     kind: Option<Value>,
+    /// Required and checked by the validation; read for the console's cookie.
+    exp: Value,
 }
 
 pub struct Keys {
@@ -78,7 +82,11 @@ impl Keys {
             .ok_or_else(|| ApiError::unauthorized("token claim user_id must be a UUID"))?;
         let is_superuser = matches!(&data.claims.is_superuser, Value::Bool(true))
             || matches!(&data.claims.is_superuser, Value::String(s) if s == "True");
-        Ok(User { id, is_superuser })
+        Ok(User {
+            id,
+            is_superuser,
+            expires_at: data.claims.exp.as_f64().map_or(0, |e| e as i64),
+        })
     }
 
     /// Signs any claims with the service's key (tests of what a token may say).

@@ -4,6 +4,7 @@ pub mod api_docs;
 pub mod auth;
 pub mod body;
 pub mod conn;
+pub mod console;
 pub mod error;
 pub mod filters;
 pub mod handlers;
@@ -258,6 +259,7 @@ pub fn api(app: App) -> BoxedFilter<(Response,)> {
         metrics.boxed(),
         openapi.boxed(),
         api_docs.boxed(),
+        console::routes(app.clone()),
     ]
     .into_iter()
     .reduce(|all, route| all.or(route).unify().boxed())
@@ -266,6 +268,14 @@ pub fn api(app: App) -> BoxedFilter<(Response,)> {
         Some(sandbox) => routes.or(sandbox.routes()).unify().boxed(),
         None => routes,
     }
+}
+
+/// Text made safe for HTML text and attribute values (askama's escaper, the one
+/// the console's templates use), for the pages written by hand (sandbox, API docs).
+pub fn escape_html(s: &str) -> String {
+    askama::filters::escape(s, askama::filters::Html)
+        .map(|safe| safe.to_string())
+        .unwrap_or_default()
 }
 
 /// Wraps the routes: request id (echoed or generated), request log, metrics by

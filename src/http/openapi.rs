@@ -113,7 +113,7 @@ use crate::service::refunds::RefundRequest;
         RefundRequest,
         crate::service::subscriptions::ContactRequest,
         RefundView,
-        admin::NewTariff,
+        crate::service::tariffs::NewTariff,
         admin::TariffPatch,
         Health,
         Readiness,

@@ -48,6 +48,7 @@ pub fn template(method: &str, path: &str) -> &'static str {
     ROUTES
         .iter()
         .chain(SANDBOX_ROUTES)
+        .chain(super::console::CONSOLE_ROUTES)
         .filter(|(m, _)| *m == method || (method == "HEAD" && *m == "GET"))
         .map(|(_, t)| *t)
         .find(|t| {

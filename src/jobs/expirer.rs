@@ -76,10 +76,15 @@ impl Job for Expirer {
             tracing::info!(subscription_id = %sub.id, "subscription expired");
         }
         for sub in &forced {
-            metrics::counter!("billing_alerts_total", "kind" => "expired_by_invariant")
-                .increment(1);
-            tracing::error!(alert = "expired_by_invariant", subscription_id = %sub.id,
-                period_end = %sub.current_period_end, "a live subscription outlived its period, dunning and grace unpaid; expired");
+            crate::service::alerts::raise(
+                app,
+                "expired_by_invariant",
+                &format!(
+                    "a live subscription outlived its period (end {}), dunning and grace unpaid; expired",
+                    sub.current_period_end
+                ),
+                crate::service::alerts::Subject::Subscription(sub.id),
+            );
         }
         // A renewal still in flight at the period end: access continues as past_due
         // (at most 24 h, then the first statement expires it).

@@ -1,7 +1,8 @@
 //! Data that must not be kept forever: raw notification bodies (personal data)
 //! after WEBHOOK_BODY_RETENTION (failed ones after 180 days; hash and outcome stay),
-//! and Idempotency-Key rows after their 24 hours. Batched so a backlog never holds
-//! long locks.
+//! Idempotency-Key rows after their 24 hours, and stored alerts after 90 days (the
+//! console's overview counts the last 24 h; the log lines stay wherever logs go).
+//! The audit log is never purged here. Batched so a backlog never holds long locks.
 
 use std::time::Duration;
 
@@ -9,7 +10,10 @@ use super::{Job, JobError};
 use crate::app::App;
 use crate::config::JobsConfig;
 use crate::store::Connect;
-use crate::store::{idempotency_keys, webhook_inbox};
+use crate::store::{alerts, idempotency_keys, webhook_inbox};
+
+/// How long stored alerts are kept.
+const ALERT_RETENTION_DAYS: i64 = 90;
 
 pub const BATCH: usize = 1000;
 
@@ -47,6 +51,8 @@ impl Job for Housekeeping {
             webhook_inbox::purge_bodies(&db, app.config.webhook_body_retention, BATCH as i64)
                 .await?;
         let keys = idempotency_keys::delete_expired(&db, BATCH as i64).await?;
-        Ok((purged + keys) as usize)
+        let before = crate::store::now(&db).await? - chrono::Duration::days(ALERT_RETENTION_DAYS);
+        let old_alerts = alerts::purge(&db, before, BATCH as i64).await?;
+        Ok((purged + keys + old_alerts) as usize)
     }
 }

@@ -22,6 +22,7 @@ use super::{Job, JobError};
 use crate::app::App;
 use crate::config::JobsConfig;
 use crate::domain::PaymentStatus;
+use crate::service::alerts;
 use crate::service::create::{self, Sent};
 use crate::service::settle;
 use crate::service::sync::{self, ProcessError};
@@ -105,7 +106,8 @@ async fn check(app: &App, payment: &Payment) -> Result<bool, JobError> {
             }
             Err(ProcessError::Transient(e)) => Err(JobError::Unanswered(e)),
             Err(ProcessError::Permanent(e)) => {
-                settle::alert(
+                alerts::raise(
+                    app,
                     "reconcile_failed",
                     &format!("cannot reconcile: {e}"),
                     payment.id,
@@ -135,7 +137,8 @@ async fn check(app: &App, payment: &Payment) -> Result<bool, JobError> {
                 Ok(_) => Ok(true),
                 Err(e) if e.is_transient() => Err(JobError::Unanswered(e.to_string())),
                 Err(e) => {
-                    settle::alert(
+                    alerts::raise(
+                        app,
                         "reconcile_failed",
                         &format!("cannot look the payment up: {e}"),
                         payment.id,
@@ -188,7 +191,8 @@ async fn after_check(app: &App, payment: &Payment, answered: bool) -> Result<(),
             Ok(()) => {}
             Err(e) if e.is_transient() => return Err(JobError::Unanswered(e.to_string())),
             Err(e) => {
-                settle::alert(
+                alerts::raise(
+                    app,
                     "checkout_void_failed",
                     &format!(
                         "the checkout could not be voided, so the purchase stays pending: {e}"
@@ -213,7 +217,8 @@ async fn after_check(app: &App, payment: &Payment, answered: bool) -> Result<(),
             reason,
             "checkout abandoned after a declined attempt; marked failed"
         ),
-        Some(_) => settle::alert(
+        Some(_) => alerts::raise(
+            app,
             "pending_too_long",
             "provider still has the payment pending after a day; marked failed locally",
             payment.id,

@@ -23,8 +23,8 @@ use super::{Job, JobError};
 use crate::app::App;
 use crate::config::JobsConfig;
 use crate::domain::RefundStatus;
+use crate::service::alerts;
 use crate::service::refunds;
-use crate::service::settle;
 use crate::service::BillingError;
 use crate::store::refunds::{self as stored, ClaimedRefund};
 use crate::store::{payments, Connect};
@@ -192,7 +192,8 @@ async fn schedule(app: &App, c: &ClaimedRefund, next: Next) -> Result<(), JobErr
             )
             .await?
             {
-                settle::alert(
+                alerts::raise(
+                    app,
                     "refund_lost",
                     &format!(
                         "refund {} was never made at the provider; the amount is refundable again",
@@ -204,7 +205,8 @@ async fn schedule(app: &App, c: &ClaimedRefund, next: Next) -> Result<(), JobErr
         }
         Next::Unresolved => {
             if stored::stop_unresolved(&db, c.id).await? {
-                settle::alert(
+                alerts::raise(
+ app,
                     "refund_unresolved",
                     &format!(
                         "refund {} never answered and past the key window: check it in the provider's dashboard",

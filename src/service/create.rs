@@ -12,6 +12,7 @@ use chrono::Duration as ChronoDuration;
 use crate::app::App;
 use crate::domain::PaymentStatus;
 use crate::providers::{CreatePayment, ProviderError, ProviderPayment};
+use crate::service::alerts;
 use crate::service::settle::{self, Refusal};
 use crate::service::BillingError;
 use crate::store::Connect;
@@ -183,7 +184,8 @@ pub async fn send_started(
                 (PaymentKind::Purchase | PaymentKind::Change, _) => Some("create_refused"),
             };
             if let Some(kind) = alert {
-                settle::alert(
+                alerts::raise(
+                    app,
                     kind,
                     &format!("provider refused the create: {e}"),
                     payment.id,
@@ -225,7 +227,8 @@ async fn look_up(app: &App, payment: &Payment) -> Result<Sent, BillingError> {
     match find(app, payment).await? {
         Found::Adopted(sent) => Ok(sent),
         Found::Missing => {
-            settle::alert(
+            alerts::raise(
+                app,
                 "create_lost",
                 "no provider payment for a create older than the key window; marked failed",
                 payment.id,

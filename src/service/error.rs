@@ -33,6 +33,8 @@ pub enum BillingError {
     PaySystemNotEnabled(PaySystem),
     #[error("no such tariff on sale")]
     TariffNotFound,
+    #[error("no such tariff")]
+    UnknownTariff,
     #[error("no such payment")]
     PaymentNotFound,
     #[error("no active or past_due subscription")]
@@ -62,6 +64,12 @@ pub enum BillingError {
     /// What is left to refund, in minor units.
     #[error("at most {} can be refunded", crate::domain::money::format_minor(*.0))]
     RefundExceedsRemaining(i64),
+    #[error("a tariff with alias {0:?} exists")]
+    AliasTaken(String),
+    #[error("a tariff's price and period never change: archive it and create another")]
+    TariffImmutable,
+    #[error("this payment is not waiting for a review")]
+    NotUnderReview,
     #[error("this Idempotency-Key was used with a different request")]
     IdempotencyKeyReused,
     #[error("a request with this Idempotency-Key is still running")]

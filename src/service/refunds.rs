@@ -23,6 +23,7 @@ use crate::domain::{Money, PaymentStatus, RefundStatus};
 use crate::domain::{PaymentId, RefundId};
 use crate::events::{self, EventSubject, EventType};
 use crate::providers::{CreateRefund, ProviderError, ProviderRefund};
+use crate::service::alerts;
 use crate::service::idempotency::{self, Claim, IdempotencyKey, Keyed, Render, Scope};
 use crate::service::{settle, BillingError};
 use crate::store::refunds::{self, Initiator, NewRefund, Refund};
@@ -139,7 +140,8 @@ async fn refuse(
     why: &str,
 ) -> Result<(), BillingError> {
     if refunds::cancel_pending(&app.db.conn().await?, refund_id, why).await? {
-        settle::alert(
+        alerts::raise(
+            app,
             "refund_refused",
             &format!("refund {refund_id} refused by the provider: {why}"),
             payment_id,
@@ -172,7 +174,8 @@ pub async fn record_result(
     }
     store::commit(tx).await?;
     if was_pending && status == RefundStatus::Canceled {
-        settle::alert(
+        alerts::raise(
+            app,
             "refund_refused",
             &format!("refund {refund_id} canceled by the provider"),
             payment_id,

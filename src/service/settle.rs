@@ -15,6 +15,7 @@ use crate::domain::{PaySystem, PaymentStatus, SubscriptionStatus};
 use crate::domain::{RefundId, UserId};
 use crate::events::{self, EventSubject, EventType};
 use crate::providers::ProviderPayment;
+use crate::service::alerts;
 use crate::store::payment_methods::{self, SavedMethod};
 use crate::store::payments::{DuplicateCharge, StatusMove};
 use crate::store::subscriptions::{Extension, NewSubscription};
@@ -60,11 +61,6 @@ enum Failure<'a> {
 /// `cancellation_party` of a failed renewal row refused by the provider: whose fault.
 const PARTY_SHOP: &str = "shop";
 const PARTY_METHOD: &str = "payment_method";
-
-pub fn alert(kind: &'static str, message: &str, payment_id: PaymentId) {
-    metrics::counter!("billing_alerts_total", "kind" => kind).increment(1);
-    tracing::error!(alert = kind, payment_id = %payment_id, "{message}");
-}
 
 /// What the provider's object must agree with before it may change anything.
 fn review_reason(app: &App, payment: &Payment, pp: &ProviderPayment) -> Option<String> {
@@ -115,7 +111,7 @@ pub async fn apply(
         .ok_or_else(|| StoreError::Corrupt(format!("payment {payment_id} vanished")))?;
 
     if let Some(reason) = review_reason(app, &payment, pp) {
-        flag_for_review(&tx, &payment, &reason).await?;
+        flag_for_review(app, &tx, &payment, &reason).await?;
         store::commit(tx).await?;
         return Ok(Applied::NeedsReview(reason));
     }
@@ -123,7 +119,7 @@ pub async fn apply(
     // Another provider payment for a row that already has one: never moves the row.
     if let Some(ours) = payment.provider_payment_id.as_deref() {
         if !pp.id.is_empty() && pp.id != ours {
-            let refund = other_provider_payment(&tx, &payment, pp).await?;
+            let refund = other_provider_payment(app, &tx, &payment, pp).await?;
             store::commit(tx).await?;
             drop(db);
             if let Some(refund_id) = refund {
@@ -187,7 +183,8 @@ pub async fn apply(
                 payment.status,
                 PaymentStatus::Failed | PaymentStatus::Canceled
             ) {
-                alert(
+                alerts::raise(
+                    app,
                     "succeeded_after_local_final",
                     &format!(
                         "provider says succeeded for a payment we had as {}",
@@ -230,7 +227,8 @@ pub async fn apply(
                         EventSubject::payment(&moved, None),
                     )
                     .await?;
-                    alert(
+                    alerts::raise(
+                        app,
                         "conflicting_tariff",
                         &format!("paid but cannot apply: {why}; refunding"),
                         moved.id,
@@ -285,6 +283,7 @@ pub async fn apply(
 /// payment of its own (so the refund and its `payment.refunded` event concern it,
 /// not the row that paid the period) and refund it in full. Answers the refund to submit.
 async fn other_provider_payment(
+    app: &App,
     tx: &Transaction<'_>,
     payment: &Payment,
     pp: &ProviderPayment,
@@ -294,7 +293,8 @@ async fn other_provider_payment(
             "another provider payment names this payment; it took no money, nothing to do");
         return Ok(None);
     }
-    alert(
+    alerts::raise(
+        app,
         "duplicate_charge",
         &format!(
             "provider payment {} charged again for payment {} (already {}); refunding it",
@@ -355,6 +355,7 @@ pub async fn renewal_refused(
 }
 
 async fn flag_for_review(
+    app: &App,
     tx: &Transaction<'_>,
     payment: &Payment,
     reason: &str,
@@ -363,7 +364,8 @@ async fn flag_for_review(
         payments::set_review_reason(tx, payment.id, reason).await?;
         metrics::counter!("payments_needs_review_total", "provider" => payment.pay_system.as_str())
             .increment(1);
-        alert(
+        alerts::raise(
+            app,
             "needs_review",
             &format!("payment needs review: {reason}"),
             payment.id,
@@ -384,7 +386,7 @@ pub async fn needs_review(
     let payment = payments::lock(&tx, payment_id)
         .await?
         .ok_or_else(|| StoreError::Corrupt(format!("payment {payment_id} vanished")))?;
-    flag_for_review(&tx, &payment, reason).await?;
+    flag_for_review(app, &tx, &payment, reason).await?;
     store::commit(tx).await?;
     Ok(Applied::NeedsReview(reason.to_owned()))
 }

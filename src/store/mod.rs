@@ -1,6 +1,8 @@
 //! Queries that return domain types. Functions take any `GenericClient`, so the
 //! caller decides whether they run inside a transaction.
 
+pub mod alerts;
+pub mod console;
 pub mod idempotency_keys;
 mod ids;
 pub mod outbox;

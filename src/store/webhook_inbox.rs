@@ -184,12 +184,13 @@ pub async fn list(
     db: &impl GenericClient,
     status: Option<&str>,
     provider: Option<&str>,
+    received_since: Option<DateTime<Utc>>,
     limit: i64,
     offset: i64,
 ) -> Result<Vec<InboxRow>, StoreError> {
     db.query(
         include_str!("webhook_inbox/list.sql"),
-        &[&status, &provider, &limit, &offset],
+        &[&status, &provider, &limit, &offset, &received_since],
     )
     .await?
     .iter()

@@ -11,6 +11,7 @@ mod api;
 mod bench_smoke;
 mod billing_anchor;
 mod cloudpayments;
+mod console;
 mod edge;
 mod events;
 mod housekeeping;

@@ -14,20 +14,17 @@ use super::views::{
 };
 use super::{json as reply, keyed, ok};
 use crate::app::App;
-use crate::domain::receipt::{TaxSystem, VatCode};
-use crate::domain::{InboxId, TariffId};
-use crate::domain::{Money, Period};
-use crate::domain::{PaymentId, UserId};
+use crate::domain::{InboxId, PaymentId, TariffId, UserId};
 use crate::http::error::ApiError;
 use crate::http::filters::Superuser;
 use crate::service::idempotency::IdempotencyKey;
 use crate::service::refunds::{self, RefundRequest};
+use crate::service::tariffs::{self, NewTariff, TariffEdit};
 use crate::service::{webhooks, BillingError};
 use crate::store::refunds::Refund;
-use crate::store::tariffs::{NewTariffRow, TariffChange};
 use crate::store::webhook_inbox;
 use crate::store::Connect;
-use crate::store::{self, payments, subscriptions, tariffs};
+use crate::store::{self, payments, subscriptions};
 
 #[utoipa::path(
     get,
@@ -44,73 +41,8 @@ use crate::store::{self, payments, subscriptions, tariffs};
     )
 )]
 pub async fn tariffs_list(app: App) -> Result<Response, ApiError> {
-    let list = tariffs::list_all(&app.db.conn().await?).await?;
+    let list = store::tariffs::list_all(&app.db.conn().await?).await?;
     Ok(ok(&list.iter().map(TariffView::admin).collect::<Vec<_>>()))
-}
-
-#[derive(Deserialize, utoipa::ToSchema)]
-#[serde(deny_unknown_fields)]
-pub struct NewTariff {
-    #[schema(pattern = "^[a-z0-9_-]{1,64}$")]
-    alias: String,
-    #[schema(min_length = 1, max_length = 200)]
-    name: String,
-    #[serde(default)]
-    #[schema(max_length = 2000)]
-    description: String,
-    price: Money,
-    period: Period,
-    /// The receipt line's VAT code (54-FZ), YooKassa's numbering 1..12; default 1 (no VAT).
-    #[serde(default)]
-    #[schema(minimum = 1, maximum = 12)]
-    vat_code: Option<i64>,
-    /// The shop's tax system, YooKassa's numbering 1..6; default none (the till's own).
-    #[serde(default)]
-    #[schema(minimum = 1, maximum = 6)]
-    tax_system_code: Option<i64>,
-}
-
-/// 400 `bad_field` for a VAT code outside 1..12.
-fn vat_code(v: Option<i64>) -> Result<Option<VatCode>, ApiError> {
-    v.map(|c| {
-        u8::try_from(c)
-            .map_err(|_| format!("vat_code must be 1..12, not {c}"))
-            .and_then(VatCode::new)
-            .map_err(|e| ApiError::bad_request("bad_field", e))
-    })
-    .transpose()
-}
-
-/// 400 `bad_field` for a tax system outside 1..6.
-fn tax_system(v: Option<i64>) -> Result<Option<TaxSystem>, ApiError> {
-    v.map(|c| {
-        u8::try_from(c)
-            .map_err(|_| format!("tax_system_code must be 1..6, not {c}"))
-            .and_then(TaxSystem::new)
-            .map_err(|e| ApiError::bad_request("bad_field", e))
-    })
-    .transpose()
-}
-
-fn check_text(field: &str, value: &str, max: usize) -> Result<(), ApiError> {
-    if value.trim().is_empty() || value.chars().count() > max {
-        return Err(ApiError::bad_request(
-            "bad_field",
-            format!("{field} must be 1..={max} characters"),
-        ));
-    }
-    Ok(())
-}
-
-/// A tariff's description: at most 2 000 characters, on create and on change alike.
-fn check_description(value: &str) -> Result<(), ApiError> {
-    if value.chars().count() > 2000 {
-        return Err(ApiError::bad_request(
-            "bad_field",
-            "description must be at most 2000 characters",
-        ));
-    }
-    Ok(())
 }
 
 #[utoipa::path(
@@ -132,44 +64,7 @@ fn check_description(value: &str) -> Result<(), ApiError> {
     )
 )]
 pub async fn tariff_create(app: App, t: NewTariff) -> Result<Response, ApiError> {
-    check_text("name", &t.name, 200)?;
-    check_description(&t.description)?;
-    if t.alias.is_empty()
-        || t.alias.len() > 64
-        || !t
-            .alias
-            .bytes()
-            .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-' || b == b'_')
-    {
-        return Err(ApiError::bad_request(
-            "bad_field",
-            "alias must be 1..=64 of a-z, 0-9, - and _",
-        ));
-    }
-    let period = Period::new(t.period.count, t.period.unit)
-        .map_err(|e| ApiError::bad_request("bad_field", e))?;
-    let vat = vat_code(t.vat_code)?.unwrap_or(VatCode::NO_VAT);
-    let tax = tax_system(t.tax_system_code)?;
-    let created = tariffs::insert(
-        &app.db.conn().await?,
-        &NewTariffRow {
-            id: TariffId::new(),
-            alias: &t.alias,
-            name: t.name.trim(),
-            description: &t.description,
-            price: t.price,
-            period,
-            vat_code: vat,
-            tax_system_code: tax,
-        },
-    )
-    .await?
-    .ok_or_else(|| {
-        ApiError::conflict(
-            "alias_taken",
-            format!("a tariff with alias {:?} exists", t.alias),
-        )
-    })?;
+    let created = tariffs::create(&app, &t).await?;
     Ok(reply(StatusCode::CREATED, &TariffView::admin(&created)))
 }
 
@@ -217,34 +112,24 @@ pub struct TariffPatch {
 )]
 pub async fn tariff_patch(app: App, id: TariffId, value: Value) -> Result<Response, ApiError> {
     if value.get("price").is_some() || value.get("period").is_some() {
-        return Err(ApiError::conflict(
-            "tariff_immutable",
-            "a tariff's price and period never change: archive it and create another",
-        ));
+        return Err(BillingError::TariffImmutable.into());
     }
     let clear_tax_system = value.get("tax_system_code").is_some_and(Value::is_null);
     let patch: TariffPatch = serde_json::from_value(value)
         .map_err(|e| ApiError::bad_request("bad_json", crate::http::body::json_error(&e)))?;
-    if let Some(n) = &patch.name {
-        check_text("name", n, 200)?;
-    }
-    if let Some(d) = &patch.description {
-        check_description(d)?;
-    }
     let changed = tariffs::change(
-        &app.db.conn().await?,
+        &app,
         id,
-        &TariffChange {
-            name: patch.name.as_deref().map(str::trim),
-            description: patch.description.as_deref(),
+        &TariffEdit {
+            name: patch.name,
+            description: patch.description,
             archived: patch.archived,
-            vat_code: vat_code(patch.vat_code)?,
-            tax_system_code: tax_system(patch.tax_system_code)?,
+            vat_code: patch.vat_code,
+            tax_system_code: patch.tax_system_code,
             clear_tax_system,
         },
     )
-    .await?
-    .ok_or_else(|| ApiError::not_found("tariff_not_found", "no such tariff"))?;
+    .await?;
     Ok(ok(&TariffView::admin(&changed)))
 }
 
@@ -309,6 +194,11 @@ pub async fn refund(
     )
 )]
 pub async fn user(app: App, user_id: UserId) -> Result<Response, ApiError> {
+    Ok(ok(&account(&app, user_id).await?))
+}
+
+/// One viewer's account as operators see it (the admin API and the console).
+pub async fn account(app: &App, user_id: UserId) -> Result<UserAccount, ApiError> {
     let db = app.db.conn().await?;
     let subscription = match subscriptions::current_for_user(&db, user_id).await? {
         Some(s) => Some(subscription_view(&db, &s).await?),
@@ -322,7 +212,7 @@ pub async fn user(app: App, user_id: UserId) -> Result<Response, ApiError> {
         .map(RefundView::from)
         .collect();
     let methods = store::payment_methods::of_user(&db, user_id).await?;
-    Ok(ok(&UserAccount {
+    Ok(UserAccount {
         user_id,
         subscription,
         payments,
@@ -339,7 +229,7 @@ pub async fn user(app: App, user_id: UserId) -> Result<Response, ApiError> {
             .iter()
             .map(ReceiptView::from)
             .collect(),
-    }))
+    })
 }
 
 #[utoipa::path(
@@ -390,6 +280,7 @@ pub async fn webhooks_list(app: App, query: String) -> Result<Response, ApiError
         &db,
         status.map(String::as_str),
         provider.map(String::as_str),
+        None,
         limit,
         (page - 1) * limit,
     )

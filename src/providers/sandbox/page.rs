@@ -13,16 +13,11 @@ fn html(status: StatusCode, body: String) -> Response {
     warp::reply::with_status(warp::reply::html(body), status).into_response()
 }
 
-fn escape(s: &str) -> String {
-    s.replace('&', "&amp;")
-        .replace('<', "&lt;")
-        .replace('>', "&gt;")
-        .replace('"', "&quot;")
-}
+use crate::http::escape_html as escape;
 
 const STYLE: &str = "body{font-family:sans-serif;max-width:32em;margin:2em auto;padding:0 1em;color:#222;line-height:1.4}\
 .warn{background:#fff3cd;border:1px solid #e0c060;padding:.6em;border-radius:4px}\
-select{font-size:1em;max-width:100%}\
+select{font-size:1em;max-width:100%;min-height:44px}\
 button{font-size:1.1em;min-height:44px;padding:.5em 1.4em;margin:0 1em .5em 0}\
 .note{color:#555;font-size:.9em}";
 

@@ -236,9 +236,15 @@ pub async fn finish(
     metrics::counter!("webhooks_processed_total", "provider" => provider, "status" => final_status.as_str()).increment(1);
     if final_status == InboxStatus::Failed {
         // An alert about a notification, not a payment: it names the inbox row.
-        metrics::counter!("billing_alerts_total", "kind" => "webhook_failed").increment(1);
-        tracing::error!(alert = "webhook_failed", inbox_id = %inbox_id,
-            "webhook could not be processed: {}", error.unwrap_or_default());
+        crate::service::alerts::raise(
+            app,
+            "webhook_failed",
+            &format!(
+                "webhook could not be processed: {}",
+                error.unwrap_or_default()
+            ),
+            crate::service::alerts::Subject::Webhook(inbox_id),
+        );
     }
     Ok(final_status)
 }

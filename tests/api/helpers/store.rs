@@ -169,15 +169,22 @@ impl TestApp {
 
     /// Every stored notification, newest first.
     pub async fn inbox(&self) -> Vec<InboxRow> {
-        webhook_inbox::list(&self.conn().await, None, None, ALL, 0)
+        webhook_inbox::list(&self.conn().await, None, None, None, ALL, 0)
             .await
             .unwrap()
     }
 
     pub async fn inbox_with(&self, status: InboxStatus) -> Vec<InboxRow> {
-        webhook_inbox::list(&self.conn().await, Some(status.as_str()), None, ALL, 0)
-            .await
-            .unwrap()
+        webhook_inbox::list(
+            &self.conn().await,
+            Some(status.as_str()),
+            None,
+            None,
+            ALL,
+            0,
+        )
+        .await
+        .unwrap()
     }
 
     /// The status of the notification about one provider object.

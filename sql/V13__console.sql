@@ -1,0 +1,41 @@
+-- The operator's console (issue 16).
+
+-- Every console action: who did what to which object, with the object before and
+-- after. Written after the action's own transaction, by the same request.
+CREATE TABLE audit_log (
+    id          bigserial PRIMARY KEY,
+    operator_id uuid NOT NULL,
+    action      text NOT NULL,
+    -- What was acted on, as `<kind>:<id>` (`payment:…`, `user:…`, `tariff:…`, `webhook:…`).
+    target      text NOT NULL,
+    before      jsonb,
+    after       jsonb,
+    -- `ok`, or the error code the action was refused with.
+    outcome     text NOT NULL,
+    at          timestamptz NOT NULL DEFAULT now()
+);
+CREATE INDEX audit_log_recent ON audit_log (at DESC, id DESC);
+CREATE INDEX audit_log_target ON audit_log (target, id);
+
+-- Alerts, as logged (`billing_alerts_total{kind}`), kept for the console's overview.
+CREATE TABLE alerts (
+    id         bigserial PRIMARY KEY,
+    kind       text NOT NULL,
+    message    text NOT NULL,
+    -- `payment:…`, `subscription:…` or `webhook:…`.
+    subject    text NOT NULL,
+    raised_at  timestamptz NOT NULL DEFAULT now()
+);
+CREATE INDEX alerts_recent ON alerts (raised_at);
+
+-- A payment flagged for review stays flagged (`review_reason`); a person who looked
+-- at it says so here, and it leaves the review list.
+ALTER TABLE payments
+    ADD COLUMN reviewed_at timestamptz,
+    ADD COLUMN reviewed_by uuid,
+    ADD COLUMN review_note text;
+CREATE INDEX payments_needs_review ON payments (created_at)
+    WHERE review_reason IS NOT NULL AND reviewed_at IS NULL;
+
+-- A viewer's timeline: their events, from the outbox.
+CREATE INDEX outbox_user ON outbox ((payload -> 'data' ->> 'user_id'), id);
