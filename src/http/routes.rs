@@ -87,6 +87,14 @@ mod tests {
             template("POST", "/webhooks/cloudpayments/pay"),
             "/webhooks/cloudpayments/{kind}"
         );
+        assert_eq!(
+            template(
+                "POST",
+                "/console/users/0d3c4a90-3f44-4a63-9d6b-6a4a7b1c2d3e/refund"
+            ),
+            "/console/users/{id}/refund"
+        );
+        assert_eq!(template("GET", "/console"), "/console");
         assert_eq!(template("GET", "/etc/passwd"), "unmatched");
         assert_eq!(template("DELETE", "/api/v1/tariffs"), "unmatched");
     }

@@ -97,8 +97,8 @@ pub struct TimelineEvent {
     pub sent_at: Option<DateTime<Utc>>,
 }
 
-/// Every event of this viewer still in the outbox, in publication order (for one
-/// subscription this is `seq` order).
+/// The newest `limit` events of this viewer still in the outbox, in `seq` order
+/// (for one subscription also publication order).
 pub async fn timeline(
     db: &impl GenericClient,
     user_id: UserId,
@@ -109,7 +109,7 @@ pub async fn timeline(
             "SELECT id, event_type, payload, occurred_at, sent_at FROM (
                  SELECT * FROM outbox WHERE payload -> 'data' ->> 'user_id' = $1
                  ORDER BY id DESC LIMIT $2) last
-             ORDER BY id",
+             ORDER BY (payload -> 'data' ->> 'seq')::bigint, id",
             &[&user_id.to_string(), &limit],
         )
         .await?;

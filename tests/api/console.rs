@@ -455,3 +455,77 @@ async fn a_double_submitted_refund_form_refunds_once() {
     assert_eq!(account["refunds"].as_array().unwrap().len(), 1, "{account}");
     assert_eq!(account["payments"][0]["refunded_amount"]["value"], "100.00");
 }
+
+#[tokio::test]
+async fn find_takes_our_payment_id_or_the_providers_to_the_viewer() {
+    let app = TestApp::start().await;
+    let (id, viewer) = paid_purchase(&app).await;
+    let provider_id = app.provider_id(id).await;
+    let mut console = Console::new(&app);
+    console.sign_in(&app.admin_token()).await;
+    for q in [id.to_string(), provider_id, viewer.to_string()] {
+        let found = console.get(&format!("/console/find?q={q}")).await;
+        assert_eq!(found.status, 303, "{q}: {}", found.html);
+        assert_eq!(found.location(), format!("/console/users/{viewer}"), "{q}");
+    }
+    let nothing = console.get("/console/find?q=no-such-payment").await;
+    assert_eq!(nothing.status, 404);
+    assert!(nothing.html.contains("Nothing matches"), "{}", nothing.html);
+}
+
+#[tokio::test]
+async fn an_operator_cancels_and_resumes_auto_renewal_for_a_viewer() {
+    let app = TestApp::start().await;
+    let viewer = UserId::new();
+    let (status, body) = app.buy(viewer, MONTH_TARIFF, true, None).await;
+    assert_eq!(status, 201, "{body}");
+    let paid = reqwest::Client::new()
+        .post(body["confirmation_url"].as_str().unwrap())
+        .form(&[("action", "pay"), ("card", "4444")])
+        .send()
+        .await
+        .unwrap();
+    assert!(paid.status().is_success());
+    let mut console = Console::new(&app);
+    console.sign_in(&app.admin_token()).await;
+    let page = format!("/console/users/{viewer}");
+    let action = format!("{page}/auto-renew");
+
+    let off = console.submit(&page, &action, &[("on", "false")]).await;
+    assert_eq!(off.status, 303, "{}", off.html);
+    assert_eq!(off.location(), format!("{page}?done=auto-renew-off"));
+    let (_, profile) = app
+        .get("/api/v1/subscriptions/profile", Some(&app.token(viewer)))
+        .await;
+    assert_eq!(profile["auto_renew"], false, "{profile}");
+    let shown = console
+        .get(&format!("{page}?done=auto-renew-off"))
+        .await
+        .html;
+    assert!(shown.contains("Auto-renewal turned off."), "{shown}");
+    assert!(
+        shown.contains("subscription.auto_renew_disabled"),
+        "{shown}"
+    );
+
+    let on = console.submit(&page, &action, &[("on", "true")]).await;
+    assert_eq!(on.status, 303, "{}", on.html);
+    let (_, profile) = app
+        .get("/api/v1/subscriptions/profile", Some(&app.token(viewer)))
+        .await;
+    assert_eq!(profile["auto_renew"], true, "{profile}");
+
+    // A viewer without a subscription: the service's 404, as a page.
+    let none = console
+        .submit(
+            &page,
+            &format!("/console/users/{}/auto-renew", UserId::new()),
+            &[("on", "false")],
+        )
+        .await;
+    assert_eq!(none.status, 404, "{}", none.html);
+    let audit = console.get("/console/audit").await.html;
+    for entry in ["auto_renew_off", "auto_renew_on", "no_active_subscription"] {
+        assert!(audit.contains(entry), "{entry} not in {audit}");
+    }
+}

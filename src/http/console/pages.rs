@@ -616,6 +616,9 @@ async fn auto_renew(
     user_id: UserId,
     on: bool,
 ) -> Result<Response, ApiError> {
+    let before = store::subscriptions::current_for_user(&app.db.conn().await?, user_id)
+        .await?
+        .map(|s| json!({"auto_renew": s.auto_renew, "subscription_id": s.id, "status": s.status.as_str()}));
     let result = subs::set_auto_renew(app, user_id, on).await;
     record(
         app,
@@ -628,11 +631,11 @@ async fn auto_renew(
                 "auto_renew_off"
             },
             target: &format!("user:{user_id}"),
-            before: Some(json!({"auto_renew": !on})),
+            before,
             after: result
                 .as_ref()
                 .ok()
-                .map(|s| json!({"auto_renew": s.auto_renew, "subscription_id": s.id})),
+                .map(|s| json!({"auto_renew": s.auto_renew, "subscription_id": s.id, "status": s.status.as_str()})),
             outcome: &outcome_of(&result),
         },
     )
