@@ -6,7 +6,7 @@
 use std::fmt;
 
 use crate::app::App;
-use crate::domain::{InboxId, PaymentId, SubscriptionId};
+use crate::domain::{InboxId, PaymentId, SubscriptionId, UserId};
 use crate::store::{alerts, Connect};
 
 /// What an alert is about.
@@ -15,6 +15,8 @@ pub enum Subject {
     Payment(PaymentId),
     Subscription(SubscriptionId),
     Webhook(InboxId),
+    /// An operator's console action.
+    Operator(UserId),
 }
 
 impl fmt::Display for Subject {
@@ -23,6 +25,7 @@ impl fmt::Display for Subject {
             Subject::Payment(id) => write!(f, "payment:{id}"),
             Subject::Subscription(id) => write!(f, "subscription:{id}"),
             Subject::Webhook(id) => write!(f, "webhook:{id}"),
+            Subject::Operator(id) => write!(f, "operator:{id}"),
         }
     }
 }
@@ -42,6 +45,7 @@ pub fn raise(app: &App, kind: &'static str, message: &str, subject: impl Into<Su
             tracing::error!(alert = kind, subscription_id = %id, "{message}")
         }
         Subject::Webhook(id) => tracing::error!(alert = kind, inbox_id = %id, "{message}"),
+        Subject::Operator(id) => tracing::error!(alert = kind, operator = %id, "{message}"),
     }
     let (db, message) = (app.db.clone(), message.to_owned());
     tokio::spawn(async move {

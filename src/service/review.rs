@@ -8,6 +8,9 @@ use crate::domain::{PaymentId, UserId};
 use crate::service::BillingError;
 use crate::store::{console, payments, Connect};
 
+/// The longest note, in characters.
+pub const NOTE_MAX: usize = 500;
+
 pub async fn mark_reviewed(
     app: &App,
     payment_id: PaymentId,
@@ -15,10 +18,10 @@ pub async fn mark_reviewed(
     note: &str,
 ) -> Result<(), BillingError> {
     let note = note.trim();
-    if note.is_empty() || note.chars().count() > 500 {
-        return Err(BillingError::BadField(
-            "note must be 1..=500 characters".into(),
-        ));
+    if note.is_empty() || note.chars().count() > NOTE_MAX {
+        return Err(BillingError::BadField(format!(
+            "note must be 1..={NOTE_MAX} characters"
+        )));
     }
     let db = app.db.conn().await?;
     if console::mark_reviewed(&db, payment_id, operator, note).await? {

@@ -7,7 +7,7 @@ use tokio_postgres::Row;
 
 use super::payments::{self, Payment};
 use super::{GenericClient, StoreError};
-use crate::domain::{PaymentId, UserId};
+use crate::domain::{PaySystem, PaymentId, UserId};
 use crate::store::Cached as _;
 
 /// The overview's figures, read in one snapshot.
@@ -30,7 +30,7 @@ pub async fn overview(db: &impl GenericClient) -> Result<Overview, StoreError> {
                (SELECT count(*) FROM subscriptions WHERE status = 'past_due'),
                (SELECT count(*) FROM subscriptions
                  WHERE status IN ('active', 'past_due') AND auto_renew
-                   AND current_period_end < now() + interval '24 hours'),
+                   AND next_charge_at < now() + interval '24 hours'),
                (SELECT count(*) FROM payments
                  WHERE review_reason IS NOT NULL AND reviewed_at IS NULL),
                (SELECT count(*) FROM webhook_inbox WHERE status = 'failed'),
@@ -205,9 +205,19 @@ pub async fn find_user(db: &impl GenericClient, q: &str) -> Result<Option<UserId
     let row = match row {
         Some(r) => Some(r),
         None => {
+            // Both providers named, so the (pay_system, provider_payment_id)
+            // index answers; an id known at both is the newest payment's.
             db.q_opt(
-                "SELECT user_id FROM payments WHERE provider_payment_id = $1 LIMIT 1",
-                &[&q],
+                "SELECT user_id FROM payments
+                 WHERE pay_system = ANY($2) AND provider_payment_id = $1
+                 ORDER BY created_at DESC LIMIT 1",
+                &[
+                    &q,
+                    &PaySystem::ALL
+                        .iter()
+                        .map(|p| p.as_str())
+                        .collect::<Vec<_>>(),
+                ],
             )
             .await?
         }

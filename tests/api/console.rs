@@ -95,11 +95,9 @@ impl<'a> Console<'a> {
                 &[("token", token), ("csrf", &form.csrf())],
             )
             .await;
-        if let Some(session) = page
-            .cookies()
-            .iter()
-            .find(|c| c.starts_with("billing_console="))
-        {
+        if let Some(session) = page.cookies().iter().find(|c| {
+            c.starts_with("billing_console=") || c.starts_with("__Secure-billing_console=")
+        }) {
             self.cookie = first_pair(session);
         }
         page
@@ -271,6 +269,33 @@ async fn bad_input_to_the_console_is_a_page_that_says_why_never_a_500() {
         assert_eq!(page.status, status, "{}", page.html);
         assert!(page.html.contains("class=\"error\""), "{}", page.html);
     }
+    // A NUL (%00) in any field or query: PostgreSQL cannot store it as text.
+    for page in [
+        console.get("/console/find?q=a%00b").await,
+        console
+            .post(
+                "/console/tariffs",
+                &[
+                    ("csrf", csrf.as_str()),
+                    ("alias", "nul"),
+                    ("name", "a\0b"),
+                    ("price", "1.00"),
+                    ("currency", "RUB"),
+                    ("period_count", "1"),
+                    ("period_unit", "month"),
+                ],
+            )
+            .await,
+        console
+            .post(
+                &format!("/console/review/{}", uuid::Uuid::new_v4()),
+                &[("csrf", csrf.as_str()), ("note", "a\0b")],
+            )
+            .await,
+    ] {
+        assert_eq!(page.status, 400, "{}", page.html);
+        assert!(page.html.contains("NUL"), "{}", page.html);
+    }
     // A body that is not a form at all.
     let garbled = console
         .send(
@@ -426,34 +451,138 @@ async fn refunding_a_flagged_payment_from_the_review_page_resolves_it() {
     assert!(!review.html.contains(&id.to_string()), "{}", review.html);
     let audit = console.get("/console/audit").await.html;
     assert!(
-        audit.contains("refunded: paid to the wrong shop"),
+        audit.contains("refunded 299.00 RUB (refund ")
+            && audit.contains("): paid to the wrong shop"),
         "{audit}"
     );
 }
 
+/// The value of the hidden field `name` in the page's first form that has one.
+fn hidden(html: &str, name: &str) -> String {
+    let marker = format!("name=\"{name}\" value=\"");
+    let at = html
+        .find(&marker)
+        .unwrap_or_else(|| panic!("no {name} field in {html}"));
+    let rest = &html[at + marker.len()..];
+    rest[..rest.find('"').unwrap()].to_owned()
+}
+
 #[tokio::test]
-async fn a_double_submitted_refund_form_refunds_once() {
+async fn a_refund_form_sent_twice_at_once_refunds_once() {
     let app = TestApp::start().await;
     let (id, viewer) = paid_purchase(&app).await;
+    let mut console = Console::new(&app);
+    console.sign_in(&app.admin_token()).await;
+    let page = format!("/console/users/{viewer}");
+    let shown = console.get(&page).await;
+    let (csrf, key) = (shown.csrf(), hidden(&shown.html, "idempotency_key"));
+    let id = id.to_string();
+    let form = [
+        ("csrf", csrf.as_str()),
+        ("payment_id", id.as_str()),
+        ("idempotency_key", key.as_str()),
+        ("amount", "100.00"),
+        ("reason", "goodwill"),
+    ];
+    let action = format!("{page}/refund");
+    let (first, second) = tokio::join!(console.post(&action, &form), console.post(&action, &form));
+    // One made the refund; the other got its answer, or was told the first is
+    // still running (and shown the same form, key kept, to send again).
+    for p in [&first, &second] {
+        assert!(
+            p.status == 303 || p.status == 409,
+            "{} {}",
+            p.status,
+            p.html
+        );
+        if p.status == 409 {
+            assert_eq!(hidden(&p.html, "idempotency_key"), key, "the key is kept");
+            assert!(p.html.contains("value=\"100.00\""), "{}", p.html);
+        }
+    }
+    let again = console.post(&action, &form).await;
+    assert_eq!(again.status, 303, "{}", again.html);
+    let account = app.admin_account(viewer).await;
+    assert_eq!(account["refunds"].as_array().unwrap().len(), 1, "{account}");
+    assert_eq!(account["payments"][0]["refunded_amount"]["value"], "100.00");
+    // A form without its key is not the console's own: refused, nothing made.
+    let keyless = console
+        .post(
+            &action,
+            &[
+                ("csrf", csrf.as_str()),
+                ("payment_id", id.as_str()),
+                ("amount", "1.00"),
+                ("reason", "no key"),
+            ],
+        )
+        .await;
+    assert_eq!(keyless.status, 400, "{}", keyless.html);
+    assert_eq!(
+        app.admin_account(viewer).await["refunds"]
+            .as_array()
+            .unwrap()
+            .len(),
+        1
+    );
+}
 
+#[tokio::test]
+async fn a_refused_refund_sent_again_is_still_refused_and_recorded_so() {
+    let app = TestApp::start().await;
+    let (id, viewer) = paid_purchase(&app).await;
     let mut console = Console::new(&app);
     console.sign_in(&app.admin_token()).await;
     let page = format!("/console/users/{viewer}");
     let csrf = console.get(&page).await.csrf();
+    let id = id.to_string();
     let form = [
         ("csrf", csrf.as_str()),
-        ("payment_id", &id.to_string()),
-        ("idempotency_key", "form-1"),
-        ("amount", "100.00"),
-        ("reason", "goodwill"),
+        ("payment_id", id.as_str()),
+        ("idempotency_key", "too-much-1"),
+        ("amount", "500.00"),
+        ("reason", "too much"),
     ];
-    let first = console.post(&format!("{page}/refund"), &form).await;
-    let second = console.post(&format!("{page}/refund"), &form).await;
-    assert_eq!(first.status, 303, "{}", first.html);
-    assert_eq!(second.status, 303, "{}", second.html);
-    let account = app.admin_account(viewer).await;
-    assert_eq!(account["refunds"].as_array().unwrap().len(), 1, "{account}");
-    assert_eq!(account["payments"][0]["refunded_amount"]["value"], "100.00");
+    for _ in 0..2 {
+        let refused = console.post(&format!("{page}/refund"), &form).await;
+        assert_eq!(refused.status, 409, "{}", refused.html);
+        assert!(refused.html.contains("at most 299.00"), "{}", refused.html);
+        assert!(!refused.html.contains("Refund sent"), "{}", refused.html);
+        // What was typed is still in the form, under a fresh key.
+        assert!(
+            refused.html.contains("value=\"500.00\""),
+            "{}",
+            refused.html
+        );
+        assert_ne!(hidden(&refused.html, "idempotency_key"), "too-much-1");
+    }
+    let audit = console.get("/console/audit").await.html;
+    assert_eq!(
+        audit.matches("refund_exceeds_remaining").count(),
+        2,
+        "{audit}"
+    );
+    assert!(
+        !audit.contains("<td class=\"action\">refund</td><td class=\"id\">payment:")
+            || !audit.contains("</td><td>ok</td><td class=\"json\">{&#34;amount"),
+        "a refused refund recorded as done: {audit}"
+    );
+
+    // Another viewer's page cannot refund this viewer's payment.
+    let stranger = format!("/console/users/{}/refund", UserId::new());
+    let form = [
+        ("csrf", csrf.as_str()),
+        ("payment_id", id.as_str()),
+        ("idempotency_key", "elsewhere-1"),
+        ("amount", "1.00"),
+        ("reason", "wrong page"),
+    ];
+    let wrong = console.post(&stranger, &form).await;
+    assert_eq!(wrong.status, 404, "{}", wrong.html);
+    assert!(app.admin_account(viewer).await["refunds"]
+        .as_array()
+        .unwrap()
+        .is_empty());
 }
 
 #[tokio::test]
@@ -528,4 +657,42 @@ async fn an_operator_cancels_and_resumes_auto_renewal_for_a_viewer() {
     for entry in ["auto_renew_off", "auto_renew_on", "no_active_subscription"] {
         assert!(audit.contains(entry), "{entry} not in {audit}");
     }
+    // Each entry's before is the subscription as it was: on, then off.
+    let rows: Vec<&str> = audit
+        .split("<tr>")
+        .filter(|r| r.contains("auto_renew_o"))
+        .collect();
+    let off = rows
+        .iter()
+        .find(|r| r.contains(">auto_renew_off<") && r.contains("<td>ok</td>"))
+        .unwrap();
+    assert!(off.contains("&#34;auto_renew&#34;:true"), "{off}");
+    let on = rows.iter().find(|r| r.contains(">auto_renew_on<")).unwrap();
+    assert!(on.contains("&#34;auto_renew&#34;:false"), "{on}");
+}
+
+#[tokio::test]
+async fn outside_sandbox_mode_the_cookies_are_secure_and_prefixed() {
+    // A provider configured (here a fake of YooKassa's test shop): no sandbox.
+    let app = TestApp::builder().fake_yookassa().start().await;
+    let mut console = Console::new(&app);
+    let form = console.get("/console/sign-in").await;
+    let pre = &form.cookies()[0];
+    assert!(
+        pre.starts_with("__Secure-billing_console_sign_in="),
+        "{pre}"
+    );
+    assert!(pre.contains("; Secure"), "{pre}");
+    let signed_in = console.sign_in(&app.admin_token()).await;
+    assert_eq!(signed_in.status, 303, "{}", signed_in.html);
+    let session = signed_in
+        .cookies()
+        .into_iter()
+        .find(|c| c.starts_with("__Secure-billing_console="))
+        .expect("the session cookie");
+    assert!(session.contains("; Secure"), "{session}");
+    assert_eq!(console.get("/console").await.status, 200);
+    // The unprefixed name means nothing here.
+    console.cookie = console.cookie.replace("__Secure-", "");
+    assert_eq!(console.get("/console").await.status, 303);
 }

@@ -37,6 +37,17 @@ const SESSION: &str = "billing_console";
 /// The sign-in form's double-submit value, before there is a session.
 const SIGN_IN: &str = "billing_console_sign_in";
 
+/// A cookie's name: outside sandbox mode with the `__Secure-` prefix, so a
+/// browser accepts it only over HTTPS and never from a plain-HTTP page (nor from
+/// a sibling site over HTTP).
+fn cookie_name(app: &App, base: &str) -> String {
+    if app.sandbox.is_some() {
+        base.to_owned()
+    } else {
+        format!("__Secure-{base}")
+    }
+}
+
 const CSP: &str = "default-src 'none'; style-src 'self'; img-src 'self'; form-action 'self'; \
                    frame-ancestors 'none'; base-uri 'none'";
 
@@ -83,6 +94,16 @@ impl Request {
             .filter_map(|pair| pair.trim().split_once('='))
             .find(|(k, _)| *k == name)
             .map(|(_, v)| v)
+    }
+
+    /// The path as requested, for the audit log and the metrics' route template.
+    pub fn full_path(&self) -> String {
+        let mut path = "/console".to_owned();
+        for segment in &self.path {
+            path.push('/');
+            path.push_str(segment);
+        }
+        path
     }
 
     pub fn field(&self, name: &str) -> &str {
@@ -149,6 +170,17 @@ async fn handle(
     } else {
         HashMap::new()
     };
+    // PostgreSQL cannot store a NUL in text: refused here, as the API refuses it.
+    if query
+        .iter()
+        .chain(&form)
+        .any(|(k, v)| k.contains('\0') || v.contains('\0'))
+    {
+        return pages::problem(
+            StatusCode::BAD_REQUEST,
+            "The request holds a NUL character (%00), which no field may contain.",
+        );
+    }
     let req = Request {
         method,
         path: tail
@@ -182,7 +214,7 @@ fn secure(mut res: Response) -> Response {
 /// The operator whose cookie this request carries: Err(None) without a usable
 /// token, Err(Some(user)) for a viewer's.
 fn session(app: &App, req: &Request) -> Result<Operator, Option<User>> {
-    let token = req.cookie(SESSION).ok_or(None)?;
+    let token = req.cookie(&cookie_name(app, SESSION)).ok_or(None)?;
     let user = app.keys.authenticate(Some(token)).map_err(|_| None)?;
     if !user.is_superuser {
         return Err(Some(user));
@@ -212,14 +244,16 @@ fn csrf_ok(expected: &str, given: &str) -> bool {
 fn session_cookie(app: &App, token: &str, expires_at: i64) -> String {
     let max_age = (expires_at - chrono::Utc::now().timestamp()).max(0);
     format!(
-        "{SESSION}={token}; Path=/console; Max-Age={max_age}; HttpOnly; SameSite=Strict{}",
+        "{}={token}; Path=/console; Max-Age={max_age}; HttpOnly; SameSite=Strict{}",
+        cookie_name(app, SESSION),
         secure_flag(app)
     )
 }
 
-fn clear_cookie(app: &App, name: &str) -> String {
+fn clear_cookie(app: &App, base: &str) -> String {
     format!(
-        "{name}=; Path=/console; Max-Age=0; HttpOnly; SameSite=Strict{}",
+        "{}=; Path=/console; Max-Age=0; HttpOnly; SameSite=Strict{}",
+        cookie_name(app, base),
         secure_flag(app)
     )
 }
@@ -227,7 +261,8 @@ fn clear_cookie(app: &App, name: &str) -> String {
 /// The sign-in form's one-time value, also set as a cookie for the POST to match.
 fn sign_in_cookie(app: &App, value: &str) -> String {
     format!(
-        "{SIGN_IN}={value}; Path=/console; Max-Age=3600; HttpOnly; SameSite=Strict{}",
+        "{}={value}; Path=/console; Max-Age=3600; HttpOnly; SameSite=Strict{}",
+        cookie_name(app, SIGN_IN),
         secure_flag(app)
     )
 }

@@ -23,7 +23,7 @@ use crate::domain::money::{format_minor, Currency};
 use crate::domain::{InboxId, Money, PaySystem, PaymentId, Period, TariffId, UserId};
 use crate::http::error::ApiError;
 use crate::http::handlers::admin;
-use crate::http::handlers::views::{InboxView, PaymentView, TariffView};
+use crate::http::handlers::views::{InboxView, PaymentView, RefundView, TariffView};
 use crate::service::idempotency::{IdempotencyKey, Keyed};
 use crate::service::refunds::{self, RefundRequest};
 use crate::service::tariffs::{self, NewTariff, TariffEdit};
@@ -107,7 +107,7 @@ pub async fn dispatch(app: &App, req: Request) -> Response {
                 .into_response()
         }
         (["sign-in"], true, _) => return sign_in_form(app, None, StatusCode::OK),
-        (["sign-in"], _, true) => return sign_in(app, &req),
+        (["sign-in"], _, true) => return sign_in(app, &req).await,
         _ => {}
     }
     let op = match session(app, &req) {
@@ -121,7 +121,9 @@ pub async fn dispatch(app: &App, req: Request) -> Response {
             )
         }
     };
+    let action = crate::http::routes::template(req.method.as_str(), &req.full_path());
     if post && !csrf_ok(&op.csrf, req.field("csrf")) {
+        refused_request(app, &op, action, &req, "csrf_rejected").await;
         return problem(
             StatusCode::FORBIDDEN,
             "This form's security token is missing or wrong, so nothing was changed. \
@@ -180,7 +182,34 @@ pub async fn dispatch(app: &App, req: Request) -> Response {
         }
     }
     .await;
-    answer.unwrap_or_else(|e| error_page(app, &op, &e))
+    match answer {
+        Ok(page) => page,
+        Err(e) => {
+            // Refused before reaching a service function (a bad id, an unknown
+            // object): an action all the same, so it is recorded.
+            if post {
+                refused_request(app, &op, action, &req, e.code).await;
+            }
+            error_page(app, &op, &e)
+        }
+    }
+}
+
+/// Records a POST refused before its action ran (CSRF, a bad id, an unknown object).
+async fn refused_request(app: &App, op: &Operator, action: &str, req: &Request, outcome: &str) {
+    record(
+        app,
+        op,
+        NewAuditEntry {
+            operator_id: op.user.id,
+            action,
+            target: &req.full_path(),
+            before: None,
+            after: None,
+            outcome,
+        },
+    )
+    .await;
 }
 
 fn parse<T: FromStr>(raw: &str, what: &str) -> Result<T, ApiError> {
@@ -198,6 +227,9 @@ fn notice(done: &str) -> Option<String> {
             "auto-renew-off" => "Auto-renewal turned off.",
             "reviewed" => "Marked reviewed.",
             "replayed" => "Notification processed again.",
+            "replayed-ignored" => "Processed again and ignored: see the outcome.",
+            "replayed-failed" => "Processed again and failed: see the last error.",
+            "replayed-retry" => "Could not be processed now (see the last error); it is retried.",
             "created" => "Tariff created.",
             "saved" => "Tariff saved.",
             "archived" => "Tariff archived: it is no longer on sale.",
@@ -208,13 +240,26 @@ fn notice(done: &str) -> Option<String> {
     )
 }
 
-async fn record(app: &App, op: &Operator, entry: NewAuditEntry<'_>) -> Result<(), ApiError> {
+/// Records a console action. The action has happened by now (its own
+/// transaction committed): a failure here must not turn it into an error page the
+/// operator would retry, so it is alerted instead.
+async fn record(app: &App, op: &Operator, entry: NewAuditEntry<'_>) {
     let entry = NewAuditEntry {
         operator_id: op.user.id,
         ..entry
     };
-    queries::audit(&app.db.conn().await?, &entry).await?;
-    Ok(())
+    let stored = async { queries::audit(&app.db.conn().await?, &entry).await };
+    if let Err(e) = stored.await {
+        crate::service::alerts::raise(
+            app,
+            "audit_failed",
+            &format!(
+                "console action {} on {} ({}) by {} not recorded: {e}",
+                entry.action, entry.target, entry.outcome, op.user.id
+            ),
+            crate::service::alerts::Subject::Operator(op.user.id),
+        );
+    }
 }
 
 fn outcome_of<T>(r: &Result<T, BillingError>) -> String {
@@ -244,8 +289,30 @@ fn sign_in_form(app: &App, error: Option<String>, status: StatusCode) -> Respons
     with_cookie(render(status, &page), &sign_in_cookie(app, &form_token))
 }
 
-fn sign_in(app: &App, req: &Request) -> Response {
-    let expected = req.cookie(SIGN_IN).unwrap_or("");
+/// Records a sign-in by a valid token (a superuser's, or a viewer's refused).
+/// An invalid token names no one and is only logged.
+async fn sign_in_audit(app: &App, user: &crate::http::auth::User, outcome: &str) {
+    let op = Operator {
+        user: *user,
+        csrf: String::new(),
+    };
+    record(
+        app,
+        &op,
+        NewAuditEntry {
+            operator_id: user.id,
+            action: "sign_in",
+            target: &format!("user:{}", user.id),
+            before: None,
+            after: Some(json!({"is_superuser": user.is_superuser, "expires_at": user.expires_at})),
+            outcome,
+        },
+    )
+    .await;
+}
+
+async fn sign_in(app: &App, req: &Request) -> Response {
+    let expected = req.cookie(&super::cookie_name(app, SIGN_IN)).unwrap_or("");
     if expected.is_empty() || !csrf_ok(expected, req.field("csrf")) {
         return sign_in_form(
             app,
@@ -256,14 +323,20 @@ fn sign_in(app: &App, req: &Request) -> Response {
     let token = req.field("token").trim();
     let token = token.strip_prefix("Bearer ").unwrap_or(token).trim();
     match app.keys.authenticate(Some(token)) {
-        Err(e) => sign_in_form(
-            app,
-            Some(format!("This token does not sign in: {}.", e.detail)),
-            StatusCode::UNAUTHORIZED,
-        ),
-        Ok(user) if !user.is_superuser => refused(app, &user),
+        Err(e) => {
+            tracing::info!(why = %e.detail, "console sign-in refused");
+            sign_in_form(
+                app,
+                Some(format!("This token does not sign in: {}.", e.detail)),
+                StatusCode::UNAUTHORIZED,
+            )
+        }
+        Ok(user) if !user.is_superuser => {
+            sign_in_audit(app, &user, "forbidden").await;
+            refused(app, &user)
+        }
         Ok(user) => {
-            tracing::info!(operator = %user.id, "console sign-in");
+            sign_in_audit(app, &user, "ok").await;
             let res = with_cookie(
                 redirect("/console"),
                 &session_cookie(app, token, user.expires_at),
@@ -275,14 +348,14 @@ fn sign_in(app: &App, req: &Request) -> Response {
 
 #[derive(Template)]
 #[template(path = "console/refused.html")]
-struct Refused {
+struct RefusedPage {
     layout: Layout,
     user_id: String,
 }
 
 /// A viewer's token: the console is for operators.
 fn refused(app: &App, viewer: &crate::http::auth::User) -> Response {
-    let page = Refused {
+    let page = RefusedPage {
         layout: Layout::new(app, None, "Operators only"),
         user_id: viewer.id.to_string(),
     };
@@ -363,6 +436,8 @@ fn time(t: DateTime<Utc>) -> String {
 struct Find {
     layout: Layout,
     q: String,
+    /// A well-formed user id nothing is recorded for (a viewer who never paid).
+    unknown_user: Option<String>,
 }
 
 async fn find(app: &App, op: &Operator, q: &str) -> Result<Response, ApiError> {
@@ -371,13 +446,11 @@ async fn find(app: &App, op: &Operator, q: &str) -> Result<Response, ApiError> {
         if let Some(user) = queries::find_user(&app.db.conn().await?, q).await? {
             return Ok(redirect(&format!("/console/users/{user}")));
         }
-        // A user id that has no payment or subscription yet still has a page.
-        if let Ok(user) = q.parse::<UserId>() {
-            return Ok(redirect(&format!("/console/users/{user}")));
-        }
     }
     let mut layout = Layout::new(app, Some(op), "Find");
-    layout.notice = (!q.is_empty()).then(|| format!("Nothing matches {q:?}."));
+    layout.notice = (!q.is_empty()).then(|| {
+        format!("Nothing matches {q:?}: no payment has this id or provider id, and no user with it has a payment or a subscription.")
+    });
     Ok(render(
         if q.is_empty() {
             StatusCode::OK
@@ -387,6 +460,7 @@ async fn find(app: &App, op: &Operator, q: &str) -> Result<Response, ApiError> {
         &Find {
             layout,
             q: q.to_owned(),
+            unknown_user: q.parse::<UserId>().ok().map(|u| u.to_string()),
         },
     ))
 }
@@ -407,9 +481,11 @@ struct PaymentLine {
     reason: String,
 }
 
-impl From<&PaymentView> for PaymentLine {
-    fn from(p: &PaymentView) -> Self {
-        let left = p.amount.minor() - p.refunded_amount.minor();
+impl PaymentLine {
+    /// `pending_minor`: refunds of it sent and not final yet, which the service
+    /// counts as gone (what is left never includes them).
+    fn new(p: &PaymentView, pending_minor: i64) -> Self {
+        let left = p.amount.minor() - p.refunded_amount.minor() - pending_minor;
         let refundable = matches!(
             p.status,
             crate::domain::PaymentStatus::Succeeded
@@ -427,6 +503,81 @@ impl From<&PaymentView> for PaymentLine {
             created_at: p.created_at.clone(),
             reason: p.cancellation_reason.clone().unwrap_or_default(),
         }
+    }
+}
+
+/// A form about one payment that was refused, shown again beside that payment.
+pub struct Refused {
+    payment_id: String,
+    status: StatusCode,
+    code: String,
+    detail: String,
+    /// The outcome is not known (the provider did not answer, or the first
+    /// submission is still running): the form keeps its Idempotency-Key, so
+    /// sending it again resumes that refund instead of making a second one.
+    key: Option<String>,
+    amount: String,
+    reason: String,
+}
+
+impl Refused {
+    fn new(payment_id: PaymentId, e: &ApiError) -> Refused {
+        Refused {
+            payment_id: payment_id.to_string(),
+            status: e.status,
+            code: e.code.to_owned(),
+            detail: e.detail.clone(),
+            key: None,
+            amount: String::new(),
+            reason: String::new(),
+        }
+    }
+}
+
+/// The refund and review forms of a page: a fresh Idempotency-Key for each
+/// payment's form per rendering (a form sent twice refunds once), and the one
+/// refused form, if any, with what it held.
+pub struct Forms {
+    key: String,
+    refused: Option<Refused>,
+}
+
+impl Forms {
+    fn new(refused: Option<Refused>) -> Forms {
+        Forms {
+            key: random_token(),
+            refused,
+        }
+    }
+
+    fn status(&self) -> StatusCode {
+        self.refused
+            .as_ref()
+            .map(|r| r.status)
+            .unwrap_or(StatusCode::OK)
+    }
+
+    fn about(&self, payment_id: &str) -> Option<&Refused> {
+        self.refused.as_ref().filter(|r| r.payment_id == payment_id)
+    }
+
+    fn error_for(&self, payment_id: &str) -> Option<&str> {
+        self.about(payment_id).map(|r| r.detail.as_str())
+    }
+
+    fn key_for(&self, payment_id: &str) -> String {
+        match self.about(payment_id).and_then(|r| r.key.clone()) {
+            Some(key) => key,
+            None => format!("{}-{payment_id}", self.key),
+        }
+    }
+
+    fn amount_for(&self, payment_id: &str) -> &str {
+        self.about(payment_id).map_or("", |r| r.amount.as_str())
+    }
+
+    fn reason_for(&self, payment_id: &str) -> &str {
+        self.about(payment_id).map_or("", |r| r.reason.as_str())
     }
 }
 
@@ -473,10 +624,7 @@ struct Viewer {
     account: crate::http::handlers::views::UserAccount,
     payments: Vec<PaymentLine>,
     timeline: Vec<EventLine>,
-    /// The refund form that was refused, and why.
-    refund_error: Option<(String, String)>,
-    /// A fresh Idempotency-Key per rendering: a form sent twice refunds once.
-    key: String,
+    forms: Forms,
 }
 
 async fn viewer(
@@ -484,26 +632,35 @@ async fn viewer(
     op: &Operator,
     user_id: UserId,
     notice: Option<String>,
-    refund_error: Option<(PaymentId, ApiError)>,
+    refused: Option<Refused>,
 ) -> Result<Response, ApiError> {
     let account = admin::account(app, user_id).await?;
     let timeline = queries::timeline(&app.db.conn().await?, user_id, 200).await?;
-    let status = refund_error
-        .as_ref()
-        .map(|(_, e)| e.status)
-        .unwrap_or(StatusCode::OK);
+    let pending = |id: PaymentId| {
+        account
+            .refunds
+            .iter()
+            .filter(|r| r.payment_id == id && r.status == crate::domain::RefundStatus::Pending)
+            .map(|r| r.amount.minor())
+            .sum::<i64>()
+    };
+    let payments = account
+        .payments
+        .iter()
+        .map(|p| PaymentLine::new(p, pending(p.id)))
+        .collect();
+    let forms = Forms::new(refused);
     let mut layout = Layout::new(app, Some(op), format!("Viewer {user_id}"));
     layout.notice = notice;
     Ok(render(
-        status,
+        forms.status(),
         &Viewer {
             layout,
             user_id: user_id.to_string(),
-            payments: account.payments.iter().map(PaymentLine::from).collect(),
+            payments,
             account,
             timeline: timeline.iter().map(EventLine::from).collect(),
-            refund_error: refund_error.map(|(id, e)| (id.to_string(), e.detail)),
-            key: random_token(),
+            forms,
         },
     ))
 }
@@ -519,41 +676,68 @@ async fn refund(app: &App, op: &Operator, req: &Request, back: Back) -> Result<R
         Back::Review(id) => id,
         Back::Viewer(_) => parse::<PaymentId>(req.field("payment_id"), "payment id")?,
     };
-    let db = app.db.conn().await?;
-    let payment = store::payments::get(&db, payment_id)
+    let payment = store::payments::get(&app.db.conn().await?, payment_id)
         .await?
+        .filter(|p| match back {
+            Back::Viewer(user) => p.user_id == user,
+            Back::Review(_) => true,
+        })
         .ok_or_else(|| ApiError::from(BillingError::PaymentNotFound))?;
-    drop(db);
-    let before = payment_json(&payment);
-    let amount = match req.field("amount").trim() {
+    // The form always carries one: a request without it is not the console's.
+    let key = IdempotencyKey::parse(req.field("idempotency_key"))?;
+    let amount = req.field("amount").trim();
+    let reason = req.field("reason");
+    let result = match amount {
         "" => Ok(None),
         a => Money::parse(a, payment.amount.currency())
             .map(Some)
             .map_err(|e| BillingError::BadField(format!("amount: {e}"))),
     };
-    let key = IdempotencyKey::parse(req.field("idempotency_key")).ok();
-    let result = match amount {
+    let result = match result {
         Ok(amount) => {
             let request = RefundRequest {
                 amount,
-                reason: req.field("reason").to_owned(),
+                reason: reason.to_owned(),
             };
             let render = |outcome: &Result<store::refunds::Refund, BillingError>| {
-                ApiError::stored(
-                    outcome
-                        .as_ref()
-                        .map(crate::http::handlers::views::RefundView::from),
-                    StatusCode::CREATED,
-                )
+                ApiError::stored(outcome.as_ref().map(RefundView::from), StatusCode::CREATED)
             };
-            refunds::admin_refund(app, op.user.id, payment_id, request, key, &render).await
+            refunds::admin_refund(app, op.user.id, payment_id, request, Some(key), &render).await
         }
         Err(e) => Err(e),
     };
-    let after = match &result {
-        Ok(Keyed::Fresh(r)) => Some(json!(crate::http::handlers::views::RefundView::from(r))),
-        Ok(Keyed::Replayed(stored)) => Some(stored.body.clone()),
-        Err(_) => None,
+    // What it came to: the refund (as the API would show it), or why not. A
+    // repeated form gets the first one's answer, which may be a refusal.
+    let outcome: Result<Value, Refused> = match result {
+        Ok(Keyed::Fresh(r)) => Ok(json!(RefundView::from(&r))),
+        Ok(Keyed::Replayed(stored)) if stored.status < 400 => Ok(stored.body),
+        Ok(Keyed::Replayed(stored)) => Err(Refused {
+            payment_id: payment_id.to_string(),
+            status: StatusCode::from_u16(stored.status).unwrap_or(StatusCode::CONFLICT),
+            code: stored.body["code"].as_str().unwrap_or_default().to_owned(),
+            detail: stored.body["detail"]
+                .as_str()
+                .unwrap_or_default()
+                .to_owned(),
+            key: None,
+            amount: amount.to_owned(),
+            reason: reason.to_owned(),
+        }),
+        Err(e) => {
+            let unknown = matches!(
+                e,
+                BillingError::RequestInProgress
+                    | BillingError::ProviderUnavailable(_)
+                    | BillingError::Provider(_)
+            );
+            let api = ApiError::from(&e);
+            Err(Refused {
+                key: unknown.then(|| req.field("idempotency_key").to_owned()),
+                amount: amount.to_owned(),
+                reason: reason.to_owned(),
+                ..Refused::new(payment_id, &api)
+            })
+        }
     };
     record(
         app,
@@ -562,24 +746,33 @@ async fn refund(app: &App, op: &Operator, req: &Request, back: Back) -> Result<R
             operator_id: op.user.id,
             action: "refund",
             target: &format!("payment:{payment_id}"),
-            before: Some(before),
-            after,
-            outcome: &outcome_of(&result),
+            before: Some(payment_json(&payment)),
+            after: outcome.as_ref().ok().cloned(),
+            outcome: &match &outcome {
+                Ok(_) => "ok".to_owned(),
+                Err(r) => r.code.clone(),
+            },
         },
     )
-    .await?;
-    let done = match &result {
-        Ok(Keyed::Fresh(r)) if r.status == crate::domain::RefundStatus::Succeeded => "refunded",
-        Ok(_) => "refund-pending",
-        Err(_) => "",
+    .await;
+    let done = match &outcome {
+        Ok(refund) if refund["status"] == "succeeded" => "refunded",
+        _ => "refund-pending",
     };
-    match (result, back) {
+    match (outcome, back) {
         (Ok(_), Back::Viewer(user)) => Ok(redirect(&format!("/console/users/{user}?done={done}"))),
-        (Err(e), Back::Viewer(user)) => {
-            viewer(app, op, user, None, Some((payment_id, ApiError::from(e)))).await
-        }
-        (Ok(_), Back::Review(id)) => {
-            let note = format!("refunded: {}", req.field("reason").trim());
+        (Err(refused), Back::Viewer(user)) => viewer(app, op, user, None, Some(refused)).await,
+        (Ok(refund), Back::Review(id)) => {
+            let mut note = format!(
+                "refunded {} {} (refund {}): {}",
+                refund["amount"]["value"].as_str().unwrap_or("?"),
+                refund["amount"]["currency"].as_str().unwrap_or(""),
+                refund["id"].as_str().unwrap_or("?"),
+                reason.trim()
+            );
+            if let Some((cut, _)) = note.char_indices().nth(review::NOTE_MAX) {
+                note.truncate(cut);
+            }
             let marked = review::mark_reviewed(app, id, op.user.id, &note).await;
             record(
                 app,
@@ -589,16 +782,25 @@ async fn refund(app: &App, op: &Operator, req: &Request, back: Back) -> Result<R
                     action: "mark_reviewed",
                     target: &format!("payment:{id}"),
                     before: Some(json!({"review_reason": payment.review_reason})),
-                    after: Some(json!({"note": note})),
+                    after: marked.as_ref().ok().map(|_| json!({"note": note})),
                     outcome: &outcome_of(&marked),
                 },
             )
-            .await?;
-            Ok(redirect(&format!("/console/review?done={done}")))
+            .await;
+            match marked {
+                Ok(()) => Ok(redirect(&format!("/console/review?done={done}"))),
+                Err(e) => {
+                    let e = ApiError::from(e);
+                    let why = format!("Refunded, but not marked reviewed: {}", e.detail);
+                    let refused = Refused {
+                        detail: why,
+                        ..Refused::new(id, &e)
+                    };
+                    review_list(app, op, None, Some(refused)).await
+                }
+            }
         }
-        (Err(e), Back::Review(id)) => {
-            review_list(app, op, None, Some((id, ApiError::from(e)))).await
-        }
+        (Err(refused), Back::Review(_)) => review_list(app, op, None, Some(refused)).await,
     }
 }
 
@@ -639,8 +841,10 @@ async fn auto_renew(
             outcome: &outcome_of(&result),
         },
     )
-    .await?;
-    result?;
+    .await;
+    if let Err(e) = result {
+        return Ok(error_page(app, op, &ApiError::from(e)));
+    }
     let done = if on {
         "auto-renew-on"
     } else {
@@ -650,6 +854,9 @@ async fn auto_renew(
 }
 
 // --- needs review ----------------------------------------------------------
+
+/// How long the review page waits for each provider read.
+const PROVIDER_READ: std::time::Duration = std::time::Duration::from_secs(3);
 
 struct ReviewItem {
     id: String,
@@ -673,29 +880,33 @@ struct ReviewItem {
 struct Review {
     layout: Layout,
     items: Vec<ReviewItem>,
-    error: Option<(String, String)>,
-    key: String,
+    forms: Forms,
 }
 
 async fn review_list(
     app: &App,
     op: &Operator,
     notice: Option<String>,
-    error: Option<(PaymentId, ApiError)>,
+    refused: Option<Refused>,
 ) -> Result<Response, ApiError> {
     let flagged = queries::needing_review(&app.db.conn().await?, 50).await?;
     // The provider's figures, read now, beside ours.
     let theirs = futures::future::join_all(flagged.iter().map(|p| async move {
         let provider = app.providers.get(p.pay_system)?;
         let id = p.provider_payment_id.as_deref()?;
-        Some(provider.get_payment(id).await)
+        Some(
+            match tokio::time::timeout(PROVIDER_READ, provider.get_payment(id)).await {
+                Ok(read) => read.map_err(|e| e.to_string()),
+                Err(_) => Err(format!("no answer within {} s", PROVIDER_READ.as_secs())),
+            },
+        )
     }))
     .await;
     let items = flagged
         .iter()
         .zip(theirs)
         .map(|(p, theirs)| {
-            let line = PaymentLine::from(&PaymentView::from(p));
+            let line = PaymentLine::new(&PaymentView::from(p), 0);
             let (theirs, theirs_status, theirs_test, theirs_account) = match theirs {
                 None => (
                     "no provider payment".into(),
@@ -734,19 +945,15 @@ async fn review_list(
             }
         })
         .collect();
-    let status = error
-        .as_ref()
-        .map(|(_, e)| e.status)
-        .unwrap_or(StatusCode::OK);
+    let forms = Forms::new(refused);
     let mut layout = Layout::new(app, Some(op), "Needs review");
     layout.notice = notice;
     Ok(render(
-        status,
+        forms.status(),
         &Review {
             layout,
             items,
-            error: error.map(|(id, e)| (id.to_string(), e.detail)),
-            key: random_token(),
+            forms,
         },
     ))
 }
@@ -773,10 +980,10 @@ async fn mark_reviewed(
             outcome: &outcome_of(&result),
         },
     )
-    .await?;
+    .await;
     match result {
         Ok(()) => Ok(redirect("/console/review?done=reviewed")),
-        Err(e) => review_list(app, op, None, Some((id, ApiError::from(e)))).await,
+        Err(e) => review_list(app, op, None, Some(Refused::new(id, &ApiError::from(e)))).await,
     }
 }
 
@@ -997,15 +1204,21 @@ async fn replay(app: &App, op: &Operator, id: InboxId) -> Result<Response, ApiEr
             target: &format!("webhook:{id}"),
             before: Some(status_of(&before)),
             after: after.as_ref().map(status_of),
-            outcome: match &result {
-                Ok(_) => "ok",
-                Err(_) => "database_unavailable",
+            outcome: &match &result {
+                Ok(status) => status.as_str().to_owned(),
+                Err(e) => ApiError::from(e).code.to_owned(),
             },
         },
     )
-    .await?;
-    result?;
-    Ok(redirect(&format!("/console/inbox/{id}?done=replayed")))
+    .await;
+    let done = match result {
+        Ok(crate::domain::InboxStatus::Processed) => "replayed",
+        Ok(crate::domain::InboxStatus::Ignored) => "replayed-ignored",
+        Ok(crate::domain::InboxStatus::Failed) => "replayed-failed",
+        Ok(crate::domain::InboxStatus::Received) => "replayed-retry",
+        Err(e) => return Ok(error_page(app, op, &ApiError::from(e))),
+    };
+    Ok(redirect(&format!("/console/inbox/{id}?done={done}")))
 }
 
 // --- tariffs ---------------------------------------------------------------
@@ -1056,27 +1269,11 @@ impl Tariffs {
     }
 }
 
-impl Viewer {
-    fn refund_error_for(&self, payment_id: &str) -> Option<&str> {
-        match &self.refund_error {
-            Some((id, why)) if id == payment_id => Some(why),
-            _ => None,
-        }
-    }
-}
-
 impl Review {
-    fn error_for(&self, payment_id: &str) -> Option<&str> {
-        match &self.error {
-            Some((id, why)) if id == payment_id => Some(why),
-            _ => None,
-        }
-    }
-
     /// A refusal about a payment no longer on the list (reviewed meanwhile).
     fn error_elsewhere(&self) -> Option<&str> {
-        match &self.error {
-            Some((id, why)) if !self.items.iter().any(|i| &i.id == id) => Some(why),
+        match &self.forms.refused {
+            Some(r) if !self.items.iter().any(|i| i.id == r.payment_id) => Some(&r.detail),
             _ => None,
         }
     }
@@ -1160,14 +1357,18 @@ async fn tariff_create(app: &App, op: &Operator, req: &Request) -> Result<Respon
             action: "tariff_create",
             target: &match &result {
                 Ok(t) => format!("tariff:{}", t.id),
-                Err(_) => format!("tariff:{}", req.field("alias").trim()),
+                Err(_) => "tariff:new".to_owned(),
             },
             before: None,
-            after: result.as_ref().ok().map(|t| json!(TariffView::admin(t))),
+            after: Some(match &result {
+                Ok(t) => json!(TariffView::admin(t)),
+                Err(_) => json!({"alias": req.field("alias"), "name": req.field("name"),
+                    "price": req.field("price"), "currency": req.field("currency")}),
+            }),
             outcome: &outcome_of(&result),
         },
     )
-    .await?;
+    .await;
     match result {
         Ok(_) => Ok(redirect("/console/tariffs?done=created")),
         Err(e) => {
@@ -1230,7 +1431,7 @@ async fn tariff_edit(
             outcome: &outcome_of(&result),
         },
     )
-    .await?;
+    .await;
     match result {
         Ok(_) => Ok(redirect(&format!("/console/tariffs?done={done}"))),
         Err(e) => {
