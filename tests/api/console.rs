@@ -204,6 +204,24 @@ async fn an_expired_session_is_sent_back_to_sign_in_and_changes_nothing() {
     assert!(!all.to_string().contains("late"), "{all}");
 }
 
+/// The tariff create form, monthly in roubles.
+fn tariff_form<'a>(
+    csrf: &'a str,
+    alias: &'a str,
+    name: &'a str,
+    price: &'a str,
+) -> [(&'static str, &'a str); 7] {
+    [
+        ("csrf", csrf),
+        ("alias", alias),
+        ("name", name),
+        ("price", price),
+        ("currency", "RUB"),
+        ("period_count", "1"),
+        ("period_unit", "month"),
+    ]
+}
+
 #[tokio::test]
 async fn bad_input_to_the_console_is_a_page_that_says_why_never_a_500() {
     let app = TestApp::start().await;
@@ -226,15 +244,7 @@ async fn bad_input_to_the_console_is_a_page_that_says_why_never_a_500() {
             console
                 .post(
                     "/console/tariffs",
-                    &[
-                        ("csrf", csrf.as_str()),
-                        ("alias", "Bad Alias"),
-                        ("name", "x"),
-                        ("price", "1.00"),
-                        ("currency", "RUB"),
-                        ("period_count", "1"),
-                        ("period_unit", "month"),
-                    ],
+                    &tariff_form(&csrf, "Bad Alias", "x", "1.00"),
                 )
                 .await,
             400,
@@ -243,15 +253,7 @@ async fn bad_input_to_the_console_is_a_page_that_says_why_never_a_500() {
             console
                 .post(
                     "/console/tariffs",
-                    &[
-                        ("csrf", csrf.as_str()),
-                        ("alias", "ok"),
-                        ("name", "x"),
-                        ("price", "one rouble"),
-                        ("currency", "RUB"),
-                        ("period_count", "1"),
-                        ("period_unit", "month"),
-                    ],
+                    &tariff_form(&csrf, "ok", "x", "one rouble"),
                 )
                 .await,
             400,
@@ -275,15 +277,7 @@ async fn bad_input_to_the_console_is_a_page_that_says_why_never_a_500() {
         console
             .post(
                 "/console/tariffs",
-                &[
-                    ("csrf", csrf.as_str()),
-                    ("alias", "nul"),
-                    ("name", "a\0b"),
-                    ("price", "1.00"),
-                    ("currency", "RUB"),
-                    ("period_count", "1"),
-                    ("period_unit", "month"),
-                ],
+                &tariff_form(&csrf, "nul", "a\0b", "1.00"),
             )
             .await,
         console

@@ -1144,6 +1144,20 @@ struct InboxRowPage {
     history: Vec<AuditLine>,
 }
 
+/// One inbox row, or 404 `webhook_not_found`.
+async fn inbox_row_of(
+    db: &impl store::GenericClient,
+    id: InboxId,
+) -> Result<webhook_inbox::InboxRow, ApiError> {
+    if !webhook_inbox::exists(db, id).await? {
+        return Err(ApiError::not_found(
+            "webhook_not_found",
+            "no such inbox row",
+        ));
+    }
+    Ok(webhook_inbox::get(db, id).await?)
+}
+
 async fn inbox_row(
     app: &App,
     op: &Operator,
@@ -1151,13 +1165,7 @@ async fn inbox_row(
     notice: Option<String>,
 ) -> Result<Response, ApiError> {
     let db = app.db.conn().await?;
-    if !webhook_inbox::exists(&db, id).await? {
-        return Err(ApiError::not_found(
-            "webhook_not_found",
-            "no such inbox row",
-        ));
-    }
-    let row = webhook_inbox::get(&db, id).await?;
+    let row = inbox_row_of(&db, id).await?;
     let view = InboxView::from(&row);
     let body = view
         .body
@@ -1180,15 +1188,7 @@ async fn inbox_row(
 }
 
 async fn replay(app: &App, op: &Operator, id: InboxId) -> Result<Response, ApiError> {
-    let db = app.db.conn().await?;
-    if !webhook_inbox::exists(&db, id).await? {
-        return Err(ApiError::not_found(
-            "webhook_not_found",
-            "no such inbox row",
-        ));
-    }
-    let before = webhook_inbox::get(&db, id).await?;
-    drop(db);
+    let before = inbox_row_of(&app.db.conn().await?, id).await?;
     let result = webhooks::process_and_record(app, id).await;
     let after = match &result {
         Ok(_) => Some(webhook_inbox::get(&app.db.conn().await?, id).await?),
