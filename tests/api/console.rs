@@ -228,6 +228,11 @@ async fn bad_input_to_the_console_is_a_page_that_says_why_never_a_500() {
     let mut console = Console::new(&app);
     console.sign_in(&app.admin_token()).await;
     let csrf = console.get("/console").await.csrf();
+    let bad_tariff = |alias: &'static str, price: &'static str| {
+        let form = tariff_form(&csrf, alias, "x", price);
+        let console = &console;
+        async move { console.post("/console/tariffs", &form).await }
+    };
     for (page, status) in [
         (console.get("/console/users/not-a-uuid").await, 400),
         (console.get("/console/inbox?status=lost").await, 400),
@@ -240,24 +245,8 @@ async fn bad_input_to_the_console_is_a_page_that_says_why_never_a_500() {
                 .await,
             404,
         ),
-        (
-            console
-                .post(
-                    "/console/tariffs",
-                    &tariff_form(&csrf, "Bad Alias", "x", "1.00"),
-                )
-                .await,
-            400,
-        ),
-        (
-            console
-                .post(
-                    "/console/tariffs",
-                    &tariff_form(&csrf, "ok", "x", "one rouble"),
-                )
-                .await,
-            400,
-        ),
+        (bad_tariff("Bad Alias", "1.00").await, 400),
+        (bad_tariff("ok", "one rouble").await, 400),
         (
             console
                 .post(

@@ -773,21 +773,8 @@ async fn refund(app: &App, op: &Operator, req: &Request, back: Back) -> Result<R
             if let Some((cut, _)) = note.char_indices().nth(review::NOTE_MAX) {
                 note.truncate(cut);
             }
-            let marked = review::mark_reviewed(app, id, op.user.id, &note).await;
-            record(
-                app,
-                op,
-                NewAuditEntry {
-                    operator_id: op.user.id,
-                    action: "mark_reviewed",
-                    target: &format!("payment:{id}"),
-                    before: Some(json!({"review_reason": payment.review_reason})),
-                    after: marked.as_ref().ok().map(|_| json!({"note": note})),
-                    outcome: &outcome_of(&marked),
-                },
-            )
-            .await;
-            match marked {
+            let before = Some(json!({"review_reason": payment.review_reason}));
+            match mark_and_record(app, op, id, before, &note).await {
                 Ok(()) => Ok(redirect(&format!("/console/review?done={done}"))),
                 Err(e) => {
                     let e = ApiError::from(e);
@@ -958,15 +945,14 @@ async fn review_list(
     ))
 }
 
-async fn mark_reviewed(
+/// Marks a flagged payment reviewed and records that (or why not).
+async fn mark_and_record(
     app: &App,
     op: &Operator,
     id: PaymentId,
+    before: Option<Value>,
     note: &str,
-) -> Result<Response, ApiError> {
-    let before = store::payments::get(&app.db.conn().await?, id)
-        .await?
-        .map(|p| json!({"review_reason": p.review_reason}));
+) -> Result<(), BillingError> {
     let result = review::mark_reviewed(app, id, op.user.id, note).await;
     record(
         app,
@@ -981,6 +967,19 @@ async fn mark_reviewed(
         },
     )
     .await;
+    result
+}
+
+async fn mark_reviewed(
+    app: &App,
+    op: &Operator,
+    id: PaymentId,
+    note: &str,
+) -> Result<Response, ApiError> {
+    let before = store::payments::get(&app.db.conn().await?, id)
+        .await?
+        .map(|p| json!({"review_reason": p.review_reason}));
+    let result = mark_and_record(app, op, id, before, note).await;
     match result {
         Ok(()) => Ok(redirect("/console/review?done=reviewed")),
         Err(e) => review_list(app, op, None, Some(Refused::new(id, &ApiError::from(e)))).await,
