@@ -388,8 +388,14 @@ async fn a_flagged_payment_is_shown_beside_the_provider_and_marked_reviewed_once
 
 /// A purchase paid on the sandbox's checkout page.
 async fn paid_purchase(app: &TestApp) -> (PaymentId, UserId) {
+    paid_purchase_renewing(app, false).await
+}
+
+/// A purchase paid on the sandbox's checkout page, its card kept for renewals
+/// when `renew`.
+async fn paid_purchase_renewing(app: &TestApp, renew: bool) -> (PaymentId, UserId) {
     let viewer = UserId::new();
-    let (status, body) = app.buy(viewer, MONTH_TARIFF, false, None).await;
+    let (status, body) = app.buy(viewer, MONTH_TARIFF, renew, None).await;
     assert_eq!(status, 201, "{body}");
     let paid = reqwest::Client::new()
         .post(body["confirmation_url"].as_str().unwrap())
@@ -588,16 +594,7 @@ async fn find_takes_our_payment_id_or_the_providers_to_the_viewer() {
 #[tokio::test]
 async fn an_operator_cancels_and_resumes_auto_renewal_for_a_viewer() {
     let app = TestApp::start().await;
-    let viewer = UserId::new();
-    let (status, body) = app.buy(viewer, MONTH_TARIFF, true, None).await;
-    assert_eq!(status, 201, "{body}");
-    let paid = reqwest::Client::new()
-        .post(body["confirmation_url"].as_str().unwrap())
-        .form(&[("action", "pay"), ("card", "4444")])
-        .send()
-        .await
-        .unwrap();
-    assert!(paid.status().is_success());
+    let (_, viewer) = paid_purchase_renewing(&app, true).await;
     let mut console = Console::new(&app);
     console.sign_in(&app.admin_token()).await;
     let page = format!("/console/users/{viewer}");
