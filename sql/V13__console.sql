@@ -37,5 +37,20 @@ ALTER TABLE payments
 CREATE INDEX payments_needs_review ON payments (created_at)
     WHERE review_reason IS NOT NULL AND reviewed_at IS NULL;
 
+-- Every processing of a stored notification, as it ended: the inbox row keeps only
+-- the last outcome; the console shows the history. Written by the statement that
+-- records the outcome (no extra round trip).
+CREATE TABLE webhook_attempts (
+    inbox_id  uuid NOT NULL REFERENCES webhook_inbox (id),
+    -- The row's `attempts` after this one: 1, 2, …
+    attempt   int NOT NULL,
+    at        timestamptz NOT NULL DEFAULT now(),
+    -- The row's status after it (`received` again means it will be retried).
+    status    text NOT NULL,
+    outcome   text,
+    error     text,
+    PRIMARY KEY (inbox_id, attempt)
+);
+
 -- A viewer's timeline: their events, from the outbox.
 CREATE INDEX outbox_user ON outbox ((payload -> 'data' ->> 'user_id'), id);

@@ -126,6 +126,43 @@ pub async fn record_outcome(
     Ok((parse_col(&row, "status")?, row.try_get(1)?))
 }
 
+/// One processing of a stored notification, as it ended.
+pub struct Attempt {
+    pub attempt: i32,
+    pub at: DateTime<Utc>,
+    pub status: InboxStatus,
+    pub outcome: Option<String>,
+    pub error: Option<String>,
+}
+
+/// A row's processing history, oldest first (the newest `limit`).
+pub async fn attempts(
+    db: &impl GenericClient,
+    id: InboxId,
+    limit: i64,
+) -> Result<Vec<Attempt>, StoreError> {
+    let rows = db
+        .query(
+            "SELECT attempt, at, status, outcome, error FROM (
+                 SELECT * FROM webhook_attempts WHERE inbox_id = $1
+                 ORDER BY attempt DESC LIMIT $2) last
+             ORDER BY attempt",
+            &[&id, &limit],
+        )
+        .await?;
+    rows.iter()
+        .map(|r| {
+            Ok(Attempt {
+                attempt: r.try_get(0)?,
+                at: r.try_get(1)?,
+                status: parse_col(r, "status")?,
+                outcome: r.try_get(3)?,
+                error: r.try_get(4)?,
+            })
+        })
+        .collect()
+}
+
 /// Claims up to `batch` rows due for another attempt, leasing them for 60 s (its
 /// own statement, committed at once: processing calls providers with no lock held).
 pub async fn claim_due(db: &impl GenericClient, batch: i64) -> Result<Vec<InboxId>, StoreError> {

@@ -242,6 +242,13 @@ async fn an_operator_replays_a_notification_from_the_inbox() {
         assert_eq!(b.text("#row-status").await, "processed");
         let history = b.text("#history").await;
         assert!(history.contains("replay by"), "{history}");
+        // Both processings in the row's history: on arrival, and the replay.
+        let attempts = b
+            .client
+            .find_all(fantoccini::Locator::Css("#attempts tbody tr"))
+            .await
+            .expect("attempt rows");
+        assert_eq!(attempts.len(), 2, "{}", b.text("#attempts").await);
         let (_, inbox) = app
             .get("/api/v1/admin/webhooks", Some(&app.admin_token()))
             .await;

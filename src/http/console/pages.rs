@@ -1140,7 +1140,16 @@ struct InboxRowPage {
     row: InboxLine,
     body: String,
     purged: bool,
+    attempts: Vec<AttemptLine>,
     history: Vec<AuditLine>,
+}
+
+struct AttemptLine {
+    attempt: i32,
+    at: String,
+    status: String,
+    outcome: String,
+    error: String,
 }
 
 /// One inbox row, or 404 `webhook_not_found`.
@@ -1171,6 +1180,7 @@ async fn inbox_row(
         .as_ref()
         .map(|b| serde_json::to_string_pretty(b).unwrap_or_default())
         .unwrap_or_default();
+    let attempts = webhook_inbox::attempts(&db, id, 100).await?;
     let history = queries::audit_log(&db, Some(&format!("webhook:{id}")), 50).await?;
     let mut layout = Layout::new(app, Some(op), format!("Notification {id}"));
     layout.notice = notice;
@@ -1181,6 +1191,16 @@ async fn inbox_row(
             row: InboxLine::from(&row),
             body,
             purged: view.body_purged,
+            attempts: attempts
+                .iter()
+                .map(|a| AttemptLine {
+                    attempt: a.attempt,
+                    at: time(a.at),
+                    status: a.status.as_str().to_owned(),
+                    outcome: a.outcome.clone().unwrap_or_default(),
+                    error: a.error.clone().unwrap_or_default(),
+                })
+                .collect(),
             history: history.iter().map(AuditLine::from).collect(),
         },
     ))
