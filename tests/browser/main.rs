@@ -318,6 +318,22 @@ async fn the_console_fits_a_phone() {
         b.goto(&format!("{}/console/users/{viewer}", app.url)).await;
         assert_eq!(b.text("#sub-status").await, "active");
         assert!(!overflows(&b).await, "the viewer page scrolls sideways");
+        // The refund form is on the screen, not at the far end of a table.
+        let (x, _, width, _) = b
+            .find("form.refund button")
+            .await
+            .rectangle()
+            .await
+            .expect("the Refund button's box");
+        assert!(x + width <= 390.0, "Refund is at x {x}..{}", x + width);
+        b.goto(&format!("{}/console/tariffs", app.url)).await;
+        let (x, _, width, _) = b
+            .find("tr[data-alias=month] button.archive")
+            .await
+            .rectangle()
+            .await
+            .expect("the Archive button's box");
+        assert!(x + width <= 390.0, "Archive is at x {x}..{}", x + width);
         let (status, _) = read(
             app.http
                 .get(format!("{}/console/static/console.css", app.url))
