@@ -14,7 +14,6 @@ CREATE TABLE audit_log (
     outcome     text NOT NULL,
     at          timestamptz NOT NULL DEFAULT now()
 );
-CREATE INDEX audit_log_recent ON audit_log (at DESC, id DESC);
 CREATE INDEX audit_log_target ON audit_log (target, id);
 
 -- Alerts, as logged (`billing_alerts_total{kind}`), kept for the console's overview.
@@ -30,12 +29,12 @@ CREATE INDEX alerts_recent ON alerts (raised_at);
 
 -- A payment flagged for review stays flagged (`review_reason`); a person who looked
 -- at it says so here, and it leaves the review list.
+-- Nullable, no default: no table rewrite, the lock is held for an instant (the
+-- indexes over existing tables are built by V14, in a transaction of their own).
 ALTER TABLE payments
     ADD COLUMN reviewed_at timestamptz,
     ADD COLUMN reviewed_by uuid,
     ADD COLUMN review_note text;
-CREATE INDEX payments_needs_review ON payments (created_at)
-    WHERE review_reason IS NOT NULL AND reviewed_at IS NULL;
 
 -- Every processing of a stored notification, as it ended: the inbox row keeps only
 -- the last outcome; the console shows the history. Written by the statement that
@@ -51,6 +50,4 @@ CREATE TABLE webhook_attempts (
     error     text,
     PRIMARY KEY (inbox_id, attempt)
 );
-
--- A viewer's timeline: their events, from the outbox.
-CREATE INDEX outbox_user ON outbox ((payload -> 'data' ->> 'user_id'), id);
+CREATE INDEX webhook_attempts_at ON webhook_attempts (at);

@@ -1,6 +1,7 @@
 //! Data that must not be kept forever: raw notification bodies (personal data)
 //! after WEBHOOK_BODY_RETENTION (failed ones after 180 days; hash and outcome stay),
-//! Idempotency-Key rows after their 24 hours, and stored alerts after 90 days (the
+//! Idempotency-Key rows after their 24 hours, notifications' processing history
+//! after 180 days, and stored alerts after 90 days (the
 //! console's overview counts the last 24 h; the log lines stay wherever logs go).
 //! The audit log is never purged here. Batched so a backlog never holds long locks.
 
@@ -14,6 +15,8 @@ use crate::store::{alerts, idempotency_keys, webhook_inbox};
 
 /// How long stored alerts are kept.
 const ALERT_RETENTION_DAYS: i64 = 90;
+/// How long a notification's processing history is kept (as a failed body).
+const ATTEMPT_RETENTION_DAYS: i64 = 180;
 
 pub const BATCH: usize = 1000;
 
@@ -51,8 +54,19 @@ impl Job for Housekeeping {
             webhook_inbox::purge_bodies(&db, app.config.webhook_body_retention, BATCH as i64)
                 .await?;
         let keys = idempotency_keys::delete_expired(&db, BATCH as i64).await?;
-        let before = crate::store::now(&db).await? - chrono::Duration::days(ALERT_RETENTION_DAYS);
-        let old_alerts = alerts::purge(&db, before, BATCH as i64).await?;
-        Ok((purged + keys + old_alerts) as usize)
+        let now = crate::store::now(&db).await?;
+        let old_alerts = alerts::purge(
+            &db,
+            now - chrono::Duration::days(ALERT_RETENTION_DAYS),
+            BATCH as i64,
+        )
+        .await?;
+        let old_attempts = webhook_inbox::purge_attempts(
+            &db,
+            now - chrono::Duration::days(ATTEMPT_RETENTION_DAYS),
+            BATCH as i64,
+        )
+        .await?;
+        Ok((purged + keys + old_alerts + old_attempts) as usize)
     }
 }

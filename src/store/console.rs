@@ -55,6 +55,8 @@ pub async fn overview(db: &impl GenericClient) -> Result<Overview, StoreError> {
 /// Money taken in a currency over a window: captured, refunded of it, what is kept.
 pub struct Revenue {
     pub currency: String,
+    /// Real money, or a provider's test mode.
+    pub livemode: bool,
     pub payments: i64,
     pub captured_minor: i64,
     pub refunded_minor: i64,
@@ -68,11 +70,12 @@ pub async fn revenue_since(
 ) -> Result<Vec<Revenue>, StoreError> {
     let rows = db
         .q(
-            "SELECT currency::text, count(*), sum(amount_minor)::bigint, sum(refunded_minor)::bigint
+            "SELECT currency::text, livemode, count(*), sum(amount_minor)::bigint,
+                    sum(refunded_minor)::bigint
              FROM payments
              WHERE captured_at >= $1
                AND status IN ('succeeded', 'partially_refunded', 'refunded')
-             GROUP BY currency ORDER BY currency",
+             GROUP BY livemode, currency ORDER BY livemode DESC, currency",
             &[&since],
         )
         .await?;
@@ -80,9 +83,10 @@ pub async fn revenue_since(
         .map(|r| {
             Ok(Revenue {
                 currency: r.try_get(0)?,
-                payments: r.try_get(1)?,
-                captured_minor: r.try_get(2)?,
-                refunded_minor: r.try_get(3)?,
+                livemode: r.try_get(1)?,
+                payments: r.try_get(2)?,
+                captured_minor: r.try_get(3)?,
+                refunded_minor: r.try_get(4)?,
             })
         })
         .collect()
@@ -285,13 +289,25 @@ pub async fn audit_log(
     target: Option<&str>,
     limit: i64,
 ) -> Result<Vec<AuditEntry>, StoreError> {
-    let rows = db
-        .q(
-            "SELECT id, operator_id, action, target, before, after, outcome, at FROM audit_log
-             WHERE $1::text IS NULL OR target = $1
-             ORDER BY id DESC LIMIT $2",
-            &[&target, &limit],
-        )
-        .await?;
+    const COLS: &str = "id, operator_id, action, target, before, after, outcome, at";
+    let rows = match target {
+        // Two statements: one plan each, each with its index.
+        Some(target) => {
+            db.q(
+                &format!(
+                    "SELECT {COLS} FROM audit_log WHERE target = $1 ORDER BY id DESC LIMIT $2"
+                ),
+                &[&target, &limit],
+            )
+            .await?
+        }
+        None => {
+            db.q(
+                &format!("SELECT {COLS} FROM audit_log ORDER BY id DESC LIMIT $1"),
+                &[&limit],
+            )
+            .await?
+        }
+    };
     rows.iter().map(AuditEntry::from_row).collect()
 }

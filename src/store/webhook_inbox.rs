@@ -126,6 +126,21 @@ pub async fn record_outcome(
     Ok((parse_col(&row, "status")?, row.try_get(1)?))
 }
 
+/// Deletes processing history older than `before`, at most `limit` rows.
+pub async fn purge_attempts(
+    db: &impl GenericClient,
+    before: DateTime<Utc>,
+    limit: i64,
+) -> Result<u64, StoreError> {
+    Ok(db
+        .execute(
+            "DELETE FROM webhook_attempts WHERE (inbox_id, attempt) IN (
+                 SELECT inbox_id, attempt FROM webhook_attempts WHERE at < $1 LIMIT $2)",
+            &[&before, &limit],
+        )
+        .await?)
+}
+
 /// One processing of a stored notification, as it ended.
 pub struct Attempt {
     pub attempt: i32,

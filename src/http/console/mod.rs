@@ -193,6 +193,14 @@ async fn handle(
         form,
         headers,
     };
+    if req.method == Method::POST {
+        // An action runs to its end and is recorded even when the browser goes
+        // away meanwhile (a closed tab drops this request's future, not a task).
+        let app = app.clone();
+        return tokio::spawn(async move { pages::dispatch(&app, req).await })
+            .await
+            .unwrap_or_else(|e| super::error::ApiError::internal(&e).into_response());
+    }
     pages::dispatch(app, req).await
 }
 

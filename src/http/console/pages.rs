@@ -133,10 +133,21 @@ pub async fn dispatch(app: &App, req: Request) -> Response {
     let answer = async {
         match (path.as_slice(), get, post) {
             ([], true, _) => overview(app, &op).await,
-            (["sign-out"], _, true) => Ok(with_cookie(
-                redirect("/console/sign-in"),
-                &clear_cookie(app, SESSION),
-            )),
+            (["sign-out"], _, true) => {
+                let entry = NewAuditEntry {
+                    operator_id: op.user.id,
+                    action: "sign_out",
+                    target: &format!("user:{}", op.user.id),
+                    before: None,
+                    after: None,
+                    outcome: "ok",
+                };
+                record(app, &op, entry).await;
+                Ok(with_cookie(
+                    redirect("/console/sign-in"),
+                    &clear_cookie(app, SESSION),
+                ))
+            }
             (["find"], true, _) => find(app, &op, req.param("q")).await,
             (["users", id], true, _) => {
                 let id = parse::<UserId>(id, "user id")?;
@@ -393,7 +404,11 @@ async fn overview(app: &App, op: &Operator) -> Result<Response, ApiError> {
         .await?
         .into_iter()
         .map(|r| RevenueLine {
-            currency: r.currency,
+            currency: if r.livemode {
+                r.currency
+            } else {
+                format!("{} (test)", r.currency)
+            },
             payments: r.payments,
             captured: format_minor(r.captured_minor),
             refunded: format_minor(r.refunded_minor),
@@ -708,6 +723,7 @@ async fn refund(app: &App, op: &Operator, req: &Request, back: Back) -> Result<R
     };
     // What it came to: the refund (as the API would show it), or why not. A
     // repeated form gets the first one's answer, which may be a refusal.
+    let replayed = matches!(result, Ok(Keyed::Replayed(_)));
     let outcome: Result<Value, Refused> = match result {
         Ok(Keyed::Fresh(r)) => Ok(json!(RefundView::from(&r))),
         Ok(Keyed::Replayed(stored)) if stored.status < 400 => Ok(stored.body),
@@ -724,13 +740,16 @@ async fn refund(app: &App, op: &Operator, req: &Request, back: Back) -> Result<R
             reason: reason.to_owned(),
         }),
         Err(e) => {
+            let api = ApiError::from(&e);
+            // Not a refusal, an outcome not known: the first submission still
+            // running, the provider not answering, or our own failure after the
+            // refund may have been recorded and sent (a 5xx).
             let unknown = matches!(
                 e,
                 BillingError::RequestInProgress
                     | BillingError::ProviderUnavailable(_)
                     | BillingError::Provider(_)
-            );
-            let api = ApiError::from(&e);
+            ) || api.status.is_server_error();
             Err(Refused {
                 key: unknown.then(|| req.field("idempotency_key").to_owned()),
                 amount: amount.to_owned(),
@@ -749,6 +768,7 @@ async fn refund(app: &App, op: &Operator, req: &Request, back: Back) -> Result<R
             before: Some(payment_json(&payment)),
             after: outcome.as_ref().ok().cloned(),
             outcome: &match &outcome {
+                Ok(_) if replayed => "replayed".to_owned(),
                 Ok(_) => "ok".to_owned(),
                 Err(r) => r.code.clone(),
             },
@@ -759,9 +779,13 @@ async fn refund(app: &App, op: &Operator, req: &Request, back: Back) -> Result<R
         Ok(refund) if refund["status"] == "succeeded" => "refunded",
         _ => "refund-pending",
     };
-    match (outcome, back) {
+    let page = match (outcome, back) {
         (Ok(_), Back::Viewer(user)) => Ok(redirect(&format!("/console/users/{user}?done={done}"))),
         (Err(refused), Back::Viewer(user)) => viewer(app, op, user, None, Some(refused)).await,
+        // The first submission marked it reviewed already.
+        (Ok(_), Back::Review(_)) if replayed => {
+            Ok(redirect(&format!("/console/review?done={done}")))
+        }
         (Ok(refund), Back::Review(id)) => {
             let mut note = format!(
                 "refunded {} {} (refund {}): {}",
@@ -788,7 +812,14 @@ async fn refund(app: &App, op: &Operator, req: &Request, back: Back) -> Result<R
             }
         }
         (Err(refused), Back::Review(_)) => review_list(app, op, None, Some(refused)).await,
-    }
+    };
+    Ok(done_or_page(app, op, page))
+}
+
+/// After an action has run and been recorded, a failure to show the next page is
+/// only that: an error page, never a refusal of the action.
+fn done_or_page(app: &App, op: &Operator, page: Result<Response, ApiError>) -> Response {
+    page.unwrap_or_else(|e| error_page(app, op, &e))
 }
 
 fn payment_json(p: &store::Payment) -> Value {
@@ -980,10 +1011,11 @@ async fn mark_reviewed(
         .await?
         .map(|p| json!({"review_reason": p.review_reason}));
     let result = mark_and_record(app, op, id, before, note).await;
-    match result {
+    let page = match result {
         Ok(()) => Ok(redirect("/console/review?done=reviewed")),
         Err(e) => review_list(app, op, None, Some(Refused::new(id, &ApiError::from(e)))).await,
-    }
+    };
+    Ok(done_or_page(app, op, page))
 }
 
 // --- webhook inbox ---------------------------------------------------------
@@ -1210,7 +1242,10 @@ async fn replay(app: &App, op: &Operator, id: InboxId) -> Result<Response, ApiEr
     let before = inbox_row_of(&app.db.conn().await?, id).await?;
     let result = webhooks::process_and_record(app, id).await;
     let after = match &result {
-        Ok(_) => Some(webhook_inbox::get(&app.db.conn().await?, id).await?),
+        Ok(_) => match app.db.conn().await {
+            Ok(db) => inbox_row_of(&db, id).await.ok(),
+            Err(_) => None,
+        },
         Err(_) => None,
     };
     let status_of = |r: &webhook_inbox::InboxRow| json!({"status": r.status.as_str(), "outcome": r.outcome, "last_error": r.last_error});
@@ -1390,15 +1425,17 @@ async fn tariff_create(app: &App, op: &Operator, req: &Request) -> Result<Respon
     .await;
     match result {
         Ok(_) => Ok(redirect("/console/tariffs?done=created")),
-        Err(e) => {
+        Err(e) => Ok(done_or_page(
+            app,
+            op,
             tariff_list(
                 app,
                 op,
                 None,
                 Some(("new".into(), ApiError::from(e), req.form.clone())),
             )
-            .await
-        }
+            .await,
+        )),
     }
 }
 
@@ -1453,15 +1490,17 @@ async fn tariff_edit(
     .await;
     match result {
         Ok(_) => Ok(redirect(&format!("/console/tariffs?done={done}"))),
-        Err(e) => {
+        Err(e) => Ok(done_or_page(
+            app,
+            op,
             tariff_list(
                 app,
                 op,
                 None,
                 Some((id.to_string(), ApiError::from(e), req.form.clone())),
             )
-            .await
-        }
+            .await,
+        )),
     }
 }
 
