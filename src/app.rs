@@ -28,6 +28,8 @@ pub struct Inner {
     pub sandbox: Option<Arc<Sandbox>>,
     /// `GET /api/v1/tariffs` as last answered (see `http::tariff_cache`).
     pub tariff_cache: TariffCache,
+    /// Alerts on their way to the `alerts` table (see `service::alerts`).
+    pub alerts: crate::service::alerts::AlertQueue,
 }
 
 impl Deref for App {
@@ -55,6 +57,7 @@ impl App {
             providers,
             sandbox,
             tariff_cache,
+            alerts: Default::default(),
         }))
     }
 }

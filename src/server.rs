@@ -46,6 +46,8 @@ pub struct Running {
     /// The bound address (None with `--workers-only`).
     pub addr: Option<SocketAddr>,
     tasks: Vec<JoinHandle<()>>,
+    /// Stores alerts' rows; stopped after every other task (see `service::alerts`).
+    alert_writer: JoinHandle<()>,
 }
 
 impl Running {
@@ -56,16 +58,17 @@ impl Running {
     /// Graceful stop: no new connections, in-flight requests and job batches finish.
     pub async fn stop(self) {
         self.app.shutdown.cancel();
-        for t in self.tasks {
-            let _ = t.await;
-        }
+        self.wait().await;
     }
 
-    /// Waits until the tasks end (after `app.shutdown` is cancelled elsewhere).
+    /// Waits until the tasks end (after `app.shutdown` is cancelled elsewhere),
+    /// then stores the alerts they raised on their way out.
     pub async fn wait(self) {
         for t in self.tasks {
             let _ = t.await;
         }
+        self.app.alerts.close.cancel();
+        let _ = self.alert_writer.await;
     }
 }
 
@@ -95,6 +98,7 @@ pub async fn start(mut config: Config, opts: ServeOptions) -> Result<Running, St
     let pool = db::pool(&config.database_url, config.database_pool_size)?;
     let (providers, sandbox) = providers(&config, addr);
     let app = App::new(config, pool, providers, sandbox);
+    let alert_writer = tokio::spawn(crate::service::alerts::write(app.clone()));
     let mut tasks = Vec::new();
 
     if let Some(listener) = listener {
@@ -113,7 +117,12 @@ pub async fn start(mut config: Config, opts: ServeOptions) -> Result<Running, St
         }
     }
 
-    Ok(Running { app, addr, tasks })
+    Ok(Running {
+        app,
+        addr,
+        tasks,
+        alert_writer,
+    })
 }
 
 /// The configured providers; in sandbox mode the built-in fake is served by this

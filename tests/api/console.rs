@@ -719,3 +719,29 @@ async fn a_processed_notification_stays_processed_when_a_slower_processing_ends_
         page.html
     );
 }
+
+#[tokio::test]
+async fn an_alert_raised_as_the_service_stops_still_gets_its_row() {
+    let mut app = TestApp::start().await;
+    let running = app.server.take().expect("running");
+    for _ in 0..50 {
+        billing::service::alerts::raise(
+            &running.app,
+            "needs_review",
+            "raised while stopping",
+            PaymentId::new(),
+        );
+    }
+    running.stop().await;
+    let stored: i64 = app
+        .conn()
+        .await
+        .query_one(
+            "SELECT count(*) FROM alerts WHERE message = 'raised while stopping'",
+            &[],
+        )
+        .await
+        .unwrap()
+        .get(0);
+    assert_eq!(stored, 50);
+}
