@@ -130,6 +130,23 @@ pub async fn timeline(
         .collect()
 }
 
+/// The part of each of the user's payments a tariff change took as credit (not
+/// refundable), for the payments that have one.
+pub async fn credited_of_user(
+    db: &impl GenericClient,
+    user_id: UserId,
+) -> Result<Vec<(PaymentId, i64)>, StoreError> {
+    let rows = db
+        .q(
+            "SELECT id, credited_minor FROM payments WHERE user_id = $1 AND credited_minor > 0",
+            &[&user_id],
+        )
+        .await?;
+    rows.iter()
+        .map(|r| Ok((r.try_get(0)?, r.try_get(1)?)))
+        .collect()
+}
+
 /// Payments flagged for review that no one has marked reviewed, oldest first.
 pub async fn needing_review(
     db: &impl GenericClient,

@@ -11,16 +11,16 @@ use crate::helpers::{payment_id, TestApp, MONTH_TARIFF};
 
 /// An operator's browser, as far as the console can tell: its cookies and the
 /// CSRF token of the last page it was shown.
-struct Console<'a> {
+pub(crate) struct Console<'a> {
     app: &'a TestApp,
     http: reqwest::Client,
     cookie: String,
 }
 
-struct Page {
-    status: u16,
+pub(crate) struct Page {
+    pub(crate) status: u16,
     headers: HeaderMap,
-    html: String,
+    pub(crate) html: String,
 }
 
 impl Page {
@@ -47,7 +47,7 @@ impl Page {
 }
 
 impl<'a> Console<'a> {
-    fn new(app: &'a TestApp) -> Self {
+    pub(crate) fn new(app: &'a TestApp) -> Self {
         Console {
             app,
             http: reqwest::Client::builder()
@@ -67,7 +67,7 @@ impl<'a> Console<'a> {
         }
     }
 
-    async fn get(&self, path: &str) -> Page {
+    pub(crate) async fn get(&self, path: &str) -> Page {
         self.send(self.http.get(format!("{}{path}", self.app.url)))
             .await
     }
@@ -86,7 +86,7 @@ impl<'a> Console<'a> {
     }
 
     /// Signs in with `token` through the form; keeps the session cookie.
-    async fn sign_in(&mut self, token: &str) -> Page {
+    pub(crate) async fn sign_in(&mut self, token: &str) -> Page {
         let form = self.get("/console/sign-in").await;
         self.cookie = first_pair(&form.cookies()[0]);
         let page = self

@@ -459,6 +459,28 @@ async fn the_credited_part_of_a_payment_is_not_refunded_again() {
     );
 }
 
+#[tokio::test]
+async fn the_consoles_refund_form_offers_only_what_the_credit_left() {
+    let app = TestApp::builder().fake_yookassa().start().await;
+    let user = UserId::new();
+    let (_, purchase) = monthly_with(&app, user, Duration::days(10)).await;
+    let paid = payment_id(&to_yearly_now(&app, user).await);
+    pay(&app, paid, Outcome::Succeed).await;
+    let mut console = crate::console::Console::new(&app);
+    console.sign_in(&app.admin_token()).await;
+    let page = console.get(&format!("/console/users/{user}")).await;
+    assert_eq!(page.status, 200, "{}", page.html);
+    let form = page
+        .html
+        .split("<tr data-payment=")
+        .find(|row| row.starts_with(&format!("\"{purchase}\"")))
+        .expect("the purchase's row");
+    assert!(
+        form.contains("placeholder=\"199.33 (all that is left)\""),
+        "299.00 less the 99.67 credited: {form}"
+    );
+}
+
 /// A refund of a credited payment between the pricing and the payment: the
 /// credit no longer holds, so the change is refunded rather than applied.
 #[tokio::test]

@@ -17,10 +17,10 @@ pub(super) struct PaymentLine {
 }
 
 impl PaymentLine {
-    /// `pending_minor`: refunds of it sent and not final yet, which the service
-    /// counts as gone (what is left never includes them).
-    pub(super) fn new(p: &PaymentView, pending_minor: i64) -> Self {
-        let left = p.amount.minor() - p.refunded_amount.minor() - pending_minor;
+    /// `gone_minor`: what of it cannot be refunded beyond what was (pending
+    /// refunds, a tariff change's credit), as the service counts it.
+    pub(super) fn new(p: &PaymentView, gone_minor: i64) -> Self {
+        let left = p.amount.minor() - p.refunded_amount.minor() - gone_minor;
         let refundable = matches!(
             p.status,
             crate::domain::PaymentStatus::Succeeded
@@ -170,19 +170,30 @@ pub(super) async fn viewer(
     refused: Option<Refused>,
 ) -> Result<Response, ApiError> {
     let account = admin::account(app, user_id).await?;
-    let timeline = queries::timeline(&app.db.conn().await?, user_id, 200).await?;
-    let pending = |id: PaymentId| {
-        account
+    let db = app.db.conn().await?;
+    let timeline = queries::timeline(&db, user_id, 200).await?;
+    let credited = queries::credited_of_user(&db, user_id).await?;
+    drop(db);
+    // Not refundable: refunds sent and not final yet, and what a tariff change
+    // took as credit.
+    let gone = |id: PaymentId| {
+        let pending: i64 = account
             .refunds
             .iter()
             .filter(|r| r.payment_id == id && r.status == crate::domain::RefundStatus::Pending)
             .map(|r| r.amount.minor())
-            .sum::<i64>()
+            .sum();
+        let credit: i64 = credited
+            .iter()
+            .filter(|(p, _)| *p == id)
+            .map(|(_, c)| c)
+            .sum();
+        pending + credit
     };
     let payments = account
         .payments
         .iter()
-        .map(|p| PaymentLine::new(p, pending(p.id)))
+        .map(|p| PaymentLine::new(p, gone(p.id)))
         .collect();
     let forms = Forms::new(refused);
     let mut layout = Layout::new(app, Some(op), format!("Viewer {user_id}"));
