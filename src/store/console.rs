@@ -180,34 +180,6 @@ pub async fn mark_reviewed(
         == 1)
 }
 
-/// How a payment's review ended: when, by whom, the note.
-pub struct Review {
-    pub reviewed_at: DateTime<Utc>,
-    pub reviewed_by: UserId,
-    pub note: String,
-}
-
-pub async fn review_of(
-    db: &impl GenericClient,
-    id: PaymentId,
-) -> Result<Option<Review>, StoreError> {
-    let row = db
-        .q_opt(
-            "SELECT reviewed_at, reviewed_by, review_note FROM payments
-             WHERE id = $1 AND reviewed_at IS NOT NULL",
-            &[&id],
-        )
-        .await?;
-    row.map(|r| {
-        Ok(Review {
-            reviewed_at: r.try_get(0)?,
-            reviewed_by: r.try_get(1)?,
-            note: r.try_get::<_, Option<String>>(2)?.unwrap_or_default(),
-        })
-    })
-    .transpose()
-}
-
 /// The user a payment id, or a provider's payment id, belongs to.
 pub async fn find_user(db: &impl GenericClient, q: &str) -> Result<Option<UserId>, StoreError> {
     let row = match q.parse::<uuid::Uuid>() {

@@ -124,7 +124,6 @@ pub(super) async fn tariff_create(
     };
     record(
         app,
-        op,
         NewAuditEntry {
             operator_id: op.user.id,
             action: "tariff_create",
@@ -144,17 +143,7 @@ pub(super) async fn tariff_create(
     .await;
     match result {
         Ok(_) => Ok(redirect("/console/tariffs?done=created")),
-        Err(e) => Ok(done_or_page(
-            app,
-            op,
-            tariff_list(
-                app,
-                op,
-                None,
-                Some(("new".into(), ApiError::from(e), req.form.clone())),
-            )
-            .await,
-        )),
+        Err(e) => Ok(refused_form(app, op, "new", e, req).await),
     }
 }
 
@@ -196,7 +185,6 @@ pub(super) async fn tariff_edit(
     let result = tariffs::change(app, id, &edit).await;
     record(
         app,
-        op,
         NewAuditEntry {
             operator_id: op.user.id,
             action,
@@ -209,16 +197,19 @@ pub(super) async fn tariff_edit(
     .await;
     match result {
         Ok(_) => Ok(redirect(&format!("/console/tariffs?done={done}"))),
-        Err(e) => Ok(done_or_page(
-            app,
-            op,
-            tariff_list(
-                app,
-                op,
-                None,
-                Some((id.to_string(), ApiError::from(e), req.form.clone())),
-            )
-            .await,
-        )),
+        Err(e) => Ok(refused_form(app, op, &id.to_string(), e, req).await),
     }
+}
+
+/// The tariff page again after a refused form (`new`, or a tariff's id), with
+/// why and what the form held.
+async fn refused_form(
+    app: &App,
+    op: &Operator,
+    which: &str,
+    e: BillingError,
+    req: &Request,
+) -> Response {
+    let refused = (which.to_owned(), ApiError::from(e), req.form.clone());
+    done_or_page(app, op, tariff_list(app, op, None, Some(refused)).await)
 }

@@ -208,7 +208,6 @@ pub(super) async fn replay(app: &App, op: &Operator, id: InboxId) -> Result<Resp
     let status_of = |r: &webhook_inbox::InboxRow| json!({"status": r.status.as_str(), "outcome": r.outcome, "last_error": r.last_error});
     record(
         app,
-        op,
         NewAuditEntry {
             operator_id: op.user.id,
             action: "replay",

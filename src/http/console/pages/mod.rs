@@ -163,7 +163,7 @@ pub async fn dispatch(app: &App, req: Request) -> Response {
                     after: None,
                     outcome: "ok",
                 };
-                record(app, &op, entry).await;
+                record(app, entry).await;
                 Ok(with_cookie(
                     redirect("/console/sign-in"),
                     &clear_cookie(app, SESSION),
@@ -231,7 +231,6 @@ pub async fn dispatch(app: &App, req: Request) -> Response {
 async fn refused_request(app: &App, op: &Operator, action: &str, req: &Request, outcome: &str) {
     record(
         app,
-        op,
         NewAuditEntry {
             operator_id: op.user.id,
             action,
@@ -275,11 +274,7 @@ fn notice(done: &str) -> Option<String> {
 /// Records a console action. The action has happened by now (its own
 /// transaction committed): a failure here must not turn it into an error page the
 /// operator would retry, so it is alerted instead.
-async fn record(app: &App, op: &Operator, entry: NewAuditEntry<'_>) {
-    let entry = NewAuditEntry {
-        operator_id: op.user.id,
-        ..entry
-    };
+async fn record(app: &App, entry: NewAuditEntry<'_>) {
     let stored = async { queries::audit(&app.db.conn().await?, &entry).await };
     if let Err(e) = stored.await {
         crate::service::alerts::raise(
@@ -287,9 +282,9 @@ async fn record(app: &App, op: &Operator, entry: NewAuditEntry<'_>) {
             "audit_failed",
             &format!(
                 "console action {} on {} ({}) by {} not recorded: {e}",
-                entry.action, entry.target, entry.outcome, op.user.id
+                entry.action, entry.target, entry.outcome, entry.operator_id
             ),
-            crate::service::alerts::Subject::Operator(op.user.id),
+            crate::service::alerts::Subject::Operator(entry.operator_id),
         );
     }
 }

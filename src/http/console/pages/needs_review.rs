@@ -116,7 +116,6 @@ pub(super) async fn mark_and_record(
     let result = review::mark_reviewed(app, id, op.user.id, note).await;
     record(
         app,
-        op,
         NewAuditEntry {
             operator_id: op.user.id,
             action: "mark_reviewed",

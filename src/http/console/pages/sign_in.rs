@@ -23,13 +23,8 @@ pub(super) fn sign_in_form(app: &App, error: Option<String>, status: StatusCode)
 /// Records a sign-in by a valid token (a superuser's, or a viewer's refused).
 /// An invalid token names no one and is only logged.
 pub(super) async fn sign_in_audit(app: &App, user: &crate::http::auth::User, outcome: &str) {
-    let op = Operator {
-        user: *user,
-        csrf: String::new(),
-    };
     record(
         app,
-        &op,
         NewAuditEntry {
             operator_id: user.id,
             action: "sign_in",

@@ -296,7 +296,6 @@ pub(super) async fn refund(
     };
     record(
         app,
-        op,
         NewAuditEntry {
             operator_id: op.user.id,
             action: "refund",
@@ -376,10 +375,7 @@ pub(super) async fn auto_renew(
         .await?
         .map(|s| json!({"auto_renew": s.auto_renew, "subscription_id": s.id, "status": s.status.as_str()}));
     let result = subs::set_auto_renew(app, user_id, on).await;
-    record(
-        app,
-        op,
-        NewAuditEntry {
+    record(app, NewAuditEntry {
             operator_id: op.user.id,
             action: if on {
                 "auto_renew_on"
